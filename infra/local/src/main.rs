@@ -1,0 +1,239 @@
+//! `local`: the GitLab-compatible export/import API on one machine, with no
+//! AWS. Same routes and workers as the Lambda functions, on the embedded
+//! adapters.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use shared::auth::{self, RootToken};
+use shared::embedded::EmbeddedBackend;
+use shared::{App, Settings};
+
+#[derive(Parser)]
+#[command(
+    name = "local",
+    version,
+    about = "GitLab-compatible project export/import API, served locally"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the whole API and run the workers in this process.
+    Serve(ServeArgs),
+    /// Manage users (run while the server is stopped).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage personal access tokens (run while the server is stopped).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Args)]
+struct DataDir {
+    /// Where all state lives; it survives restarts.
+    #[arg(long, default_value = "./.data", env = "LOCAL_DATA_DIR")]
+    data_dir: PathBuf,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8080", env = "LOCAL_BIND")]
+    bind: SocketAddr,
+    #[command(flatten)]
+    data: DataDir,
+    /// Queue workers running in this process (0 leaves the queue untouched).
+    #[arg(long, default_value_t = 2, env = "LOCAL_WORKERS")]
+    workers: usize,
+    /// The base URL clients reach this server at (default: http://<bind>).
+    #[arg(long, env = "LOCAL_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Lifetime of signed download URLs, in seconds.
+    #[arg(long, default_value_t = 300, env = "DOWNLOAD_URL_TTL_SECONDS")]
+    download_ttl: u64,
+    /// Largest accepted import upload, in bytes.
+    #[arg(long, default_value_t = Settings::default().max_upload_bytes, env = "MAX_UPLOAD_BYTES")]
+    max_upload_bytes: u64,
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "LOG_JSON")]
+    log_json: bool,
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user (with its namespace) and print a new token for it.
+    Create {
+        username: String,
+        /// Display name (default: the username).
+        #[arg(long)]
+        name: Option<String>,
+        /// Make the user an administrator.
+        #[arg(long)]
+        admin: bool,
+        #[command(flatten)]
+        data: DataDir,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a new personal access token for an existing user.
+    Create {
+        username: String,
+        /// Token name.
+        #[arg(long, default_value = "cli")]
+        name: String,
+        /// Expiry date, YYYY-MM-DD.
+        #[arg(long)]
+        expires_at: Option<chrono::NaiveDate>,
+        #[command(flatten)]
+        data: DataDir,
+    },
+}
+
+fn open_offline(data: &DataDir) -> Result<App, shared::Error> {
+    let backend = EmbeddedBackend::open(&data.data_dir, "http://127.0.0.1")?;
+    Ok(App::embedded(&backend, Settings::default()))
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::User(UserCommand::Create {
+            username,
+            name,
+            admin,
+            data,
+        }) => create_user(&data, &username, name.as_deref(), admin).await,
+        Command::Token(TokenCommand::Create {
+            username,
+            name,
+            expires_at,
+            data,
+        }) => create_token(&data, &username, &name, expires_at).await,
+    };
+    if let Err(err) = result {
+        eprintln!("error: {err}");
+        std::process::exit(1);
+    }
+}
+
+async fn create_user(
+    data: &DataDir,
+    username: &str,
+    name: Option<&str>,
+    admin: bool,
+) -> Result<(), shared::Error> {
+    let app = open_offline(data)?;
+    let user = app
+        .users
+        .create_user(username, name.unwrap_or(username), admin)
+        .await?;
+    let (_, token) = auth::issue_token(&app, &user, "cli", None).await?;
+    println!(
+        "created user {} (id {}); token: {token}",
+        user.username, user.id
+    );
+    Ok(())
+}
+
+async fn create_token(
+    data: &DataDir,
+    username: &str,
+    name: &str,
+    expires_at: Option<chrono::NaiveDate>,
+) -> Result<(), shared::Error> {
+    let app = open_offline(data)?;
+    let user = app
+        .users
+        .user_by_username(username)
+        .await?
+        .ok_or_else(|| shared::Error::not_found("User"))?;
+    let expires_at = expires_at.map(|d| d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc());
+    let (_, token) = auth::issue_token(&app, &user, name, expires_at).await?;
+    println!("{token}");
+    Ok(())
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<(), shared::Error> {
+    init_logging(args.log_json);
+    let listener = tokio::net::TcpListener::bind(args.bind).await?;
+    let address = listener.local_addr()?;
+    let public_url = args
+        .public_url
+        .unwrap_or_else(|| format!("http://{address}"));
+    let backend = EmbeddedBackend::open(&args.data.data_dir, &public_url)?;
+    let settings = Settings {
+        download_ttl: Duration::from_secs(args.download_ttl),
+        max_upload_bytes: args.max_upload_bytes,
+        ..Settings::default()
+    };
+    let app = App::embedded(&backend, settings);
+
+    let configured = std::env::var("LOCAL_ROOT_TOKEN").ok();
+    let root_token = auth::ensure_root(&app, configured.as_deref()).await?;
+    for _ in 0..args.workers {
+        let queue = backend.queue.clone();
+        tokio::spawn(shared::worker::poll_loop(app.clone(), move || {
+            let queue = queue.clone();
+            async move { queue.wait_for_message(Duration::from_millis(500)).await }
+        }));
+    }
+
+    println!("GitLab export/import API listening on {public_url}/api/v4");
+    println!("data directory: {}", args.data.data_dir.display());
+    match root_token {
+        RootToken::Generated(token) => println!(
+            "root token (shown once, keep it): {token}\n  try: curl -H \"PRIVATE-TOKEN: {token}\" {public_url}/api/v4/user"
+        ),
+        RootToken::Configured => println!("authenticate with PRIVATE-TOKEN: $LOCAL_ROOT_TOKEN"),
+        RootToken::Existing => println!(
+            "authenticate with the root token printed at first start, or make one: local token create root"
+        ),
+    }
+    println!("ready");
+
+    axum::serve(listener, shared::http::router(app))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        if let Ok(mut signal) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            signal.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {},
+        _ = terminate => {},
+    }
+}

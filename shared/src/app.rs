@@ -1,0 +1,65 @@
+//! The application: the ports it runs on and its settings. Built once per
+//! process (Lambda cold start or local server start) and cloned into handlers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::archive::Limits;
+use crate::embedded::EmbeddedBackend;
+use crate::ports::{BlobStore, JobStore, ProjectStore, Queue, UserStore};
+use crate::signing::Signer;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Lifetime of signed/presigned download URLs.
+    pub download_ttl: Duration,
+    /// Largest accepted import upload, in bytes.
+    pub max_upload_bytes: u64,
+    pub limits: Limits,
+    /// gzip level of export archives.
+    pub compression_level: u32,
+    /// Records written to the store together during an import.
+    pub import_batch_records: usize,
+    /// Records read from the store together during an export.
+    pub export_page_records: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            download_ttl: Duration::from_secs(300),
+            max_upload_bytes: 5 * 1024 * 1024 * 1024,
+            limits: Limits::default(),
+            compression_level: 6,
+            import_batch_records: 1000,
+            export_page_records: 1000,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct App {
+    pub users: Arc<dyn UserStore>,
+    pub projects: Arc<dyn ProjectStore>,
+    pub jobs: Arc<dyn JobStore>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub queue: Arc<dyn Queue>,
+    /// Verifies the embedded blob store's signed URLs; `None` where blobs are
+    /// served by S3 presigned URLs instead.
+    pub signer: Option<Signer>,
+    pub settings: Arc<Settings>,
+}
+
+impl App {
+    pub fn embedded(backend: &EmbeddedBackend, settings: Settings) -> Self {
+        App {
+            users: backend.store.clone(),
+            projects: backend.store.clone(),
+            jobs: backend.store.clone(),
+            blobs: backend.blobs.clone(),
+            queue: backend.queue.clone(),
+            signer: Some(backend.signer.clone()),
+            settings: Arc::new(settings),
+        }
+    }
+}

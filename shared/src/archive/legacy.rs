@@ -1,0 +1,171 @@
+//! GitLab's legacy layout: one `project.json` with the attributes and every
+//! relation as an array (or an object, for `has_one` relations). Parsed as a
+//! stream: one record at a time is in memory, never the whole document.
+
+use std::fmt;
+use std::io::{BufReader, Read};
+
+use bytes::Bytes;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use super::json::check_record;
+use super::reader::{invalid, ImportEvent, Sink};
+use super::{ArchiveError, Limits, LEGACY_PROJECT_JSON};
+use crate::relations;
+
+pub(super) fn read_project_json(
+    entry: &mut impl Read,
+    limits: &Limits,
+    sink: &mut Sink<'_>,
+) -> Result<(), ArchiveError> {
+    let mut de = serde_json::Deserializer::from_reader(BufReader::with_capacity(64 * 1024, entry));
+    let mut state = State {
+        limits,
+        sink,
+        failure: None,
+    };
+    let parsed = ProjectSeed { state: &mut state }.deserialize(&mut de);
+    let attributes = match parsed {
+        Ok(attributes) => attributes,
+        Err(err) => {
+            return Err(state.failure.take().unwrap_or_else(|| {
+                invalid(LEGACY_PROJECT_JSON, err.line() as u64, err.to_string())
+            }))
+        }
+    };
+    de.end()
+        .map_err(|err| invalid(LEGACY_PROJECT_JSON, err.line() as u64, err.to_string()))?;
+    let attributes = serde_json::to_vec(&Value::Object(attributes))
+        .map_err(|err| invalid(LEGACY_PROJECT_JSON, 1, err.to_string()))?;
+    (state.sink)(ImportEvent::Attributes(Bytes::from(attributes)))
+        .map_err(|_| ArchiveError::Aborted)
+}
+
+struct State<'s, 'k> {
+    limits: &'s Limits,
+    sink: &'s mut Sink<'k>,
+    /// The real reason when a visitor had to stop with a serde error.
+    failure: Option<ArchiveError>,
+}
+
+impl State<'_, '_> {
+    fn emit(&mut self, relation: &str, index: u64, raw: &str) -> Result<(), ArchiveError> {
+        // A pretty-printed document spreads records over lines; NDJSON needs one.
+        let compact;
+        let text = if raw.contains(['\n', '\r']) {
+            let value: Value = serde_json::from_str(raw)
+                .map_err(|err| self.record_error(relation, index, err.to_string()))?;
+            compact = serde_json::to_string(&value)
+                .map_err(|err| self.record_error(relation, index, err.to_string()))?;
+            compact.as_str()
+        } else {
+            raw
+        };
+        let record = check_record(text.as_bytes(), self.limits)
+            .map_err(|reason| self.record_error(relation, index, reason))?;
+        (self.sink)(ImportEvent::Record {
+            relation: relation.to_owned(),
+            json: Bytes::copy_from_slice(record),
+        })
+        .map_err(|_| ArchiveError::Aborted)
+    }
+
+    fn record_error(&self, relation: &str, index: u64, reason: String) -> ArchiveError {
+        invalid(
+            &format!("{LEGACY_PROJECT_JSON} ({relation})"),
+            index,
+            format!("record {index}: {reason}"),
+        )
+    }
+
+    fn fail<E: de::Error>(&mut self, failure: ArchiveError) -> E {
+        let err = E::custom(failure.to_string());
+        self.failure = Some(failure);
+        err
+    }
+}
+
+struct ProjectSeed<'a, 's, 'k> {
+    state: &'a mut State<'s, 'k>,
+}
+
+impl<'de> DeserializeSeed<'de> for ProjectSeed<'_, '_, '_> {
+    type Value = Map<String, Value>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ProjectSeed<'_, '_, '_> {
+    type Value = Map<String, Value>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object with the project attributes and relations")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut attributes = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if relations::find(&key).is_some() {
+                map.next_value_seed(RelationSeed {
+                    relation: &key,
+                    state: self.state,
+                })?;
+            } else {
+                let value: Value = map.next_value()?;
+                attributes.insert(key, value);
+            }
+        }
+        Ok(attributes)
+    }
+}
+
+struct RelationSeed<'a, 's, 'k> {
+    relation: &'a str,
+    state: &'a mut State<'s, 'k>,
+}
+
+impl<'de> DeserializeSeed<'de> for RelationSeed<'_, '_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RelationSeed<'_, '_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "an array or object of {} records", self.relation)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut index = 0u64;
+        while let Some(raw) = seq.next_element::<Box<RawValue>>()? {
+            index += 1;
+            if let Err(failure) = self.state.emit(self.relation, index, raw.get()) {
+                return Err(self.state.fail(failure));
+            }
+        }
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        let value = Value::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        let text = value.to_string();
+        if let Err(failure) = self.state.emit(self.relation, 1, &text) {
+            return Err(self.state.fail(failure));
+        }
+        Ok(())
+    }
+}
+
+use serde::Deserialize;

@@ -1,0 +1,346 @@
+//! Reads an archive from a stranger into a stream of `ImportEvent`s, checking
+//! every entry on the way. Nothing is written here: the consumer stores events
+//! in a staging area and only publishes them once the whole archive passed.
+
+use std::cell::Cell;
+use std::collections::HashSet;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Component, Path};
+use std::rc::Rc;
+
+use bytes::Bytes;
+use flate2::read::GzDecoder;
+
+use super::json::check_record;
+use super::{
+    is_supported_version, legacy, relation_file, ArchiveError, Limits, LEGACY_PROJECT_JSON,
+    PROJECT_JSON, RELATION_DIR,
+};
+use crate::relations;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImportEvent {
+    /// The project attributes (`tree/project.json`), a JSON object.
+    Attributes(Bytes),
+    /// One top-level record of a relation, in archive order.
+    Record {
+        relation: String,
+        json: Bytes,
+    },
+    /// An opaque file (repository bundle, upload, ...) follows in chunks.
+    BlobStart {
+        path: String,
+    },
+    BlobChunk(Bytes),
+    BlobEnd,
+}
+
+/// The consumer stopped listening; reading stops too.
+#[derive(Debug)]
+pub struct SinkClosed;
+
+pub(super) type Sink<'a> = dyn FnMut(ImportEvent) -> Result<(), SinkClosed> + 'a;
+
+/// Reads a whole `.tar.gz`, emitting events in order. Returns the archive's
+/// VERSION.
+pub fn read_archive(
+    input: impl Read,
+    limits: &Limits,
+    sink: &mut Sink<'_>,
+) -> Result<String, ArchiveError> {
+    let mut input = BufReader::with_capacity(64 * 1024, input);
+    let head = input.fill_buf().map_err(corrupt)?;
+    if head.len() < 2 || head[0] != 0x1f || head[1] != 0x8b {
+        return Err(ArchiveError::NotGzip);
+    }
+    let over_limit = Rc::new(Cell::new(false));
+    let expanded = LimitedReader {
+        inner: GzDecoder::new(input),
+        remaining: limits.max_uncompressed_bytes,
+        over_limit: over_limit.clone(),
+    };
+    let result = read_entries(expanded, limits, sink);
+    if over_limit.get() {
+        return Err(ArchiveError::TooLarge {
+            limit: limits.max_uncompressed_bytes,
+        });
+    }
+    result
+}
+
+fn read_entries(
+    expanded: impl Read,
+    limits: &Limits,
+    sink: &mut Sink<'_>,
+) -> Result<String, ArchiveError> {
+    let mut archive = tar::Archive::new(expanded);
+    let mut version = None;
+    let mut has_project = false;
+    let mut seen = HashSet::new();
+    let mut count = 0u64;
+    for entry in archive.entries().map_err(corrupt)? {
+        let mut entry = entry.map_err(corrupt)?;
+        count += 1;
+        if count > limits.max_entries {
+            return Err(ArchiveError::TooManyEntries {
+                limit: limits.max_entries,
+            });
+        }
+        let raw_path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let entry_type = entry.header().entry_type();
+        if entry_type.is_pax_global_extensions() {
+            continue;
+        }
+        let Some(path) = normalize(&raw_path)? else {
+            continue;
+        };
+        if entry_type.is_dir() {
+            continue;
+        }
+        if !(entry_type.is_file() || entry_type.is_contiguous()) {
+            return Err(ArchiveError::UnsupportedEntry {
+                path: raw_path,
+                kind: entry_kind(entry_type),
+            });
+        }
+        if !seen.insert(path.clone()) {
+            return Err(ArchiveError::DuplicateEntry(path));
+        }
+        match path.as_str() {
+            "VERSION" => {
+                let text = read_small(&mut entry, 64, "VERSION")?;
+                let text = text.trim().to_owned();
+                if !is_supported_version(&text) {
+                    return Err(ArchiveError::UnsupportedVersion(text));
+                }
+                version = Some(text);
+            }
+            "GITLAB_VERSION" | "GITLAB_REVISION" => {
+                read_small(&mut entry, 256, &path)?;
+            }
+            PROJECT_JSON => {
+                let text = read_small(&mut entry, limits.max_attributes_bytes, &path)?;
+                let attributes = check_record(text.as_bytes(), limits)
+                    .map_err(|reason| invalid(&path, 1, reason))?;
+                sink(ImportEvent::Attributes(Bytes::copy_from_slice(attributes)))
+                    .map_err(|_| ArchiveError::Aborted)?;
+                has_project = true;
+            }
+            LEGACY_PROJECT_JSON => {
+                legacy::read_project_json(&mut entry, limits, sink)?;
+                has_project = true;
+            }
+            _ => {
+                if let Some(relation) = relation_of(&path)? {
+                    read_ndjson(&mut entry, &relation, limits, sink)?;
+                } else {
+                    read_blob(&mut entry, path, sink)?;
+                }
+            }
+        }
+    }
+    let version = version.ok_or(ArchiveError::MissingVersion)?;
+    if !has_project {
+        return Err(ArchiveError::MissingProject);
+    }
+    Ok(version)
+}
+
+/// `tree/project/<relation>.ndjson` → the relation; other paths are blobs.
+fn relation_of(path: &str) -> Result<Option<String>, ArchiveError> {
+    let Some(name) = path
+        .strip_prefix(RELATION_DIR)
+        .and_then(|rest| rest.strip_suffix(".ndjson"))
+    else {
+        return Ok(None);
+    };
+    if !relations::is_valid_name(name) {
+        return Err(ArchiveError::InvalidRelation(name.to_owned()));
+    }
+    Ok(Some(name.to_owned()))
+}
+
+/// The entry's path relative to the archive root, or `None` for the root
+/// itself. Anything that could point outside the root is refused.
+fn normalize(raw: &str) -> Result<Option<String>, ArchiveError> {
+    let unsafe_path = || ArchiveError::UnsafePath(raw.to_owned());
+    if raw.contains('\0') || raw.contains('\\') {
+        return Err(unsafe_path());
+    }
+    let mut parts = Vec::new();
+    for component in Path::new(raw).components() {
+        match component {
+            Component::Normal(part) => parts.push(part.to_str().ok_or_else(unsafe_path)?),
+            Component::CurDir => {}
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => {
+                return Err(unsafe_path())
+            }
+        }
+    }
+    if parts.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(parts.join("/")))
+}
+
+fn read_ndjson(
+    entry: &mut impl Read,
+    relation: &str,
+    limits: &Limits,
+    sink: &mut Sink<'_>,
+) -> Result<(), ArchiveError> {
+    let file = relation_file(relation);
+    let mut lines = BufReader::with_capacity(64 * 1024, entry);
+    let mut line = Vec::new();
+    let mut number = 0u64;
+    loop {
+        line.clear();
+        number += 1;
+        let complete = read_line_limited(&mut lines, &mut line, limits.max_record_bytes + 2)
+            .map_err(corrupt)?;
+        if line.is_empty() && !complete {
+            return Ok(());
+        }
+        if line.len() > limits.max_record_bytes + 1 {
+            return Err(invalid(
+                &file,
+                number,
+                format!(
+                    "line longer than the limit of {} bytes",
+                    limits.max_record_bytes
+                ),
+            ));
+        }
+        if line.trim_ascii().is_empty() {
+            continue;
+        }
+        let record =
+            check_record(&line, limits).map_err(|reason| invalid(&file, number, reason))?;
+        sink(ImportEvent::Record {
+            relation: relation.to_owned(),
+            json: Bytes::copy_from_slice(record),
+        })
+        .map_err(|_| ArchiveError::Aborted)?;
+    }
+}
+
+/// Reads up to and including the next `\n`, but never more than `max` bytes.
+/// Returns whether a newline ended the line.
+fn read_line_limited(input: &mut impl BufRead, line: &mut Vec<u8>, max: usize) -> io::Result<bool> {
+    loop {
+        let available = input.fill_buf()?;
+        if available.is_empty() {
+            return Ok(false);
+        }
+        let room = max.saturating_sub(line.len());
+        if room == 0 {
+            return Ok(false);
+        }
+        let window = &available[..available.len().min(room)];
+        if let Some(at) = window.iter().position(|&b| b == b'\n') {
+            line.extend_from_slice(&window[..at]);
+            input.consume(at + 1);
+            return Ok(true);
+        }
+        let taken = window.len();
+        line.extend_from_slice(window);
+        input.consume(taken);
+    }
+}
+
+fn read_blob(entry: &mut impl Read, path: String, sink: &mut Sink<'_>) -> Result<(), ArchiveError> {
+    sink(ImportEvent::BlobStart { path }).map_err(|_| ArchiveError::Aborted)?;
+    let mut buf = vec![0u8; crate::stream::CHUNK];
+    loop {
+        let n = entry.read(&mut buf).map_err(corrupt)?;
+        if n == 0 {
+            break;
+        }
+        sink(ImportEvent::BlobChunk(Bytes::copy_from_slice(&buf[..n])))
+            .map_err(|_| ArchiveError::Aborted)?;
+    }
+    sink(ImportEvent::BlobEnd).map_err(|_| ArchiveError::Aborted)
+}
+
+fn read_small(entry: &mut impl Read, max: usize, path: &str) -> Result<String, ArchiveError> {
+    let mut bytes = Vec::new();
+    entry
+        .take(max as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(corrupt)?;
+    if bytes.len() > max {
+        return Err(invalid(path, 1, format!("file larger than {max} bytes")));
+    }
+    String::from_utf8(bytes).map_err(|_| invalid(path, 1, "invalid UTF-8".into()))
+}
+
+fn entry_kind(entry_type: tar::EntryType) -> String {
+    match entry_type {
+        tar::EntryType::Symlink => "symbolic link".into(),
+        tar::EntryType::Link => "hard link".into(),
+        tar::EntryType::Char => "character device".into(),
+        tar::EntryType::Block => "block device".into(),
+        tar::EntryType::Fifo => "FIFO".into(),
+        other => format!("entry type {:?}", other),
+    }
+}
+
+pub(super) fn invalid(file: &str, line: u64, reason: String) -> ArchiveError {
+    ArchiveError::InvalidRecord {
+        file: file.to_owned(),
+        line,
+        reason,
+    }
+}
+
+pub(super) fn corrupt(err: io::Error) -> ArchiveError {
+    ArchiveError::Corrupt(err.to_string())
+}
+
+/// Fails the read once more than `remaining` bytes came out of the decoder.
+struct LimitedReader<R> {
+    inner: R,
+    remaining: u64,
+    over_limit: Rc<Cell<bool>>,
+}
+
+impl<R: Read> Read for LimitedReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n as u64 > self.remaining {
+            self.over_limit.set(true);
+            return Err(io::Error::other("archive expands beyond the size limit"));
+        }
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes_paths() {
+        assert_eq!(
+            normalize("./tree/project.json").unwrap().unwrap(),
+            "tree/project.json"
+        );
+        assert_eq!(normalize("./").unwrap(), None);
+        assert!(normalize("../etc/passwd").is_err());
+        assert!(normalize("tree/../../x").is_err());
+        assert!(normalize("/etc/passwd").is_err());
+        assert!(normalize("a\\..\\b").is_err());
+    }
+
+    #[test]
+    fn reads_limited_lines() {
+        let mut input = BufReader::with_capacity(4, &b"abc\ndefghij\nk"[..]);
+        let mut line = Vec::new();
+        assert!(read_line_limited(&mut input, &mut line, 100).unwrap());
+        assert_eq!(line, b"abc");
+        line.clear();
+        assert!(!read_line_limited(&mut input, &mut line, 5).unwrap());
+        assert_eq!(line, b"defgh");
+    }
+}

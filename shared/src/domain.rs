@@ -1,0 +1,261 @@
+//! The domain: users, namespaces, projects, jobs and the messages that drive
+//! workers. Knows nothing of HTTP or storage technology.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+pub type UserId = u64;
+pub type ProjectId = u64;
+pub type NamespaceId = u64;
+
+pub fn now() -> DateTime<Utc> {
+    Utc::now()
+}
+
+/// GitLab's timestamp shape: `2017-08-29T04:36:44.383Z`.
+pub fn gitlab_time(at: &DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct User {
+    pub id: UserId,
+    pub username: String,
+    pub name: String,
+    pub is_admin: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A namespace projects live in. Every user has one with the user's id and
+/// username as path.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Namespace {
+    pub id: NamespaceId,
+    pub path: String,
+    pub name: String,
+    pub owner_id: UserId,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Token {
+    pub id: u64,
+    pub user_id: UserId,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked: bool,
+}
+
+impl Token {
+    pub fn is_usable(&self, at: DateTime<Utc>) -> bool {
+        !self.revoked && self.expires_at.is_none_or(|expiry| at < expiry)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Project {
+    pub id: ProjectId,
+    pub namespace_id: NamespaceId,
+    pub namespace_path: String,
+    pub namespace_name: String,
+    pub path: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub owner_id: UserId,
+    pub created_at: DateTime<Utc>,
+    /// The generation of records and blobs the project shows; `None` until a
+    /// first import finished. Imports write a new generation and switch this
+    /// pointer only once everything is stored, so a failed import leaves the
+    /// project exactly as it was.
+    pub content: Option<String>,
+}
+
+impl Project {
+    pub fn full_path(&self) -> String {
+        format!("{}/{}", self.namespace_path, self.path)
+    }
+
+    pub fn name_with_namespace(&self) -> String {
+        format!("{} / {}", self.namespace_name, self.name)
+    }
+}
+
+/// What a new project needs before the store gives it an id.
+#[derive(Debug, Clone)]
+pub struct NewProject {
+    pub namespace: Namespace,
+    pub path: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub owner_id: UserId,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    Export,
+    RelationExport,
+    Import,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Export => "export",
+            JobKind::RelationExport => "relation_export",
+            JobKind::Import => "import",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Queued,
+    Started,
+    Finished,
+    Failed,
+}
+
+impl JobStatus {
+    pub fn is_done(self) -> bool {
+        matches!(self, JobStatus::Finished | JobStatus::Failed)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Job {
+    pub id: String,
+    pub kind: JobKind,
+    pub project_id: ProjectId,
+    pub user_id: UserId,
+    pub status: JobStatus,
+    pub error: Option<String>,
+    /// Export: the description that overrides the project's in the archive.
+    pub description: Option<String>,
+    /// Export: where the finished archive is; import: where the uploaded one is.
+    pub archive_key: Option<String>,
+    /// Export: the file name GitLab would give the archive.
+    pub file_name: Option<String>,
+    /// Records processed so far: progress of long work.
+    pub processed: u64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Job {
+    pub fn new(kind: JobKind, project_id: ProjectId, user_id: UserId) -> Self {
+        let at = now();
+        Job {
+            id: new_id(),
+            kind,
+            project_id,
+            user_id,
+            status: JobStatus::Queued,
+            error: None,
+            description: None,
+            archive_key: None,
+            file_name: None,
+            processed: 0,
+            created_at: at,
+            updated_at: at,
+        }
+    }
+}
+
+/// What a status transition writes besides the status itself.
+#[derive(Debug, Clone, Default)]
+pub struct JobUpdate {
+    pub error: Option<String>,
+    pub archive_key: Option<String>,
+    pub file_name: Option<String>,
+    pub processed: Option<u64>,
+}
+
+/// A unit of work on the queue: ids, never payloads.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Message {
+    pub kind: JobKind,
+    pub job_id: String,
+    pub project_id: ProjectId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relation: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<u32>,
+}
+
+impl Message {
+    pub fn for_job(job: &Job) -> Self {
+        Message {
+            kind: job.kind,
+            job_id: job.id.clone(),
+            project_id: job.project_id,
+            relation: None,
+            batch: None,
+        }
+    }
+}
+
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// GitLab's export file name: `2017-12-05_22-11-148_namespace_project_export.tar.gz`.
+pub fn export_file_name(project: &Project, at: &DateTime<Utc>) -> String {
+    format!(
+        "{}_{}_export.tar.gz",
+        at.format("%Y-%m-%d_%H-%M-%3f"),
+        project.full_path().replace('/', "_")
+    )
+}
+
+/// A GitLab path: letters, digits, `_`, `-` and `.`, not starting with `-`
+/// or `.`, not ending in `.git` or `.atom`.
+pub fn is_valid_path(path: &str) -> bool {
+    !path.is_empty()
+        && path.len() <= 255
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        && !path.starts_with(['-', '.'])
+        && !path.ends_with(".git")
+        && !path.ends_with(".atom")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn export_file_name_matches_gitlab() {
+        let project = Project {
+            id: 5,
+            namespace_id: 1,
+            namespace_path: "namespace".into(),
+            namespace_name: "Namespace".into(),
+            path: "project".into(),
+            name: "Project".into(),
+            description: None,
+            owner_id: 1,
+            created_at: now(),
+            content: None,
+        };
+        let at = Utc.with_ymd_and_hms(2017, 12, 5, 22, 11, 0).unwrap()
+            + chrono::Duration::milliseconds(148);
+        assert_eq!(
+            export_file_name(&project, &at),
+            "2017-12-05_22-11-148_namespace_project_export.tar.gz"
+        );
+    }
+
+    #[test]
+    fn paths() {
+        assert!(is_valid_path("api-project"));
+        assert!(is_valid_path("gitlab_test.2"));
+        assert!(!is_valid_path("../x"));
+        assert!(!is_valid_path("a/b"));
+        assert!(!is_valid_path(""));
+        assert!(!is_valid_path("x.git"));
+    }
+}

@@ -1,0 +1,185 @@
+//! Blobs as files under one directory. A blob is written to a temporary file
+//! and renamed into place once complete, so a reader never sees half of one.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use tokio::io::AsyncWriteExt;
+
+use crate::domain::now;
+use crate::ports::{BlobInfo, BlobStore};
+use crate::signing::Signer;
+use crate::stream::{BorrowedStream, ByteStream};
+use crate::{Error, Result};
+
+/// Characters escaped in the query string of a signed URL.
+const QUERY: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+/// Characters escaped in the key part of a signed URL's path.
+const PATH: &AsciiSet = &QUERY.remove(b'/');
+
+pub struct DirBlobStore {
+    root: PathBuf,
+    staging: PathBuf,
+    public_url: String,
+    signer: Signer,
+}
+
+impl DirBlobStore {
+    pub fn open(root: &Path, public_url: &str, signer: Signer) -> Result<Self> {
+        let staging = root.join(".staging");
+        // Leftovers of writes a crash interrupted: never visible, safe to drop.
+        let _ = std::fs::remove_dir_all(&staging);
+        std::fs::create_dir_all(&staging)?;
+        Ok(DirBlobStore {
+            root: root.to_owned(),
+            staging,
+            public_url: public_url.trim_end_matches('/').to_owned(),
+            signer,
+        })
+    }
+
+    /// Keys are ours, but are still checked: a key is a relative path of
+    /// plain components and never reaches outside the root.
+    fn path_of(&self, key: &str) -> Result<PathBuf> {
+        let plain = !key.is_empty()
+            && key.split('/').all(|part| {
+                !part.is_empty() && part != "." && part != ".." && !part.starts_with(".staging")
+            })
+            && !key.contains(['\\', '\0']);
+        if !plain {
+            return Err(Error::Internal(format!("invalid blob key {key:?}")));
+        }
+        Ok(self.root.join(key))
+    }
+}
+
+#[async_trait]
+impl BlobStore for DirBlobStore {
+    async fn put(&self, key: &str, mut body: BorrowedStream<'_>) -> Result<u64> {
+        let target = self.path_of(key)?;
+        let temp = self.staging.join(crate::domain::new_id());
+        let written = async {
+            let mut file = tokio::fs::File::create(&temp).await?;
+            let mut size = 0u64;
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk?;
+                size += chunk.len() as u64;
+                file.write_all(&chunk).await?;
+            }
+            file.sync_all().await?;
+            if let Some(parent) = target.parent() {
+                tokio::fs::create_dir_all(parent).await?;
+            }
+            tokio::fs::rename(&temp, &target).await?;
+            Ok::<_, std::io::Error>(size)
+        }
+        .await;
+        if written.is_err() {
+            let _ = tokio::fs::remove_file(&temp).await;
+        }
+        Ok(written?)
+    }
+
+    async fn get(&self, key: &str) -> Result<ByteStream> {
+        let path = self.path_of(key)?;
+        let file = match tokio::fs::File::open(&path).await {
+            Ok(file) => file,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::not_found("File"))
+            }
+            Err(err) => return Err(err.into()),
+        };
+        Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(
+            file,
+            crate::stream::CHUNK,
+        )))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<BlobInfo>> {
+        let root = self.root.clone();
+        let prefix = prefix.to_owned();
+        tokio::task::spawn_blocking(move || {
+            // Walk only the directory the prefix lies in.
+            let dir_part = prefix.rsplit_once('/').map_or("", |(dir, _)| dir);
+            let mut out = Vec::new();
+            let start = if dir_part.is_empty() {
+                root.clone()
+            } else {
+                root.join(dir_part)
+            };
+            let mut pending = vec![start];
+            while let Some(dir) = pending.pop() {
+                let entries = match std::fs::read_dir(&dir) {
+                    Ok(entries) => entries,
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(err) => return Err(err.into()),
+                };
+                for entry in entries {
+                    let entry = entry?;
+                    let kind = entry.file_type()?;
+                    let path = entry.path();
+                    if path.starts_with(root.join(".staging")) {
+                        continue;
+                    }
+                    if kind.is_dir() {
+                        pending.push(path);
+                    } else if kind.is_file() {
+                        let key = path
+                            .strip_prefix(&root)
+                            .map_err(Error::internal)?
+                            .to_string_lossy()
+                            .replace(std::path::MAIN_SEPARATOR, "/");
+                        if key.starts_with(&prefix) {
+                            out.push(BlobInfo {
+                                key,
+                                size: entry.metadata()?.len(),
+                            });
+                        }
+                    }
+                }
+            }
+            out.sort_by(|a, b| a.key.cmp(&b.key));
+            Ok(out)
+        })
+        .await
+        .map_err(Error::internal)?
+    }
+
+    async fn delete_prefix(&self, prefix: &str) -> Result<()> {
+        for blob in self.list(prefix).await? {
+            let path = self.path_of(&blob.key)?;
+            match tokio::fs::remove_file(&path).await {
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err.into()),
+                _ => {}
+            }
+            // Directories left empty go too; a non-empty one stops the climb.
+            let mut dir = path.parent();
+            while let Some(current) = dir.filter(|d| *d != self.root) {
+                if tokio::fs::remove_dir(current).await.is_err() {
+                    break;
+                }
+                dir = current.parent();
+            }
+        }
+        Ok(())
+    }
+
+    async fn download_url(&self, key: &str, file_name: &str, ttl: Duration) -> Result<String> {
+        self.path_of(key)?;
+        let expires = now().timestamp() + ttl.as_secs() as i64;
+        let signature = self.signer.sign(key, expires, file_name);
+        Ok(format!(
+            "{}/-/blobs/{}?expires={expires}&filename={}&signature={signature}",
+            self.public_url,
+            utf8_percent_encode(key, PATH),
+            utf8_percent_encode(file_name, QUERY),
+        ))
+    }
+}

@@ -1,0 +1,110 @@
+//! The embedded default: everything in one data directory, no AWS. Jobs,
+//! users, projects, records and the queue live in one redb database (durable,
+//! crash-safe); blobs are files written atomically.
+
+mod blobs;
+mod queue;
+mod stores;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
+
+pub use blobs::DirBlobStore;
+pub use queue::EmbeddedQueue;
+pub use stores::EmbeddedStore;
+
+use crate::signing::Signer;
+use crate::{Error, Result};
+
+/// A shared handle on the database. Every operation runs on a blocking thread.
+#[derive(Clone)]
+pub(crate) struct Db(Arc<Database>);
+
+impl Db {
+    fn open(path: &Path) -> Result<Self> {
+        let db = Database::create(path).map_err(|err| {
+            Error::Storage(format!(
+                "cannot open {} (is another server using this data directory?): {err}",
+                path.display()
+            ))
+        })?;
+        let db = Db(Arc::new(db));
+        db.write_now(|txn| stores::create_tables(txn).and_then(|_| queue::create_tables(txn)))?;
+        Ok(db)
+    }
+
+    fn write_now<T>(&self, f: impl FnOnce(&WriteTransaction) -> Result<T>) -> Result<T> {
+        let txn = self.0.begin_write().map_err(Error::storage)?;
+        let out = f(&txn)?;
+        txn.commit().map_err(Error::storage)?;
+        Ok(out)
+    }
+
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || db.write_now(f))
+            .await
+            .map_err(Error::internal)?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&ReadTransaction) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let db = self.0.clone();
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().map_err(Error::storage)?;
+            f(&txn)
+        })
+        .await
+        .map_err(Error::internal)?
+    }
+}
+
+/// The embedded adapters, opened on one data directory.
+pub struct EmbeddedBackend {
+    pub store: Arc<EmbeddedStore>,
+    pub blobs: Arc<DirBlobStore>,
+    pub queue: Arc<EmbeddedQueue>,
+    pub signer: Signer,
+    pub data_dir: PathBuf,
+}
+
+impl EmbeddedBackend {
+    /// Opens (or creates) the data directory. `public_url` is where the
+    /// server that serves signed blob URLs is reachable.
+    pub fn open(data_dir: &Path, public_url: &str) -> Result<Self> {
+        std::fs::create_dir_all(data_dir)?;
+        let db = Db::open(&data_dir.join("state.redb"))?;
+        let signer = Signer::new(load_or_create_key(&data_dir.join("signing.key"))?);
+        let blobs = DirBlobStore::open(&data_dir.join("blobs"), public_url, signer.clone())?;
+        Ok(EmbeddedBackend {
+            store: Arc::new(EmbeddedStore::new(db.clone())),
+            blobs: Arc::new(blobs),
+            queue: Arc::new(EmbeddedQueue::open(db)?),
+            signer,
+            data_dir: data_dir.to_owned(),
+        })
+    }
+}
+
+fn load_or_create_key(path: &Path) -> Result<[u8; 32]> {
+    if let Ok(text) = std::fs::read_to_string(path) {
+        if let Ok(bytes) = hex::decode(text.trim()) {
+            if let Ok(key) = <[u8; 32]>::try_from(bytes.as_slice()) {
+                return Ok(key);
+            }
+        }
+    }
+    let secret = crate::signing::random_secret(32);
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, &secret)?;
+    std::fs::rename(&tmp, path)?;
+    let bytes = hex::decode(secret).map_err(Error::internal)?;
+    <[u8; 32]>::try_from(bytes.as_slice()).map_err(Error::internal)
+}

@@ -1,0 +1,598 @@
+//! Users, projects with their content, and jobs, in the embedded database.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::Db;
+use crate::domain::{
+    now, Job, JobKind, JobStatus, JobUpdate, Namespace, NamespaceId, NewProject, Project,
+    ProjectId, Token, User, UserId,
+};
+use crate::ports::{JobStore, ProjectStore, RelationStats, StoredRecord, UserStore};
+use crate::{Error, Result};
+
+const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+const USERS: TableDefinition<u64, &[u8]> = TableDefinition::new("users");
+const USERS_BY_NAME: TableDefinition<&str, u64> = TableDefinition::new("users_by_name");
+const TOKENS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tokens");
+const NAMESPACES: TableDefinition<u64, &[u8]> = TableDefinition::new("namespaces");
+const NAMESPACES_BY_PATH: TableDefinition<&str, u64> = TableDefinition::new("namespaces_by_path");
+const PROJECTS: TableDefinition<u64, &[u8]> = TableDefinition::new("projects");
+const PROJECTS_BY_PATH: TableDefinition<&str, u64> = TableDefinition::new("projects_by_path");
+const ATTRIBUTES: TableDefinition<&str, &[u8]> = TableDefinition::new("attributes");
+const RECORDS: TableDefinition<(&str, &str, u64), &[u8]> = TableDefinition::new("records");
+/// (generation, relation) → (records, NDJSON bytes)
+const RELATION_STATS: TableDefinition<(&str, &str), (u64, u64)> =
+    TableDefinition::new("relation_stats");
+const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
+const LATEST_JOB: TableDefinition<(u64, &str), &str> = TableDefinition::new("latest_job");
+const LATEST_FINISHED_JOB: TableDefinition<(u64, &str), &str> =
+    TableDefinition::new("latest_finished_job");
+
+pub(super) fn create_tables(txn: &WriteTransaction) -> Result<()> {
+    macro_rules! create {
+        ($($table:expr),*) => { $( txn.open_table($table).map_err(Error::storage)?; )* };
+    }
+    create!(
+        COUNTERS,
+        USERS,
+        USERS_BY_NAME,
+        NAMESPACES,
+        NAMESPACES_BY_PATH,
+        PROJECTS
+    );
+    create!(PROJECTS_BY_PATH, ATTRIBUTES, JOBS);
+    txn.open_table(TOKENS).map_err(Error::storage)?;
+    txn.open_table(RECORDS).map_err(Error::storage)?;
+    txn.open_table(RELATION_STATS).map_err(Error::storage)?;
+    txn.open_table(LATEST_JOB).map_err(Error::storage)?;
+    txn.open_table(LATEST_FINISHED_JOB)
+        .map_err(Error::storage)?;
+    Ok(())
+}
+
+fn encode(value: &impl Serialize) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(Error::internal)
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(Error::storage)
+}
+
+fn next_id(txn: &WriteTransaction, counter: &str) -> Result<u64> {
+    let mut counters = txn.open_table(COUNTERS).map_err(Error::storage)?;
+    let next = counters
+        .get(counter)
+        .map_err(Error::storage)?
+        .map(|v| v.value())
+        .unwrap_or(0)
+        + 1;
+    counters.insert(counter, next).map_err(Error::storage)?;
+    Ok(next)
+}
+
+fn get_json<K: redb::Key + 'static, T: DeserializeOwned>(
+    txn: &ReadTransaction,
+    table: TableDefinition<K, &[u8]>,
+    key: K::SelfType<'_>,
+) -> Result<Option<T>> {
+    let table = txn.open_table(table).map_err(Error::storage)?;
+    let value = table.get(key).map_err(Error::storage)?;
+    value.map(|v| decode(v.value())).transpose()
+}
+
+/// Users, projects and jobs: one adapter over one database, implementing
+/// three ports.
+pub struct EmbeddedStore {
+    db: Db,
+}
+
+impl EmbeddedStore {
+    pub(super) fn new(db: Db) -> Self {
+        EmbeddedStore { db }
+    }
+}
+
+#[async_trait]
+impl UserStore for EmbeddedStore {
+    async fn create_user(&self, username: &str, name: &str, is_admin: bool) -> Result<User> {
+        let (username, name) = (username.to_owned(), name.to_owned());
+        self.db
+            .write(move |txn| {
+                let mut by_name = txn.open_table(USERS_BY_NAME).map_err(Error::storage)?;
+                let mut ns_by_path = txn.open_table(NAMESPACES_BY_PATH).map_err(Error::storage)?;
+                if by_name
+                    .get(username.as_str())
+                    .map_err(Error::storage)?
+                    .is_some()
+                    || ns_by_path
+                        .get(username.as_str())
+                        .map_err(Error::storage)?
+                        .is_some()
+                {
+                    return Err(Error::Conflict("Username has already been taken".into()));
+                }
+                let id = next_id(txn, "user")?;
+                let user = User {
+                    id,
+                    username: username.clone(),
+                    name: name.clone(),
+                    is_admin,
+                    created_at: now(),
+                };
+                let namespace = Namespace {
+                    id,
+                    path: username.clone(),
+                    name,
+                    owner_id: id,
+                };
+                txn.open_table(USERS)
+                    .map_err(Error::storage)?
+                    .insert(id, encode(&user)?.as_slice())
+                    .map_err(Error::storage)?;
+                by_name
+                    .insert(username.as_str(), id)
+                    .map_err(Error::storage)?;
+                txn.open_table(NAMESPACES)
+                    .map_err(Error::storage)?
+                    .insert(id, encode(&namespace)?.as_slice())
+                    .map_err(Error::storage)?;
+                ns_by_path
+                    .insert(username.as_str(), id)
+                    .map_err(Error::storage)?;
+                Ok(user)
+            })
+            .await
+    }
+
+    async fn user(&self, id: UserId) -> Result<Option<User>> {
+        self.db.read(move |txn| get_json(txn, USERS, id)).await
+    }
+
+    async fn user_by_username(&self, username: &str) -> Result<Option<User>> {
+        let username = username.to_owned();
+        self.db
+            .read(move |txn| {
+                let by_name = txn.open_table(USERS_BY_NAME).map_err(Error::storage)?;
+                let Some(id) = by_name.get(username.as_str()).map_err(Error::storage)? else {
+                    return Ok(None);
+                };
+                get_json(txn, USERS, id.value())
+            })
+            .await
+    }
+
+    async fn add_token(
+        &self,
+        user_id: UserId,
+        name: &str,
+        token_hash: [u8; 32],
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Result<Token> {
+        let name = name.to_owned();
+        self.db
+            .write(move |txn| {
+                let token = Token {
+                    id: next_id(txn, "token")?,
+                    user_id,
+                    name,
+                    created_at: now(),
+                    expires_at,
+                    revoked: false,
+                };
+                txn.open_table(TOKENS)
+                    .map_err(Error::storage)?
+                    .insert(token_hash.as_slice(), encode(&token)?.as_slice())
+                    .map_err(Error::storage)?;
+                Ok(token)
+            })
+            .await
+    }
+
+    async fn token_by_hash(&self, token_hash: [u8; 32]) -> Result<Option<Token>> {
+        self.db
+            .read(move |txn| get_json(txn, TOKENS, token_hash.as_slice()))
+            .await
+    }
+
+    async fn namespace(&self, id: NamespaceId) -> Result<Option<Namespace>> {
+        self.db.read(move |txn| get_json(txn, NAMESPACES, id)).await
+    }
+
+    async fn namespace_by_path(&self, path: &str) -> Result<Option<Namespace>> {
+        let path = path.to_owned();
+        self.db
+            .read(move |txn| {
+                let by_path = txn.open_table(NAMESPACES_BY_PATH).map_err(Error::storage)?;
+                let Some(id) = by_path.get(path.as_str()).map_err(Error::storage)? else {
+                    return Ok(None);
+                };
+                get_json(txn, NAMESPACES, id.value())
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl ProjectStore for EmbeddedStore {
+    async fn create_project(&self, new: NewProject) -> Result<Project> {
+        self.db
+            .write(move |txn| {
+                let full_path = format!("{}/{}", new.namespace.path, new.path);
+                let mut by_path = txn.open_table(PROJECTS_BY_PATH).map_err(Error::storage)?;
+                if by_path
+                    .get(full_path.as_str())
+                    .map_err(Error::storage)?
+                    .is_some()
+                {
+                    return Err(Error::BadRequest(
+                        "Name has already been taken, Path has already been taken".into(),
+                    ));
+                }
+                let project = Project {
+                    id: next_id(txn, "project")?,
+                    namespace_id: new.namespace.id,
+                    namespace_path: new.namespace.path,
+                    namespace_name: new.namespace.name,
+                    path: new.path,
+                    name: new.name,
+                    description: new.description,
+                    owner_id: new.owner_id,
+                    created_at: now(),
+                    content: None,
+                };
+                by_path
+                    .insert(full_path.as_str(), project.id)
+                    .map_err(Error::storage)?;
+                txn.open_table(PROJECTS)
+                    .map_err(Error::storage)?
+                    .insert(project.id, encode(&project)?.as_slice())
+                    .map_err(Error::storage)?;
+                Ok(project)
+            })
+            .await
+    }
+
+    async fn project(&self, id: ProjectId) -> Result<Option<Project>> {
+        self.db.read(move |txn| get_json(txn, PROJECTS, id)).await
+    }
+
+    async fn project_by_full_path(&self, full_path: &str) -> Result<Option<Project>> {
+        let full_path = full_path.to_owned();
+        self.db
+            .read(move |txn| {
+                let by_path = txn.open_table(PROJECTS_BY_PATH).map_err(Error::storage)?;
+                let Some(id) = by_path.get(full_path.as_str()).map_err(Error::storage)? else {
+                    return Ok(None);
+                };
+                get_json(txn, PROJECTS, id.value())
+            })
+            .await
+    }
+
+    async fn activate_content(
+        &self,
+        project: &Project,
+        expected: Option<&str>,
+        generation: &str,
+    ) -> Result<bool> {
+        let mut updated = project.clone();
+        updated.content = Some(generation.to_owned());
+        let expected = expected.map(str::to_owned);
+        self.db
+            .write(move |txn| {
+                let mut projects = txn.open_table(PROJECTS).map_err(Error::storage)?;
+                let current: Project = match projects.get(updated.id).map_err(Error::storage)? {
+                    Some(bytes) => decode(bytes.value())?,
+                    None => return Err(Error::project_not_found()),
+                };
+                if current.content != expected {
+                    return Ok(false);
+                }
+                // Identity fields stay as they are; only what an import sets changes.
+                let merged = Project {
+                    name: updated.name.clone(),
+                    description: updated.description.clone(),
+                    content: updated.content.clone(),
+                    ..current
+                };
+                projects
+                    .insert(merged.id, encode(&merged)?.as_slice())
+                    .map_err(Error::storage)?;
+                Ok(true)
+            })
+            .await
+    }
+
+    async fn put_attributes(&self, generation: &str, attributes: Bytes) -> Result<()> {
+        let generation = generation.to_owned();
+        self.db
+            .write(move |txn| {
+                txn.open_table(ATTRIBUTES)
+                    .map_err(Error::storage)?
+                    .insert(generation.as_str(), attributes.as_ref())
+                    .map_err(Error::storage)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn attributes(&self, generation: &str) -> Result<Option<Bytes>> {
+        let generation = generation.to_owned();
+        self.db
+            .read(move |txn| {
+                let table = txn.open_table(ATTRIBUTES).map_err(Error::storage)?;
+                let value = table.get(generation.as_str()).map_err(Error::storage)?;
+                Ok(value.map(|v| Bytes::copy_from_slice(v.value())))
+            })
+            .await
+    }
+
+    async fn put_records(
+        &self,
+        generation: &str,
+        relation: &str,
+        first_seq: u64,
+        records: Vec<Bytes>,
+    ) -> Result<()> {
+        let (generation, relation) = (generation.to_owned(), relation.to_owned());
+        self.db
+            .write(move |txn| {
+                let mut table = txn.open_table(RECORDS).map_err(Error::storage)?;
+                let mut stats = txn.open_table(RELATION_STATS).map_err(Error::storage)?;
+                let key = (generation.as_str(), relation.as_str());
+                let (mut count, mut bytes) = stats
+                    .get(key)
+                    .map_err(Error::storage)?
+                    .map(|v| v.value())
+                    .unwrap_or((0, 0));
+                for (seq, record) in (first_seq..).zip(&records) {
+                    let previous = table
+                        .insert((key.0, key.1, seq), record.as_ref())
+                        .map_err(Error::storage)?;
+                    // A retried batch rewrites the same records: count each once.
+                    match previous {
+                        Some(old) => bytes = bytes - old.value().len() as u64 - 1,
+                        None => count += 1,
+                    }
+                    bytes += record.len() as u64 + 1;
+                }
+                stats.insert(key, (count, bytes)).map_err(Error::storage)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn relations(&self, generation: &str) -> Result<Vec<RelationStats>> {
+        let generation = generation.to_owned();
+        self.db
+            .read(move |txn| {
+                let stats = txn.open_table(RELATION_STATS).map_err(Error::storage)?;
+                let range = stats
+                    .range((generation.as_str(), "")..)
+                    .map_err(Error::storage)?;
+                let mut out = Vec::new();
+                for item in range {
+                    let (key, value) = item.map_err(Error::storage)?;
+                    let (gen, relation) = key.value();
+                    if gen != generation {
+                        break;
+                    }
+                    let (records, ndjson_bytes) = value.value();
+                    out.push(RelationStats {
+                        relation: relation.to_owned(),
+                        records,
+                        ndjson_bytes,
+                    });
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn records(
+        &self,
+        generation: &str,
+        relation: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<StoredRecord>> {
+        let (generation, relation) = (generation.to_owned(), relation.to_owned());
+        self.db
+            .read(move |txn| {
+                let table = txn.open_table(RECORDS).map_err(Error::storage)?;
+                let start = after.map_or(0, |seq| seq + 1);
+                let (g, r) = (generation.as_str(), relation.as_str());
+                let range = table
+                    .range((g, r, start)..=(g, r, u64::MAX))
+                    .map_err(Error::storage)?;
+                range
+                    .take(limit)
+                    .map(|item| {
+                        let (key, value) = item.map_err(Error::storage)?;
+                        Ok(StoredRecord {
+                            seq: key.value().2,
+                            json: Bytes::copy_from_slice(value.value()),
+                        })
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    async fn delete_content(&self, generation: &str) -> Result<()> {
+        const CHUNK: usize = 10_000;
+        for stats in self.relations(generation).await? {
+            loop {
+                let (generation, relation) = (generation.to_owned(), stats.relation.clone());
+                let removed = self
+                    .db
+                    .write(move |txn| {
+                        let mut table = txn.open_table(RECORDS).map_err(Error::storage)?;
+                        let (g, r) = (generation.as_str(), relation.as_str());
+                        let seqs: Vec<u64> = table
+                            .range((g, r, 0)..=(g, r, u64::MAX))
+                            .map_err(Error::storage)?
+                            .take(CHUNK)
+                            .map(|item| item.map(|(key, _)| key.value().2))
+                            .collect::<Result<_, _>>()
+                            .map_err(Error::storage)?;
+                        for seq in &seqs {
+                            table.remove((g, r, *seq)).map_err(Error::storage)?;
+                        }
+                        if seqs.len() < CHUNK {
+                            txn.open_table(RELATION_STATS)
+                                .map_err(Error::storage)?
+                                .remove((g, r))
+                                .map_err(Error::storage)?;
+                        }
+                        Ok(seqs.len())
+                    })
+                    .await?;
+                if removed < CHUNK {
+                    break;
+                }
+            }
+        }
+        let generation = generation.to_owned();
+        self.db
+            .write(move |txn| {
+                txn.open_table(ATTRIBUTES)
+                    .map_err(Error::storage)?
+                    .remove(generation.as_str())
+                    .map_err(Error::storage)?;
+                Ok(())
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl JobStore for EmbeddedStore {
+    async fn create_job(&self, job: &Job) -> Result<()> {
+        let job = job.clone();
+        self.db
+            .write(move |txn| {
+                let mut jobs = txn.open_table(JOBS).map_err(Error::storage)?;
+                if jobs.get(job.id.as_str()).map_err(Error::storage)?.is_some() {
+                    return Err(Error::Conflict(format!("job {} exists", job.id)));
+                }
+                jobs.insert(job.id.as_str(), encode(&job)?.as_slice())
+                    .map_err(Error::storage)?;
+                txn.open_table(LATEST_JOB)
+                    .map_err(Error::storage)?
+                    .insert((job.project_id, job.kind.as_str()), job.id.as_str())
+                    .map_err(Error::storage)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn job(&self, id: &str) -> Result<Option<Job>> {
+        let id = id.to_owned();
+        self.db
+            .read(move |txn| get_json(txn, JOBS, id.as_str()))
+            .await
+    }
+
+    async fn transition(
+        &self,
+        id: &str,
+        from: &[JobStatus],
+        to: JobStatus,
+        update: JobUpdate,
+    ) -> Result<Option<Job>> {
+        let (id, from) = (id.to_owned(), from.to_vec());
+        self.db
+            .write(move |txn| {
+                let mut jobs = txn.open_table(JOBS).map_err(Error::storage)?;
+                let mut job: Job = match jobs.get(id.as_str()).map_err(Error::storage)? {
+                    Some(bytes) => decode(bytes.value())?,
+                    None => return Ok(None),
+                };
+                if !from.contains(&job.status) {
+                    return Ok(None);
+                }
+                job.status = to;
+                job.updated_at = now();
+                if update.error.is_some() {
+                    job.error = update.error;
+                }
+                if update.archive_key.is_some() {
+                    job.archive_key = update.archive_key;
+                }
+                if update.file_name.is_some() {
+                    job.file_name = update.file_name;
+                }
+                if let Some(processed) = update.processed {
+                    job.processed = processed;
+                }
+                jobs.insert(id.as_str(), encode(&job)?.as_slice())
+                    .map_err(Error::storage)?;
+                if to == JobStatus::Finished {
+                    txn.open_table(LATEST_FINISHED_JOB)
+                        .map_err(Error::storage)?
+                        .insert((job.project_id, job.kind.as_str()), job.id.as_str())
+                        .map_err(Error::storage)?;
+                }
+                Ok(Some(job))
+            })
+            .await
+    }
+
+    async fn record_progress(&self, id: &str, processed: u64) -> Result<()> {
+        let id = id.to_owned();
+        self.db
+            .write(move |txn| {
+                let mut jobs = txn.open_table(JOBS).map_err(Error::storage)?;
+                let mut job: Job = match jobs.get(id.as_str()).map_err(Error::storage)? {
+                    Some(bytes) => decode(bytes.value())?,
+                    None => return Ok(()),
+                };
+                if job.status == JobStatus::Started {
+                    job.processed = processed;
+                    job.updated_at = now();
+                    jobs.insert(id.as_str(), encode(&job)?.as_slice())
+                        .map_err(Error::storage)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn latest_job(&self, project_id: ProjectId, kind: JobKind) -> Result<Option<Job>> {
+        self.db
+            .read(move |txn| pointed_job(txn, LATEST_JOB, project_id, kind))
+            .await
+    }
+
+    async fn latest_finished_job(
+        &self,
+        project_id: ProjectId,
+        kind: JobKind,
+    ) -> Result<Option<Job>> {
+        self.db
+            .read(move |txn| pointed_job(txn, LATEST_FINISHED_JOB, project_id, kind))
+            .await
+    }
+}
+
+fn pointed_job(
+    txn: &ReadTransaction,
+    pointers: TableDefinition<(u64, &str), &str>,
+    project_id: ProjectId,
+    kind: JobKind,
+) -> Result<Option<Job>> {
+    let table = txn.open_table(pointers).map_err(Error::storage)?;
+    let Some(id) = table
+        .get((project_id, kind.as_str()))
+        .map_err(Error::storage)?
+    else {
+        return Ok(None);
+    };
+    get_json(txn, JOBS, id.value())
+}

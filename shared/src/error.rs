@@ -1,0 +1,62 @@
+//! The one error type of the services. `http::error` maps it to a status code;
+//! nothing else decides HTTP statuses.
+
+use crate::archive::ArchiveError;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("401 Unauthorized")]
+    Unauthorized,
+    #[error("403 Forbidden")]
+    Forbidden,
+    /// The whole GitLab message, e.g. `404 Project Not Found`.
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    /// Something that exists already (a username, a job id).
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    /// A backend (database, blob store, queue) failed; worth a retry.
+    #[error("storage error: {0}")]
+    Storage(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn storage(err: impl std::fmt::Display) -> Self {
+        Error::Storage(err.to_string())
+    }
+
+    pub fn internal(err: impl std::fmt::Display) -> Self {
+        Error::Internal(err.to_string())
+    }
+
+    /// `what` is GitLab's resource word: "Project", "Namespace", "File", ...
+    pub fn not_found(what: &str) -> Self {
+        Error::NotFound(format!("404 {what} Not Found"))
+    }
+
+    pub fn project_not_found() -> Self {
+        Error::not_found("Project")
+    }
+
+    /// Errors that say something about the input, not the machine: retrying
+    /// the same work cannot succeed.
+    pub fn is_permanent(&self) -> bool {
+        !matches!(self, Error::Storage(_) | Error::Internal(_))
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(err: std::io::Error) -> Self {
+        Error::Storage(err.to_string())
+    }
+}

@@ -1,0 +1,33 @@
+//! The one place where errors become HTTP statuses and JSON bodies.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::Error;
+
+pub fn error_response(err: &Error) -> Response {
+    let status = match err {
+        Error::Unauthorized => StatusCode::UNAUTHORIZED,
+        Error::Forbidden => StatusCode::FORBIDDEN,
+        Error::NotFound(_) => StatusCode::NOT_FOUND,
+        Error::BadRequest(_) | Error::Archive(_) => StatusCode::BAD_REQUEST,
+        Error::Conflict(_) => StatusCode::CONFLICT,
+        Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        Error::Storage(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let message = if status.is_server_error() {
+        tracing::error!(error = %err, "request failed");
+        "500 Internal Server Error".to_owned()
+    } else {
+        err.to_string()
+    };
+    (status, Json(json!({ "message": message }))).into_response()
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        error_response(&self)
+    }
+}

@@ -1,0 +1,129 @@
+//! Request parts every handler needs: the caller, the parameters (GitLab
+//! takes them from the query, a form, multipart or JSON alike) and the base
+//! URL the client used.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Multipart, Request};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
+use axum::http::request::Parts;
+use serde_json::Value;
+
+use crate::domain::User;
+use crate::{auth, App, Error};
+
+/// The authenticated user; rejects with 401.
+pub struct Caller(pub User);
+
+fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    query
+        .and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
+        .unwrap_or_default()
+}
+
+impl FromRequestParts<App> for Caller {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Error> {
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        let bearer = header(AUTHORIZATION.as_str())
+            .and_then(|v| v.strip_prefix("Bearer ").map(str::trim).map(str::to_owned));
+        let token = header("private-token")
+            .map(str::to_owned)
+            .or(bearer)
+            .or_else(|| {
+                query_pairs(parts.uri.query())
+                    .into_iter()
+                    .find(|(k, _)| k == "private_token")
+                    .map(|(_, v)| v)
+            });
+        auth::authenticate(app, token.as_deref()).await.map(Caller)
+    }
+}
+
+/// `scheme://host` as the client addressed us.
+pub struct BaseUrl(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for BaseUrl {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Error> {
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        let host = header("x-forwarded-host")
+            .or(header(HOST.as_str()))
+            .or(parts.uri.authority().map(|a| a.as_str()))
+            .unwrap_or("localhost");
+        let scheme = header("x-forwarded-proto").unwrap_or("http");
+        Ok(BaseUrl(format!("{scheme}://{host}")))
+    }
+}
+
+/// Request parameters from the query string and the body, whatever its form.
+pub struct Params(pub HashMap<String, String>);
+
+impl Params {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    pub fn flag(&self, name: &str) -> bool {
+        matches!(self.get(name), Some("true" | "1" | "yes"))
+    }
+}
+
+impl<S: Send + Sync> FromRequest<S> for Params {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
+        let mut params: HashMap<String, String> =
+            query_pairs(req.uri().query()).into_iter().collect();
+        let content_type = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let bad_body = |what: &str| Error::BadRequest(format!("invalid {what} body"));
+        if content_type.starts_with("multipart/form-data") {
+            let mut multipart = Multipart::from_request(req, state)
+                .await
+                .map_err(|_| bad_body("multipart"))?;
+            while let Some(field) = multipart
+                .next_field()
+                .await
+                .map_err(|_| bad_body("multipart"))?
+            {
+                let Some(name) = field.name().map(str::to_owned) else {
+                    continue;
+                };
+                let text = field.text().await.map_err(|_| bad_body("multipart"))?;
+                params.insert(name, text);
+            }
+        } else if content_type.starts_with("application/json") {
+            let body = Bytes::from_request(req, state)
+                .await
+                .map_err(|_| bad_body("JSON"))?;
+            if !body.is_empty() {
+                let object: serde_json::Map<String, Value> =
+                    serde_json::from_slice(&body).map_err(|_| bad_body("JSON"))?;
+                for (name, value) in object {
+                    let text = match value {
+                        Value::String(s) => s,
+                        Value::Null => continue,
+                        other => other.to_string(),
+                    };
+                    params.insert(name, text);
+                }
+            }
+        } else if content_type.starts_with("application/x-www-form-urlencoded") {
+            let body = Bytes::from_request(req, state)
+                .await
+                .map_err(|_| bad_body("form"))?;
+            let pairs: Vec<(String, String)> =
+                serde_urlencoded::from_bytes(&body).map_err(|_| bad_body("form"))?;
+            params.extend(pairs);
+        }
+        Ok(Params(params))
+    }
+}

@@ -1,0 +1,305 @@
+//! Thin handlers: parse the request, call a service, render the answer.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE, LOCATION};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::StreamExt;
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use serde_json::{json, Value};
+
+use super::extract::{BaseUrl, Caller, Params};
+use super::views;
+use crate::domain::{new_id, now};
+use crate::service::{self, ImportRequest, ProjectRef};
+use crate::{auth, App, Error, Result};
+
+type JsonResponse = Result<(StatusCode, Json<Value>)>;
+
+pub async fn not_found() -> Error {
+    Error::NotFound("404 Not Found".into())
+}
+
+fn accepted() -> JsonResponse {
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "message": "202 Accepted" })),
+    ))
+}
+
+pub async fn schedule_export(
+    State(app): State<App>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    params: Params,
+) -> JsonResponse {
+    let project = service::find_project(&app, &user, &ProjectRef::parse(&id)).await?;
+    let description = params.get("description").map(str::to_owned);
+    service::schedule_export(&app, &user, &project, description).await?;
+    accepted()
+}
+
+pub async fn export_status(
+    State(app): State<App>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    BaseUrl(base): BaseUrl,
+) -> JsonResponse {
+    let project = service::find_project(&app, &user, &ProjectRef::parse(&id)).await?;
+    let state = service::export_state(&app, &project).await?;
+    Ok((
+        StatusCode::OK,
+        Json(views::export_status(&project, &state, &base)),
+    ))
+}
+
+pub async fn export_download(
+    State(app): State<App>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let project = service::find_project(&app, &user, &ProjectRef::parse(&id)).await?;
+    let url = service::export_download_url(&app, &project).await?;
+    Ok((StatusCode::FOUND, [(LOCATION, url)]).into_response())
+}
+
+pub async fn import_status(
+    State(app): State<App>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> JsonResponse {
+    let project = service::find_project(&app, &user, &ProjectRef::parse(&id)).await?;
+    let state = service::import_state(&app, &project).await?;
+    Ok((StatusCode::OK, Json(views::import_status(&project, &state))))
+}
+
+/// `POST /projects/import`: the `file` field streams straight into the blob
+/// store; the other fields are small and kept in memory.
+pub async fn import_project(
+    State(app): State<App>,
+    Caller(user): Caller,
+    request: Request,
+) -> JsonResponse {
+    let mut multipart = Multipart::from_request(request, &app).await.map_err(|_| {
+        Error::BadRequest("file is missing (send a multipart/form-data body)".into())
+    })?;
+    let upload = service::upload_key(&new_id());
+    let mut fields = HashMap::new();
+    let mut has_file = false;
+    let received = async {
+        while let Some(field) = multipart.next_field().await.map_err(bad_multipart)? {
+            let name = field.name().unwrap_or_default().to_owned();
+            if name == "file" {
+                if has_file {
+                    return Err(Error::BadRequest("file is given twice".into()));
+                }
+                has_file = true;
+                store_upload(&app, &upload, field).await?;
+            } else {
+                fields.insert(name, field.text().await.map_err(bad_multipart)?);
+            }
+        }
+        Ok(())
+    }
+    .await;
+    let started = match received {
+        Ok(()) => start_import(&app, &user, &fields, has_file, &upload).await,
+        Err(err) => Err(err),
+    };
+    match started {
+        Ok(view) => Ok((StatusCode::CREATED, Json(view))),
+        Err(err) => {
+            if has_file {
+                let _ = app
+                    .blobs
+                    .delete_prefix(&format!("{}/", upload.trim_end_matches("/archive.tar.gz")))
+                    .await;
+            }
+            Err(err)
+        }
+    }
+}
+
+async fn start_import(
+    app: &App,
+    user: &crate::domain::User,
+    fields: &HashMap<String, String>,
+    has_file: bool,
+    upload: &str,
+) -> Result<Value> {
+    if !has_file {
+        return Err(Error::BadRequest("file is missing".into()));
+    }
+    let field = |name: &str| {
+        fields
+            .get(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let request = ImportRequest {
+        path: field("path").ok_or_else(|| Error::BadRequest("path is missing".into()))?,
+        namespace: field("namespace"),
+        name: field("name"),
+        overwrite: matches!(field("overwrite").as_deref(), Some("true" | "1" | "yes")),
+    };
+    let (project, job) = service::start_import(app, user, &request, upload).await?;
+    let state = service::ImportState {
+        status: "scheduled",
+        error: None,
+        job: Some(job),
+    };
+    Ok(views::import_status(&project, &state))
+}
+
+fn bad_multipart(err: axum::extract::multipart::MultipartError) -> Error {
+    Error::BadRequest(format!("invalid multipart body: {}", err.body_text()))
+}
+
+async fn store_upload(
+    app: &App,
+    key: &str,
+    field: axum::extract::multipart::Field<'_>,
+) -> Result<u64> {
+    let limit = app.settings.max_upload_bytes;
+    let too_large = Arc::new(AtomicBool::new(false));
+    let client_error = Arc::new(AtomicBool::new(false));
+    let (flag_large, flag_client) = (too_large.clone(), client_error.clone());
+    let mut seen = 0u64;
+    let body = field.map(move |chunk| {
+        let chunk = chunk.map_err(|err| {
+            flag_client.store(true, Ordering::Relaxed);
+            io::Error::other(err)
+        })?;
+        seen += chunk.len() as u64;
+        if seen > limit {
+            flag_large.store(true, Ordering::Relaxed);
+            return Err(io::Error::other("upload too large"));
+        }
+        Ok(chunk)
+    });
+    match app.blobs.put(key, Box::pin(body)).await {
+        Ok(size) => Ok(size),
+        Err(_) if too_large.load(Ordering::Relaxed) => Err(Error::PayloadTooLarge(format!(
+            "413 Request Entity Too Large: the file is larger than {limit} bytes"
+        ))),
+        Err(_) if client_error.load(Ordering::Relaxed) => Err(Error::BadRequest(
+            "invalid multipart body: the upload was cut short".into(),
+        )),
+        Err(err) => Err(err),
+    }
+}
+
+pub async fn current_user(Caller(user): Caller) -> JsonResponse {
+    Ok((StatusCode::OK, Json(views::user(&user))))
+}
+
+fn require_admin(user: &crate::domain::User) -> Result<()> {
+    if user.is_admin {
+        Ok(())
+    } else {
+        Err(Error::Forbidden)
+    }
+}
+
+pub async fn create_user(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    params: Params,
+) -> JsonResponse {
+    require_admin(&caller)?;
+    let username = params
+        .get("username")
+        .filter(|u| crate::domain::is_valid_path(u))
+        .ok_or_else(|| Error::BadRequest("username is missing or invalid".into()))?;
+    let name = params.get("name").unwrap_or(username);
+    let user = app
+        .users
+        .create_user(username, name, params.flag("admin"))
+        .await?;
+    Ok((StatusCode::CREATED, Json(views::user(&user))))
+}
+
+pub async fn create_token(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    Path(user_id): Path<String>,
+    params: Params,
+) -> JsonResponse {
+    require_admin(&caller)?;
+    let user = match user_id.parse() {
+        Ok(id) => app.users.user(id).await?,
+        Err(_) => None,
+    }
+    .ok_or_else(|| Error::not_found("User"))?;
+    let name = params
+        .get("name")
+        .ok_or_else(|| Error::BadRequest("name is missing".into()))?;
+    let expires_at = match params.get("expires_at").filter(|v| !v.is_empty()) {
+        None => None,
+        Some(date) => {
+            let day = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d")
+                .map_err(|_| Error::BadRequest("expires_at is invalid".into()))?;
+            Some(day.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc())
+        }
+    };
+    let (token, secret) = auth::issue_token(&app, &user, name, expires_at).await?;
+    Ok((StatusCode::CREATED, Json(views::token(&token, &secret))))
+}
+
+/// Serves a blob behind a signed, expiring URL (the embedded stand-in for an
+/// S3 presigned URL).
+pub async fn blob_download(
+    State(app): State<App>,
+    Path(key): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response> {
+    let signer = app.signer.as_ref().ok_or(Error::Forbidden)?;
+    let field = |name: &str| query.get(name).ok_or(Error::Forbidden);
+    let file_name = field("filename")?;
+    let expires: i64 = field("expires")?.parse().map_err(|_| Error::Forbidden)?;
+    if !signer.verify(
+        &key,
+        expires,
+        file_name,
+        field("signature")?,
+        now().timestamp(),
+    ) {
+        return Err(Error::Forbidden);
+    }
+    let body = app.blobs.get(&key).await?;
+    let content_type = if file_name.ends_with(".gz") {
+        "application/gzip"
+    } else {
+        "application/octet-stream"
+    };
+    let ascii_name: String = file_name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let disposition = format!(
+        "attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{}",
+        utf8_percent_encode(file_name, NON_ALPHANUMERIC)
+    );
+    Ok((
+        StatusCode::OK,
+        [
+            (CONTENT_TYPE, content_type.to_owned()),
+            (CONTENT_DISPOSITION, disposition),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response())
+}

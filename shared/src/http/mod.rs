@@ -1,0 +1,86 @@
+//! GitLab's REST routes over the services. Built once here; the local server
+//! mounts all of them, each Lambda function mounts its own group.
+
+mod error;
+mod extract;
+mod handlers;
+mod views;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+
+pub use error::error_response;
+
+use crate::App;
+
+const API: &str = "/api/v4";
+
+fn api(path: &str) -> String {
+    format!("{API}{path}")
+}
+
+/// `POST` export routes (the `schedule` function).
+pub fn schedule_routes() -> Router<App> {
+    Router::new().route(
+        &api("/projects/{id}/export"),
+        post(handlers::schedule_export),
+    )
+}
+
+/// Status routes (the `status` function).
+pub fn status_routes() -> Router<App> {
+    Router::new()
+        .route(&api("/projects/{id}/export"), get(handlers::export_status))
+        .route(&api("/projects/{id}/import"), get(handlers::import_status))
+        .route(&api("/user"), get(handlers::current_user))
+}
+
+/// Download routes (the `download` function).
+pub fn download_routes() -> Router<App> {
+    Router::new().route(
+        &api("/projects/{id}/export/download"),
+        get(handlers::export_download),
+    )
+}
+
+/// Import routes (the `import` function). Uploads stream to the blob store
+/// with their own size limit, so axum's default body limit is lifted here.
+pub fn import_routes() -> Router<App> {
+    Router::new()
+        .route(&api("/projects/import"), post(handlers::import_project))
+        .layer(DefaultBodyLimit::disable())
+}
+
+/// Administration: users and their tokens (GitLab's admin API).
+pub fn admin_routes() -> Router<App> {
+    Router::new()
+        .route(&api("/users"), post(handlers::create_user))
+        .route(
+            &api("/users/{user_id}/personal_access_tokens"),
+            post(handlers::create_token),
+        )
+}
+
+/// Signed blob downloads, served where there is no S3 to serve them.
+pub fn blob_routes() -> Router<App> {
+    Router::new().route("/-/blobs/{*key}", get(handlers::blob_download))
+}
+
+/// Every route, for the local server.
+pub fn router(app: App) -> Router {
+    Router::new()
+        .merge(schedule_routes())
+        .merge(status_routes())
+        .merge(download_routes())
+        .merge(import_routes())
+        .merge(admin_routes())
+        .merge(blob_routes())
+        .fallback(handlers::not_found)
+        .with_state(app)
+}
+
+/// One function's routes with the common fallback, for a Lambda.
+pub fn function_router(routes: Router<App>, app: App) -> Router {
+    routes.fallback(handlers::not_found).with_state(app)
+}

@@ -1,0 +1,78 @@
+//! GitLab's JSON shapes.
+
+use serde_json::{json, Map, Value};
+
+use crate::domain::{gitlab_time, Project, Token, User};
+use crate::service::{ExportState, ImportState};
+
+fn project_fields(project: &Project) -> Map<String, Value> {
+    let value = json!({
+        "id": project.id,
+        "description": project.description,
+        "name": project.name,
+        "name_with_namespace": project.name_with_namespace(),
+        "path": project.path,
+        "path_with_namespace": project.full_path(),
+        "created_at": gitlab_time(&project.created_at),
+    });
+    match value {
+        Value::Object(map) => map,
+        _ => unreachable!("a JSON object literal"),
+    }
+}
+
+pub fn export_status(project: &Project, state: &ExportState, base_url: &str) -> Value {
+    let mut fields = project_fields(project);
+    fields.insert("export_status".into(), state.status.into());
+    if state.finished.is_some() {
+        fields.insert(
+            "_links".into(),
+            json!({
+                "api_url": format!("{base_url}/api/v4/projects/{}/export/download", project.id),
+                "web_url": format!("{base_url}/{}/download_export", project.full_path()),
+            }),
+        );
+    }
+    Value::Object(fields)
+}
+
+pub fn import_status(project: &Project, state: &ImportState) -> Value {
+    let mut fields = project_fields(project);
+    fields.insert("import_status".into(), state.status.into());
+    fields.insert("import_type".into(), "gitlab_project".into());
+    fields.insert(
+        "correlation_id".into(),
+        state.job.as_ref().map(|j| j.id.clone()).into(),
+    );
+    fields.insert("failed_relations".into(), json!([]));
+    fields.insert("import_error".into(), state.error.clone().into());
+    if let Some(job) = &state.job {
+        fields.insert("records_imported".into(), job.processed.into());
+    }
+    Value::Object(fields)
+}
+
+pub fn user(user: &User) -> Value {
+    json!({
+        "id": user.id,
+        "username": user.username,
+        "name": user.name,
+        "state": "active",
+        "is_admin": user.is_admin,
+        "created_at": gitlab_time(&user.created_at),
+    })
+}
+
+pub fn token(token: &Token, secret: &str) -> Value {
+    json!({
+        "id": token.id,
+        "name": token.name,
+        "revoked": token.revoked,
+        "created_at": gitlab_time(&token.created_at),
+        "scopes": ["api"],
+        "user_id": token.user_id,
+        "active": true,
+        "expires_at": token.expires_at.map(|at| at.format("%Y-%m-%d").to_string()),
+        "token": secret,
+    })
+}

@@ -1,0 +1,155 @@
+//! The storage ports. Each has an embedded adapter (`embedded`) and an AWS
+//! adapter; services and workers only ever see these traits.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::domain::{
+    Job, JobKind, JobStatus, JobUpdate, Message, Namespace, NamespaceId, NewProject, Project,
+    ProjectId, Token, User, UserId,
+};
+use crate::stream::{BorrowedStream, ByteStream};
+use crate::Result;
+
+/// Users, their namespaces and their tokens (stored as hashes only).
+#[async_trait]
+pub trait UserStore: Send + Sync {
+    /// Creates the user and the user's namespace; `Conflict` if the username is taken.
+    async fn create_user(&self, username: &str, name: &str, is_admin: bool) -> Result<User>;
+    async fn user(&self, id: UserId) -> Result<Option<User>>;
+    async fn user_by_username(&self, username: &str) -> Result<Option<User>>;
+    async fn add_token(
+        &self,
+        user_id: UserId,
+        name: &str,
+        token_hash: [u8; 32],
+        expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<Token>;
+    async fn token_by_hash(&self, token_hash: [u8; 32]) -> Result<Option<Token>>;
+    async fn namespace(&self, id: NamespaceId) -> Result<Option<Namespace>>;
+    async fn namespace_by_path(&self, path: &str) -> Result<Option<Namespace>>;
+}
+
+/// Size of one stored relation of a content generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelationStats {
+    pub relation: String,
+    pub records: u64,
+    /// Bytes of its NDJSON file: every record plus one newline each.
+    pub ndjson_bytes: u64,
+}
+
+/// One stored record: its position in the relation and its exact JSON text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    pub seq: u64,
+    pub json: Bytes,
+}
+
+/// Projects, and their content: project attributes and relation records,
+/// grouped in immutable generations (see `Project::content`).
+#[async_trait]
+pub trait ProjectStore: Send + Sync {
+    /// Assigns the id; `Conflict` if the path is taken in the namespace.
+    async fn create_project(&self, new: NewProject) -> Result<Project>;
+    async fn project(&self, id: ProjectId) -> Result<Option<Project>>;
+    async fn project_by_full_path(&self, full_path: &str) -> Result<Option<Project>>;
+    /// Points the project at a finished generation and updates its metadata,
+    /// only if its current generation is still `expected`. Returns false if
+    /// someone else switched it meanwhile.
+    async fn activate_content(
+        &self,
+        project: &Project,
+        expected: Option<&str>,
+        generation: &str,
+    ) -> Result<bool>;
+
+    async fn put_attributes(&self, generation: &str, attributes: Bytes) -> Result<()>;
+    async fn attributes(&self, generation: &str) -> Result<Option<Bytes>>;
+    /// Appends records at `first_seq..`; writing the same batch twice is harmless.
+    async fn put_records(
+        &self,
+        generation: &str,
+        relation: &str,
+        first_seq: u64,
+        records: Vec<Bytes>,
+    ) -> Result<()>;
+    async fn relations(&self, generation: &str) -> Result<Vec<RelationStats>>;
+    /// Up to `limit` records of a relation after `after` (exclusive), in order.
+    async fn records(
+        &self,
+        generation: &str,
+        relation: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<StoredRecord>>;
+    async fn delete_content(&self, generation: &str) -> Result<()>;
+}
+
+/// Export and import jobs. Status changes are conditional so that two workers
+/// cannot both claim a job and a finished job never goes back.
+#[async_trait]
+pub trait JobStore: Send + Sync {
+    async fn create_job(&self, job: &Job) -> Result<()>;
+    async fn job(&self, id: &str) -> Result<Option<Job>>;
+    /// Moves the job to `to` if its status is one of `from`; `None` if it was not.
+    async fn transition(
+        &self,
+        id: &str,
+        from: &[JobStatus],
+        to: JobStatus,
+        update: JobUpdate,
+    ) -> Result<Option<Job>>;
+    /// Progress of a started job (records processed so far).
+    async fn record_progress(&self, id: &str, processed: u64) -> Result<()>;
+    /// The newest job of a kind for a project.
+    async fn latest_job(&self, project_id: ProjectId, kind: JobKind) -> Result<Option<Job>>;
+    /// The newest finished job of a kind for a project.
+    async fn latest_finished_job(
+        &self,
+        project_id: ProjectId,
+        kind: JobKind,
+    ) -> Result<Option<Job>>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobInfo {
+    pub key: String,
+    pub size: u64,
+}
+
+/// Archives, uploads and imported blobs.
+#[async_trait]
+pub trait BlobStore: Send + Sync {
+    /// Stores the whole stream under `key`; the blob becomes visible only once
+    /// complete. Returns its size.
+    async fn put(&self, key: &str, body: BorrowedStream<'_>) -> Result<u64>;
+    /// `404 File Not Found` if there is no such blob.
+    async fn get(&self, key: &str) -> Result<ByteStream>;
+    async fn list(&self, prefix: &str) -> Result<Vec<BlobInfo>>;
+    async fn delete_prefix(&self, prefix: &str) -> Result<()>;
+    /// A short-lived URL a client can GET the blob from, served as `file_name`.
+    async fn download_url(&self, key: &str, file_name: &str, ttl: Duration) -> Result<String>;
+}
+
+/// A received message and the handle to acknowledge it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub message: Message,
+    pub receipt: String,
+    /// 1 on first delivery.
+    pub receive_count: u32,
+}
+
+/// The work queue. At-least-once: a message may arrive twice.
+#[async_trait]
+pub trait Queue: Send + Sync {
+    async fn send(&self, messages: &[Message]) -> Result<()>;
+    /// Up to `max` messages, hidden from other consumers for `visibility`.
+    async fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<Delivery>>;
+    async fn ack(&self, receipt: &str) -> Result<()>;
+    /// Makes the message visible again after `delay`.
+    async fn retry(&self, receipt: &str, delay: Duration) -> Result<()>;
+}

@@ -1,0 +1,103 @@
+//! GitLab's top-level project relations, as data: the one table that export,
+//! import and relation export all read. Mirrors the `tree: project:` section of
+//! GitLab's `lib/gitlab/import_export/project/import_export.yml` (CE and EE).
+
+/// One top-level project relation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Relation {
+    /// The relation name, which is also the file stem: `tree/project/<name>.ndjson`.
+    pub name: &'static str,
+    /// `has_one` relations are a single object in the legacy `project.json`.
+    pub single: bool,
+}
+
+const fn many(name: &'static str) -> Relation {
+    Relation {
+        name,
+        single: false,
+    }
+}
+
+const fn one(name: &'static str) -> Relation {
+    Relation { name, single: true }
+}
+
+/// In GitLab's export order.
+pub const RELATIONS: &[Relation] = &[
+    many("labels"),
+    many("milestones"),
+    many("issues"),
+    many("snippets"),
+    many("releases"),
+    many("project_members"),
+    many("merge_requests"),
+    many("external_pull_requests"),
+    many("ci_pipelines"),
+    many("commit_notes"),
+    one("auto_devops"),
+    many("triggers"),
+    many("pipeline_schedules"),
+    one("container_expiration_policy"),
+    many("services"),
+    many("protected_branches"),
+    many("protected_tags"),
+    many("protected_environments"),
+    one("project_feature"),
+    many("custom_attributes"),
+    many("prometheus_metrics"),
+    many("project_badges"),
+    one("ci_cd_settings"),
+    one("error_tracking_setting"),
+    one("metrics_setting"),
+    many("boards"),
+    one("design_management_repository"),
+    many("vulnerabilities"),
+    one("service_desk_setting"),
+    one("security_setting"),
+    one("push_rule"),
+];
+
+pub fn find(name: &str) -> Option<&'static Relation> {
+    RELATIONS.iter().find(|r| r.name == name)
+}
+
+/// Position of a relation in export order; relations we do not know (kept
+/// from an imported archive) come after the known ones, by name.
+pub fn export_rank(name: &str) -> (usize, String) {
+    match RELATIONS.iter().position(|r| r.name == name) {
+        Some(i) => (i, String::new()),
+        None => (RELATIONS.len(), name.to_owned()),
+    }
+}
+
+/// A relation name read from an archive becomes a storage key and a file name
+/// again on export, so it is held to a plain identifier rather than trusted.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 100
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_valid() {
+        let mut seen = std::collections::HashSet::new();
+        for r in RELATIONS {
+            assert!(is_valid_name(r.name), "{}", r.name);
+            assert!(seen.insert(r.name), "duplicate {}", r.name);
+        }
+    }
+
+    #[test]
+    fn unknown_relations_sort_after_known_ones() {
+        assert!(export_rank("push_rule") < export_rank("aaa_unknown"));
+        assert!(export_rank("labels") < export_rank("issues"));
+        assert!(!is_valid_name("../etc"));
+        assert!(!is_valid_name("Issues"));
+    }
+}

@@ -1,0 +1,195 @@
+//! The use cases behind the API: find a project the caller may see, schedule
+//! and follow exports, start and follow imports. No HTTP here.
+
+use crate::domain::{
+    is_valid_path, Job, JobKind, JobStatus, Message, Namespace, NewProject, Project, User,
+};
+use crate::{App, Error, Result};
+
+/// `:id` of a route: a numeric id or a URL-decoded full path.
+pub enum ProjectRef {
+    Id(u64),
+    Path(String),
+}
+
+impl ProjectRef {
+    pub fn parse(raw: &str) -> Self {
+        match raw.parse() {
+            Ok(id) => ProjectRef::Id(id),
+            Err(_) => ProjectRef::Path(raw.trim_matches('/').to_owned()),
+        }
+    }
+}
+
+fn may_manage(user: &User, owner_id: u64) -> bool {
+    user.is_admin || user.id == owner_id
+}
+
+/// The project, if the user may manage it. Someone else's project and a
+/// missing one answer the same, so existence is never revealed.
+pub async fn find_project(app: &App, user: &User, reference: &ProjectRef) -> Result<Project> {
+    let project = match reference {
+        ProjectRef::Id(id) => app.projects.project(*id).await?,
+        ProjectRef::Path(path) => app.projects.project_by_full_path(path).await?,
+    };
+    project
+        .filter(|p| may_manage(user, p.owner_id))
+        .ok_or_else(Error::project_not_found)
+}
+
+async fn enqueue(app: &App, job: &Job) -> Result<()> {
+    app.jobs.create_job(job).await?;
+    app.queue.send(&[Message::for_job(job)]).await
+}
+
+pub async fn schedule_export(
+    app: &App,
+    user: &User,
+    project: &Project,
+    description: Option<String>,
+) -> Result<Job> {
+    let mut job = Job::new(JobKind::Export, project.id, user.id);
+    job.description = description;
+    enqueue(app, &job).await?;
+    Ok(job)
+}
+
+/// GitLab's `export_status` and the finished export, if any.
+pub struct ExportState {
+    pub status: &'static str,
+    pub finished: Option<Job>,
+}
+
+pub async fn export_state(app: &App, project: &Project) -> Result<ExportState> {
+    let latest = app.jobs.latest_job(project.id, JobKind::Export).await?;
+    let finished = app
+        .jobs
+        .latest_finished_job(project.id, JobKind::Export)
+        .await?;
+    let status = match (&latest, &finished) {
+        (None, _) => "none",
+        (Some(job), Some(_)) if !job.status.is_done() => "regeneration_in_progress",
+        (Some(job), _) => match job.status {
+            JobStatus::Queued => "queued",
+            JobStatus::Started => "started",
+            JobStatus::Finished => "finished",
+            JobStatus::Failed => "failed",
+        },
+    };
+    let finished = if status == "finished" { finished } else { None };
+    Ok(ExportState { status, finished })
+}
+
+/// Where to download the newest finished export from.
+pub async fn export_download_url(app: &App, project: &Project) -> Result<String> {
+    let not_found = || Error::NotFound("404 Not found or has expired".into());
+    let job = app
+        .jobs
+        .latest_finished_job(project.id, JobKind::Export)
+        .await?
+        .ok_or_else(not_found)?;
+    let (Some(key), Some(file_name)) = (&job.archive_key, &job.file_name) else {
+        return Err(not_found());
+    };
+    app.blobs
+        .download_url(key, file_name, app.settings.download_ttl)
+        .await
+}
+
+/// The fields of `POST /projects/import` besides the file.
+#[derive(Debug, Clone, Default)]
+pub struct ImportRequest {
+    pub path: String,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub overwrite: bool,
+}
+
+async fn resolve_namespace(app: &App, user: &User, namespace: Option<&str>) -> Result<Namespace> {
+    let found = match namespace.map(str::trim).filter(|n| !n.is_empty()) {
+        None => app.users.namespace(user.id).await?,
+        Some(raw) => match raw.parse::<u64>() {
+            Ok(id) => app.users.namespace(id).await?,
+            Err(_) => app.users.namespace_by_path(raw).await?,
+        },
+    };
+    found
+        .filter(|ns| may_manage(user, ns.owner_id))
+        .ok_or_else(|| Error::not_found("Namespace"))
+}
+
+/// Creates (or, with `overwrite`, reuses) the project and queues the import
+/// of the archive already stored at `upload_key`.
+pub async fn start_import(
+    app: &App,
+    user: &User,
+    request: &ImportRequest,
+    upload_key: &str,
+) -> Result<(Project, Job)> {
+    if !is_valid_path(&request.path) {
+        return Err(Error::BadRequest(
+            "path can contain only letters, digits, '_', '-' and '.', and cannot start with '-' or '.'".into(),
+        ));
+    }
+    let namespace = resolve_namespace(app, user, request.namespace.as_deref()).await?;
+    let full_path = format!("{}/{}", namespace.path, request.path);
+    let project = match app.projects.project_by_full_path(&full_path).await? {
+        Some(existing) if request.overwrite && may_manage(user, existing.owner_id) => existing,
+        Some(_) => {
+            return Err(Error::BadRequest(
+                "Name has already been taken, Path has already been taken".into(),
+            ))
+        }
+        None => {
+            app.projects
+                .create_project(NewProject {
+                    namespace,
+                    path: request.path.clone(),
+                    name: request.name.clone().unwrap_or_else(|| request.path.clone()),
+                    description: None,
+                    owner_id: user.id,
+                })
+                .await?
+        }
+    };
+    let mut job = Job::new(JobKind::Import, project.id, user.id);
+    job.archive_key = Some(upload_key.to_owned());
+    enqueue(app, &job).await?;
+    Ok((project, job))
+}
+
+/// GitLab's `import_status` and `import_error`.
+pub struct ImportState {
+    pub status: &'static str,
+    pub error: Option<String>,
+    pub job: Option<Job>,
+}
+
+pub async fn import_state(app: &App, project: &Project) -> Result<ImportState> {
+    let job = app.jobs.latest_job(project.id, JobKind::Import).await?;
+    let status = match job.as_ref().map(|j| j.status) {
+        None => "none",
+        Some(JobStatus::Queued) => "scheduled",
+        Some(JobStatus::Started) => "started",
+        Some(JobStatus::Finished) => "finished",
+        Some(JobStatus::Failed) => "failed",
+    };
+    let error = job
+        .as_ref()
+        .filter(|j| j.status == JobStatus::Failed)
+        .and_then(|j| j.error.clone());
+    Ok(ImportState { status, error, job })
+}
+
+/// Where a project's content lives in the blob store.
+pub fn content_files_prefix(project_id: u64, generation: &str) -> String {
+    format!("projects/{project_id}/content/{generation}/files/")
+}
+
+pub fn export_key(project_id: u64, job_id: &str) -> String {
+    format!("projects/{project_id}/exports/{job_id}/export.tar.gz")
+}
+
+pub fn upload_key(upload_id: &str) -> String {
+    format!("imports/{upload_id}/archive.tar.gz")
+}

@@ -1,0 +1,162 @@
+//! Byte streams between async storage and the blocking archive code, always
+//! in bounded chunks so that no archive is ever held whole in memory.
+
+use std::io::{self, Read, Write};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+
+pub type BorrowedStream<'a> = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + 'a>>;
+pub type ByteStream = BorrowedStream<'static>;
+
+/// How many bytes travel together between the archive thread and storage.
+pub const CHUNK: usize = 256 * 1024;
+
+pub fn from_bytes(bytes: impl Into<Bytes>) -> ByteStream {
+    let bytes = bytes.into();
+    Box::pin(futures::stream::once(async move { Ok(bytes) }))
+}
+
+pub fn from_receiver(rx: mpsc::Receiver<io::Result<Bytes>>) -> ByteStream {
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
+}
+
+/// Reads a whole stream; for small blobs and tests only.
+pub async fn collect(mut stream: ByteStream) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(&chunk?);
+    }
+    Ok(out)
+}
+
+/// A blocking `Read` over an async stream, for use on a blocking thread.
+pub fn blocking_reader(stream: ByteStream) -> impl Read + Send {
+    let handle = tokio::runtime::Handle::current();
+    tokio_util::io::SyncIoBridge::new_with_handle(tokio_util::io::StreamReader::new(stream), handle)
+}
+
+/// A blocking `Write` whose bytes come out of the returned stream. The
+/// stream ends cleanly only after `finish`; a writer dropped without it (a
+/// failed or panicked producer) ends the stream with an error, so a consumer
+/// never mistakes half an archive for a whole one.
+pub fn blocking_writer() -> (ChannelWriter, ByteStream) {
+    let (tx, rx) = mpsc::channel(4);
+    let finished = Arc::new(AtomicBool::new(false));
+    let seen_finished = finished.clone();
+    let stream = futures::stream::unfold(Some(rx), move |rx| {
+        let seen_finished = seen_finished.clone();
+        async move {
+            let mut rx = rx?;
+            match rx.recv().await {
+                Some(item) => Some((item, Some(rx))),
+                None if seen_finished.load(Ordering::Acquire) => None,
+                None => Some((
+                    Err(io::Error::other(
+                        "the producer stopped before the end of the stream",
+                    )),
+                    None,
+                )),
+            }
+        }
+    });
+    (
+        ChannelWriter {
+            tx,
+            buf: BytesMut::with_capacity(CHUNK),
+            finished,
+        },
+        Box::pin(stream),
+    )
+}
+
+pub struct ChannelWriter {
+    tx: mpsc::Sender<io::Result<Bytes>>,
+    buf: BytesMut,
+    finished: Arc<AtomicBool>,
+}
+
+impl ChannelWriter {
+    fn send_buffered(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = self.buf.split().freeze();
+        self.buf.reserve(CHUNK);
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the consumer went away"))
+    }
+
+    pub fn finish(mut self) -> io::Result<()> {
+        self.send_buffered()?;
+        self.finished.store(true, Ordering::Release);
+        Ok(())
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.send_buffered()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unfinished_writer_ends_stream_with_error() {
+        let (mut writer, stream) = blocking_writer();
+        let producer = tokio::task::spawn_blocking(move || {
+            writer.write_all(&[1u8; 1000]).unwrap();
+            drop(writer);
+        });
+        let result = collect(stream).await;
+        producer.await.unwrap();
+        assert!(result.is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn finished_writer_delivers_everything() {
+        let (mut writer, stream) = blocking_writer();
+        let producer = tokio::task::spawn_blocking(move || {
+            for _ in 0..10 {
+                writer.write_all(&[7u8; 100_000]).unwrap();
+            }
+            writer.finish().unwrap();
+        });
+        let bytes = collect(stream).await.unwrap();
+        producer.await.unwrap();
+        assert_eq!(bytes.len(), 1_000_000);
+        let mut back = Vec::new();
+        let (mut w, s) = blocking_writer();
+        let p = tokio::task::spawn_blocking(move || {
+            w.write_all(b"hello").unwrap();
+            w.finish().unwrap();
+        });
+        let reader_stream = s;
+        tokio::task::spawn_blocking(move || {
+            let mut r = blocking_reader(reader_stream);
+            r.read_to_end(&mut back).unwrap();
+            assert_eq!(back, b"hello");
+        })
+        .await
+        .unwrap();
+        p.await.unwrap();
+    }
+}

@@ -1,0 +1,286 @@
+//! Imports an uploaded archive into a new content generation of the project,
+//! then switches the project to it in one conditional write. Until then the
+//! project shows what it had before; on failure the generation is deleted.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::{claim, fail};
+use crate::archive::{self, ImportEvent, SinkClosed};
+use crate::domain::{JobStatus, JobUpdate, Project};
+use crate::service::content_files_prefix;
+use crate::{stream, App, Error, Result};
+
+pub(super) async fn run(app: &App, job_id: &str) -> Result<()> {
+    let Some(job) = app.jobs.job(job_id).await? else {
+        return Ok(());
+    };
+    if job.status.is_done() {
+        return Ok(());
+    }
+    let Some(project) = app.projects.project(job.project_id).await? else {
+        return fail(app, job_id, "the project no longer exists".into()).await;
+    };
+    let generation = job.id.clone();
+    if project.content.as_deref() == Some(generation.as_str()) {
+        // A previous attempt switched the project and stopped before saying so.
+        return finish(app, job_id, job.processed, None).await;
+    }
+    let Some(job) = claim(app, job_id).await? else {
+        return Ok(());
+    };
+    let Some(upload) = job.archive_key.clone() else {
+        return fail(app, job_id, "the job has no uploaded archive".into()).await;
+    };
+    discard_generation(app, project.id, &generation).await?;
+    let archive = match app.blobs.get(&upload).await {
+        Ok(archive) => archive,
+        Err(Error::NotFound(_)) => {
+            return fail(app, job_id, "the uploaded archive is missing".into()).await
+        }
+        Err(err) => return Err(err),
+    };
+    tracing::info!(upload, "import started");
+    let outcome = ingest(app, &project, &generation, job_id, archive).await;
+    let summary = match outcome {
+        Ok(summary) => summary,
+        Err(err) => {
+            discard_generation(app, project.id, &generation).await?;
+            if err.is_permanent() {
+                return fail(app, job_id, err.to_string()).await;
+            }
+            return Err(err);
+        }
+    };
+    let mut updated = project.clone();
+    if let Some(description) = summary.description {
+        updated.description = Some(description);
+    }
+    let switched = app
+        .projects
+        .activate_content(&updated, project.content.as_deref(), &generation)
+        .await?;
+    if !switched {
+        discard_generation(app, project.id, &generation).await?;
+        return fail(
+            app,
+            job_id,
+            "another import of this project finished first".into(),
+        )
+        .await;
+    }
+    finish(app, job_id, summary.records, project.content.as_deref()).await?;
+    app.blobs.delete_prefix(&upload_prefix(&upload)).await?;
+    tracing::info!(records = summary.records, "import finished");
+    Ok(())
+}
+
+async fn finish(app: &App, job_id: &str, records: u64, replaced: Option<&str>) -> Result<()> {
+    app.jobs
+        .transition(
+            job_id,
+            &[JobStatus::Queued, JobStatus::Started],
+            JobStatus::Finished,
+            JobUpdate {
+                processed: Some(records),
+                ..JobUpdate::default()
+            },
+        )
+        .await?;
+    if let Some(old) = replaced {
+        let project_id = app.jobs.job(job_id).await?.map(|j| j.project_id);
+        if let Some(project_id) = project_id {
+            discard_generation(app, project_id, old).await?;
+        }
+    }
+    Ok(())
+}
+
+fn upload_prefix(upload_key: &str) -> String {
+    match upload_key.rsplit_once('/') {
+        Some((dir, _)) => format!("{dir}/"),
+        None => upload_key.to_owned(),
+    }
+}
+
+async fn discard_generation(app: &App, project_id: u64, generation: &str) -> Result<()> {
+    app.projects.delete_content(generation).await?;
+    app.blobs
+        .delete_prefix(&content_files_prefix(project_id, generation))
+        .await
+}
+
+struct Summary {
+    records: u64,
+    description: Option<String>,
+}
+
+/// Reads the archive on a blocking thread and stores what it finds, batching
+/// records per relation.
+async fn ingest(
+    app: &App,
+    project: &Project,
+    generation: &str,
+    job_id: &str,
+    archive: stream::ByteStream,
+) -> Result<Summary> {
+    let (events, mut events_rx) = mpsc::channel::<ImportEvent>(64);
+    let limits = app.settings.limits.clone();
+    let input = stream::blocking_reader(archive);
+    let parse = tokio::task::spawn_blocking(move || {
+        archive::read_archive(input, &limits, &mut |event| {
+            events.blocking_send(event).map_err(|_| SinkClosed)
+        })
+    });
+
+    let mut writer = RecordWriter {
+        app,
+        generation,
+        batch_relation: String::new(),
+        batch: Vec::new(),
+        batch_bytes: 0,
+        next_seq: HashMap::new(),
+        records: 0,
+    };
+    let mut description = None;
+    let mut blob: Option<BlobUpload> = None;
+    let stored: Result<()> = async {
+        while let Some(event) = events_rx.recv().await {
+            match event {
+                ImportEvent::Attributes(json) => {
+                    description = description_of(&json);
+                    app.projects.put_attributes(generation, json).await?;
+                }
+                ImportEvent::Record { relation, json } => {
+                    writer.push(relation, json).await?;
+                    if writer.records.is_multiple_of(10_000) {
+                        app.jobs.record_progress(job_id, writer.records).await?;
+                    }
+                }
+                ImportEvent::BlobStart { path } => {
+                    let key = format!("{}{path}", content_files_prefix(project.id, generation));
+                    blob = Some(BlobUpload::start(app, key));
+                }
+                ImportEvent::BlobChunk(chunk) => {
+                    if let Some(upload) = &blob {
+                        upload.send(chunk).await?;
+                    }
+                }
+                ImportEvent::BlobEnd => {
+                    if let Some(upload) = blob.take() {
+                        upload.finish().await?;
+                    }
+                }
+            }
+        }
+        writer.flush().await
+    }
+    .await;
+    // Stop the reader if storing failed, then learn how reading went.
+    drop(events_rx);
+    if let Some(upload) = blob.take() {
+        // Cut short by a failure: make sure it never lands.
+        upload.abort().await;
+    }
+    let parsed = parse.await.map_err(Error::internal)?;
+    stored?;
+    parsed?;
+    Ok(Summary {
+        records: writer.records,
+        description,
+    })
+}
+
+fn description_of(attributes: &[u8]) -> Option<String> {
+    let value: Value = serde_json::from_slice(attributes).ok()?;
+    value.get("description")?.as_str().map(str::to_owned)
+}
+
+struct RecordWriter<'a> {
+    app: &'a App,
+    generation: &'a str,
+    batch_relation: String,
+    batch: Vec<Bytes>,
+    batch_bytes: usize,
+    next_seq: HashMap<String, u64>,
+    records: u64,
+}
+
+impl RecordWriter<'_> {
+    const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+    async fn push(&mut self, relation: String, json: Bytes) -> Result<()> {
+        if relation != self.batch_relation {
+            self.flush().await?;
+            self.batch_relation = relation;
+        }
+        self.batch_bytes += json.len();
+        self.batch.push(json);
+        self.records += 1;
+        if self.batch.len() >= self.app.settings.import_batch_records
+            || self.batch_bytes >= Self::MAX_BATCH_BYTES
+        {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let seq = self
+            .next_seq
+            .entry(self.batch_relation.clone())
+            .or_insert(0);
+        let first = *seq;
+        *seq += self.batch.len() as u64;
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        self.app
+            .projects
+            .put_records(self.generation, &self.batch_relation, first, batch)
+            .await
+    }
+}
+
+/// One blob of the archive on its way to the blob store.
+struct BlobUpload {
+    chunks: mpsc::Sender<std::io::Result<Bytes>>,
+    task: JoinHandle<Result<u64>>,
+}
+
+impl BlobUpload {
+    fn start(app: &App, key: String) -> Self {
+        let (chunks, rx) = mpsc::channel(4);
+        let blobs = app.blobs.clone();
+        let task = tokio::spawn(async move { blobs.put(&key, stream::from_receiver(rx)).await });
+        BlobUpload { chunks, task }
+    }
+
+    async fn send(&self, chunk: Bytes) -> Result<()> {
+        if self.chunks.send(Ok(chunk)).await.is_err() {
+            // The upload stopped: its own error says why.
+            return Err(Error::Storage("blob upload stopped".into()));
+        }
+        Ok(())
+    }
+
+    async fn abort(self) {
+        let _ = self
+            .chunks
+            .send(Err(std::io::Error::other("the import stopped")))
+            .await;
+        drop(self.chunks);
+        let _ = self.task.await;
+    }
+
+    async fn finish(self) -> Result<()> {
+        drop(self.chunks);
+        self.task.await.map_err(Error::internal)?.map(|_| ())
+    }
+}

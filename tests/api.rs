@@ -1,0 +1,440 @@
+//! The import/export API over real HTTP against the local server: happy
+//! paths, GitLab's status codes, bad input, other users' projects, restarts.
+
+use e2e::{client, fixture_archive, read_archive, tar_gz, Server, ROOT_TOKEN};
+use serde_json::{json, Value};
+
+fn small_archive(issues: &[&str]) -> Vec<u8> {
+    let lines: String = issues.iter().map(|l| format!("{l}\n")).collect();
+    tar_gz(&[
+        ("VERSION", b"0.2.4"),
+        ("tree/project.json", br#"{"description":"small"}"#),
+        ("tree/project/issues.ndjson", lines.as_bytes()),
+    ])
+}
+
+const ISSUE_1: &str = r#"{"iid":1,"title":"first","notes":[{"note":"hi"}]}"#;
+const ISSUE_2: &str = r#"{"iid":2,"title":"second","unknown_field":{"kept":true}}"#;
+
+fn project_routes(id: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("POST", format!("/projects/{id}/export")),
+        ("GET", format!("/projects/{id}/export")),
+        ("GET", format!("/projects/{id}/export/download")),
+        ("GET", format!("/projects/{id}/import")),
+    ]
+}
+
+fn call(server: &Server, token: Option<&str>, method: &str, path: &str) -> (u16, Value) {
+    let response = match method {
+        "POST" => server.post(token, path),
+        _ => server.get(token, path),
+    };
+    let status = response.status().as_u16();
+    (status, response.json().unwrap_or(Value::Null))
+}
+
+#[test]
+fn every_route_requires_a_valid_token() {
+    let server = Server::start();
+    let status = server.import_and_wait(ROOT_TOKEN, small_archive(&[ISSUE_1]), &[("path", "p")]);
+    let id = status["id"].to_string();
+    let mut routes = project_routes(&id);
+    routes.push(("POST", "/projects/import".into()));
+    for (method, path) in &routes {
+        for token in [None, Some("wrong-token")] {
+            let (status, body) = call(&server, token, method, path);
+            assert_eq!(status, 401, "{method} {path} with {token:?}");
+            assert_eq!(body, json!({"message": "401 Unauthorized"}));
+        }
+    }
+    // GitLab's other ways of passing a token work too.
+    let bearer = client()
+        .get(server.url(&format!("/projects/{id}/import")))
+        .bearer_auth(ROOT_TOKEN)
+        .send()
+        .unwrap();
+    assert_eq!(bearer.status(), 200);
+    let query = client()
+        .get(server.url(&format!("/projects/{id}/import?private_token={ROOT_TOKEN}")))
+        .send()
+        .unwrap();
+    assert_eq!(query.status(), 200);
+}
+
+#[test]
+fn someone_elses_project_looks_like_a_missing_one() {
+    let server = Server::start();
+    let (_, alice) = server.create_user("alice");
+    let (_, bob) = server.create_user("bob");
+    let status = server.import_and_wait(&alice, small_archive(&[ISSUE_1]), &[("path", "secret")]);
+    assert_eq!(status["import_status"], "finished");
+    assert_eq!(status["path_with_namespace"], "alice/secret");
+    let id = status["id"].to_string();
+    server.export_and_download(&alice, status["id"].as_u64().unwrap());
+
+    for reference in [id.as_str(), "alice%2Fsecret", "999", "alice%2Fnothing"] {
+        for (method, path) in project_routes(reference) {
+            let (status, body) = call(&server, Some(&bob), method, &path);
+            assert_eq!(status, 404, "{method} {path}");
+            assert_eq!(
+                body,
+                json!({"message": "404 Project Not Found"}),
+                "{method} {path}"
+            );
+        }
+    }
+    // The administrator sees every project; the owner sees it by path too.
+    assert_eq!(
+        call(
+            &server,
+            Some(ROOT_TOKEN),
+            "GET",
+            &format!("/projects/{id}/import")
+        )
+        .0,
+        200
+    );
+    assert_eq!(
+        call(
+            &server,
+            Some(&alice),
+            "GET",
+            "/projects/alice%2Fsecret/export"
+        )
+        .0,
+        200
+    );
+    // Importing into someone else's namespace is refused.
+    let response = server.import(
+        &bob,
+        small_archive(&[ISSUE_1]),
+        &[("path", "x"), ("namespace", "alice")],
+    );
+    assert_eq!(response.status(), 404);
+    assert_eq!(
+        response.json::<Value>().unwrap(),
+        json!({"message": "404 Namespace Not Found"})
+    );
+}
+
+#[test]
+fn export_status_and_download_follow_gitlab() {
+    let server = Server::start();
+    let status = server.import_and_wait(
+        ROOT_TOKEN,
+        small_archive(&[ISSUE_1, ISSUE_2]),
+        &[("path", "demo"), ("name", "Demo")],
+    );
+    let id = status["id"].as_u64().unwrap();
+    assert_eq!(status["name"], "Demo");
+    assert_eq!(status["description"], "small");
+
+    let (code, before) = call(
+        &server,
+        Some(ROOT_TOKEN),
+        "GET",
+        &format!("/projects/{id}/export"),
+    );
+    assert_eq!(code, 200);
+    assert_eq!(before["export_status"], "none");
+    assert!(before.get("_links").is_none());
+    let (code, body) = call(
+        &server,
+        Some(ROOT_TOKEN),
+        "GET",
+        &format!("/projects/{id}/export/download"),
+    );
+    assert_eq!(code, 404);
+    assert_eq!(body, json!({"message": "404 Not found or has expired"}));
+
+    // description overrides the project's in the archive (form field, as curl --form sends).
+    let form = reqwest::blocking::multipart::Form::new().text("description", "Foo Bar");
+    let response = client()
+        .post(server.url(&format!("/projects/{id}/export")))
+        .header("PRIVATE-TOKEN", ROOT_TOKEN)
+        .multipart(form)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    assert_eq!(
+        response.json::<Value>().unwrap(),
+        json!({"message": "202 Accepted"})
+    );
+    let finished = server.wait_export(ROOT_TOKEN, id);
+    assert_eq!(finished["export_status"], "finished");
+    for field in [
+        "id",
+        "description",
+        "name",
+        "name_with_namespace",
+        "path",
+        "path_with_namespace",
+        "created_at",
+    ] {
+        assert!(finished.get(field).is_some(), "{field} in {finished}");
+    }
+    assert_eq!(finished["name_with_namespace"], "Administrator / Demo");
+    assert_eq!(
+        finished["_links"]["api_url"],
+        server.url(&format!("/projects/{id}/export/download"))
+    );
+    let (_, archive) = server.download(ROOT_TOKEN, id);
+    let content = read_archive(&archive);
+    assert_eq!(content.attributes["description"], "Foo Bar");
+    assert_eq!(content.relations["issues"].len(), 2);
+    assert_eq!(
+        content.relations["issues"][1]["unknown_field"],
+        json!({"kept": true})
+    );
+}
+
+#[test]
+fn signed_download_urls_cannot_be_tampered_with() {
+    let server = Server::start();
+    let status = server.import_and_wait(ROOT_TOKEN, small_archive(&[ISSUE_1]), &[("path", "p")]);
+    let id = status["id"].as_u64().unwrap();
+    server.export_and_download(ROOT_TOKEN, id);
+    let redirect = server.get(Some(ROOT_TOKEN), &format!("/projects/{id}/export/download"));
+    let location = redirect.headers()["location"].to_str().unwrap().to_owned();
+    let tampered = [
+        location.replace("signature=", "signature=00"),
+        location.replace("expires=", "expires=9"),
+        location.replace("export.tar.gz?", "other.tar.gz?"),
+        location.split('?').next().unwrap().to_owned(),
+    ];
+    for url in tampered {
+        let response = client().get(&url).send().unwrap();
+        assert_eq!(response.status(), 403, "{url}");
+    }
+    assert_eq!(client().get(&location).send().unwrap().status(), 200);
+}
+
+#[test]
+fn expired_download_urls_are_refused() {
+    let temp = tempfile::tempdir().unwrap();
+    let server = Server::start_in(temp.path(), &["--download-ttl", "0"]);
+    let status = server.import_and_wait(ROOT_TOKEN, small_archive(&[ISSUE_1]), &[("path", "p")]);
+    let id = status["id"].as_u64().unwrap();
+    assert_eq!(
+        server
+            .post(Some(ROOT_TOKEN), &format!("/projects/{id}/export"))
+            .status(),
+        202
+    );
+    server.wait_export(ROOT_TOKEN, id);
+    let redirect = server.get(Some(ROOT_TOKEN), &format!("/projects/{id}/export/download"));
+    let location = redirect.headers()["location"].to_str().unwrap().to_owned();
+    // The URL expires at the second it was made.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(client().get(&location).send().unwrap().status(), 403);
+}
+
+#[test]
+fn import_rejects_bad_requests() {
+    let server = Server::start();
+    server.import_and_wait(ROOT_TOKEN, small_archive(&[ISSUE_1]), &[("path", "taken")]);
+    type Case<'a> = (Vec<(&'a str, &'a str)>, bool, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        (vec![("path", "nofile")], false, 400, "file is missing"),
+        (vec![], true, 400, "path is missing"),
+        (
+            vec![("path", "../evil")],
+            true,
+            400,
+            "path can contain only",
+        ),
+        (vec![("path", "taken")], true, 400, "has already been taken"),
+        (
+            vec![("path", "x"), ("namespace", "nobody")],
+            true,
+            404,
+            "404 Namespace Not Found",
+        ),
+    ];
+    for (fields, with_file, status, message) in cases {
+        let response = if with_file {
+            server.import(ROOT_TOKEN, small_archive(&[ISSUE_1]), &fields)
+        } else {
+            let mut form = reqwest::blocking::multipart::Form::new();
+            for (k, v) in &fields {
+                form = form.text(k.to_string(), v.to_string());
+            }
+            client()
+                .post(server.url("/projects/import"))
+                .header("PRIVATE-TOKEN", ROOT_TOKEN)
+                .multipart(form)
+                .send()
+                .unwrap()
+        };
+        assert_eq!(response.status(), status, "{fields:?}");
+        let body: Value = response.json().unwrap();
+        assert!(
+            body["message"].as_str().unwrap().contains(message),
+            "{fields:?}: {body}"
+        );
+    }
+    // Not multipart at all.
+    let response = client()
+        .post(server.url("/projects/import"))
+        .header("PRIVATE-TOKEN", ROOT_TOKEN)
+        .json(&json!({"path": "x"}))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    // Nothing of the refused uploads is left behind.
+    let leftovers = std::fs::read_dir(server.data_dir.join("blobs/imports"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(leftovers, 0);
+}
+
+#[test]
+fn corrupt_archives_fail_with_a_clear_error_and_leave_nothing() {
+    let server = Server::start();
+    let good = small_archive(&[ISSUE_1]);
+    let mut truncated = fixture_archive("complex");
+    truncated.truncate(truncated.len() / 2);
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "not-gzip",
+            b"this is not an archive".to_vec(),
+            "not a gzip archive",
+        ),
+        ("truncated", truncated, "corrupt or truncated"),
+        (
+            "bad-line",
+            tar_gz(&[
+                ("VERSION", b"0.2.4"),
+                ("tree/project.json", b"{}"),
+                (
+                    "tree/project/issues.ndjson",
+                    format!("{ISSUE_1}\n{{\"iid\":2,\n").as_bytes(),
+                ),
+            ]),
+            "tree/project/issues.ndjson: line 2: invalid JSON",
+        ),
+        (
+            "no-version",
+            tar_gz(&[("tree/project.json", b"{}")]),
+            "no VERSION file",
+        ),
+        (
+            "traversal",
+            tar_gz(&[
+                ("VERSION", b"0.2.4"),
+                ("tree/project.json", b"{}"),
+                ("uploads/../../../etc/x", b"x"),
+            ]),
+            "unsafe path",
+        ),
+    ];
+    for (path, archive, message) in cases {
+        let status = server.import_and_wait(ROOT_TOKEN, archive, &[("path", path)]);
+        assert_eq!(status["import_status"], "failed", "{path}: {status}");
+        let error = status["import_error"].as_str().unwrap();
+        assert!(error.contains(message), "{path}: {error}");
+        // No partial records are ever exported.
+        let (_, exported) = server.export_and_download(ROOT_TOKEN, status["id"].as_u64().unwrap());
+        let content = read_archive(&exported);
+        assert!(
+            content.relations.is_empty(),
+            "{path}: {:?}",
+            content.relations.keys()
+        );
+    }
+    // A failed overwrite keeps what the project had.
+    let first = server.import_and_wait(ROOT_TOKEN, good, &[("path", "keep")]);
+    assert_eq!(first["import_status"], "finished");
+    let failed = server.import_and_wait(
+        ROOT_TOKEN,
+        b"garbage".to_vec(),
+        &[("path", "keep"), ("overwrite", "true")],
+    );
+    assert_eq!(failed["import_status"], "failed");
+    assert_eq!(failed["id"], first["id"]);
+    let (_, exported) = server.export_and_download(ROOT_TOKEN, first["id"].as_u64().unwrap());
+    assert_eq!(read_archive(&exported).relations["issues"].len(), 1);
+    // And a good overwrite replaces it.
+    let replaced = server.import_and_wait(
+        ROOT_TOKEN,
+        small_archive(&[ISSUE_1, ISSUE_2]),
+        &[("path", "keep"), ("overwrite", "true")],
+    );
+    assert_eq!(replaced["import_status"], "finished");
+    let (_, exported) = server.export_and_download(ROOT_TOKEN, first["id"].as_u64().unwrap());
+    assert_eq!(read_archive(&exported).relations["issues"].len(), 2);
+    // The server still serves.
+    assert_eq!(server.get(Some(ROOT_TOKEN), "/user").status(), 200);
+}
+
+#[test]
+fn queued_work_survives_a_crash_and_restart() {
+    let temp = tempfile::tempdir().unwrap();
+    let mut server = Server::start_in(temp.path(), &["--workers", "0"]);
+    let response = server.import(
+        ROOT_TOKEN,
+        fixture_archive("complex"),
+        &[("path", "queued")],
+    );
+    assert_eq!(response.status(), 201);
+    let id = response.json::<Value>().unwrap()["id"].as_u64().unwrap();
+    let (_, status) = call(
+        &server,
+        Some(ROOT_TOKEN),
+        "GET",
+        &format!("/projects/{id}/import"),
+    );
+    assert_eq!(status["import_status"], "scheduled");
+    server.kill();
+
+    let server = Server::start_in(temp.path(), &["--workers", "1"]);
+    let status = server.wait_import(ROOT_TOKEN, id);
+    assert_eq!(status["import_status"], "finished", "{status}");
+    assert_eq!(
+        server
+            .post(Some(ROOT_TOKEN), &format!("/projects/{id}/export"))
+            .status(),
+        202
+    );
+    let server = server.restart(&["--workers", "0"]);
+    let (_, status) = call(
+        &server,
+        Some(ROOT_TOKEN),
+        "GET",
+        &format!("/projects/{id}/export"),
+    );
+    assert_eq!(status["export_status"], "queued");
+    let server = server.restart(&["--workers", "2"]);
+    let status = server.wait_export(ROOT_TOKEN, id);
+    assert_eq!(status["export_status"], "finished");
+    let (_, archive) = server.download(ROOT_TOKEN, id);
+    assert_eq!(
+        read_archive(&archive).relations,
+        e2e::fixture_relations("complex")
+    );
+}
+
+#[test]
+fn admin_api_is_for_administrators() {
+    let server = Server::start();
+    let (_, alice) = server.create_user("alice");
+    let response = client()
+        .post(server.url("/users"))
+        .header("PRIVATE-TOKEN", &alice)
+        .json(&json!({"username": "mallory"}))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    let response = client()
+        .post(server.url("/users"))
+        .header("PRIVATE-TOKEN", ROOT_TOKEN)
+        .json(&json!({"username": "alice"}))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 409);
+    let me: Value = server.get(Some(&alice), "/user").json().unwrap();
+    assert_eq!(me["username"], "alice");
+    let (status, body) = call(&server, Some(&alice), "GET", "/no/such/route");
+    assert_eq!((status, body), (404, json!({"message": "404 Not Found"})));
+}

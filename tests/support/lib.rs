@@ -1,0 +1,380 @@
+//! Test support: start the real `local` binary on a free port with its own
+//! data directory, talk to it over HTTP, build and read archives.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use reqwest::blocking::{multipart, Client, Response};
+use serde_json::Value;
+
+pub const ROOT_TOKEN: &str = "root-token-for-tests";
+
+/// The team's GitLab fixtures, beside the repository.
+pub fn fixtures_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("GITLAB_FIXTURES") {
+        return PathBuf::from(dir);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/gitlab")
+}
+
+/// Builds the `local` binary once per test process (a no-op when fresh) and
+/// returns its path, next to this test's own target directory.
+pub fn local_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "local", "--bin", "local"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the local binary failed");
+        let exe = std::env::current_exe().expect("test binary path");
+        // target/<profile>/deps/<test> → target/<profile>/local
+        let profile_dir = exe.parent().and_then(Path::parent).expect("target dir");
+        let binary = profile_dir.join("local");
+        assert!(binary.exists(), "{} was not built", binary.display());
+        binary
+    })
+}
+
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub data_dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// A fresh server with its own data directory and two workers.
+    pub fn start() -> Self {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let mut server = Self::start_in(temp.path(), &[]);
+        server._temp = Some(temp);
+        server
+    }
+
+    /// A server on an existing data directory, with extra `serve` flags.
+    pub fn start_in(data_dir: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(local_binary())
+            .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env("LOCAL_ROOT_TOKEN", ROOT_TOKEN)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("local server starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let mut base = None;
+        for line in lines.by_ref() {
+            let line = line.expect("server output");
+            if let Some(rest) = line.strip_prefix("GitLab export/import API listening on ") {
+                base = Some(rest.trim_end_matches("/api/v4").to_owned());
+            }
+            if line == "ready" {
+                break;
+            }
+        }
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server {
+            child,
+            base: base.expect("the server printed its URL"),
+            data_dir: data_dir.to_owned(),
+            _temp: None,
+        }
+    }
+
+    /// Kills the process at once, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Kills the server and starts a new one on the same data directory.
+    pub fn restart(mut self, extra: &[&str]) -> Self {
+        self.kill();
+        let temp = self._temp.take();
+        let mut next = Server::start_in(&self.data_dir, extra);
+        next._temp = temp;
+        next
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/api/v4{}", self.base, path)
+    }
+
+    pub fn get(&self, token: Option<&str>, path: &str) -> Response {
+        with_token(client().get(self.url(path)), token)
+            .send()
+            .expect("request")
+    }
+
+    pub fn post(&self, token: Option<&str>, path: &str) -> Response {
+        with_token(client().post(self.url(path)), token)
+            .send()
+            .expect("request")
+    }
+
+    /// Creates a user through the admin API and returns (id, token).
+    pub fn create_user(&self, username: &str) -> (u64, String) {
+        let user: Value = client()
+            .post(self.url("/users"))
+            .header("PRIVATE-TOKEN", ROOT_TOKEN)
+            .json(&serde_json::json!({ "username": username, "name": username }))
+            .send()
+            .expect("create user")
+            .json()
+            .expect("user JSON");
+        let id = user["id"].as_u64().expect("user id");
+        let token: Value = client()
+            .post(self.url(&format!("/users/{id}/personal_access_tokens")))
+            .header("PRIVATE-TOKEN", ROOT_TOKEN)
+            .json(&serde_json::json!({ "name": "tests", "scopes": ["api"] }))
+            .send()
+            .expect("create token")
+            .json()
+            .expect("token JSON");
+        (id, token["token"].as_str().expect("token").to_owned())
+    }
+
+    /// `POST /projects/import` with extra form fields; returns the response.
+    pub fn import(&self, token: &str, archive: Vec<u8>, fields: &[(&str, &str)]) -> Response {
+        let mut form = multipart::Form::new();
+        for (name, value) in fields {
+            form = form.text(name.to_string(), value.to_string());
+        }
+        form = form.part(
+            "file",
+            multipart::Part::bytes(archive).file_name("export.tar.gz"),
+        );
+        client()
+            .post(self.url("/projects/import"))
+            .header("PRIVATE-TOKEN", token)
+            .multipart(form)
+            .send()
+            .expect("import request")
+    }
+
+    /// Imports and waits for the end; returns the final import status.
+    pub fn import_and_wait(&self, token: &str, archive: Vec<u8>, fields: &[(&str, &str)]) -> Value {
+        let response = self.import(token, archive, fields);
+        assert_eq!(response.status(), 201, "{:?}", response.text());
+        let project: Value = response.json().expect("project JSON");
+        self.wait_import(token, project["id"].as_u64().expect("id"))
+    }
+
+    pub fn wait_import(&self, token: &str, id: u64) -> Value {
+        self.wait_for(
+            token,
+            &format!("/projects/{id}/import"),
+            "import_status",
+            &["finished", "failed"],
+        )
+    }
+
+    pub fn wait_export(&self, token: &str, id: u64) -> Value {
+        self.wait_for(
+            token,
+            &format!("/projects/{id}/export"),
+            "export_status",
+            &["finished", "failed"],
+        )
+    }
+
+    fn wait_for(&self, token: &str, path: &str, field: &str, done: &[&str]) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let status: Value = self.get(Some(token), path).json().expect("status JSON");
+            if done.contains(&status[field].as_str().unwrap_or_default()) {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting on {path}: {status}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Schedules an export, waits for it and downloads the archive through
+    /// the 302 and the signed URL. Returns (file name, archive bytes).
+    pub fn export_and_download(&self, token: &str, id: u64) -> (String, Vec<u8>) {
+        let response = self.post(Some(token), &format!("/projects/{id}/export"));
+        assert_eq!(response.status(), 202);
+        let status = self.wait_export(token, id);
+        assert_eq!(status["export_status"], "finished", "{status}");
+        self.download(token, id)
+    }
+
+    pub fn download(&self, token: &str, id: u64) -> (String, Vec<u8>) {
+        let redirect = self.get(Some(token), &format!("/projects/{id}/export/download"));
+        assert_eq!(redirect.status(), 302);
+        let location = redirect.headers()["location"]
+            .to_str()
+            .expect("location")
+            .to_owned();
+        let file = client().get(&location).send().expect("signed download");
+        assert_eq!(file.status(), 200, "{location}");
+        let disposition = file.headers()["content-disposition"]
+            .to_str()
+            .expect("disposition")
+            .to_owned();
+        let name = disposition
+            .split("filename=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("file name")
+            .to_owned();
+        (name, file.bytes().expect("archive").to_vec())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A client that does not follow redirects, so tests see the 302.
+pub fn client() -> Client {
+    static CLIENT: OnceLock<Client> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(120))
+                .build()
+                .expect("client")
+        })
+        .clone()
+}
+
+fn with_token(
+    request: reqwest::blocking::RequestBuilder,
+    token: Option<&str>,
+) -> reqwest::blocking::RequestBuilder {
+    match token {
+        Some(token) => request.header("PRIVATE-TOKEN", token),
+        None => request,
+    }
+}
+
+/// A `.tar.gz` of `(path, bytes)` entries, in order. Paths are written as
+/// given, even hostile ones (`..`, absolute) that `tar` would refuse to set.
+pub fn tar_gz(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut builder = tar::Builder::new(encoder);
+    for (path, bytes) in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        let name = &mut header.as_old_mut().name;
+        assert!(path.len() < name.len(), "test paths fit the tar header");
+        name[..path.len()].copy_from_slice(path.as_bytes());
+        header.set_cksum();
+        builder.append(&header, *bytes).expect("tar entry");
+    }
+    builder.into_inner().expect("tar").finish().expect("gzip")
+}
+
+/// An importable archive of a fixture folder: VERSION plus every file in it.
+pub fn fixture_archive(name: &str) -> Vec<u8> {
+    let root = fixtures_dir().join(name);
+    let mut files = Vec::new();
+    collect_files(&root, &root, &mut files);
+    files.sort();
+    let mut entries: Vec<(String, Vec<u8>)> = vec![("VERSION".into(), b"0.2.4".to_vec())];
+    for path in files {
+        let bytes = std::fs::read(root.join(&path)).expect("fixture file");
+        entries.push((path, bytes));
+    }
+    let borrowed: Vec<(&str, &[u8])> = entries
+        .iter()
+        .map(|(p, b)| (p.as_str(), b.as_slice()))
+        .collect();
+    tar_gz(&borrowed)
+}
+
+fn collect_files(root: &Path, dir: &Path, out: &mut Vec<String>) {
+    for entry in std::fs::read_dir(dir).expect("fixture dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            collect_files(root, &path, out);
+        } else {
+            out.push(
+                path.strip_prefix(root)
+                    .expect("under root")
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+        }
+    }
+}
+
+/// What an archive holds: project attributes, records per relation, other files.
+#[derive(Debug, Default)]
+pub struct ArchiveContent {
+    pub attributes: serde_json::Map<String, Value>,
+    pub relations: BTreeMap<String, Vec<Value>>,
+    pub files: BTreeMap<String, Vec<u8>>,
+}
+
+pub fn read_archive(bytes: &[u8]) -> ArchiveContent {
+    let mut content = ArchiveContent::default();
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
+    for entry in archive.entries().expect("tar") {
+        let mut entry = entry.expect("entry");
+        let path = entry.path().expect("path").to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).expect("entry data");
+        if path == "tree/project.json" {
+            content.attributes = serde_json::from_slice(&data).expect("project.json");
+        } else if let Some(relation) = path
+            .strip_prefix("tree/project/")
+            .and_then(|p| p.strip_suffix(".ndjson"))
+        {
+            content.relations.insert(relation.to_owned(), ndjson(&data));
+        } else {
+            content.files.insert(path, data);
+        }
+    }
+    content
+}
+
+pub fn ndjson(data: &[u8]) -> Vec<Value> {
+    data.split(|&b| b == b'\n')
+        .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+        .map(|line| serde_json::from_slice(line).expect("NDJSON record"))
+        .collect()
+}
+
+/// The records of a fixture folder as GitLab wrote them, per relation.
+pub fn fixture_relations(name: &str) -> BTreeMap<String, Vec<Value>> {
+    let root = fixtures_dir().join(name);
+    let mut relations = BTreeMap::new();
+    let tree = root.join("tree/project");
+    if tree.is_dir() {
+        for entry in std::fs::read_dir(&tree).expect("tree") {
+            let path = entry.expect("entry").path();
+            let relation = path
+                .file_stem()
+                .expect("stem")
+                .to_string_lossy()
+                .into_owned();
+            let records = ndjson(&std::fs::read(&path).expect("relation file"));
+            if !records.is_empty() {
+                relations.insert(relation, records);
+            }
+        }
+    }
+    relations
+}
