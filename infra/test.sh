@@ -1,16 +1,33 @@
 #!/usr/bin/env bash
-# Runs every test of the project: formatting, lints, unit, contract and
-# end-to-end tests. Installs the tools it needs (Python tools into ./.venv).
+# Runs every test of the project: formatting, lints, the SAM template check,
+# unit, contract (embedded and moto) and end-to-end tests, and the Lambda
+# build. Installs what it needs: Python tools into ./.venv, the arm64 Rust
+# target through rustup.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root=$PWD
 
 step() { printf '\n== %s\n' "$*"; }
+
+step "tools"
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/pip install --quiet --disable-pip-version-check -r infra/requirements.txt
+export PATH="$root/.venv/bin:$PATH"
+export MOTO_SERVER="$root/.venv/bin/moto_server"
+if ! rustup target list --installed | grep -qx aarch64-unknown-linux-gnu; then
+    rustup target add aarch64-unknown-linux-gnu
+fi
 
 step "format"
 cargo fmt --all -- --check
 
 step "lint"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "template"
+cfn-lint template.yaml
 
 step "build"
 cargo build --workspace --all-targets --locked
@@ -22,5 +39,8 @@ else
     echo "(cargo-nextest not found: using cargo test; 'cargo install cargo-nextest' makes this faster)"
     cargo test --workspace --locked --no-fail-fast
 fi
+
+step "lambda build (arm64)"
+bash infra/build-lambdas.sh --check
 
 step "all tests passed"

@@ -15,6 +15,9 @@ pub struct Settings {
     pub download_ttl: Duration,
     /// Largest accepted import upload, in bytes.
     pub max_upload_bytes: u64,
+    /// How long a finished export stays available (the bucket's lifecycle
+    /// rule; job rows on DynamoDB expire with it).
+    pub export_retention: Duration,
     pub limits: Limits,
     /// gzip level of export archives.
     pub compression_level: u32,
@@ -22,6 +25,8 @@ pub struct Settings {
     pub import_batch_records: usize,
     /// Records read from the store together during an export.
     pub export_page_records: usize,
+    /// Records per batch of a batched relations export (GitLab: 1,000).
+    pub relation_batch_records: u64,
 }
 
 impl Default for Settings {
@@ -29,10 +34,12 @@ impl Default for Settings {
         Settings {
             download_ttl: Duration::from_secs(300),
             max_upload_bytes: 5 * 1024 * 1024 * 1024,
+            export_retention: Duration::from_secs(7 * 24 * 3600),
             limits: Limits::default(),
             compression_level: 6,
             import_batch_records: 1000,
             export_page_records: 1000,
+            relation_batch_records: 1000,
         }
     }
 }

@@ -172,6 +172,71 @@ pub struct JobUpdate {
     pub processed: Option<u64>,
 }
 
+impl Job {
+    /// The one way a job changes, whatever stores it.
+    pub fn apply(&mut self, to: JobStatus, update: JobUpdate) {
+        self.status = to;
+        self.updated_at = now();
+        if update.error.is_some() {
+            self.error = update.error;
+        }
+        if update.archive_key.is_some() {
+            self.archive_key = update.archive_key;
+        }
+        if update.file_name.is_some() {
+            self.file_name = update.file_name;
+        }
+        if let Some(processed) = update.processed {
+            self.processed = processed;
+        }
+    }
+}
+
+/// One file of a relations export: a whole relation, or one batch of a
+/// batched relation. A batched relation has a row of its own (`batch: None`)
+/// that carries the totals; its status is derived from its batches.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RelationExportPart {
+    pub project_id: ProjectId,
+    pub relation: String,
+    /// 1-based batch number; `None` for the relation itself.
+    pub batch: Option<u32>,
+    /// The export run; a new run replaces every part of the project.
+    pub run_id: String,
+    /// The project content the run reads, fixed when it was scheduled.
+    pub content: Option<String>,
+    pub status: JobStatus,
+    pub error: Option<String>,
+    pub batched: bool,
+    pub batches_count: u32,
+    /// Records (or files) this part holds.
+    pub objects_count: u64,
+    /// Position of the part's first record in the relation.
+    #[serde(default)]
+    pub first_seq: u64,
+    /// Records (or files) written so far.
+    pub exported: u64,
+    pub archive_key: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl RelationExportPart {
+    /// The one way a part changes, whatever stores it.
+    pub fn apply(&mut self, to: JobStatus, update: JobUpdate) {
+        self.status = to;
+        self.updated_at = now();
+        if update.error.is_some() {
+            self.error = update.error;
+        }
+        if update.archive_key.is_some() {
+            self.archive_key = update.archive_key;
+        }
+        if let Some(exported) = update.processed {
+            self.exported = exported;
+        }
+    }
+}
+
 /// A unit of work on the queue: ids, never payloads.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Message {

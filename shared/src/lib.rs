@@ -5,10 +5,14 @@
 pub mod app;
 pub mod archive;
 pub mod auth;
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod domain;
 pub mod embedded;
 pub mod error;
 pub mod http;
+#[cfg(feature = "lambda")]
+pub mod lambda;
 pub mod ports;
 pub mod relations;
 pub mod service;

@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use crate::domain::{
     Job, JobKind, JobStatus, JobUpdate, Message, Namespace, NamespaceId, NewProject, Project,
-    ProjectId, Token, User, UserId,
+    ProjectId, RelationExportPart, Token, User, UserId,
 };
 use crate::stream::{BorrowedStream, ByteStream};
 use crate::Result;
@@ -112,6 +112,31 @@ pub trait JobStore: Send + Sync {
         project_id: ProjectId,
         kind: JobKind,
     ) -> Result<Option<Job>>;
+
+    /// Starts a new relations export run: `parts` replace every part the
+    /// project had.
+    async fn replace_relation_export(
+        &self,
+        project_id: ProjectId,
+        parts: Vec<RelationExportPart>,
+    ) -> Result<()>;
+    /// The parts of the project's latest relations export, ordered by
+    /// relation, the relation's own part before its batches.
+    async fn relation_export_parts(&self, project_id: ProjectId)
+        -> Result<Vec<RelationExportPart>>;
+    /// Moves one part to `to` if it still belongs to `run_id` and its status
+    /// is one of `from`; `None` otherwise. `processed` sets `exported`.
+    #[allow(clippy::too_many_arguments)]
+    async fn transition_relation_export_part(
+        &self,
+        project_id: ProjectId,
+        relation: &str,
+        batch: Option<u32>,
+        run_id: &str,
+        from: &[JobStatus],
+        to: JobStatus,
+        update: JobUpdate,
+    ) -> Result<Option<RelationExportPart>>;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -57,6 +57,46 @@ pub const RELATIONS: &[Relation] = &[
     one("push_rule"),
 ];
 
+/// The relation export of the project's own attributes (`self.json.gz`).
+pub const SELF_RELATION: &str = "self";
+
+/// Relations whose content is files kept as imported, exported by the
+/// relations export as `<name>.tar.gz`: a file name or a folder of the
+/// archive.
+pub const FILE_RELATIONS: &[(&str, &str)] = &[
+    ("repository", "project.bundle"),
+    ("wiki", "project.wiki.bundle"),
+    ("design", "project.design.bundle"),
+    ("uploads", "uploads/"),
+    ("lfs_objects", "lfs-objects/"),
+];
+
+/// The file relation an archive file belongs to, if any.
+pub fn file_relation_of(path: &str) -> Option<&'static str> {
+    FILE_RELATIONS
+        .iter()
+        .find(|(_, at)| match at.strip_suffix('/') {
+            Some(_) => path.starts_with(at),
+            None => path == *at,
+        })
+        .map(|(name, _)| *name)
+}
+
+pub fn is_file_relation(name: &str) -> bool {
+    FILE_RELATIONS.iter().any(|(n, _)| *n == name)
+}
+
+/// The file name of a relation's export: GitLab's names.
+pub fn export_file_name(relation: &str) -> String {
+    if relation == SELF_RELATION {
+        format!("{relation}.json.gz")
+    } else if is_file_relation(relation) {
+        format!("{relation}.tar.gz")
+    } else {
+        format!("{relation}.ndjson.gz")
+    }
+}
+
 pub fn find(name: &str) -> Option<&'static Relation> {
     RELATIONS.iter().find(|r| r.name == name)
 }
@@ -68,6 +108,19 @@ pub fn export_rank(name: &str) -> (usize, String) {
         Some(i) => (i, String::new()),
         None => (RELATIONS.len(), name.to_owned()),
     }
+}
+
+/// Position of a relation in a relations export: `self`, GitLab's tree in
+/// order, relations GitLab's tree does not name, then file relations.
+pub fn relation_export_rank(name: &str) -> (usize, usize, String) {
+    if name == SELF_RELATION {
+        return (0, 0, String::new());
+    }
+    if let Some(i) = FILE_RELATIONS.iter().position(|(n, _)| *n == name) {
+        return (2, i, String::new());
+    }
+    let (i, unknown) = export_rank(name);
+    (1, i, unknown)
 }
 
 /// A relation name read from an archive becomes a storage key and a file name
@@ -91,6 +144,16 @@ mod tests {
             assert!(is_valid_name(r.name), "{}", r.name);
             assert!(seen.insert(r.name), "duplicate {}", r.name);
         }
+    }
+
+    #[test]
+    fn file_relations_and_names() {
+        assert_eq!(file_relation_of("project.bundle"), Some("repository"));
+        assert_eq!(file_relation_of("uploads/ab/c.png"), Some("uploads"));
+        assert_eq!(file_relation_of("project.bundle.extra"), None);
+        assert_eq!(export_file_name("self"), "self.json.gz");
+        assert_eq!(export_file_name("uploads"), "uploads.tar.gz");
+        assert_eq!(export_file_name("labels"), "labels.ndjson.gz");
     }
 
     #[test]

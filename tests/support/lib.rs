@@ -237,6 +237,58 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Waits until no relation of the relations export is still running.
+    pub fn wait_relations_export(&self, token: &str, id: u64) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let status: Value = self
+                .get(
+                    Some(token),
+                    &format!("/projects/{id}/export_relations/status"),
+                )
+                .json()
+                .expect("status JSON");
+            let entries = status.as_array().expect("an array").clone();
+            if !entries.is_empty() && entries.iter().all(|e| e["status"] != 0) {
+                return entries;
+            }
+            assert!(Instant::now() < deadline, "timed out: {status}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `GET .../export_relations/download` with a query; follows the 302.
+    /// Returns the status of the route (or of the file) and the file.
+    pub fn download_relation(&self, token: &str, id: u64, query: &str) -> (u16, String, Vec<u8>) {
+        let response = self.get(
+            Some(token),
+            &format!("/projects/{id}/export_relations/download?{query}"),
+        );
+        if response.status() != 302 {
+            let status = response.status().as_u16();
+            return (
+                status,
+                String::new(),
+                response.bytes().expect("body").to_vec(),
+            );
+        }
+        let location = response.headers()["location"]
+            .to_str()
+            .expect("location")
+            .to_owned();
+        let file = client().get(&location).send().expect("signed download");
+        let status = file.status().as_u16();
+        let disposition = file
+            .headers()
+            .get("content-disposition")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        (status, disposition, file.bytes().expect("file").to_vec())
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
@@ -377,4 +429,52 @@ pub fn fixture_relations(name: &str) -> BTreeMap<String, Vec<Value>> {
         }
     }
     relations
+}
+
+pub mod contract;
+pub mod hostile;
+pub mod moto;
+
+/// A deterministic GitLab-shaped project archive with `issues` issues (a
+/// few notes and label links each), some labels and merge requests.
+pub fn synthetic_archive(issues: usize) -> Vec<u8> {
+    let mut issue_lines = String::new();
+    for i in 1..=issues {
+        let notes: Vec<String> = (0..i % 4)
+            .map(|n| format!(r#"{{"note":"Note {n} on issue {i}","author_id":{},"created_at":"2026-01-01T00:00:00.000Z"}}"#, n + 1))
+            .collect();
+        issue_lines.push_str(&format!(
+            r#"{{"iid":{i},"title":"Issue {i}","description":"{}","state":"opened","notes":[{}],"label_links":[{{"label":{{"title":"bug"}}}}]}}"#,
+            "Steps to reproduce. ".repeat(1 + i % 5),
+            notes.join(",")
+        ));
+        issue_lines.push('\n');
+    }
+    let labels = "{\"title\":\"bug\",\"color\":\"#d9534f\"}\n{\"title\":\"feature\",\"color\":\"#428bca\"}\n";
+    let merge_requests: String = (1..=issues.div_ceil(10))
+        .map(|i| format!("{{\"iid\":{i},\"title\":\"MR {i}\",\"source_branch\":\"b{i}\",\"target_branch\":\"main\"}}\n"))
+        .collect();
+    tar_gz(&[
+        ("VERSION", b"0.2.4"),
+        (
+            "tree/project.json",
+            br#"{"description":"synthetic","visibility_level":0}"#,
+        ),
+        ("tree/project/labels.ndjson", labels.as_bytes()),
+        ("tree/project/issues.ndjson", issue_lines.as_bytes()),
+        (
+            "tree/project/merge_requests.ndjson",
+            merge_requests.as_bytes(),
+        ),
+        ("project.bundle", b"not really a git bundle"),
+        ("uploads/abc123/screenshot.png", b"\x89PNG fake"),
+    ])
+}
+
+pub fn gunzip(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_end(&mut out)
+        .expect("gzip");
+    out
 }

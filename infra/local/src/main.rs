@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use shared::archive::Limits;
 use shared::auth::{self, RootToken};
 use shared::embedded::EmbeddedBackend;
 use shared::{App, Settings};
@@ -60,9 +61,43 @@ struct ServeArgs {
     /// Largest accepted import upload, in bytes.
     #[arg(long, default_value_t = Settings::default().max_upload_bytes, env = "MAX_UPLOAD_BYTES")]
     max_upload_bytes: u64,
+    #[command(flatten)]
+    limits: LimitArgs,
+    /// Records per batch of a batched relations export.
+    #[arg(long, default_value_t = Settings::default().relation_batch_records, env = "RELATION_BATCH_SIZE")]
+    relation_batch_size: u64,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "LOG_JSON")]
     log_json: bool,
+}
+
+/// What an imported archive may cost (a violating import fails cleanly).
+#[derive(Args)]
+struct LimitArgs {
+    /// Bytes after decompression, all entries together.
+    #[arg(long, default_value_t = Limits::default().max_uncompressed_bytes, env = "MAX_UNCOMPRESSED_BYTES")]
+    max_uncompressed_bytes: u64,
+    /// Entries in the archive.
+    #[arg(long, default_value_t = Limits::default().max_entries, env = "MAX_ARCHIVE_ENTRIES")]
+    max_entries: u64,
+    /// Bytes of one record (one NDJSON line).
+    #[arg(long, default_value_t = Limits::default().max_record_bytes, env = "MAX_RECORD_BYTES")]
+    max_record_bytes: usize,
+    /// Nesting depth of one record.
+    #[arg(long, default_value_t = Limits::default().max_json_depth, env = "MAX_JSON_DEPTH")]
+    max_json_depth: usize,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_uncompressed_bytes: self.max_uncompressed_bytes,
+            max_entries: self.max_entries,
+            max_record_bytes: self.max_record_bytes,
+            max_json_depth: self.max_json_depth,
+            ..Limits::default()
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -187,6 +222,8 @@ async fn serve(args: ServeArgs) -> Result<(), shared::Error> {
     let settings = Settings {
         download_ttl: Duration::from_secs(args.download_ttl),
         max_upload_bytes: args.max_upload_bytes,
+        relation_batch_records: args.relation_batch_size.max(1),
+        limits: args.limits.limits(),
         ..Settings::default()
     };
     let app = App::embedded(&backend, settings);

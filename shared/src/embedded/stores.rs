@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::Db;
 use crate::domain::{
     now, Job, JobKind, JobStatus, JobUpdate, Namespace, NamespaceId, NewProject, Project,
-    ProjectId, Token, User, UserId,
+    ProjectId, RelationExportPart, Token, User, UserId,
 };
 use crate::ports::{JobStore, ProjectStore, RelationStats, StoredRecord, UserStore};
 use crate::{Error, Result};
@@ -32,26 +32,32 @@ const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 const LATEST_JOB: TableDefinition<(u64, &str), &str> = TableDefinition::new("latest_job");
 const LATEST_FINISHED_JOB: TableDefinition<(u64, &str), &str> =
     TableDefinition::new("latest_finished_job");
+/// (project, relation, batch number or 0 for the relation's own part)
+const RELATION_EXPORTS: TableDefinition<(u64, &str, u32), &[u8]> =
+    TableDefinition::new("relation_exports");
 
 pub(super) fn create_tables(txn: &WriteTransaction) -> Result<()> {
+    // Every table exists from the start, so reads never meet a missing one.
     macro_rules! create {
-        ($($table:expr),*) => { $( txn.open_table($table).map_err(Error::storage)?; )* };
+        ($($table:expr),* $(,)?) => { $( txn.open_table($table).map_err(Error::storage)?; )* };
     }
     create!(
         COUNTERS,
         USERS,
         USERS_BY_NAME,
+        TOKENS,
         NAMESPACES,
         NAMESPACES_BY_PATH,
-        PROJECTS
+        PROJECTS,
+        PROJECTS_BY_PATH,
+        ATTRIBUTES,
+        RECORDS,
+        RELATION_STATS,
+        JOBS,
+        LATEST_JOB,
+        LATEST_FINISHED_JOB,
+        RELATION_EXPORTS,
     );
-    create!(PROJECTS_BY_PATH, ATTRIBUTES, JOBS);
-    txn.open_table(TOKENS).map_err(Error::storage)?;
-    txn.open_table(RECORDS).map_err(Error::storage)?;
-    txn.open_table(RELATION_STATS).map_err(Error::storage)?;
-    txn.open_table(LATEST_JOB).map_err(Error::storage)?;
-    txn.open_table(LATEST_FINISHED_JOB)
-        .map_err(Error::storage)?;
     Ok(())
 }
 
@@ -517,20 +523,7 @@ impl JobStore for EmbeddedStore {
                 if !from.contains(&job.status) {
                     return Ok(None);
                 }
-                job.status = to;
-                job.updated_at = now();
-                if update.error.is_some() {
-                    job.error = update.error;
-                }
-                if update.archive_key.is_some() {
-                    job.archive_key = update.archive_key;
-                }
-                if update.file_name.is_some() {
-                    job.file_name = update.file_name;
-                }
-                if let Some(processed) = update.processed {
-                    job.processed = processed;
-                }
+                job.apply(to, update);
                 jobs.insert(id.as_str(), encode(&job)?.as_slice())
                     .map_err(Error::storage)?;
                 if to == JobStatus::Finished {
@@ -577,6 +570,89 @@ impl JobStore for EmbeddedStore {
     ) -> Result<Option<Job>> {
         self.db
             .read(move |txn| pointed_job(txn, LATEST_FINISHED_JOB, project_id, kind))
+            .await
+    }
+
+    async fn replace_relation_export(
+        &self,
+        project_id: ProjectId,
+        parts: Vec<RelationExportPart>,
+    ) -> Result<()> {
+        self.db
+            .write(move |txn| {
+                let mut table = txn.open_table(RELATION_EXPORTS).map_err(Error::storage)?;
+                let old: Vec<(String, u32)> = table
+                    .range((project_id, "", 0)..(project_id + 1, "", 0))
+                    .map_err(Error::storage)?
+                    .map(|item| {
+                        item.map(|(key, _)| {
+                            let (_, relation, batch) = key.value();
+                            (relation.to_owned(), batch)
+                        })
+                    })
+                    .collect::<Result<_, _>>()
+                    .map_err(Error::storage)?;
+                for (relation, batch) in old {
+                    table
+                        .remove((project_id, relation.as_str(), batch))
+                        .map_err(Error::storage)?;
+                }
+                for part in parts {
+                    let key = (project_id, part.relation.as_str(), part.batch.unwrap_or(0));
+                    table
+                        .insert(key, encode(&part)?.as_slice())
+                        .map_err(Error::storage)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn relation_export_parts(
+        &self,
+        project_id: ProjectId,
+    ) -> Result<Vec<RelationExportPart>> {
+        self.db
+            .read(move |txn| {
+                let table = txn.open_table(RELATION_EXPORTS).map_err(Error::storage)?;
+                let range = table
+                    .range((project_id, "", 0)..(project_id + 1, "", 0))
+                    .map_err(Error::storage)?;
+                range
+                    .map(|item| decode(item.map_err(Error::storage)?.1.value()))
+                    .collect()
+            })
+            .await
+    }
+
+    async fn transition_relation_export_part(
+        &self,
+        project_id: ProjectId,
+        relation: &str,
+        batch: Option<u32>,
+        run_id: &str,
+        from: &[JobStatus],
+        to: JobStatus,
+        update: JobUpdate,
+    ) -> Result<Option<RelationExportPart>> {
+        let (relation, run_id, from) = (relation.to_owned(), run_id.to_owned(), from.to_vec());
+        self.db
+            .write(move |txn| {
+                let mut table = txn.open_table(RELATION_EXPORTS).map_err(Error::storage)?;
+                let key = (project_id, relation.as_str(), batch.unwrap_or(0));
+                let mut part: RelationExportPart = match table.get(key).map_err(Error::storage)? {
+                    Some(bytes) => decode(bytes.value())?,
+                    None => return Ok(None),
+                };
+                if part.run_id != run_id || !from.contains(&part.status) {
+                    return Ok(None);
+                }
+                part.apply(to, update);
+                table
+                    .insert(key, encode(&part)?.as_slice())
+                    .map_err(Error::storage)?;
+                Ok(Some(part))
+            })
             .await
     }
 }

@@ -67,8 +67,14 @@ impl Params {
         self.0.get(name).map(String::as_str)
     }
 
-    pub fn flag(&self, name: &str) -> bool {
-        matches!(self.get(name), Some("true" | "1" | "yes"))
+    /// A boolean parameter as Grape reads one; absent is false.
+    pub fn flag(&self, name: &str) -> Result<bool, Error> {
+        match self.get(name) {
+            None | Some("") => Ok(false),
+            Some("true" | "1" | "yes" | "t") => Ok(true),
+            Some("false" | "0" | "no" | "f") => Ok(false),
+            Some(_) => Err(Error::BadRequest(format!("{name} is invalid"))),
+        }
     }
 }
 

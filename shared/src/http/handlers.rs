@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use super::extract::{BaseUrl, Caller, Params};
 use super::views;
 use crate::domain::{new_id, now};
-use crate::service::{self, ImportRequest, ProjectRef};
+use crate::service::{self, relation_export, ImportRequest, ProjectRef};
 use crate::{auth, App, Error, Result};
 
 type JsonResponse = Result<(StatusCode, Json<Value>)>;
@@ -70,6 +70,68 @@ pub async fn export_download(
     Ok((StatusCode::FOUND, [(LOCATION, url)]).into_response())
 }
 
+pub async fn schedule_relations_export(
+    State(app): State<App>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    params: Params,
+) -> JsonResponse {
+    let project = service::find_project(&app, &user, &ProjectRef::parse(&id)).await?;
+    let batched = params.flag("batched")?;
+    relation_export::schedule(&app, &user, &project, batched).await?;
+    accepted()
+}
+
+pub async fn relations_export_status(
+    State(app): State<App>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    params: Params,
+) -> JsonResponse {
+    let project = service::find_project(&app, &user, &ProjectRef::parse(&id)).await?;
+    let view = match params.get("relation") {
+        Some(relation) => {
+            views::relation_export(&relation_export::state(&app, &project, relation).await?)
+        }
+        None => Value::Array(
+            relation_export::states(&app, &project)
+                .await?
+                .iter()
+                .map(views::relation_export)
+                .collect(),
+        ),
+    };
+    Ok((StatusCode::OK, Json(view)))
+}
+
+pub async fn relations_export_download(
+    State(app): State<App>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    params: Params,
+) -> Result<Response> {
+    let project = service::find_project(&app, &user, &ProjectRef::parse(&id)).await?;
+    let relation = params
+        .get("relation")
+        .ok_or_else(|| Error::BadRequest("relation is missing".into()))?;
+    let batch = match (params.flag("batched")?, params.get("batch_number")) {
+        (false, None) => None,
+        (true, Some(n)) => Some(
+            n.parse::<u32>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| Error::BadRequest("batch_number is invalid".into()))?,
+        ),
+        _ => {
+            return Err(Error::BadRequest(
+                "batched, batch_number provide all or none of parameters".into(),
+            ))
+        }
+    };
+    let url = relation_export::download_url(&app, &project, relation, batch).await?;
+    Ok((StatusCode::FOUND, [(LOCATION, url)]).into_response())
+}
+
 pub async fn import_status(
     State(app): State<App>,
     Caller(user): Caller,
@@ -90,7 +152,8 @@ pub async fn import_project(
     let mut multipart = Multipart::from_request(request, &app).await.map_err(|_| {
         Error::BadRequest("file is missing (send a multipart/form-data body)".into())
     })?;
-    let upload = service::upload_key(&new_id());
+    let upload_id = new_id();
+    let upload = service::upload_key(&upload_id);
     let mut fields = HashMap::new();
     let mut has_file = false;
     let received = async {
@@ -111,6 +174,12 @@ pub async fn import_project(
     .await;
     let started = match received {
         Ok(()) => start_import(&app, &user, &fields, has_file, &upload).await,
+        Err(err @ Error::PayloadTooLarge(_)) => {
+            // Read on a little, so the client gets to read the 413 instead
+            // of a connection closed under its upload.
+            drain(&mut multipart, 64 * 1024 * 1024).await;
+            Err(err)
+        }
         Err(err) => Err(err),
     };
     match started {
@@ -119,7 +188,7 @@ pub async fn import_project(
             if has_file {
                 let _ = app
                     .blobs
-                    .delete_prefix(&format!("{}/", upload.trim_end_matches("/archive.tar.gz")))
+                    .delete_prefix(&service::upload_prefix(&upload_id))
                     .await;
             }
             Err(err)
@@ -156,6 +225,19 @@ async fn start_import(
         job: Some(job),
     };
     Ok(views::import_status(&project, &state))
+}
+
+/// Reads and drops up to `budget` more bytes of a multipart body.
+async fn drain(multipart: &mut Multipart, budget: usize) {
+    let mut left = budget;
+    while let Ok(Some(mut field)) = multipart.next_field().await {
+        while let Ok(Some(chunk)) = field.chunk().await {
+            left = left.saturating_sub(chunk.len());
+            if left == 0 {
+                return;
+            }
+        }
+    }
 }
 
 fn bad_multipart(err: axum::extract::multipart::MultipartError) -> Error {
@@ -221,7 +303,7 @@ pub async fn create_user(
     let name = params.get("name").unwrap_or(username);
     let user = app
         .users
-        .create_user(username, name, params.flag("admin"))
+        .create_user(username, name, params.flag("admin")?)
         .await?;
     Ok((StatusCode::CREATED, Json(views::user(&user))))
 }

@@ -22,10 +22,15 @@ fn api(path: &str) -> String {
 
 /// `POST` export routes (the `schedule` function).
 pub fn schedule_routes() -> Router<App> {
-    Router::new().route(
-        &api("/projects/{id}/export"),
-        post(handlers::schedule_export),
-    )
+    Router::new()
+        .route(
+            &api("/projects/{id}/export"),
+            post(handlers::schedule_export),
+        )
+        .route(
+            &api("/projects/{id}/export_relations"),
+            post(handlers::schedule_relations_export),
+        )
 }
 
 /// Status routes (the `status` function).
@@ -33,15 +38,24 @@ pub fn status_routes() -> Router<App> {
     Router::new()
         .route(&api("/projects/{id}/export"), get(handlers::export_status))
         .route(&api("/projects/{id}/import"), get(handlers::import_status))
+        .route(
+            &api("/projects/{id}/export_relations/status"),
+            get(handlers::relations_export_status),
+        )
         .route(&api("/user"), get(handlers::current_user))
 }
 
 /// Download routes (the `download` function).
 pub fn download_routes() -> Router<App> {
-    Router::new().route(
-        &api("/projects/{id}/export/download"),
-        get(handlers::export_download),
-    )
+    Router::new()
+        .route(
+            &api("/projects/{id}/export/download"),
+            get(handlers::export_download),
+        )
+        .route(
+            &api("/projects/{id}/export_relations/download"),
+            get(handlers::relations_export_download),
+        )
 }
 
 /// Import routes (the `import` function). Uploads stream to the blob store

@@ -3,6 +3,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::domain::{gitlab_time, Project, Token, User};
+use crate::service::relation_export::{status_code, RelationState};
 use crate::service::{ExportState, ImportState};
 
 fn project_fields(project: &Project) -> Map<String, Value> {
@@ -75,4 +76,36 @@ pub fn token(token: &Token, secret: &str) -> Value {
         "expires_at": token.expires_at.map(|at| at.format("%Y-%m-%d").to_string()),
         "token": secret,
     })
+}
+
+/// One relation of a relations export, as GitLab's `ExportStatus` entity
+/// shows it (plus `exported_objects_count`: live progress).
+pub fn relation_export(state: &RelationState) -> Value {
+    let part = &state.part;
+    let mut view = json!({
+        "relation": part.relation,
+        "status": status_code(state.status()),
+        "error": state.error(),
+        "updated_at": gitlab_time(&state.updated_at()),
+        "batched": part.batched,
+        "batches_count": part.batches_count,
+        "total_objects_count": part.objects_count,
+        "exported_objects_count": state.exported(),
+    });
+    if part.batched {
+        view["batches"] = state
+            .batches
+            .iter()
+            .map(|batch| {
+                json!({
+                    "status": status_code(batch.status),
+                    "batch_number": batch.batch,
+                    "objects_count": batch.objects_count,
+                    "error": batch.error,
+                    "updated_at": gitlab_time(&batch.updated_at),
+                })
+            })
+            .collect();
+    }
+    view
 }

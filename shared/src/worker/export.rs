@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use super::{claim, fail};
 use crate::archive::{self, ExportItem};
 use crate::domain::{export_file_name, now, Job, JobKind, JobStatus, JobUpdate, Project};
-use crate::service::{content_files_prefix, export_key};
+use crate::service::{content_files_prefix, export_key, exports_prefix};
 use crate::{relations, stream, App, Error, Result};
 
 pub(super) async fn run(app: &App, job_id: &str) -> Result<()> {
@@ -45,7 +45,7 @@ pub(super) async fn run(app: &App, job_id: &str) -> Result<()> {
         tracing::info!(records, "export finished");
         if let Some(previous) = previous.filter(|p| p.id != job.id) {
             // Only the newest archive is offered for download.
-            let prefix = format!("projects/{}/exports/{}/", project.id, previous.id);
+            let prefix = format!("{}{}/", exports_prefix(project.id), previous.id);
             app.blobs.delete_prefix(&prefix).await?;
         }
     }

@@ -51,6 +51,8 @@ pub(super) async fn run(app: &App, job_id: &str) -> Result<()> {
         Err(err) => {
             discard_generation(app, project.id, &generation).await?;
             if err.is_permanent() {
+                // Nothing of a refused archive is kept, the upload included.
+                app.blobs.delete_prefix(&upload_prefix(&upload)).await?;
                 return fail(app, job_id, err.to_string()).await;
             }
             return Err(err);

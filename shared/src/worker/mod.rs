@@ -4,11 +4,12 @@
 
 mod export;
 mod import;
+mod relation_export;
 
 use tracing::Instrument;
 
 use crate::domain::{JobKind, JobStatus, JobUpdate, Message};
-use crate::{App, Error, Result};
+use crate::{App, Result};
 
 /// Deliveries of one message before it is given up (the dead-letter rule).
 pub const MAX_RECEIVES: u32 = 5;
@@ -26,9 +27,7 @@ pub async fn handle(app: &App, message: &Message) -> Result<()> {
         match message.kind {
             JobKind::Export => export::run(app, &message.job_id).await,
             JobKind::Import => import::run(app, &message.job_id).await,
-            JobKind::RelationExport => Err(Error::Internal(
-                "relation exports are not supported yet".into(),
-            )),
+            JobKind::RelationExport => relation_export::run(app, message).await,
         }
     }
     .instrument(span)
@@ -113,21 +112,39 @@ where
     }
 }
 
-/// Runs one delivery to its end: acknowledged when handled (or given up),
-/// made visible again after a back-off when it should be retried.
-pub async fn process_delivery(app: &App, delivery: &crate::ports::Delivery) {
-    let outcome = handle(app, &delivery.message).await;
-    let settled = match outcome {
-        Ok(()) => app.queue.ack(&delivery.receipt).await,
-        Err(err) if delivery.receive_count >= MAX_RECEIVES => {
-            let reason = format!("gave up after {} attempts: {err}", delivery.receive_count);
-            match give_up(app, &delivery.message, &reason).await {
-                Ok(()) => app.queue.ack(&delivery.receipt).await,
-                Err(err) => Err(err),
+/// What to do with a message after one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Handled, or given up for good: remove it from the queue.
+    Done,
+    /// Deliver it again later.
+    Retry,
+}
+
+/// One attempt at a message, deciding between done and retry. After
+/// `MAX_RECEIVES` deliveries the job is failed with the last error.
+pub async fn attempt(app: &App, message: &Message, receive_count: u32) -> Outcome {
+    match handle(app, message).await {
+        Ok(()) => Outcome::Done,
+        Err(err) if receive_count >= MAX_RECEIVES => {
+            let reason = format!("gave up after {receive_count} attempts: {err}");
+            match give_up(app, message, &reason).await {
+                Ok(()) => Outcome::Done,
+                Err(_) => Outcome::Retry,
             }
         }
         Err(err) => {
-            tracing::warn!(job_id = %delivery.message.job_id, attempt = delivery.receive_count, error = %err, "job will be retried");
+            tracing::warn!(job_id = %message.job_id, attempt = receive_count, error = %err, "job will be retried");
+            Outcome::Retry
+        }
+    }
+}
+
+/// Runs one delivery of the in-process queue and settles it.
+pub async fn process_delivery(app: &App, delivery: &crate::ports::Delivery) {
+    let settled = match attempt(app, &delivery.message, delivery.receive_count).await {
+        Outcome::Done => app.queue.ack(&delivery.receipt).await,
+        Outcome::Retry => {
             let backoff = std::time::Duration::from_secs(1 << delivery.receive_count.min(6));
             app.queue.retry(&delivery.receipt, backoff).await
         }

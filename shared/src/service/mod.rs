@@ -1,6 +1,8 @@
 //! The use cases behind the API: find a project the caller may see, schedule
 //! and follow exports, start and follow imports. No HTTP here.
 
+pub mod relation_export;
+
 use crate::domain::{
     is_valid_path, Job, JobKind, JobStatus, Message, Namespace, NewProject, Project, User,
 };
@@ -186,10 +188,20 @@ pub fn content_files_prefix(project_id: u64, generation: &str) -> String {
     format!("projects/{project_id}/content/{generation}/files/")
 }
 
+/// Export archives live under `exports/` and uploads under `imports/` so that
+/// bucket lifecycle rules can expire each by prefix.
+pub fn exports_prefix(project_id: u64) -> String {
+    format!("exports/{project_id}/")
+}
+
 pub fn export_key(project_id: u64, job_id: &str) -> String {
-    format!("projects/{project_id}/exports/{job_id}/export.tar.gz")
+    format!("{}{job_id}/export.tar.gz", exports_prefix(project_id))
+}
+
+pub fn upload_prefix(upload_id: &str) -> String {
+    format!("imports/{upload_id}/")
 }
 
 pub fn upload_key(upload_id: &str) -> String {
-    format!("imports/{upload_id}/archive.tar.gz")
+    format!("{}archive.tar.gz", upload_prefix(upload_id))
 }

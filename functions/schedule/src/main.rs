@@ -1,0 +1,6 @@
+//! `POST /projects/:id/export`.
+
+#[tokio::main]
+async fn main() -> Result<(), shared::lambda::Error> {
+    shared::lambda::run_http(shared::http::schedule_routes()).await
+}

@@ -1,0 +1,867 @@
+//! Users, projects, records and jobs in one DynamoDB table (`pk`, `sk`).
+//!
+//! | item                 | pk                          | sk               |
+//! | -------------------- | --------------------------- | ---------------- |
+//! | counter              | `COUNTER#<name>`            | `COUNTER`        |
+//! | user / by username   | `USER#<id>` / `USERNAME#<n>`| `USER`           |
+//! | token (by hash)      | `TOKEN#<sha256 hex>`        | `TOKEN`          |
+//! | namespace / by path  | `NS#<id>` / `NSPATH#<path>` | `NS`             |
+//! | project / by path    | `PROJECT#<id>` / `PATH#<p>` | `PROJECT`        |
+//! | latest job pointers  | `PROJECT#<id>`              | `LATEST#<kind>`, `FINISHED#<kind>` |
+//! | job                  | `JOB#<id>`                  | `JOB`            |
+//! | attributes           | `GEN#<generation>`          | `ATTRIBUTES`     |
+//! | relation stats       | `GEN#<generation>`          | `STATS#<rel>`    |
+//! | record               | `REC#<generation>#<rel>`    | seq, 20 digits   |
+//! | relation export part | `RELEXP#<project>`          | `<rel>#<batch, 10 digits>` |
+//!
+//! Values over `INLINE_LIMIT` (items are at most 400 KB) go to S3 and the
+//! item keeps a pointer, transparently.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::DisplayErrorContext;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, DeleteRequest, KeySchemaElement, KeyType,
+    Put, PutRequest, ReturnValue, ScalarAttributeType, TransactWriteItem, WriteRequest,
+};
+use aws_sdk_dynamodb::Client;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::s3::S3BlobStore;
+use crate::domain::{
+    now, Job, JobKind, JobStatus, JobUpdate, Namespace, NamespaceId, NewProject, Project,
+    ProjectId, RelationExportPart, Token, User, UserId,
+};
+use crate::ports::{JobStore, ProjectStore, RelationStats, StoredRecord, UserStore};
+use crate::{Error, Result};
+
+type Item = HashMap<String, AttributeValue>;
+
+/// Bytes kept inside an item; more goes to S3.
+const INLINE_LIMIT: usize = 300 * 1024;
+
+fn ddb_error(err: impl std::error::Error) -> Error {
+    Error::Storage(format!("DynamoDB: {}", DisplayErrorContext(err)))
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn n(value: u64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn key(pk: impl Into<String>, sk: impl Into<String>) -> Item {
+    HashMap::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))])
+}
+
+fn seq_key(seq: u64) -> String {
+    format!("{seq:020}")
+}
+
+fn get_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
+}
+
+fn get_n(item: &Item, name: &str) -> Option<u64> {
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+fn data_of<T: DeserializeOwned>(item: &Item) -> Result<T> {
+    let data = get_s(item, "data").ok_or_else(|| Error::Storage("item without data".into()))?;
+    serde_json::from_str(data).map_err(Error::storage)
+}
+
+fn with_data(mut item: Item, value: &impl Serialize) -> Result<Item> {
+    item.insert(
+        "data".into(),
+        s(serde_json::to_string(value).map_err(Error::internal)?),
+    );
+    Ok(item)
+}
+
+pub(super) async fn create_table(client: &Client, table: &str) -> Result<()> {
+    let attribute = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .map_err(Error::internal)
+    };
+    let schema = |name: &str, kind| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .map_err(Error::internal)
+    };
+    client
+        .create_table()
+        .table_name(table)
+        .attribute_definitions(attribute("pk")?)
+        .attribute_definitions(attribute("sk")?)
+        .key_schema(schema("pk", KeyType::Hash)?)
+        .key_schema(schema("sk", KeyType::Range)?)
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .map_err(ddb_error)?;
+    Ok(())
+}
+
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+    overflow: S3BlobStore,
+    /// Finished export jobs expire (DynamoDB TTL on `expires_at`) with their
+    /// archives.
+    export_retention: std::time::Duration,
+}
+
+impl DynamoStore {
+    pub fn new(
+        client: Client,
+        table: &str,
+        overflow: S3BlobStore,
+        export_retention: std::time::Duration,
+    ) -> Self {
+        DynamoStore {
+            client,
+            table: table.to_owned(),
+            overflow,
+            export_retention,
+        }
+    }
+
+    async fn get_item(&self, pk: &str, sk: &str) -> Result<Option<Item>> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(pk, sk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(ddb_error)?;
+        Ok(output.item)
+    }
+
+    async fn get_data<T: DeserializeOwned>(&self, pk: &str, sk: &str) -> Result<Option<T>> {
+        self.get_item(pk, sk)
+            .await?
+            .map(|item| data_of(&item))
+            .transpose()
+    }
+
+    async fn put_item(&self, item: Item) -> Result<()> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(ddb_error)?;
+        Ok(())
+    }
+
+    async fn next_id(&self, counter: &str) -> Result<u64> {
+        let output = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(format!("COUNTER#{counter}"), "COUNTER")))
+            .update_expression("ADD #value :one")
+            .expression_attribute_names("#value", "value")
+            .expression_attribute_values(":one", n(1))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(ddb_error)?;
+        output
+            .attributes
+            .as_ref()
+            .and_then(|a| get_n(a, "value"))
+            .ok_or_else(|| Error::Storage("counter without value".into()))
+    }
+
+    /// All puts or none; `Ok(false)` if a condition failed.
+    async fn put_all(&self, puts: Vec<(Item, Option<&str>)>) -> Result<bool> {
+        let items = puts
+            .into_iter()
+            .map(|(item, condition)| {
+                let put = Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(item))
+                    .set_condition_expression(condition.map(str::to_owned))
+                    .build()
+                    .map_err(Error::internal)?;
+                Ok(TransactWriteItem::builder().put(put).build())
+            })
+            .collect::<Result<Vec<_>>>()?;
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(err) => match err.into_service_error() {
+                e if e.is_transaction_canceled_exception() => Ok(false),
+                e => Err(ddb_error(e)),
+            },
+        }
+    }
+
+    /// Writes items in chunks of 25, retrying what DynamoDB left unprocessed.
+    async fn batch_write(&self, requests: Vec<WriteRequest>) -> Result<()> {
+        for chunk in requests.chunks(25) {
+            let mut pending = HashMap::from([(self.table.clone(), chunk.to_vec())]);
+            let mut attempt = 0u32;
+            while !pending.values().all(Vec::is_empty) {
+                let output = self
+                    .client
+                    .batch_write_item()
+                    .set_request_items(Some(pending))
+                    .send()
+                    .await
+                    .map_err(ddb_error)?;
+                pending = output.unprocessed_items.unwrap_or_default();
+                attempt += 1;
+                if attempt > 1 {
+                    tokio::time::sleep(std::time::Duration::from_millis(50 << attempt.min(6)))
+                        .await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every item of a partition (after `after`, up to `limit`), following pages.
+    async fn query(
+        &self,
+        pk: &str,
+        sk_prefix: Option<&str>,
+        after: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Vec<Item>> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let mut request = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .expression_attribute_values(":pk", s(pk))
+                .set_exclusive_start_key(start);
+            request = match (sk_prefix, after) {
+                (_, Some(after)) => request
+                    .key_condition_expression("pk = :pk AND sk > :after")
+                    .expression_attribute_values(":after", s(after)),
+                (Some(prefix), None) => request
+                    .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                    .expression_attribute_values(":prefix", s(prefix)),
+                (None, None) => request.key_condition_expression("pk = :pk"),
+            };
+            if let Some(limit) = limit {
+                request = request.limit((limit - out.len()) as i32);
+            }
+            let page = request.send().await.map_err(ddb_error)?;
+            out.extend(page.items.unwrap_or_default());
+            start = page.last_evaluated_key;
+            if start.is_none() || limit.is_some_and(|l| out.len() >= l) {
+                return Ok(out);
+            }
+        }
+    }
+
+    fn overflow_key(generation: &str, name: &str) -> String {
+        format!("overflow/{generation}/{name}")
+    }
+
+    /// A value inline when small, else in S3 with a pointer.
+    async fn body_attributes(&self, generation: &str, name: &str, body: &Bytes) -> Result<Item> {
+        if body.len() <= INLINE_LIMIT {
+            return Ok(HashMap::from([(
+                "body".to_owned(),
+                AttributeValue::B(aws_smithy_types::Blob::new(body.to_vec())),
+            )]));
+        }
+        let key = Self::overflow_key(generation, name);
+        self.overflow.put_bytes(&key, body.clone()).await?;
+        Ok(HashMap::from([("s3".to_owned(), s(key))]))
+    }
+
+    async fn body_of(&self, item: &Item) -> Result<Bytes> {
+        if let Some(AttributeValue::B(blob)) = item.get("body") {
+            return Ok(Bytes::copy_from_slice(blob.as_ref()));
+        }
+        match get_s(item, "s3") {
+            Some(key) => self.overflow.get_bytes(key).await,
+            None => Err(Error::Storage("record item without body".into())),
+        }
+    }
+}
+
+#[async_trait]
+impl UserStore for DynamoStore {
+    async fn create_user(&self, username: &str, name: &str, is_admin: bool) -> Result<User> {
+        let id = self.next_id("user").await?;
+        let user = User {
+            id,
+            username: username.to_owned(),
+            name: name.to_owned(),
+            is_admin,
+            created_at: now(),
+        };
+        let namespace = Namespace {
+            id,
+            path: username.to_owned(),
+            name: name.to_owned(),
+            owner_id: id,
+        };
+        let mut by_name = key(format!("USERNAME#{username}"), "USER");
+        by_name.insert("id".into(), n(id));
+        let mut by_path = key(format!("NSPATH#{username}"), "NS");
+        by_path.insert("id".into(), n(id));
+        let unique = Some("attribute_not_exists(pk)");
+        let created = self
+            .put_all(vec![
+                (by_name, unique),
+                (by_path, unique),
+                (with_data(key(format!("USER#{id}"), "USER"), &user)?, None),
+                (with_data(key(format!("NS#{id}"), "NS"), &namespace)?, None),
+            ])
+            .await?;
+        if !created {
+            return Err(Error::Conflict("Username has already been taken".into()));
+        }
+        Ok(user)
+    }
+
+    async fn user(&self, id: UserId) -> Result<Option<User>> {
+        self.get_data(&format!("USER#{id}"), "USER").await
+    }
+
+    async fn user_by_username(&self, username: &str) -> Result<Option<User>> {
+        let Some(index) = self
+            .get_item(&format!("USERNAME#{username}"), "USER")
+            .await?
+        else {
+            return Ok(None);
+        };
+        match get_n(&index, "id") {
+            Some(id) => self.user(id).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn add_token(
+        &self,
+        user_id: UserId,
+        name: &str,
+        token_hash: [u8; 32],
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Result<Token> {
+        let token = Token {
+            id: self.next_id("token").await?,
+            user_id,
+            name: name.to_owned(),
+            created_at: now(),
+            expires_at,
+            revoked: false,
+        };
+        let item = with_data(
+            key(format!("TOKEN#{}", hex::encode(token_hash)), "TOKEN"),
+            &token,
+        )?;
+        self.put_item(item).await?;
+        Ok(token)
+    }
+
+    async fn token_by_hash(&self, token_hash: [u8; 32]) -> Result<Option<Token>> {
+        self.get_data(&format!("TOKEN#{}", hex::encode(token_hash)), "TOKEN")
+            .await
+    }
+
+    async fn namespace(&self, id: NamespaceId) -> Result<Option<Namespace>> {
+        self.get_data(&format!("NS#{id}"), "NS").await
+    }
+
+    async fn namespace_by_path(&self, path: &str) -> Result<Option<Namespace>> {
+        let Some(index) = self.get_item(&format!("NSPATH#{path}"), "NS").await? else {
+            return Ok(None);
+        };
+        match get_n(&index, "id") {
+            Some(id) => self.namespace(id).await,
+            None => Ok(None),
+        }
+    }
+}
+
+#[async_trait]
+impl ProjectStore for DynamoStore {
+    async fn create_project(&self, new: NewProject) -> Result<Project> {
+        let project = Project {
+            id: self.next_id("project").await?,
+            namespace_id: new.namespace.id,
+            namespace_path: new.namespace.path,
+            namespace_name: new.namespace.name,
+            path: new.path,
+            name: new.name,
+            description: new.description,
+            owner_id: new.owner_id,
+            created_at: now(),
+            content: None,
+        };
+        let mut by_path = key(format!("PATH#{}", project.full_path()), "PROJECT");
+        by_path.insert("id".into(), n(project.id));
+        let created = self
+            .put_all(vec![
+                (by_path, Some("attribute_not_exists(pk)")),
+                (
+                    with_data(key(format!("PROJECT#{}", project.id), "PROJECT"), &project)?,
+                    None,
+                ),
+            ])
+            .await?;
+        if !created {
+            return Err(Error::BadRequest(
+                "Name has already been taken, Path has already been taken".into(),
+            ));
+        }
+        Ok(project)
+    }
+
+    async fn project(&self, id: ProjectId) -> Result<Option<Project>> {
+        self.get_data(&format!("PROJECT#{id}"), "PROJECT").await
+    }
+
+    async fn project_by_full_path(&self, full_path: &str) -> Result<Option<Project>> {
+        let Some(index) = self
+            .get_item(&format!("PATH#{full_path}"), "PROJECT")
+            .await?
+        else {
+            return Ok(None);
+        };
+        match get_n(&index, "id") {
+            Some(id) => self.project(id).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn activate_content(
+        &self,
+        project: &Project,
+        expected: Option<&str>,
+        generation: &str,
+    ) -> Result<bool> {
+        let Some(current) = self.project(project.id).await? else {
+            return Err(Error::project_not_found());
+        };
+        if current.content.as_deref() != expected {
+            return Ok(false);
+        }
+        let updated = Project {
+            name: project.name.clone(),
+            description: project.description.clone(),
+            content: Some(generation.to_owned()),
+            ..current
+        };
+        let mut item = with_data(key(format!("PROJECT#{}", project.id), "PROJECT"), &updated)?;
+        item.insert("content".into(), s(generation));
+        let mut request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item));
+        request = match expected {
+            None => request.condition_expression("attribute_not_exists(content)"),
+            Some(expected) => request
+                .condition_expression("content = :expected")
+                .expression_attribute_values(":expected", s(expected)),
+        };
+        match request.send().await {
+            Ok(_) => Ok(true),
+            Err(err) => match err.into_service_error() {
+                e if e.is_conditional_check_failed_exception() => Ok(false),
+                e => Err(ddb_error(e)),
+            },
+        }
+    }
+
+    async fn put_attributes(&self, generation: &str, attributes: Bytes) -> Result<()> {
+        let mut item = key(format!("GEN#{generation}"), "ATTRIBUTES");
+        item.extend(
+            self.body_attributes(generation, "attributes", &attributes)
+                .await?,
+        );
+        self.put_item(item).await
+    }
+
+    async fn attributes(&self, generation: &str) -> Result<Option<Bytes>> {
+        match self
+            .get_item(&format!("GEN#{generation}"), "ATTRIBUTES")
+            .await?
+        {
+            Some(item) => Ok(Some(self.body_of(&item).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn put_records(
+        &self,
+        generation: &str,
+        relation: &str,
+        first_seq: u64,
+        records: Vec<Bytes>,
+    ) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let pk = format!("REC#{generation}#{relation}");
+        let mut requests = Vec::with_capacity(records.len());
+        let mut bytes = 0u64;
+        for (seq, record) in (first_seq..).zip(&records) {
+            bytes += record.len() as u64 + 1;
+            let mut item = key(&pk, seq_key(seq));
+            let name = format!("{relation}/{}", seq_key(seq));
+            item.extend(self.body_attributes(generation, &name, record).await?);
+            let put = PutRequest::builder()
+                .set_item(Some(item))
+                .build()
+                .map_err(Error::internal)?;
+            requests.push(WriteRequest::builder().put_request(put).build());
+        }
+        self.batch_write(requests).await?;
+        // Counted once per batch: a batch applied again (a retry) is skipped
+        // because its first record is not past the last one counted.
+        let last = first_seq + records.len() as u64 - 1;
+        let counted = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(
+                format!("GEN#{generation}"),
+                format!("STATS#{relation}"),
+            )))
+            .update_expression("ADD records :count, ndjson_bytes :bytes SET last_seq = :last")
+            .condition_expression("attribute_not_exists(last_seq) OR last_seq < :first")
+            .expression_attribute_values(":count", n(records.len() as u64))
+            .expression_attribute_values(":bytes", n(bytes))
+            .expression_attribute_values(":last", n(last))
+            .expression_attribute_values(":first", n(first_seq))
+            .send()
+            .await;
+        match counted {
+            Ok(_) => Ok(()),
+            Err(err) => match err.into_service_error() {
+                e if e.is_conditional_check_failed_exception() => Ok(()),
+                e => Err(ddb_error(e)),
+            },
+        }
+    }
+
+    async fn relations(&self, generation: &str) -> Result<Vec<RelationStats>> {
+        let items = self
+            .query(&format!("GEN#{generation}"), Some("STATS#"), None, None)
+            .await?;
+        Ok(items
+            .iter()
+            .filter_map(|item| {
+                Some(RelationStats {
+                    relation: get_s(item, "sk")?.strip_prefix("STATS#")?.to_owned(),
+                    records: get_n(item, "records").unwrap_or(0),
+                    ndjson_bytes: get_n(item, "ndjson_bytes").unwrap_or(0),
+                })
+            })
+            .collect())
+    }
+
+    async fn records(
+        &self,
+        generation: &str,
+        relation: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<StoredRecord>> {
+        let after = after.map(seq_key);
+        let items = self
+            .query(
+                &format!("REC#{generation}#{relation}"),
+                None,
+                after.as_deref(),
+                Some(limit),
+            )
+            .await?;
+        let mut out = Vec::with_capacity(items.len());
+        for item in &items {
+            let seq = get_s(item, "sk")
+                .and_then(|sk| sk.parse().ok())
+                .ok_or_else(|| Error::Storage("record without sequence".into()))?;
+            out.push(StoredRecord {
+                seq,
+                json: self.body_of(item).await?,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn delete_content(&self, generation: &str) -> Result<()> {
+        let delete = |item: &Item| -> Result<WriteRequest> {
+            let key = key(
+                get_s(item, "pk").unwrap_or_default(),
+                get_s(item, "sk").unwrap_or_default(),
+            );
+            let request = DeleteRequest::builder()
+                .set_key(Some(key))
+                .build()
+                .map_err(Error::internal)?;
+            Ok(WriteRequest::builder().delete_request(request).build())
+        };
+        for stats in self.relations(generation).await? {
+            let pk = format!("REC#{generation}#{}", stats.relation);
+            loop {
+                let page = self.query(&pk, None, None, Some(1000)).await?;
+                if page.is_empty() {
+                    break;
+                }
+                self.batch_write(page.iter().map(delete).collect::<Result<_>>()?)
+                    .await?;
+            }
+        }
+        let generation_items = self
+            .query(&format!("GEN#{generation}"), None, None, None)
+            .await?;
+        self.batch_write(generation_items.iter().map(delete).collect::<Result<_>>()?)
+            .await?;
+        crate::ports::BlobStore::delete_prefix(&self.overflow, &format!("overflow/{generation}/"))
+            .await
+    }
+}
+
+fn pointer_sk(prefix: &str, kind: JobKind) -> String {
+    format!("{prefix}#{}", kind.as_str())
+}
+
+#[async_trait]
+impl JobStore for DynamoStore {
+    async fn create_job(&self, job: &Job) -> Result<()> {
+        let mut item = with_data(key(format!("JOB#{}", job.id), "JOB"), job)?;
+        item.insert("version".into(), n(0));
+        let mut pointer = key(
+            format!("PROJECT#{}", job.project_id),
+            pointer_sk("LATEST", job.kind),
+        );
+        pointer.insert("job_id".into(), s(&job.id));
+        let created = self
+            .put_all(vec![
+                (item, Some("attribute_not_exists(pk)")),
+                (pointer, None),
+            ])
+            .await?;
+        if !created {
+            return Err(Error::Conflict(format!("job {} exists", job.id)));
+        }
+        Ok(())
+    }
+
+    async fn job(&self, id: &str) -> Result<Option<Job>> {
+        self.get_data(&format!("JOB#{id}"), "JOB").await
+    }
+
+    async fn transition(
+        &self,
+        id: &str,
+        from: &[JobStatus],
+        to: JobStatus,
+        update: JobUpdate,
+    ) -> Result<Option<Job>> {
+        let pk = format!("JOB#{id}");
+        // Optimistic: read, check, write if nobody wrote in between.
+        loop {
+            let Some(item) = self.get_item(&pk, "JOB").await? else {
+                return Ok(None);
+            };
+            let mut job: Job = data_of(&item)?;
+            let version = get_n(&item, "version").unwrap_or(0);
+            if !from.contains(&job.status) {
+                return Ok(None);
+            }
+            job.apply(to, update.clone());
+            let mut next = with_data(key(&pk, "JOB"), &job)?;
+            next.insert("version".into(), n(version + 1));
+            if to == JobStatus::Finished && job.kind != JobKind::Import {
+                let expires = now().timestamp() as u64 + self.export_retention.as_secs();
+                next.insert("expires_at".into(), n(expires));
+            }
+            let written = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(next))
+                .condition_expression("version = :version")
+                .expression_attribute_values(":version", n(version))
+                .send()
+                .await;
+            match written {
+                Ok(_) => {}
+                Err(err) => match err.into_service_error() {
+                    e if e.is_conditional_check_failed_exception() => continue,
+                    e => return Err(ddb_error(e)),
+                },
+            }
+            if to == JobStatus::Finished {
+                let mut pointer = key(
+                    format!("PROJECT#{}", job.project_id),
+                    pointer_sk("FINISHED", job.kind),
+                );
+                pointer.insert("job_id".into(), s(&job.id));
+                self.put_item(pointer).await?;
+            }
+            return Ok(Some(job));
+        }
+    }
+
+    async fn record_progress(&self, id: &str, processed: u64) -> Result<()> {
+        self.transition(
+            id,
+            &[JobStatus::Started],
+            JobStatus::Started,
+            JobUpdate {
+                processed: Some(processed),
+                ..JobUpdate::default()
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn latest_job(&self, project_id: ProjectId, kind: JobKind) -> Result<Option<Job>> {
+        self.pointed_job(project_id, &pointer_sk("LATEST", kind))
+            .await
+    }
+
+    async fn latest_finished_job(
+        &self,
+        project_id: ProjectId,
+        kind: JobKind,
+    ) -> Result<Option<Job>> {
+        self.pointed_job(project_id, &pointer_sk("FINISHED", kind))
+            .await
+    }
+
+    async fn replace_relation_export(
+        &self,
+        project_id: ProjectId,
+        parts: Vec<RelationExportPart>,
+    ) -> Result<()> {
+        // Not one transaction (a run may have thousands of parts): a worker
+        // holding a message of the old run finds its run id gone and stops.
+        let pk = format!("RELEXP#{project_id}");
+        let old = self.query(&pk, None, None, None).await?;
+        let deletes = old
+            .iter()
+            .map(|item| {
+                let key = key(&pk, get_s(item, "sk").unwrap_or_default());
+                let request = DeleteRequest::builder()
+                    .set_key(Some(key))
+                    .build()
+                    .map_err(Error::internal)?;
+                Ok(WriteRequest::builder().delete_request(request).build())
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.batch_write(deletes).await?;
+        let puts = parts
+            .iter()
+            .map(|part| {
+                let mut item = with_data(key(&pk, part_sk(&part.relation, part.batch)), part)?;
+                item.insert("version".into(), n(0));
+                let request = PutRequest::builder()
+                    .set_item(Some(item))
+                    .build()
+                    .map_err(Error::internal)?;
+                Ok(WriteRequest::builder().put_request(request).build())
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.batch_write(puts).await
+    }
+
+    async fn relation_export_parts(
+        &self,
+        project_id: ProjectId,
+    ) -> Result<Vec<RelationExportPart>> {
+        let items = self
+            .query(&format!("RELEXP#{project_id}"), None, None, None)
+            .await?;
+        items.iter().map(data_of).collect()
+    }
+
+    async fn transition_relation_export_part(
+        &self,
+        project_id: ProjectId,
+        relation: &str,
+        batch: Option<u32>,
+        run_id: &str,
+        from: &[JobStatus],
+        to: JobStatus,
+        update: JobUpdate,
+    ) -> Result<Option<RelationExportPart>> {
+        let (pk, sk) = (format!("RELEXP#{project_id}"), part_sk(relation, batch));
+        loop {
+            let Some(item) = self.get_item(&pk, &sk).await? else {
+                return Ok(None);
+            };
+            let mut part: RelationExportPart = data_of(&item)?;
+            let version = get_n(&item, "version").unwrap_or(0);
+            if part.run_id != run_id || !from.contains(&part.status) {
+                return Ok(None);
+            }
+            part.apply(to, update.clone());
+            let mut next = with_data(key(&pk, &sk), &part)?;
+            next.insert("version".into(), n(version + 1));
+            let written = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(next))
+                .condition_expression("version = :version")
+                .expression_attribute_values(":version", n(version))
+                .send()
+                .await;
+            match written {
+                Ok(_) => return Ok(Some(part)),
+                Err(err) => match err.into_service_error() {
+                    e if e.is_conditional_check_failed_exception() => continue,
+                    e => return Err(ddb_error(e)),
+                },
+            }
+        }
+    }
+}
+
+fn part_sk(relation: &str, batch: Option<u32>) -> String {
+    format!("{relation}#{:010}", batch.unwrap_or(0))
+}
+
+impl DynamoStore {
+    async fn pointed_job(&self, project_id: ProjectId, sk: &str) -> Result<Option<Job>> {
+        let Some(pointer) = self.get_item(&format!("PROJECT#{project_id}"), sk).await? else {
+            return Ok(None);
+        };
+        match get_s(&pointer, "job_id") {
+            Some(job_id) => self.job(job_id).await,
+            None => Ok(None),
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! The AWS adapters: DynamoDB for users, projects, records and jobs; S3 for
+//! blobs; SQS for work. Each honours `AWS_ENDPOINT_URL` so the same code runs
+//! against moto in the tests.
+
+mod dynamo;
+mod s3;
+mod sqs;
+
+use std::sync::Arc;
+
+pub use dynamo::DynamoStore;
+pub use s3::S3BlobStore;
+pub use sqs::{parse_message, SqsQueue};
+
+use crate::{App, Error, Result, Settings};
+
+/// Where the resources are: what `template.yaml` passes as environment.
+#[derive(Debug, Clone)]
+pub struct AwsNames {
+    pub table: String,
+    pub bucket: String,
+    pub queue_url: String,
+}
+
+impl AwsNames {
+    /// `TABLE_NAME`, `BUCKET_NAME`, `QUEUE_URL`.
+    pub fn from_env() -> Result<Self> {
+        let var = |name: &str| {
+            std::env::var(name)
+                .map_err(|_| Error::Internal(format!("environment variable {name} is not set")))
+        };
+        Ok(AwsNames {
+            table: var("TABLE_NAME")?,
+            bucket: var("BUCKET_NAME")?,
+            queue_url: var("QUEUE_URL")?,
+        })
+    }
+}
+
+/// The SDK clients, built once per process.
+#[derive(Clone)]
+pub struct AwsClients {
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub s3: aws_sdk_s3::Client,
+    pub sqs: aws_sdk_sqs::Client,
+}
+
+impl AwsClients {
+    /// From an SDK configuration; S3 uses path-style addressing when an
+    /// endpoint override is set (emulators have no per-bucket host names).
+    pub fn new(config: &aws_config::SdkConfig) -> Self {
+        let path_style = config.endpoint_url().is_some();
+        let s3_config = aws_sdk_s3::config::Builder::from(config)
+            .force_path_style(path_style)
+            .build();
+        AwsClients {
+            dynamodb: aws_sdk_dynamodb::Client::new(config),
+            s3: aws_sdk_s3::Client::from_conf(s3_config),
+            sqs: aws_sdk_sqs::Client::new(config),
+        }
+    }
+
+    /// From the environment (region, credentials, `AWS_ENDPOINT_URL`).
+    pub async fn from_env() -> Self {
+        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        Self::new(&config)
+    }
+}
+
+/// The application on AWS adapters.
+pub fn app(clients: &AwsClients, names: &AwsNames, settings: Settings) -> App {
+    let store = Arc::new(DynamoStore::new(
+        clients.dynamodb.clone(),
+        &names.table,
+        S3BlobStore::new(clients.s3.clone(), &names.bucket),
+        settings.export_retention,
+    ));
+    App {
+        users: store.clone(),
+        projects: store.clone(),
+        jobs: store,
+        blobs: Arc::new(S3BlobStore::new(clients.s3.clone(), &names.bucket)),
+        queue: Arc::new(SqsQueue::new(clients.sqs.clone(), &names.queue_url)),
+        signer: None,
+        settings: Arc::new(settings),
+    }
+}
+
+/// Creates the table, bucket and queue (for emulators and tests; on AWS,
+/// `template.yaml` creates them). Returns the queue URL.
+pub async fn provision(
+    clients: &AwsClients,
+    table: &str,
+    bucket: &str,
+    queue: &str,
+) -> Result<String> {
+    dynamo::create_table(&clients.dynamodb, table).await?;
+    clients
+        .s3
+        .create_bucket()
+        .bucket(bucket)
+        .send()
+        .await
+        .map_err(|e| Error::storage(aws_sdk_s3::error::DisplayErrorContext(e)))?;
+    let created = clients
+        .sqs
+        .create_queue()
+        .queue_name(queue)
+        .send()
+        .await
+        .map_err(|e| Error::storage(aws_sdk_sqs::error::DisplayErrorContext(e)))?;
+    created
+        .queue_url()
+        .map(str::to_owned)
+        .ok_or_else(|| Error::Storage("no queue URL".into()))
+}

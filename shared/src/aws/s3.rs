@@ -1,0 +1,275 @@
+//! Blobs on S3: multipart uploads streamed part by part (an object exists
+//! only once its upload completed), streaming reads, presigned downloads.
+
+use std::io;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::ByteStream as S3Body;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
+use aws_sdk_s3::Client;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+
+use crate::ports::{BlobInfo, BlobStore};
+use crate::stream::{BorrowedStream, ByteStream};
+use crate::{Error, Result};
+
+/// S3's smallest part (but the last) is 5 MiB; 8 MiB parts keep memory low.
+const PART_BYTES: usize = 8 * 1024 * 1024;
+
+#[derive(Clone)]
+pub struct S3BlobStore {
+    client: Client,
+    bucket: String,
+}
+
+fn s3_error(err: impl std::error::Error) -> Error {
+    Error::Storage(format!("S3: {}", DisplayErrorContext(err)))
+}
+
+impl S3BlobStore {
+    pub fn new(client: Client, bucket: &str) -> Self {
+        S3BlobStore {
+            client,
+            bucket: bucket.to_owned(),
+        }
+    }
+
+    pub(crate) async fn put_bytes(&self, key: &str, bytes: Bytes) -> Result<()> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(S3Body::from(bytes))
+            .send()
+            .await
+            .map_err(s3_error)?;
+        Ok(())
+    }
+
+    pub(crate) async fn get_bytes(&self, key: &str) -> Result<Bytes> {
+        let body = self.get(key).await?;
+        Ok(Bytes::from(crate::stream::collect(body).await?))
+    }
+
+    async fn multipart(
+        &self,
+        key: &str,
+        first: Bytes,
+        body: &mut BorrowedStream<'_>,
+    ) -> Result<u64> {
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(s3_error)?;
+        let upload_id = created
+            .upload_id()
+            .ok_or_else(|| Error::Storage("S3 gave no upload id".into()))?
+            .to_owned();
+        let uploaded = self.upload_parts(key, &upload_id, first, body).await;
+        match uploaded {
+            Ok((parts, size)) => {
+                self.client
+                    .complete_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .multipart_upload(
+                        CompletedMultipartUpload::builder()
+                            .set_parts(Some(parts))
+                            .build(),
+                    )
+                    .send()
+                    .await
+                    .map_err(s3_error)?;
+                Ok(size)
+            }
+            Err(err) => {
+                // Nothing becomes visible; the parts are dropped.
+                let _ = self
+                    .client
+                    .abort_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .send()
+                    .await;
+                Err(err)
+            }
+        }
+    }
+
+    async fn upload_parts(
+        &self,
+        key: &str,
+        upload_id: &str,
+        first: Bytes,
+        body: &mut BorrowedStream<'_>,
+    ) -> Result<(Vec<CompletedPart>, u64)> {
+        let mut parts = Vec::new();
+        let mut size = 0u64;
+        let mut pending = Some(first);
+        loop {
+            let part = match pending.take() {
+                Some(part) => part,
+                None => match read_part(body).await? {
+                    Some(part) => part,
+                    None => break,
+                },
+            };
+            size += part.len() as u64;
+            let number = parts.len() as i32 + 1;
+            let uploaded = self
+                .client
+                .upload_part()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .part_number(number)
+                .body(S3Body::from(part))
+                .send()
+                .await
+                .map_err(s3_error)?;
+            parts.push(
+                CompletedPart::builder()
+                    .set_e_tag(uploaded.e_tag().map(str::to_owned))
+                    .part_number(number)
+                    .build(),
+            );
+        }
+        Ok((parts, size))
+    }
+}
+
+/// Up to one part's worth of the stream; `None` at its end.
+async fn read_part(body: &mut BorrowedStream<'_>) -> Result<Option<Bytes>> {
+    let mut part = BytesMut::new();
+    while part.len() < PART_BYTES {
+        match body.next().await {
+            Some(chunk) => part.extend_from_slice(&chunk?),
+            None => break,
+        }
+    }
+    Ok((!part.is_empty()).then(|| part.freeze()))
+}
+
+#[async_trait]
+impl BlobStore for S3BlobStore {
+    async fn put(&self, key: &str, mut body: BorrowedStream<'_>) -> Result<u64> {
+        let first = read_part(&mut body).await?.unwrap_or_default();
+        if first.len() < PART_BYTES {
+            // All of it fits one part: a plain PUT.
+            let size = first.len() as u64;
+            self.put_bytes(key, first).await?;
+            return Ok(size);
+        }
+        self.multipart(key, first, &mut body).await
+    }
+
+    async fn get(&self, key: &str) -> Result<ByteStream> {
+        let object = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|err| match err.into_service_error() {
+                e if e.is_no_such_key() => Error::not_found("File"),
+                e => s3_error(e),
+            })?;
+        let body = object.body;
+        Ok(Box::pin(futures::stream::unfold(
+            body,
+            |mut body| async move {
+                match body.try_next().await {
+                    Ok(Some(chunk)) => Some((Ok(chunk), body)),
+                    Ok(None) => None,
+                    Err(err) => Some((Err(io::Error::other(err)), body)),
+                }
+            },
+        )))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<BlobInfo>> {
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_continuation_token(token)
+                .send()
+                .await
+                .map_err(s3_error)?;
+            for object in page.contents() {
+                if let Some(key) = object.key() {
+                    out.push(BlobInfo {
+                        key: key.to_owned(),
+                        size: object.size().unwrap_or(0).max(0) as u64,
+                    });
+                }
+            }
+            token = page.next_continuation_token().map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn delete_prefix(&self, prefix: &str) -> Result<()> {
+        let keys = self.list(prefix).await?;
+        // DeleteObjects takes at most 1,000 keys.
+        for chunk in keys.chunks(1000) {
+            let objects = chunk
+                .iter()
+                .map(|blob| {
+                    ObjectIdentifier::builder()
+                        .key(&blob.key)
+                        .build()
+                        .map_err(Error::internal)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            self.client
+                .delete_objects()
+                .bucket(&self.bucket)
+                .delete(
+                    Delete::builder()
+                        .set_objects(Some(objects))
+                        .quiet(true)
+                        .build()
+                        .map_err(Error::internal)?,
+                )
+                .send()
+                .await
+                .map_err(s3_error)?;
+        }
+        Ok(())
+    }
+
+    async fn download_url(&self, key: &str, file_name: &str, ttl: Duration) -> Result<String> {
+        let presigning = PresigningConfig::expires_in(ttl).map_err(Error::internal)?;
+        let request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .response_content_disposition(format!("attachment; filename=\"{file_name}\""))
+            .response_content_type("application/gzip")
+            .presigned(presigning)
+            .await
+            .map_err(s3_error)?;
+        Ok(request.uri().to_owned())
+    }
+}

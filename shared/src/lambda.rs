@@ -1,0 +1,103 @@
+//! Lambda entry points. Each function's `main` is one call into here: build
+//! the AWS adapters from the environment once, then serve its routes (HTTP
+//! functions) or its queue (the worker).
+
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use axum::Router;
+
+use crate::aws::{self, AwsClients, AwsNames};
+use crate::worker::{self, Outcome};
+use crate::{auth, http, App, Settings};
+
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Settings from the function's environment, defaults otherwise.
+pub fn settings_from_env() -> Settings {
+    let number = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    let defaults = Settings::default();
+    Settings {
+        download_ttl: number("DOWNLOAD_URL_TTL_SECONDS")
+            .map(Duration::from_secs)
+            .unwrap_or(defaults.download_ttl),
+        max_upload_bytes: number("MAX_UPLOAD_BYTES").unwrap_or(defaults.max_upload_bytes),
+        relation_batch_records: number("RELATION_BATCH_SIZE")
+            .filter(|n| *n > 0)
+            .unwrap_or(defaults.relation_batch_records),
+        export_retention: number("EXPORT_RETENTION_DAYS")
+            .map(|days| Duration::from_secs(days * 24 * 3600))
+            .unwrap_or(defaults.export_retention),
+        ..defaults
+    }
+}
+
+/// JSON log lines, as CloudWatch wants them.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(true)
+        .without_time()
+        .try_init();
+}
+
+/// The application on the AWS resources named in the environment.
+pub async fn app_from_env() -> Result<App, Error> {
+    let clients = AwsClients::from_env().await;
+    let names = AwsNames::from_env()?;
+    let app = aws::app(&clients, &names, settings_from_env());
+    // ROOT_TOKEN (a secret parameter of the stack) is registered for `root`.
+    if let Ok(token) = std::env::var("ROOT_TOKEN") {
+        auth::ensure_root(&app, Some(&token)).await?;
+    }
+    Ok(app)
+}
+
+/// Serves one function's routes behind API Gateway.
+pub async fn run_http(routes: Router<App>) -> Result<(), Error> {
+    init_logging();
+    let app = app_from_env().await?;
+    lambda_http::run(http::function_router(routes, app)).await
+}
+
+/// Consumes SQS batches: each message handled once, failures reported per
+/// message so SQS redelivers only those.
+pub async fn run_worker() -> Result<(), Error> {
+    init_logging();
+    let app = app_from_env().await?;
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: lambda_runtime::LambdaEvent<SqsEvent>| {
+            let app = app.clone();
+            async move { Ok::<_, Error>(handle_sqs_event(&app, event.payload).await) }
+        },
+    ))
+    .await
+}
+
+/// One SQS batch: the failed messages' ids, for `ReportBatchItemFailures`.
+pub async fn handle_sqs_event(app: &App, event: SqsEvent) -> SqsBatchResponse {
+    let mut failures = Vec::new();
+    for record in event.records {
+        let id = record.message_id.clone().unwrap_or_default();
+        let Some(message) = record.body.as_deref().and_then(aws::parse_message) else {
+            tracing::warn!(message_id = id, "dropping a message that is not ours");
+            continue;
+        };
+        let receive_count = record
+            .attributes
+            .get("ApproximateReceiveCount")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        if worker::attempt(app, &message, receive_count).await == Outcome::Retry {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = id;
+            failures.push(failure);
+        }
+    }
+    let mut response = SqsBatchResponse::default();
+    response.batch_item_failures = failures;
+    response
+}

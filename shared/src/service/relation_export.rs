@@ -1,0 +1,260 @@
+//! GitLab's project relations export: one file per top-level relation (and
+//! `self` and the file relations), each built by its own queue message, in
+//! parallel; batched relations split into batches of their own.
+
+use std::collections::BTreeMap;
+
+use crate::domain::{new_id, now, JobKind, JobStatus, Message, Project, RelationExportPart, User};
+use crate::relations::{self, FILE_RELATIONS, SELF_RELATION};
+use crate::service::content_files_prefix;
+use crate::{App, Error, Result};
+
+/// Where a part's file goes.
+pub fn part_key(project_id: u64, run_id: &str, relation: &str, batch: Option<u32>) -> String {
+    let file = relations::export_file_name(relation);
+    match batch {
+        Some(n) => format!("exports/{project_id}/relations/{run_id}/{relation}/{n}/{file}"),
+        None => format!("exports/{project_id}/relations/{run_id}/{file}"),
+    }
+}
+
+/// Every relation a project's relations export has, with its object count:
+/// `self`, each tree relation (known ones always, unknown ones if stored)
+/// and each file relation the project has files of.
+async fn portable_relations(app: &App, project: &Project) -> Result<Vec<(String, u64)>> {
+    let mut out = vec![(SELF_RELATION.to_owned(), 1)];
+    let mut records: BTreeMap<String, u64> = BTreeMap::new();
+    let mut files: BTreeMap<&str, u64> = BTreeMap::new();
+    if let Some(content) = &project.content {
+        for stats in app.projects.relations(content).await? {
+            records.insert(stats.relation, stats.records);
+        }
+        let prefix = content_files_prefix(project.id, content);
+        for blob in app.blobs.list(&prefix).await? {
+            if let Some(relation) = relations::file_relation_of(&blob.key[prefix.len()..]) {
+                *files.entry(relation).or_default() += 1;
+            }
+        }
+    }
+    for relation in relations::RELATIONS {
+        out.push((
+            relation.name.to_owned(),
+            records.remove(relation.name).unwrap_or(0),
+        ));
+    }
+    out.extend(records);
+    for (name, _) in FILE_RELATIONS {
+        if let Some(count) = files.get(name) {
+            out.push(((*name).to_owned(), *count));
+        }
+    }
+    Ok(out)
+}
+
+/// Starts a new run: replaces the previous one and queues one message per
+/// relation (per batch when `batched`).
+pub async fn schedule(app: &App, user: &User, project: &Project, batched: bool) -> Result<()> {
+    let _ = user;
+    let run_id = new_id();
+    let batch_size = app.settings.relation_batch_records.max(1);
+    let part = |relation: &str, objects_count: u64| RelationExportPart {
+        project_id: project.id,
+        relation: relation.to_owned(),
+        batch: None,
+        run_id: run_id.clone(),
+        content: project.content.clone(),
+        status: JobStatus::Queued,
+        error: None,
+        batched: false,
+        batches_count: 0,
+        objects_count,
+        first_seq: 0,
+        exported: 0,
+        archive_key: None,
+        updated_at: now(),
+    };
+    let mut parts = Vec::new();
+    for (relation, objects) in portable_relations(app, project).await? {
+        let is_tree = relation != SELF_RELATION && !relations::is_file_relation(&relation);
+        if !(batched && is_tree) {
+            parts.push(part(&relation, objects));
+            continue;
+        }
+        let batches = objects.div_ceil(batch_size);
+        let mut whole = part(&relation, objects);
+        whole.batched = true;
+        whole.batches_count = batches as u32;
+        if batches == 0 {
+            // Nothing to export: done at once, as GitLab reports empty relations.
+            whole.status = JobStatus::Finished;
+        }
+        parts.push(whole);
+        for n in 0..batches {
+            let mut batch = part(&relation, batch_size.min(objects - n * batch_size));
+            batch.batched = true;
+            batch.batch = Some(n as u32 + 1);
+            batch.first_seq = n * batch_size;
+            parts.push(batch);
+        }
+    }
+    let messages: Vec<Message> = parts
+        .iter()
+        .filter(|p| p.status == JobStatus::Queued && !(p.batched && p.batch.is_none()))
+        .map(|p| Message {
+            kind: JobKind::RelationExport,
+            job_id: run_id.clone(),
+            project_id: project.id,
+            relation: Some(p.relation.clone()),
+            batch: p.batch,
+        })
+        .collect();
+    app.jobs.replace_relation_export(project.id, parts).await?;
+    app.queue.send(&messages).await
+}
+
+/// GitLab's status of one relation: `0` started, `1` finished, `-1` failed.
+pub fn status_code(status: JobStatus) -> i8 {
+    match status {
+        JobStatus::Queued | JobStatus::Started => 0,
+        JobStatus::Finished => 1,
+        JobStatus::Failed => -1,
+    }
+}
+
+/// One relation of a run with its batches; a batched relation's status,
+/// error and progress come from its batches.
+#[derive(Debug, Clone)]
+pub struct RelationState {
+    pub part: RelationExportPart,
+    pub batches: Vec<RelationExportPart>,
+}
+
+impl RelationState {
+    pub fn status(&self) -> JobStatus {
+        if !self.part.batched || self.batches.is_empty() {
+            return self.part.status;
+        }
+        if self.batches.iter().any(|b| b.status == JobStatus::Failed) {
+            JobStatus::Failed
+        } else if self.batches.iter().all(|b| b.status == JobStatus::Finished) {
+            JobStatus::Finished
+        } else {
+            JobStatus::Started
+        }
+    }
+
+    pub fn error(&self) -> Option<&str> {
+        self.part
+            .error
+            .as_deref()
+            .or_else(|| self.batches.iter().find_map(|b| b.error.as_deref()))
+    }
+
+    pub fn exported(&self) -> u64 {
+        if self.part.batched {
+            self.batches.iter().map(|b| b.exported).sum()
+        } else {
+            self.part.exported
+        }
+    }
+
+    pub fn updated_at(&self) -> chrono::DateTime<chrono::Utc> {
+        self.batches
+            .iter()
+            .map(|b| b.updated_at)
+            .chain([self.part.updated_at])
+            .max()
+            .unwrap_or(self.part.updated_at)
+    }
+}
+
+/// The project's latest run, relation by relation.
+pub async fn states(app: &App, project: &Project) -> Result<Vec<RelationState>> {
+    let mut states: Vec<RelationState> = Vec::new();
+    for part in app.jobs.relation_export_parts(project.id).await? {
+        match part.batch {
+            None => states.push(RelationState {
+                part,
+                batches: Vec::new(),
+            }),
+            Some(_) => {
+                if let Some(state) = states
+                    .iter_mut()
+                    .rev()
+                    .find(|s| s.part.relation == part.relation)
+                {
+                    state.batches.push(part);
+                }
+            }
+        }
+    }
+    states.sort_by_key(|s| relations::relation_export_rank(&s.part.relation));
+    Ok(states)
+}
+
+/// A relation name a client may ask for: GitLab's "portable" relations plus
+/// any relation this project stores.
+async fn check_portable(app: &App, project: &Project, relation: &str) -> Result<()> {
+    let known = relation == SELF_RELATION
+        || relations::find(relation).is_some()
+        || relations::is_file_relation(relation);
+    if known {
+        return Ok(());
+    }
+    if relations::is_valid_name(relation) {
+        if let Some(content) = &project.content {
+            let stored = app.projects.relations(content).await?;
+            if stored.iter().any(|s| s.relation == relation) {
+                return Ok(());
+            }
+        }
+    }
+    Err(Error::BadRequest(format!(
+        "relation is not portable: {relation:?} is not a top-level relation of a project"
+    )))
+}
+
+/// The state of one relation, for `?relation=`.
+pub async fn state(app: &App, project: &Project, relation: &str) -> Result<RelationState> {
+    check_portable(app, project, relation).await?;
+    states(app, project)
+        .await?
+        .into_iter()
+        .find(|s| s.part.relation == relation)
+        .ok_or_else(|| Error::NotFound("404 Export not found".into()))
+}
+
+/// Where to download a finished relation (or batch) from.
+pub async fn download_url(
+    app: &App,
+    project: &Project,
+    relation: &str,
+    batch: Option<u32>,
+) -> Result<String> {
+    let state = state(app, project, relation).await?;
+    let target = match (state.part.batched, batch) {
+        (true, None) => return Err(Error::BadRequest("Export is batched".into())),
+        (false, Some(_)) => return Err(Error::BadRequest("Export is not batched".into())),
+        (false, None) => &state.part,
+        (true, Some(n)) => state
+            .batches
+            .iter()
+            .find(|b| b.batch == Some(n))
+            .ok_or_else(|| Error::NotFound("404 Batch not found".into()))?,
+    };
+    let missing = || match batch {
+        Some(_) => Error::NotFound("404 Batch file not found".into()),
+        None => Error::NotFound("404 Export file not found".into()),
+    };
+    if target.status != JobStatus::Finished {
+        return Err(missing());
+    }
+    let key = target.archive_key.as_deref().ok_or_else(missing)?;
+    app.blobs
+        .download_url(
+            key,
+            &relations::export_file_name(relation),
+            app.settings.download_ttl,
+        )
+        .await
+}

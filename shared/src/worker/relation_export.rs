@@ -1,0 +1,246 @@
+//! Builds one file of a relations export: a relation's records (or one
+//! batch of them) as gzipped NDJSON, `self` as gzipped JSON, a file
+//! relation as a tar.gz. Each message is independent: one failing relation
+//! leaves the others finishing.
+
+use std::io::Write;
+
+use bytes::{Bytes, BytesMut};
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+use crate::archive::{self, ExportItem};
+use crate::domain::{JobStatus, JobUpdate, Message, RelationExportPart};
+use crate::relations::{self, SELF_RELATION};
+use crate::service::content_files_prefix;
+use crate::service::relation_export::part_key;
+use crate::{stream, App, Error, Result};
+
+pub(super) async fn run(app: &App, message: &Message) -> Result<()> {
+    let Some(relation) = message.relation.as_deref() else {
+        tracing::warn!("relation export message without a relation");
+        return Ok(());
+    };
+    let transition = |from: &'static [JobStatus], to, update| {
+        app.jobs.transition_relation_export_part(
+            message.project_id,
+            relation,
+            message.batch,
+            &message.job_id,
+            from,
+            to,
+            update,
+        )
+    };
+    // Claimed only if it still belongs to this run and is not done.
+    let Some(part) = transition(
+        &[JobStatus::Queued, JobStatus::Started],
+        JobStatus::Started,
+        JobUpdate::default(),
+    )
+    .await?
+    else {
+        return Ok(());
+    };
+    let key = part_key(part.project_id, &part.run_id, relation, part.batch);
+    let written = if relation == SELF_RELATION {
+        export_self(app, &part, &key).await
+    } else if relations::is_file_relation(relation) {
+        export_files(app, &part, &key).await
+    } else {
+        export_records(app, &part, &key).await
+    };
+    match written {
+        Ok(objects) => {
+            transition(
+                &[JobStatus::Started],
+                JobStatus::Finished,
+                JobUpdate {
+                    archive_key: Some(key),
+                    processed: Some(objects),
+                    ..JobUpdate::default()
+                },
+            )
+            .await?;
+            Ok(())
+        }
+        Err(err) if err.is_permanent() => {
+            tracing::warn!(relation, error = %err, "relation export failed");
+            transition(
+                &[JobStatus::Started],
+                JobStatus::Failed,
+                JobUpdate {
+                    error: Some(err.to_string()),
+                    ..JobUpdate::default()
+                },
+            )
+            .await?;
+            Ok(())
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// Gzips what `produce` sends (then `None`) into the blob at `key`. A
+/// producer that stops without `None` leaves no blob.
+async fn put_gzip<F, Fut>(app: &App, key: &str, produce: F) -> Result<u64>
+where
+    F: FnOnce(mpsc::Sender<Option<Bytes>>) -> Fut,
+    Fut: std::future::Future<Output = Result<u64>>,
+{
+    let (chunks, mut chunks_rx) = mpsc::channel::<Option<Bytes>>(16);
+    let (writer, compressed) = stream::blocking_writer();
+    let level = app.settings.compression_level;
+    let compress = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let mut gzip = GzEncoder::new(writer, Compression::new(level));
+        loop {
+            match chunks_rx.blocking_recv() {
+                Some(Some(chunk)) => gzip.write_all(&chunk)?,
+                Some(None) => break,
+                None => return Err(std::io::Error::other("the producer stopped")),
+            }
+        }
+        gzip.finish()?.finish()
+    });
+    let (uploaded, produced) = tokio::join!(app.blobs.put(key, compressed), produce(chunks));
+    let compressed = compress.await.map_err(Error::internal)?;
+    let objects = produced?;
+    compressed.map_err(|err| Error::Internal(format!("compressing {key}: {err}")))?;
+    uploaded?;
+    Ok(objects)
+}
+
+async fn send(chunks: &mpsc::Sender<Option<Bytes>>, chunk: Option<Bytes>) -> Result<()> {
+    chunks
+        .send(chunk)
+        .await
+        .map_err(|_| Error::Internal("the compressor stopped".into()))
+}
+
+async fn export_self(app: &App, part: &RelationExportPart, key: &str) -> Result<u64> {
+    let attributes = match &part.content {
+        Some(content) => app.projects.attributes(content).await?.ok_or_else(|| {
+            Error::BadRequest("the project changed during the export: schedule it again".into())
+        })?,
+        None => Bytes::from_static(b"{}"),
+    };
+    put_gzip(app, key, |chunks| async move {
+        send(&chunks, Some(attributes)).await?;
+        send(&chunks, None).await?;
+        Ok(1)
+    })
+    .await
+}
+
+async fn export_records(app: &App, part: &RelationExportPart, key: &str) -> Result<u64> {
+    let page_size = app.settings.export_page_records as u64;
+    let expected = part.objects_count;
+    put_gzip(app, key, |chunks| async move {
+        let mut written = 0u64;
+        if let Some(content) = &part.content {
+            let mut after = part.first_seq.checked_sub(1);
+            while written < expected {
+                let limit = page_size.min(expected - written) as usize;
+                let page = app
+                    .projects
+                    .records(content, &part.relation, after, limit)
+                    .await?;
+                let Some(last) = page.last() else { break };
+                after = Some(last.seq);
+                let mut lines = BytesMut::new();
+                for record in &page {
+                    lines.extend_from_slice(&record.json);
+                    lines.extend_from_slice(b"\n");
+                }
+                written += page.len() as u64;
+                send(&chunks, Some(lines.freeze())).await?;
+                app.jobs
+                    .transition_relation_export_part(
+                        part.project_id,
+                        &part.relation,
+                        part.batch,
+                        &part.run_id,
+                        &[JobStatus::Started],
+                        JobStatus::Started,
+                        JobUpdate {
+                            processed: Some(written),
+                            ..JobUpdate::default()
+                        },
+                    )
+                    .await?;
+            }
+        }
+        if written != expected {
+            return Err(Error::BadRequest(format!(
+                "the project changed during the export ({written} of {expected} records found): schedule it again"
+            )));
+        }
+        send(&chunks, None).await?;
+        Ok(written)
+    })
+    .await
+}
+
+async fn export_files(app: &App, part: &RelationExportPart, key: &str) -> Result<u64> {
+    let Some(content) = &part.content else {
+        return Err(Error::BadRequest("the project has no files".into()));
+    };
+    let prefix = content_files_prefix(part.project_id, content);
+    let files: Vec<_> = app
+        .blobs
+        .list(&prefix)
+        .await?
+        .into_iter()
+        .filter(|b| {
+            relations::file_relation_of(&b.key[prefix.len()..]) == Some(part.relation.as_str())
+        })
+        .collect();
+    let (items, mut items_rx) = mpsc::channel::<ExportItem>(16);
+    let (writer, tar_gz) = stream::blocking_writer();
+    let level = app.settings.compression_level;
+    let mtime = part.updated_at.timestamp() as u64;
+    let compress = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let (writer, _) = archive::write_archive(&mut items_rx, writer, level, mtime)?;
+        writer.finish()
+    });
+    let count = files.len() as u64;
+    if count != part.objects_count {
+        return Err(Error::BadRequest(format!(
+            "the project changed during the export ({count} of {} files found): schedule it again",
+            part.objects_count
+        )));
+    }
+    // Owns the sender: when it ends, so does the writer's input.
+    let produce = async move {
+        let send = |item| {
+            let items = items.clone();
+            async move {
+                items
+                    .send(item)
+                    .await
+                    .map_err(|_| Error::Internal("the archive writer stopped".into()))
+            }
+        };
+        for file in &files {
+            send(ExportItem::Begin {
+                path: file.key[prefix.len()..].to_owned(),
+                size: file.size,
+            })
+            .await?;
+            let mut body = app.blobs.get(&file.key).await?;
+            while let Some(chunk) = body.next().await {
+                send(ExportItem::Data(chunk?)).await?;
+            }
+            send(ExportItem::End).await?;
+        }
+        send(ExportItem::Finish).await
+    };
+    let (uploaded, produced) = tokio::join!(app.blobs.put(key, tar_gz), produce);
+    let compressed = compress.await.map_err(Error::internal)?;
+    produced?;
+    compressed.map_err(|err| Error::Internal(format!("writing {key}: {err}")))?;
+    uploaded?;
+    Ok(count)
+}

@@ -1,0 +1,579 @@
+//! The Lambda functions on AWS APIs served by moto: real API Gateway (HTTP
+//! API, payload 2.0) events through lambda_http into each function's router,
+//! and SQS events built from messages really received from moto's SQS into
+//! the worker's handler.
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use base64::Engine;
+use e2e::{fixture_archive, fixture_relations, moto, read_archive};
+use lambda_http::request::LambdaRequest;
+use serde_json::{json, Value};
+use shared::aws::AwsClients;
+use shared::domain::JobKind;
+use shared::{auth, http, App};
+use tower::ServiceExt;
+
+const TOKEN: &str = "lambda-root-token";
+
+struct Function {
+    name: &'static str,
+    routes: fn() -> axum::Router<App>,
+}
+
+const SCHEDULE: Function = Function {
+    name: "schedule",
+    routes: http::schedule_routes,
+};
+const STATUS: Function = Function {
+    name: "status",
+    routes: http::status_routes,
+};
+const DOWNLOAD: Function = Function {
+    name: "download",
+    routes: http::download_routes,
+};
+const IMPORT: Function = Function {
+    name: "import",
+    routes: http::import_routes,
+};
+
+/// An API Gateway HTTP API event, as API Gateway sends it.
+fn api_gateway_event(
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: Option<&[u8]>,
+) -> Value {
+    let mut headers = json!({
+        "host": "abc123.execute-api.us-east-1.amazonaws.com",
+        "private-token": TOKEN,
+        "user-agent": "curl/8.5.0",
+        "x-forwarded-proto": "https",
+    });
+    if let Some(content_type) = content_type {
+        headers["content-type"] = json!(content_type);
+    }
+    json!({
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": headers,
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "abc123",
+            "domainName": "abc123.execute-api.us-east-1.amazonaws.com",
+            "domainPrefix": "abc123",
+            "http": { "method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "203.0.113.7", "userAgent": "curl/8.5.0" },
+            "requestId": "c6af9ac6-7b61-11e6-9a41-93e8deadbeef",
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": "25/Nov/2026:14:00:00 +0000",
+            "timeEpoch": 1795615200000u64
+        },
+        "body": body.map(|b| base64::engine::general_purpose::STANDARD.encode(b)),
+        "isBase64Encoded": body.is_some()
+    })
+}
+
+/// Runs one event through a function's router, as `lambda_http::run` does.
+async fn invoke(
+    app: &App,
+    function: &Function,
+    event: Value,
+) -> (u16, axum::http::HeaderMap, Value) {
+    let event = serde_json::from_value(event).expect("an API Gateway v2 event");
+    let request: lambda_http::http::Request<lambda_http::Body> =
+        LambdaRequest::ApiGatewayV2(event).into();
+    let router = http::function_router((function.routes)(), app.clone());
+    let response = router.oneshot(request).await.expect("infallible");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    println!("{} -> {status} {json}", function.name);
+    (status, headers, json)
+}
+
+fn multipart(fields: &[(&str, &str)], file: &[u8]) -> (String, Vec<u8>) {
+    let boundary = "----lambda-test-boundary";
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").as_bytes());
+    }
+    body.extend(
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"export.tar.gz\"\r\nContent-Type: application/gzip\r\n\r\n")
+            .as_bytes(),
+    );
+    body.extend(file);
+    body.extend(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// Receives what is on the queue from moto and builds the SQS event Lambda
+/// would deliver.
+async fn sqs_event_from_queue(clients: &AwsClients, queue_url: &str) -> (SqsEvent, Vec<String>) {
+    let mut records = Vec::new();
+    let mut receipts = Vec::new();
+    for _ in 0..5 {
+        let received = clients
+            .sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(10)
+            .visibility_timeout(0)
+            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+            .send()
+            .await
+            .unwrap();
+        for message in received.messages() {
+            let attributes: serde_json::Map<String, Value> = message
+                .attributes()
+                .map(|a| {
+                    a.iter()
+                        .map(|(k, v)| (k.as_str().to_owned(), json!(v)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            receipts.push(message.receipt_handle().unwrap().to_owned());
+            records.push(json!({
+                "messageId": message.message_id(),
+                "receiptHandle": message.receipt_handle(),
+                "body": message.body(),
+                "attributes": attributes,
+                "messageAttributes": {},
+                "md5OfBody": message.md5_of_body(),
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:work",
+                "awsRegion": "us-east-1"
+            }));
+        }
+        if !records.is_empty() {
+            break;
+        }
+    }
+    let event = serde_json::from_value(json!({ "Records": records })).expect("an SQS event");
+    (event, receipts)
+}
+
+async fn run_worker_once(app: &App, clients: &AwsClients, queue_url: &str) -> Vec<String> {
+    let (event, receipts) = sqs_event_from_queue(clients, queue_url).await;
+    assert!(!event.records.is_empty(), "a message was queued");
+    let response = shared::lambda::handle_sqs_event(app, event).await;
+    // Lambda deletes the messages that did not fail.
+    let failed: Vec<String> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect();
+    for receipt in receipts {
+        clients
+            .sqs
+            .delete_message()
+            .queue_url(queue_url)
+            .receipt_handle(receipt)
+            .send()
+            .await
+            .unwrap();
+    }
+    failed
+}
+
+async fn setup() -> (App, AwsClients, shared::aws::AwsNames) {
+    let (app, clients, names) = moto::app().await;
+    auth::ensure_root(&app, Some(TOKEN)).await.unwrap();
+    (app, clients, names)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_then_export_through_the_lambda_functions() {
+    let (app, clients, names) = setup().await;
+    let queue_url = names.queue_url.clone();
+
+    let (content_type, body) = multipart(&[("path", "api-project")], &fixture_archive("complex"));
+    let (status, _, project) = invoke(
+        &app,
+        &IMPORT,
+        api_gateway_event(
+            "POST",
+            "/api/v4/projects/import",
+            Some(&content_type),
+            Some(&body),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201);
+    assert_eq!(project["import_status"], "scheduled");
+    let id = project["id"].as_u64().unwrap();
+
+    assert!(run_worker_once(&app, &clients, &queue_url).await.is_empty());
+    let (status, _, imported) = invoke(
+        &app,
+        &STATUS,
+        api_gateway_event("GET", &format!("/api/v4/projects/{id}/import"), None, None),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(imported["import_status"], "finished", "{imported}");
+
+    let (status, _, accepted) = invoke(
+        &app,
+        &SCHEDULE,
+        api_gateway_event("POST", &format!("/api/v4/projects/{id}/export"), None, None),
+    )
+    .await;
+    assert_eq!(
+        (status, accepted),
+        (202, json!({"message": "202 Accepted"}))
+    );
+    // Delivered twice (at least once): still one correct archive.
+    let (event, receipts) = sqs_event_from_queue(&clients, &queue_url).await;
+    let twice: SqsEvent = serde_json::from_value(serde_json::to_value(&event).unwrap()).unwrap();
+    assert!(shared::lambda::handle_sqs_event(&app, event)
+        .await
+        .batch_item_failures
+        .is_empty());
+    assert!(shared::lambda::handle_sqs_event(&app, twice)
+        .await
+        .batch_item_failures
+        .is_empty());
+    for receipt in receipts {
+        clients
+            .sqs
+            .delete_message()
+            .queue_url(&queue_url)
+            .receipt_handle(receipt)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    let (status, _, exported) = invoke(
+        &app,
+        &STATUS,
+        api_gateway_event("GET", &format!("/api/v4/projects/{id}/export"), None, None),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(exported["export_status"], "finished");
+    assert_eq!(
+        exported["_links"]["api_url"],
+        format!("https://abc123.execute-api.us-east-1.amazonaws.com/api/v4/projects/{id}/export/download")
+    );
+    let archives = app
+        .blobs
+        .list(&shared::service::exports_prefix(id))
+        .await
+        .unwrap();
+    assert_eq!(archives.len(), 1, "{archives:?}");
+    // The finished export's row expires (DynamoDB TTL) with its archive.
+    let job = app
+        .jobs
+        .latest_finished_job(id, JobKind::Export)
+        .await
+        .unwrap()
+        .unwrap();
+    let row = clients
+        .dynamodb
+        .get_item()
+        .table_name(&names.table)
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("JOB#{}", job.id)),
+        )
+        .key(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S("JOB".into()),
+        )
+        .send()
+        .await
+        .unwrap();
+    let expires: i64 = row.item().unwrap()["expires_at"]
+        .as_n()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let week = 7 * 24 * 3600;
+    assert!(
+        (expires - job.updated_at.timestamp() - week).abs() < 60,
+        "{expires}"
+    );
+
+    let (status, headers, _) = invoke(
+        &app,
+        &DOWNLOAD,
+        api_gateway_event(
+            "GET",
+            &format!("/api/v4/projects/{id}/export/download"),
+            None,
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(status, 302);
+    let location = headers["location"].to_str().unwrap();
+    assert!(location.contains("X-Amz-Signature"), "{location}");
+    assert!(location.contains("X-Amz-Expires=300"), "{location}");
+    let download = reqwest::get(location).await.unwrap();
+    assert_eq!(download.status(), 200);
+    let disposition = download.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        disposition.contains("_root_api-project_export.tar.gz"),
+        "{disposition}"
+    );
+    let archive = download.bytes().await.unwrap();
+    assert_eq!(
+        read_archive(&archive).relations,
+        fixture_relations("complex")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_failed_message_is_reported() {
+    let (app, clients, names) = setup().await;
+    let queue_url = names.queue_url.clone();
+    let (content_type, body) = multipart(&[("path", "p")], &fixture_archive("complex"));
+    let (status, _, project) = invoke(
+        &app,
+        &IMPORT,
+        api_gateway_event(
+            "POST",
+            "/api/v4/projects/import",
+            Some(&content_type),
+            Some(&body),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201);
+    assert!(run_worker_once(&app, &clients, &queue_url).await.is_empty());
+    let id = project["id"].as_u64().unwrap();
+    let generation = project["correlation_id"].as_str().unwrap();
+
+    // A record vanishes from under the store's statistics: the export of this
+    // project cannot be built and must be retried, while an import beside it
+    // in the same batch goes through.
+    clients
+        .dynamodb
+        .delete_item()
+        .table_name(&names.table)
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("REC#{generation}#issues")),
+        )
+        .key(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("{:020}", 0)),
+        )
+        .send()
+        .await
+        .unwrap();
+    let (status, _, _) = invoke(
+        &app,
+        &SCHEDULE,
+        api_gateway_event("POST", &format!("/api/v4/projects/{id}/export"), None, None),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let (content_type, body) = multipart(&[("path", "q")], &fixture_archive("complex"));
+    let (status, _, _) = invoke(
+        &app,
+        &IMPORT,
+        api_gateway_event(
+            "POST",
+            "/api/v4/projects/import",
+            Some(&content_type),
+            Some(&body),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201);
+
+    let (event, _) = sqs_event_from_queue(&clients, &queue_url).await;
+    assert_eq!(event.records.len(), 2);
+    let export_id = event
+        .records
+        .iter()
+        .find(|r| r.body.as_deref().unwrap().contains("\"export\""))
+        .and_then(|r| r.message_id.clone())
+        .unwrap();
+    let response = shared::lambda::handle_sqs_event(&app, event).await;
+    let failed: Vec<String> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect();
+    assert_eq!(failed, vec![export_id]);
+    let (_, _, export) = invoke(
+        &app,
+        &STATUS,
+        api_gateway_event("GET", &format!("/api/v4/projects/{id}/export"), None, None),
+    )
+    .await;
+    assert_eq!(
+        export["export_status"], "started",
+        "retried later, never finished with a short archive"
+    );
+    assert!(app
+        .blobs
+        .list(&shared::service::exports_prefix(id))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lambda_routes_answer_like_the_local_server() {
+    let (app, _, _) = setup().await;
+    let mut event = api_gateway_event("GET", "/api/v4/projects/1/export", None, None);
+    event["headers"]["private-token"] = json!("wrong");
+    let (status, _, body) = invoke(&app, &STATUS, event).await;
+    assert_eq!(
+        (status, body),
+        (401, json!({"message": "401 Unauthorized"}))
+    );
+    let (status, _, body) = invoke(
+        &app,
+        &STATUS,
+        api_gateway_event("GET", "/api/v4/projects/42/export", None, None),
+    )
+    .await;
+    assert_eq!(
+        (status, body),
+        (404, json!({"message": "404 Project Not Found"}))
+    );
+    let (status, _, body) = invoke(
+        &app,
+        &DOWNLOAD,
+        api_gateway_event("GET", "/api/v4/projects/42/import", None, None),
+    )
+    .await;
+    assert_eq!((status, body), (404, json!({"message": "404 Not Found"})));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relations_export_through_the_lambda_functions() {
+    let (app, clients, names) = setup().await;
+    let queue_url = names.queue_url.clone();
+    // Small batches, so that the fixture's relations span several.
+    let mut settings = (*app.settings).clone();
+    settings.relation_batch_records = 5;
+    let app = App {
+        settings: std::sync::Arc::new(settings),
+        ..app
+    };
+
+    let (content_type, body) = multipart(&[("path", "rel")], &fixture_archive("complex"));
+    let (status, _, project) = invoke(
+        &app,
+        &IMPORT,
+        api_gateway_event(
+            "POST",
+            "/api/v4/projects/import",
+            Some(&content_type),
+            Some(&body),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201);
+    assert!(run_worker_once(&app, &clients, &queue_url).await.is_empty());
+    let id = project["id"].as_u64().unwrap();
+
+    let mut event = api_gateway_event(
+        "POST",
+        &format!("/api/v4/projects/{id}/export_relations"),
+        None,
+        None,
+    );
+    event["rawQueryString"] = json!("batched=true");
+    let (status, _, _) = invoke(&app, &SCHEDULE, event).await;
+    assert_eq!(status, 202);
+    // Every message delivered twice: nothing is counted or written twice.
+    for _ in 0..20 {
+        let (event, receipts) = sqs_event_from_queue(&clients, &queue_url).await;
+        if event.records.is_empty() {
+            break;
+        }
+        let again: SqsEvent =
+            serde_json::from_value(serde_json::to_value(&event).unwrap()).unwrap();
+        assert!(shared::lambda::handle_sqs_event(&app, event)
+            .await
+            .batch_item_failures
+            .is_empty());
+        assert!(shared::lambda::handle_sqs_event(&app, again)
+            .await
+            .batch_item_failures
+            .is_empty());
+        for receipt in receipts {
+            clients
+                .sqs
+                .delete_message()
+                .queue_url(&queue_url)
+                .receipt_handle(receipt)
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+
+    let (status, _, statuses) = invoke(
+        &app,
+        &STATUS,
+        api_gateway_event(
+            "GET",
+            &format!("/api/v4/projects/{id}/export_relations/status"),
+            None,
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let statuses = statuses.as_array().unwrap().clone();
+    assert!(statuses.iter().all(|e| e["status"] == 1), "{statuses:?}");
+    let expected = fixture_relations("complex");
+    for entry in &statuses {
+        let relation = entry["relation"].as_str().unwrap();
+        if relation == "self" {
+            continue;
+        }
+        assert_eq!(entry["batched"], true);
+        let total = entry["total_objects_count"].as_u64().unwrap();
+        assert_eq!(
+            entry["exported_objects_count"].as_u64(),
+            Some(total),
+            "{entry}"
+        );
+        assert_eq!(
+            entry["batches_count"].as_u64(),
+            Some(total.div_ceil(5)),
+            "{entry}"
+        );
+        let mut records = Vec::new();
+        for n in 1..=total.div_ceil(5) {
+            let mut event = api_gateway_event(
+                "GET",
+                &format!("/api/v4/projects/{id}/export_relations/download"),
+                None,
+                None,
+            );
+            event["rawQueryString"] =
+                json!(format!("relation={relation}&batched=true&batch_number={n}"));
+            let (status, headers, _) = invoke(&app, &DOWNLOAD, event).await;
+            assert_eq!(status, 302, "{relation} {n}");
+            let file = reqwest::get(headers["location"].to_str().unwrap())
+                .await
+                .unwrap();
+            assert_eq!(file.status(), 200);
+            records.extend(e2e::ndjson(&e2e::gunzip(&file.bytes().await.unwrap())));
+        }
+        assert_eq!(
+            records,
+            expected.get(relation).cloned().unwrap_or_default(),
+            "{relation}"
+        );
+    }
+}

@@ -1,0 +1,587 @@
+//! One contract per port: the same assertions run against the embedded
+//! adapter and the AWS adapter (on moto).
+
+use std::io;
+
+use bytes::Bytes;
+use shared::domain::{
+    now, Job, JobKind, JobStatus, JobUpdate, Message, NewProject, RelationExportPart,
+};
+use shared::ports::RelationStats;
+use shared::{stream, App, Error};
+
+/// Which adapters a contract runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    /// AWS adapters on moto: download URLs can be fetched directly.
+    AwsOnMoto,
+}
+
+/// An embedded application in a temporary directory.
+pub fn embedded_app() -> (App, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let backend = shared::embedded::EmbeddedBackend::open(dir.path(), "http://127.0.0.1:9")
+        .expect("embedded backend");
+    (App::embedded(&backend, shared::Settings::default()), dir)
+}
+
+pub async fn user_store(app: &App, _backend: Backend) {
+    let users = &app.users;
+    let alice = users.create_user("alice", "Alice", false).await.unwrap();
+    assert!(matches!(
+        users.create_user("alice", "Other", false).await,
+        Err(Error::Conflict(_))
+    ));
+    assert_eq!(users.user(alice.id).await.unwrap().as_ref(), Some(&alice));
+    assert_eq!(
+        users.user_by_username("alice").await.unwrap().as_ref(),
+        Some(&alice)
+    );
+    assert_eq!(users.user_by_username("nobody").await.unwrap(), None);
+    assert_eq!(users.user(999_999).await.unwrap(), None);
+    let namespace = users.namespace(alice.id).await.unwrap().unwrap();
+    assert_eq!(
+        (namespace.path.as_str(), namespace.owner_id),
+        ("alice", alice.id)
+    );
+    assert_eq!(
+        users.namespace_by_path("alice").await.unwrap(),
+        Some(namespace)
+    );
+    assert_eq!(users.namespace_by_path("nobody").await.unwrap(), None);
+    let bob = users.create_user("bob", "Bob", true).await.unwrap();
+    assert_ne!(bob.id, alice.id);
+    let token = users
+        .add_token(alice.id, "laptop", [1; 32], None)
+        .await
+        .unwrap();
+    assert_eq!(users.token_by_hash([1; 32]).await.unwrap(), Some(token));
+    assert_eq!(users.token_by_hash([2; 32]).await.unwrap(), None);
+}
+
+fn records(range: std::ops::Range<u64>) -> Vec<Bytes> {
+    range
+        .map(|i| Bytes::from(format!("{{\"iid\":{i}}}")))
+        .collect()
+}
+
+pub async fn project_store(app: &App, _backend: Backend) {
+    let users = &app.users;
+    let projects = &app.projects;
+    let owner = users.create_user("owner", "Owner", false).await.unwrap();
+    let namespace = users.namespace(owner.id).await.unwrap().unwrap();
+    let new = NewProject {
+        namespace: namespace.clone(),
+        path: "demo".into(),
+        name: "Demo".into(),
+        description: None,
+        owner_id: owner.id,
+    };
+    let project = projects.create_project(new.clone()).await.unwrap();
+    assert!(matches!(
+        projects.create_project(new).await,
+        Err(Error::BadRequest(_))
+    ));
+    assert_eq!(
+        projects.project(project.id).await.unwrap().as_ref(),
+        Some(&project)
+    );
+    assert_eq!(
+        projects
+            .project_by_full_path("owner/demo")
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&project)
+    );
+    assert_eq!(
+        projects.project_by_full_path("owner/none").await.unwrap(),
+        None
+    );
+
+    // Records: batches, a retried batch counted once, pages in order.
+    projects
+        .put_records("g1", "issues", 0, records(0..3))
+        .await
+        .unwrap();
+    projects
+        .put_records("g1", "issues", 0, records(0..3))
+        .await
+        .unwrap();
+    projects
+        .put_records("g1", "issues", 3, records(3..5))
+        .await
+        .unwrap();
+    let big = Bytes::from(format!("{{\"big\":\"{}\"}}", "x".repeat(500 * 1024)));
+    projects
+        .put_records("g1", "merge_requests", 0, vec![big.clone()])
+        .await
+        .unwrap();
+    let mut stats = projects.relations("g1").await.unwrap();
+    stats.sort_by(|a, b| a.relation.cmp(&b.relation));
+    let issue_bytes: u64 = records(0..5).iter().map(|r| r.len() as u64 + 1).sum();
+    assert_eq!(
+        stats,
+        vec![
+            RelationStats {
+                relation: "issues".into(),
+                records: 5,
+                ndjson_bytes: issue_bytes
+            },
+            RelationStats {
+                relation: "merge_requests".into(),
+                records: 1,
+                ndjson_bytes: big.len() as u64 + 1
+            },
+        ]
+    );
+    let first = projects.records("g1", "issues", None, 2).await.unwrap();
+    assert_eq!(first.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![0, 1]);
+    assert_eq!(first[1].json, records(1..2)[0]);
+    let rest = projects
+        .records("g1", "issues", Some(1), 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        vec![2, 3, 4]
+    );
+    let large = projects
+        .records("g1", "merge_requests", None, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        large[0].json, big,
+        "a record over the item size comes back whole"
+    );
+    assert!(projects
+        .records("g1", "labels", None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(projects.relations("g2").await.unwrap().is_empty());
+
+    let attributes = Bytes::from(format!(
+        "{{\"description\":\"{}\"}}",
+        "d".repeat(600 * 1024)
+    ));
+    projects
+        .put_attributes("g1", attributes.clone())
+        .await
+        .unwrap();
+    assert_eq!(projects.attributes("g1").await.unwrap(), Some(attributes));
+    assert_eq!(projects.attributes("g2").await.unwrap(), None);
+
+    // Switching content is conditional on what the project showed before.
+    let mut renamed = project.clone();
+    renamed.description = Some("imported".into());
+    assert!(projects
+        .activate_content(&renamed, None, "g1")
+        .await
+        .unwrap());
+    assert!(!projects
+        .activate_content(&renamed, None, "g2")
+        .await
+        .unwrap());
+    let stored = projects.project(project.id).await.unwrap().unwrap();
+    assert_eq!(stored.content.as_deref(), Some("g1"));
+    assert_eq!(stored.description.as_deref(), Some("imported"));
+    assert!(projects
+        .activate_content(&renamed, Some("g1"), "g2")
+        .await
+        .unwrap());
+
+    projects.delete_content("g1").await.unwrap();
+    assert!(projects.relations("g1").await.unwrap().is_empty());
+    assert!(projects
+        .records("g1", "issues", None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(projects.attributes("g1").await.unwrap(), None);
+}
+
+pub async fn job_store(app: &App, _backend: Backend) {
+    let jobs = &app.jobs;
+    let job = Job::new(JobKind::Export, 7, 1);
+    jobs.create_job(&job).await.unwrap();
+    assert!(matches!(
+        jobs.create_job(&job).await,
+        Err(Error::Conflict(_))
+    ));
+    assert_eq!(jobs.job(&job.id).await.unwrap().as_ref(), Some(&job));
+    assert_eq!(jobs.job("missing").await.unwrap(), None);
+    assert_eq!(
+        jobs.latest_job(7, JobKind::Export)
+            .await
+            .unwrap()
+            .map(|j| j.id),
+        Some(job.id.clone())
+    );
+    assert_eq!(jobs.latest_job(7, JobKind::Import).await.unwrap(), None);
+    assert_eq!(
+        jobs.latest_finished_job(7, JobKind::Export).await.unwrap(),
+        None
+    );
+
+    let started = jobs
+        .transition(
+            &job.id,
+            &[JobStatus::Queued],
+            JobStatus::Started,
+            JobUpdate::default(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(started.status, JobStatus::Started);
+    assert!(jobs
+        .transition(
+            &job.id,
+            &[JobStatus::Queued],
+            JobStatus::Started,
+            JobUpdate::default()
+        )
+        .await
+        .unwrap()
+        .is_none());
+    jobs.record_progress(&job.id, 42).await.unwrap();
+    assert_eq!(jobs.job(&job.id).await.unwrap().unwrap().processed, 42);
+    let finished = jobs
+        .transition(
+            &job.id,
+            &[JobStatus::Started],
+            JobStatus::Finished,
+            JobUpdate {
+                archive_key: Some("k".into()),
+                file_name: Some("f.tar.gz".into()),
+                ..JobUpdate::default()
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (finished.archive_key.as_deref(), finished.processed),
+        (Some("k"), 42)
+    );
+    assert_eq!(
+        jobs.latest_finished_job(7, JobKind::Export).await.unwrap(),
+        Some(finished.clone())
+    );
+    // A finished job never goes back.
+    assert!(jobs
+        .transition(
+            &job.id,
+            &[JobStatus::Queued, JobStatus::Started],
+            JobStatus::Started,
+            JobUpdate::default()
+        )
+        .await
+        .unwrap()
+        .is_none());
+    jobs.record_progress(&job.id, 1).await.unwrap();
+    assert_eq!(jobs.job(&job.id).await.unwrap().unwrap().processed, 42);
+
+    // Two workers claiming one job: exactly one wins.
+    let contested = Job::new(JobKind::Import, 8, 1);
+    jobs.create_job(&contested).await.unwrap();
+    let claim = || {
+        jobs.transition(
+            &contested.id,
+            &[JobStatus::Queued],
+            JobStatus::Started,
+            JobUpdate::default(),
+        )
+    };
+    let (a, b) = tokio::join!(claim(), claim());
+    assert_eq!(
+        [a.unwrap().is_some(), b.unwrap().is_some()]
+            .iter()
+            .filter(|w| **w)
+            .count(),
+        1
+    );
+
+    relation_export_parts(app).await;
+}
+
+fn part(project_id: u64, relation: &str, batch: Option<u32>, run: &str) -> RelationExportPart {
+    RelationExportPart {
+        project_id,
+        relation: relation.into(),
+        batch,
+        run_id: run.into(),
+        content: Some("g".into()),
+        status: JobStatus::Queued,
+        error: None,
+        batched: batch.is_some(),
+        batches_count: 2,
+        objects_count: 3,
+        first_seq: 0,
+        exported: 0,
+        archive_key: None,
+        updated_at: now(),
+    }
+}
+
+async fn relation_export_parts(app: &App) {
+    let jobs = &app.jobs;
+    let keys = |parts: Vec<RelationExportPart>| -> Vec<(String, Option<u32>, String)> {
+        parts
+            .into_iter()
+            .map(|p| (p.relation, p.batch, p.run_id))
+            .collect()
+    };
+    jobs.replace_relation_export(10, vec![part(10, "labels", None, "other")])
+        .await
+        .unwrap();
+    jobs.replace_relation_export(
+        9,
+        vec![
+            part(9, "labels", None, "r1"),
+            part(9, "issues", Some(2), "r1"),
+            part(9, "issues", None, "r1"),
+            part(9, "issues", Some(1), "r1"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        keys(jobs.relation_export_parts(9).await.unwrap()),
+        vec![
+            ("issues".into(), None, "r1".into()),
+            ("issues".into(), Some(1), "r1".into()),
+            ("issues".into(), Some(2), "r1".into()),
+            ("labels".into(), None, "r1".into()),
+        ]
+    );
+    let move_part = |run: &'static str, from: &'static [JobStatus], to, update| {
+        jobs.transition_relation_export_part(9, "issues", Some(2), run, from, to, update)
+    };
+    assert!(move_part(
+        "r1",
+        &[JobStatus::Queued],
+        JobStatus::Started,
+        JobUpdate::default()
+    )
+    .await
+    .unwrap()
+    .is_some());
+    assert!(move_part(
+        "r1",
+        &[JobStatus::Queued],
+        JobStatus::Started,
+        JobUpdate::default()
+    )
+    .await
+    .unwrap()
+    .is_none());
+    assert!(move_part(
+        "r0",
+        &[JobStatus::Started],
+        JobStatus::Finished,
+        JobUpdate::default()
+    )
+    .await
+    .unwrap()
+    .is_none());
+    let done = move_part(
+        "r1",
+        &[JobStatus::Started],
+        JobStatus::Finished,
+        JobUpdate {
+            archive_key: Some("k".into()),
+            processed: Some(3),
+            ..JobUpdate::default()
+        },
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        (done.status, done.exported, done.archive_key.as_deref()),
+        (JobStatus::Finished, 3, Some("k"))
+    );
+    assert_eq!(jobs.relation_export_parts(9).await.unwrap()[2], done);
+
+    // A new run replaces the old one whole; the old run's messages change nothing.
+    jobs.replace_relation_export(9, vec![part(9, "labels", None, "r2")])
+        .await
+        .unwrap();
+    assert_eq!(
+        keys(jobs.relation_export_parts(9).await.unwrap()),
+        vec![("labels".into(), None, "r2".into())]
+    );
+    assert!(jobs
+        .transition_relation_export_part(
+            9,
+            "labels",
+            None,
+            "r1",
+            &[JobStatus::Queued],
+            JobStatus::Started,
+            JobUpdate::default()
+        )
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        keys(jobs.relation_export_parts(10).await.unwrap()),
+        vec![("labels".into(), None, "other".into())]
+    );
+    assert!(jobs.relation_export_parts(11).await.unwrap().is_empty());
+}
+
+fn chunks(total: usize, chunk: usize) -> Vec<io::Result<Bytes>> {
+    (0..total.div_ceil(chunk))
+        .map(|i| {
+            let len = chunk.min(total - i * chunk);
+            Ok(Bytes::from(vec![(i % 251) as u8; len]))
+        })
+        .collect()
+}
+
+/// Download URLs are fetched on moto; an embedded store's URLs need the
+/// local server, and the end-to-end tests fetch those.
+pub async fn blob_store(app: &App, backend: Backend) {
+    let blobs = &app.blobs;
+    blobs
+        .put("a/small", stream::from_bytes("hello"))
+        .await
+        .unwrap();
+    assert_eq!(
+        stream::collect(blobs.get("a/small").await.unwrap())
+            .await
+            .unwrap(),
+        b"hello"
+    );
+    assert_eq!(
+        blobs
+            .put("a/empty", stream::from_bytes(Bytes::new()))
+            .await
+            .unwrap(),
+        0
+    );
+
+    // Bigger than one multipart part, streamed in small chunks.
+    let total = 20 * 1024 * 1024 + 123;
+    let size = blobs
+        .put(
+            "a/large",
+            Box::pin(futures::stream::iter(chunks(total, 64 * 1024))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(size, total as u64);
+    let back = stream::collect(blobs.get("a/large").await.unwrap())
+        .await
+        .unwrap();
+    let expected: Vec<u8> = chunks(total, 64 * 1024)
+        .into_iter()
+        .flat_map(|c| c.unwrap().to_vec())
+        .collect();
+    assert!(back == expected, "large blob differs");
+
+    // A failing stream leaves nothing behind, small or large.
+    for size in [10usize, 9 * 1024 * 1024] {
+        let mut failing = chunks(size, 1024 * 1024);
+        failing.push(Err(io::Error::other("producer failed")));
+        assert!(blobs
+            .put("a/broken", Box::pin(futures::stream::iter(failing)))
+            .await
+            .is_err());
+        assert!(matches!(
+            blobs.get("a/broken").await,
+            Err(Error::NotFound(_))
+        ));
+    }
+
+    let listed = blobs.list("a/").await.unwrap();
+    let keys: Vec<(&str, u64)> = listed.iter().map(|b| (b.key.as_str(), b.size)).collect();
+    assert_eq!(
+        keys,
+        vec![("a/empty", 0), ("a/large", total as u64), ("a/small", 5)]
+    );
+    assert!(blobs.list("b/").await.unwrap().is_empty());
+
+    let url = blobs
+        .download_url(
+            "a/small",
+            "x_export.tar.gz",
+            std::time::Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    assert!(url.starts_with("http"), "{url}");
+    if backend == Backend::AwsOnMoto {
+        let response = reqwest::get(&url).await.unwrap();
+        assert_eq!(response.status(), 200, "{url}");
+        let disposition = response.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(disposition.contains("x_export.tar.gz"), "{disposition}");
+        assert_eq!(response.bytes().await.unwrap(), "hello");
+    }
+
+    blobs.delete_prefix("a/").await.unwrap();
+    assert!(blobs.list("a/").await.unwrap().is_empty());
+    assert!(matches!(
+        blobs.get("a/small").await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+pub async fn queue(app: &App, _backend: Backend) {
+    let queue = &app.queue;
+    let visibility = std::time::Duration::from_secs(30);
+    let messages: Vec<Message> = (0..12)
+        .map(|i| Message {
+            kind: JobKind::Export,
+            job_id: format!("job-{i}"),
+            project_id: i,
+            relation: None,
+            batch: None,
+        })
+        .collect();
+    queue.send(&messages).await.unwrap();
+    let mut received = Vec::new();
+    for _ in 0..50 {
+        let batch = queue.receive(10, visibility).await.unwrap();
+        assert!(batch.len() <= 10);
+        received.extend(batch);
+        if received.len() == messages.len() {
+            break;
+        }
+    }
+    let mut ids: Vec<String> = received.iter().map(|d| d.message.job_id.clone()).collect();
+    ids.sort();
+    let mut expected: Vec<String> = messages.iter().map(|m| m.job_id.clone()).collect();
+    expected.sort();
+    assert_eq!(ids, expected);
+    assert!(received.iter().all(|d| d.receive_count == 1));
+    for delivery in &received {
+        queue.ack(&delivery.receipt).await.unwrap();
+    }
+    assert!(queue.receive(10, visibility).await.unwrap().is_empty());
+
+    // Retried: visible again, delivered a second time.
+    queue.send(&messages[..1]).await.unwrap();
+    let first = queue.receive(1, visibility).await.unwrap().remove(0);
+    assert!(
+        queue.receive(1, visibility).await.unwrap().is_empty(),
+        "hidden while in flight"
+    );
+    queue
+        .retry(&first.receipt, std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    let again = queue.receive(1, visibility).await.unwrap().remove(0);
+    assert_eq!(
+        (again.message.clone(), again.receive_count),
+        (messages[0].clone(), 2)
+    );
+    queue.ack(&again.receipt).await.unwrap();
+}

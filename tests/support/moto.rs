@@ -1,0 +1,117 @@
+//! A real moto server (DynamoDB, S3, SQS on one endpoint) for the AWS
+//! adapters, one per test process, with unique resource names per test.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use shared::aws::{self, AwsClients, AwsNames};
+use shared::{App, Settings};
+
+struct MotoProcess {
+    child: Child,
+    endpoint: String,
+}
+
+impl Drop for MotoProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+fn moto_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("MOTO_SERVER") {
+        return PathBuf::from(path);
+    }
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/moto_server");
+    assert!(
+        venv.exists(),
+        "moto_server not found at {}: run `bash infra/test.sh` (it installs moto[server] into .venv) \
+         or set MOTO_SERVER",
+        venv.display()
+    );
+    venv
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The endpoint of this process's moto server, started on first use.
+pub fn endpoint() -> &'static str {
+    static MOTO: OnceLock<MotoProcess> = OnceLock::new();
+    &MOTO
+        .get_or_init(|| {
+            let port = free_port();
+            let child = Command::new(moto_binary())
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("moto_server starts");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "moto_server did not start on port {port}"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            MotoProcess {
+                child,
+                endpoint: format!("http://127.0.0.1:{port}"),
+            }
+        })
+        .endpoint
+}
+
+/// SDK clients pointed at moto, with dummy credentials.
+pub async fn clients() -> AwsClients {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "testing", "testing", None, None, "moto",
+        ))
+        .load()
+        .await;
+    AwsClients::new(&config)
+}
+
+/// Unique table, bucket and queue for one test, created on moto.
+pub async fn resources(clients: &AwsClients) -> AwsNames {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let unique = format!(
+        "t{}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        Instant::now().elapsed().subsec_nanos()
+    );
+    let (table, bucket, queue) = (
+        format!("jobs-{unique}"),
+        format!("blobs-{unique}"),
+        format!("work-{unique}"),
+    );
+    let queue_url = aws::provision(clients, &table, &bucket, &queue)
+        .await
+        .expect("resources on moto");
+    AwsNames {
+        table,
+        bucket,
+        queue_url,
+    }
+}
+
+/// The application on fresh AWS resources on moto.
+pub async fn app() -> (App, AwsClients, AwsNames) {
+    let clients = clients().await;
+    let names = resources(&clients).await;
+    let app = aws::app(&clients, &names, Settings::default());
+    (app, clients, names)
+}
