@@ -181,6 +181,29 @@ async fn run_worker_once(app: &App, clients: &AwsClients, queue_url: &str) -> Ve
     failed
 }
 
+/// Delivers what is on the queue twice to the worker, as SQS may, then
+/// deletes it as Lambda does. Returns how many messages there were.
+async fn deliver_twice(app: &App, clients: &AwsClients, queue_url: &str) -> usize {
+    let (event, receipts) = sqs_event_from_queue(clients, queue_url).await;
+    let count = event.records.len();
+    let again: SqsEvent = serde_json::from_value(serde_json::to_value(&event).unwrap()).unwrap();
+    for event in [event, again] {
+        let response = shared::lambda::handle_sqs_event(app, event).await;
+        assert!(response.batch_item_failures.is_empty());
+    }
+    for receipt in receipts {
+        clients
+            .sqs
+            .delete_message()
+            .queue_url(queue_url)
+            .receipt_handle(receipt)
+            .send()
+            .await
+            .unwrap();
+    }
+    count
+}
+
 async fn setup() -> (App, AwsClients, shared::aws::AwsNames) {
     let (app, clients, names) = moto::app().await;
     auth::ensure_root(&app, Some(TOKEN)).await.unwrap();
@@ -229,26 +252,7 @@ async fn import_then_export_through_the_lambda_functions() {
         (202, json!({"message": "202 Accepted"}))
     );
     // Delivered twice (at least once): still one correct archive.
-    let (event, receipts) = sqs_event_from_queue(&clients, &queue_url).await;
-    let twice: SqsEvent = serde_json::from_value(serde_json::to_value(&event).unwrap()).unwrap();
-    assert!(shared::lambda::handle_sqs_event(&app, event)
-        .await
-        .batch_item_failures
-        .is_empty());
-    assert!(shared::lambda::handle_sqs_event(&app, twice)
-        .await
-        .batch_item_failures
-        .is_empty());
-    for receipt in receipts {
-        clients
-            .sqs
-            .delete_message()
-            .queue_url(&queue_url)
-            .receipt_handle(receipt)
-            .send()
-            .await
-            .unwrap();
-    }
+    assert_eq!(deliver_twice(&app, &clients, &queue_url).await, 1);
 
     let (status, _, exported) = invoke(
         &app,
@@ -493,32 +497,7 @@ async fn relations_export_through_the_lambda_functions() {
     let (status, _, _) = invoke(&app, &SCHEDULE, event).await;
     assert_eq!(status, 202);
     // Every message delivered twice: nothing is counted or written twice.
-    for _ in 0..20 {
-        let (event, receipts) = sqs_event_from_queue(&clients, &queue_url).await;
-        if event.records.is_empty() {
-            break;
-        }
-        let again: SqsEvent =
-            serde_json::from_value(serde_json::to_value(&event).unwrap()).unwrap();
-        assert!(shared::lambda::handle_sqs_event(&app, event)
-            .await
-            .batch_item_failures
-            .is_empty());
-        assert!(shared::lambda::handle_sqs_event(&app, again)
-            .await
-            .batch_item_failures
-            .is_empty());
-        for receipt in receipts {
-            clients
-                .sqs
-                .delete_message()
-                .queue_url(&queue_url)
-                .receipt_handle(receipt)
-                .send()
-                .await
-                .unwrap();
-        }
-    }
+    while deliver_twice(&app, &clients, &queue_url).await > 0 {}
 
     let (status, _, statuses) = invoke(
         &app,

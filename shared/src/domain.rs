@@ -221,6 +221,11 @@ pub struct RelationExportPart {
 }
 
 impl RelationExportPart {
+    /// Whether a transition from `from` by a worker of `run_id` applies.
+    pub fn may_move(&self, run_id: &str, from: &[JobStatus]) -> bool {
+        self.run_id == run_id && from.contains(&self.status)
+    }
+
     /// The one way a part changes, whatever stores it.
     pub fn apply(&mut self, to: JobStatus, update: JobUpdate) {
         self.status = to;

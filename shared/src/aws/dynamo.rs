@@ -155,6 +155,14 @@ impl DynamoStore {
         Ok(output.item)
     }
 
+    /// The id an index item (username, namespace path, project path) points to.
+    async fn indexed_id(&self, pk: &str, sk: &str) -> Result<Option<u64>> {
+        Ok(self
+            .get_item(pk, sk)
+            .await?
+            .and_then(|index| get_n(&index, "id")))
+    }
+
     async fn get_data<T: DeserializeOwned>(&self, pk: &str, sk: &str) -> Result<Option<T>> {
         self.get_item(pk, sk)
             .await?
@@ -354,13 +362,10 @@ impl UserStore for DynamoStore {
     }
 
     async fn user_by_username(&self, username: &str) -> Result<Option<User>> {
-        let Some(index) = self
-            .get_item(&format!("USERNAME#{username}"), "USER")
+        match self
+            .indexed_id(&format!("USERNAME#{username}"), "USER")
             .await?
-        else {
-            return Ok(None);
-        };
-        match get_n(&index, "id") {
+        {
             Some(id) => self.user(id).await,
             None => Ok(None),
         }
@@ -399,10 +404,7 @@ impl UserStore for DynamoStore {
     }
 
     async fn namespace_by_path(&self, path: &str) -> Result<Option<Namespace>> {
-        let Some(index) = self.get_item(&format!("NSPATH#{path}"), "NS").await? else {
-            return Ok(None);
-        };
-        match get_n(&index, "id") {
+        match self.indexed_id(&format!("NSPATH#{path}"), "NS").await? {
             Some(id) => self.namespace(id).await,
             None => Ok(None),
         }
@@ -448,13 +450,10 @@ impl ProjectStore for DynamoStore {
     }
 
     async fn project_by_full_path(&self, full_path: &str) -> Result<Option<Project>> {
-        let Some(index) = self
-            .get_item(&format!("PATH#{full_path}"), "PROJECT")
+        match self
+            .indexed_id(&format!("PATH#{full_path}"), "PROJECT")
             .await?
-        else {
-            return Ok(None);
-        };
-        match get_n(&index, "id") {
+        {
             Some(id) => self.project(id).await,
             None => Ok(None),
         }
@@ -824,7 +823,7 @@ impl JobStore for DynamoStore {
             };
             let mut part: RelationExportPart = data_of(&item)?;
             let version = get_n(&item, "version").unwrap_or(0);
-            if part.run_id != run_id || !from.contains(&part.status) {
+            if !part.may_move(run_id, from) {
                 return Ok(None);
             }
             part.apply(to, update.clone());

@@ -644,7 +644,7 @@ impl JobStore for EmbeddedStore {
                     Some(bytes) => decode(bytes.value())?,
                     None => return Ok(None),
                 };
-                if part.run_id != run_id || !from.contains(&part.status) {
+                if !part.may_move(&run_id, &from) {
                     return Ok(None);
                 }
                 part.apply(to, update);

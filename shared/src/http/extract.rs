@@ -5,12 +5,13 @@
 use std::collections::HashMap;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Multipart, Request};
+use axum::extract::{FromRequest, FromRequestParts, Multipart, Path, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
 use axum::http::request::Parts;
 use serde_json::Value;
 
-use crate::domain::User;
+use crate::domain::{Project, User};
+use crate::service::{self, ProjectRef};
 use crate::{auth, App, Error};
 
 /// The authenticated user; rejects with 401.
@@ -39,6 +40,27 @@ impl FromRequestParts<App> for Caller {
                     .map(|(_, v)| v)
             });
         auth::authenticate(app, token.as_deref()).await.map(Caller)
+    }
+}
+
+/// The project named by the route's `:id` (a number or a URL-encoded path),
+/// if the authenticated caller may manage it: 401 without a valid token,
+/// 404 for someone else's project as for a missing one.
+pub struct CallerProject {
+    pub user: User,
+    pub project: Project,
+}
+
+impl FromRequestParts<App> for CallerProject {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Error> {
+        let Caller(user) = Caller::from_request_parts(parts, app).await?;
+        let Path(id) = Path::<String>::from_request_parts(parts, app)
+            .await
+            .map_err(|_| Error::project_not_found())?;
+        let project = service::find_project(app, &user, &ProjectRef::parse(&id)).await?;
+        Ok(CallerProject { user, project })
     }
 }
 

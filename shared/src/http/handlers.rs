@@ -15,10 +15,10 @@ use futures::StreamExt;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde_json::{json, Value};
 
-use super::extract::{BaseUrl, Caller, Params};
+use super::extract::{BaseUrl, Caller, CallerProject, Params};
 use super::views;
 use crate::domain::{new_id, now};
-use crate::service::{self, relation_export, ImportRequest, ProjectRef};
+use crate::service::{self, relation_export, ImportRequest};
 use crate::{auth, App, Error, Result};
 
 type JsonResponse = Result<(StatusCode, Json<Value>)>;
@@ -36,11 +36,9 @@ fn accepted() -> JsonResponse {
 
 pub async fn schedule_export(
     State(app): State<App>,
-    Caller(user): Caller,
-    Path(id): Path<String>,
+    CallerProject { user, project }: CallerProject,
     params: Params,
 ) -> JsonResponse {
-    let project = service::find_project(&app, &user, &ProjectRef::parse(&id)).await?;
     let description = params.get("description").map(str::to_owned);
     service::schedule_export(&app, &user, &project, description).await?;
     accepted()
@@ -48,11 +46,9 @@ pub async fn schedule_export(
 
 pub async fn export_status(
     State(app): State<App>,
-    Caller(user): Caller,
-    Path(id): Path<String>,
+    CallerProject { project, .. }: CallerProject,
     BaseUrl(base): BaseUrl,
 ) -> JsonResponse {
-    let project = service::find_project(&app, &user, &ProjectRef::parse(&id)).await?;
     let state = service::export_state(&app, &project).await?;
     Ok((
         StatusCode::OK,
@@ -62,33 +58,27 @@ pub async fn export_status(
 
 pub async fn export_download(
     State(app): State<App>,
-    Caller(user): Caller,
-    Path(id): Path<String>,
+    CallerProject { project, .. }: CallerProject,
 ) -> Result<Response> {
-    let project = service::find_project(&app, &user, &ProjectRef::parse(&id)).await?;
     let url = service::export_download_url(&app, &project).await?;
     Ok((StatusCode::FOUND, [(LOCATION, url)]).into_response())
 }
 
 pub async fn schedule_relations_export(
     State(app): State<App>,
-    Caller(user): Caller,
-    Path(id): Path<String>,
+    CallerProject { project, .. }: CallerProject,
     params: Params,
 ) -> JsonResponse {
-    let project = service::find_project(&app, &user, &ProjectRef::parse(&id)).await?;
     let batched = params.flag("batched")?;
-    relation_export::schedule(&app, &user, &project, batched).await?;
+    relation_export::schedule(&app, &project, batched).await?;
     accepted()
 }
 
 pub async fn relations_export_status(
     State(app): State<App>,
-    Caller(user): Caller,
-    Path(id): Path<String>,
+    CallerProject { project, .. }: CallerProject,
     params: Params,
 ) -> JsonResponse {
-    let project = service::find_project(&app, &user, &ProjectRef::parse(&id)).await?;
     let view = match params.get("relation") {
         Some(relation) => {
             views::relation_export(&relation_export::state(&app, &project, relation).await?)
@@ -106,11 +96,9 @@ pub async fn relations_export_status(
 
 pub async fn relations_export_download(
     State(app): State<App>,
-    Caller(user): Caller,
-    Path(id): Path<String>,
+    CallerProject { project, .. }: CallerProject,
     params: Params,
 ) -> Result<Response> {
-    let project = service::find_project(&app, &user, &ProjectRef::parse(&id)).await?;
     let relation = params
         .get("relation")
         .ok_or_else(|| Error::BadRequest("relation is missing".into()))?;
@@ -134,10 +122,8 @@ pub async fn relations_export_download(
 
 pub async fn import_status(
     State(app): State<App>,
-    Caller(user): Caller,
-    Path(id): Path<String>,
+    CallerProject { project, .. }: CallerProject,
 ) -> JsonResponse {
-    let project = service::find_project(&app, &user, &ProjectRef::parse(&id)).await?;
     let state = service::import_state(&app, &project).await?;
     Ok((StatusCode::OK, Json(views::import_status(&project, &state))))
 }

@@ -1,17 +1,16 @@
 //! Builds a project's export archive: store → tar.gz → blob store, streamed
-//! through bounded channels on three concurrent legs (reading records,
-//! compressing on a blocking thread, uploading).
+//! through the worker pipeline (reading records, compressing on a blocking
+//! thread, uploading).
 
 use bytes::{Bytes, BytesMut};
-use futures::StreamExt;
 use serde_json::{Map, Value};
-use tokio::sync::mpsc;
 
+use super::pipeline::{self, Entries};
 use super::{claim, fail};
 use crate::archive::{self, ExportItem};
 use crate::domain::{export_file_name, now, Job, JobKind, JobStatus, JobUpdate, Project};
 use crate::service::{content_files_prefix, export_key, exports_prefix};
-use crate::{relations, stream, App, Error, Result};
+use crate::{relations, App, Error, Result};
 
 pub(super) async fn run(app: &App, job_id: &str) -> Result<()> {
     let Some(job) = claim(app, job_id).await? else {
@@ -60,121 +59,83 @@ async fn build_archive(
     key: &str,
     mtime: u64,
 ) -> Result<u64> {
-    let (items, mut items_rx) = mpsc::channel::<ExportItem>(16);
-    let (writer, archive_bytes) = stream::blocking_writer();
-    let level = app.settings.compression_level;
-    let compress = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
-        let (writer, total) = archive::write_archive(&mut items_rx, writer, level, mtime)?;
-        writer.finish()?;
-        Ok(total)
-    });
-    let upload = app.blobs.put(key, archive_bytes);
-    let produce = produce_entries(app, project, job, items);
-    let (uploaded, produced) = tokio::join!(upload, produce);
-    let compressed = compress.await.map_err(Error::internal)?;
-    // The first failure in pipeline order is the cause; later ones are echoes.
-    let records = produced?;
-    compressed.map_err(|err| Error::Internal(format!("writing the archive: {err}")))?;
-    uploaded?;
-    Ok(records)
+    pipeline::tar_gz(app, key, mtime, |entries| async move {
+        let records = write_entries(app, project, job, &entries).await?;
+        entries.finish().await?;
+        Ok(records)
+    })
+    .await
 }
 
-/// Sends every entry of the archive, then `Finish`. Returns the record count.
-async fn produce_entries(
-    app: &App,
-    project: &Project,
-    job: &Job,
-    items: mpsc::Sender<ExportItem>,
-) -> Result<u64> {
-    let send = |item| {
-        let items = items.clone();
-        async move {
-            items
-                .send(item)
-                .await
-                .map_err(|_| Error::Internal("the archive writer stopped".into()))
-        }
-    };
-    let small_file = |path: &str, bytes: Bytes| {
-        let send = &send;
-        let path = path.to_owned();
-        async move {
-            send(ExportItem::Begin {
-                path,
-                size: bytes.len() as u64,
-            })
-            .await?;
-            send(ExportItem::Data(bytes)).await?;
-            send(ExportItem::End).await
-        }
-    };
-    small_file("VERSION", Bytes::from_static(archive::VERSION.as_bytes())).await?;
-    small_file(
-        "GITLAB_VERSION",
-        Bytes::from_static(archive::GITLAB_VERSION.as_bytes()),
-    )
-    .await?;
-    small_file(
-        "GITLAB_REVISION",
-        Bytes::from_static(archive::GITLAB_REVISION.as_bytes()),
-    )
-    .await?;
+/// Sends every entry of the archive. Returns the record count.
+async fn write_entries(app: &App, project: &Project, job: &Job, entries: &Entries) -> Result<u64> {
+    entries
+        .file("VERSION", Bytes::from_static(archive::VERSION.as_bytes()))
+        .await?;
+    entries
+        .file(
+            "GITLAB_VERSION",
+            Bytes::from_static(archive::GITLAB_VERSION.as_bytes()),
+        )
+        .await?;
+    entries
+        .file(
+            "GITLAB_REVISION",
+            Bytes::from_static(archive::GITLAB_REVISION.as_bytes()),
+        )
+        .await?;
     let generation = project.content.as_deref();
     let stored = match generation {
         Some(generation) => app.projects.attributes(generation).await?,
         None => None,
     };
-    small_file(archive::PROJECT_JSON, project_json(project, job, stored)?).await?;
+    entries
+        .file(archive::PROJECT_JSON, project_json(project, job, stored)?)
+        .await?;
 
     let mut records = 0u64;
-    if let Some(generation) = generation {
-        let mut relations = app.projects.relations(generation).await?;
-        relations.sort_by_key(|r| relations::export_rank(&r.relation));
-        for stats in relations.into_iter().filter(|s| s.records > 0) {
-            send(ExportItem::Begin {
+    let Some(generation) = generation else {
+        return Ok(records);
+    };
+    let mut relations = app.projects.relations(generation).await?;
+    relations.sort_by_key(|r| relations::export_rank(&r.relation));
+    for stats in relations.into_iter().filter(|s| s.records > 0) {
+        entries
+            .send(ExportItem::Begin {
                 path: archive::relation_file(&stats.relation),
                 size: stats.ndjson_bytes,
             })
             .await?;
-            let mut after = None;
-            loop {
-                let page = app
-                    .projects
-                    .records(
-                        generation,
-                        &stats.relation,
-                        after,
-                        app.settings.export_page_records,
-                    )
-                    .await?;
-                let Some(last) = page.last() else { break };
-                after = Some(last.seq);
-                let mut lines = BytesMut::new();
-                for record in &page {
-                    lines.extend_from_slice(&record.json);
-                    lines.extend_from_slice(b"\n");
-                }
-                records += page.len() as u64;
-                send(ExportItem::Data(lines.freeze())).await?;
+        let mut after = None;
+        loop {
+            let page = app
+                .projects
+                .records(
+                    generation,
+                    &stats.relation,
+                    after,
+                    app.settings.export_page_records,
+                )
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.seq);
+            let mut lines = BytesMut::new();
+            for record in &page {
+                lines.extend_from_slice(&record.json);
+                lines.extend_from_slice(b"\n");
             }
-            send(ExportItem::End).await?;
-            app.jobs.record_progress(&job.id, records).await?;
+            records += page.len() as u64;
+            entries.send(ExportItem::Data(lines.freeze())).await?;
         }
-        let prefix = content_files_prefix(project.id, generation);
-        for blob in app.blobs.list(&prefix).await? {
-            send(ExportItem::Begin {
-                path: blob.key[prefix.len()..].to_owned(),
-                size: blob.size,
-            })
-            .await?;
-            let mut body = app.blobs.get(&blob.key).await?;
-            while let Some(chunk) = body.next().await {
-                send(ExportItem::Data(chunk?)).await?;
-            }
-            send(ExportItem::End).await?;
-        }
+        entries.send(ExportItem::End).await?;
+        app.jobs.record_progress(&job.id, records).await?;
     }
-    send(ExportItem::Finish).await?;
+    let prefix = content_files_prefix(project.id, generation);
+    for blob in app.blobs.list(&prefix).await? {
+        entries
+            .blob(app, &blob.key, &blob.key[prefix.len()..], blob.size)
+            .await?;
+    }
     Ok(records)
 }
 

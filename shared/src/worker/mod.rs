@@ -4,6 +4,7 @@
 
 mod export;
 mod import;
+mod pipeline;
 mod relation_export;
 
 use tracing::Instrument;

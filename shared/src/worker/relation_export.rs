@@ -3,20 +3,14 @@
 //! relation as a tar.gz. Each message is independent: one failing relation
 //! leaves the others finishing.
 
-use std::io::Write;
-
 use bytes::{Bytes, BytesMut};
-use flate2::write::GzEncoder;
-use flate2::Compression;
-use futures::StreamExt;
-use tokio::sync::mpsc;
 
-use crate::archive::{self, ExportItem};
+use super::pipeline;
 use crate::domain::{JobStatus, JobUpdate, Message, RelationExportPart};
 use crate::relations::{self, SELF_RELATION};
 use crate::service::content_files_prefix;
 use crate::service::relation_export::part_key;
-use crate::{stream, App, Error, Result};
+use crate::{App, Error, Result};
 
 pub(super) async fn run(app: &App, message: &Message) -> Result<()> {
     let Some(relation) = message.relation.as_deref() else {
@@ -83,42 +77,6 @@ pub(super) async fn run(app: &App, message: &Message) -> Result<()> {
     }
 }
 
-/// Gzips what `produce` sends (then `None`) into the blob at `key`. A
-/// producer that stops without `None` leaves no blob.
-async fn put_gzip<F, Fut>(app: &App, key: &str, produce: F) -> Result<u64>
-where
-    F: FnOnce(mpsc::Sender<Option<Bytes>>) -> Fut,
-    Fut: std::future::Future<Output = Result<u64>>,
-{
-    let (chunks, mut chunks_rx) = mpsc::channel::<Option<Bytes>>(16);
-    let (writer, compressed) = stream::blocking_writer();
-    let level = app.settings.compression_level;
-    let compress = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        let mut gzip = GzEncoder::new(writer, Compression::new(level));
-        loop {
-            match chunks_rx.blocking_recv() {
-                Some(Some(chunk)) => gzip.write_all(&chunk)?,
-                Some(None) => break,
-                None => return Err(std::io::Error::other("the producer stopped")),
-            }
-        }
-        gzip.finish()?.finish()
-    });
-    let (uploaded, produced) = tokio::join!(app.blobs.put(key, compressed), produce(chunks));
-    let compressed = compress.await.map_err(Error::internal)?;
-    let objects = produced?;
-    compressed.map_err(|err| Error::Internal(format!("compressing {key}: {err}")))?;
-    uploaded?;
-    Ok(objects)
-}
-
-async fn send(chunks: &mpsc::Sender<Option<Bytes>>, chunk: Option<Bytes>) -> Result<()> {
-    chunks
-        .send(chunk)
-        .await
-        .map_err(|_| Error::Internal("the compressor stopped".into()))
-}
-
 async fn export_self(app: &App, part: &RelationExportPart, key: &str) -> Result<u64> {
     let attributes = match &part.content {
         Some(content) => app.projects.attributes(content).await?.ok_or_else(|| {
@@ -126,9 +84,9 @@ async fn export_self(app: &App, part: &RelationExportPart, key: &str) -> Result<
         })?,
         None => Bytes::from_static(b"{}"),
     };
-    put_gzip(app, key, |chunks| async move {
-        send(&chunks, Some(attributes)).await?;
-        send(&chunks, None).await?;
+    pipeline::gzip(app, key, |chunks| async move {
+        chunks.send(attributes).await?;
+        chunks.finish().await?;
         Ok(1)
     })
     .await
@@ -137,7 +95,7 @@ async fn export_self(app: &App, part: &RelationExportPart, key: &str) -> Result<
 async fn export_records(app: &App, part: &RelationExportPart, key: &str) -> Result<u64> {
     let page_size = app.settings.export_page_records as u64;
     let expected = part.objects_count;
-    put_gzip(app, key, |chunks| async move {
+    pipeline::gzip(app, key, |chunks| async move {
         let mut written = 0u64;
         if let Some(content) = &part.content {
             let mut after = part.first_seq.checked_sub(1);
@@ -155,7 +113,7 @@ async fn export_records(app: &App, part: &RelationExportPart, key: &str) -> Resu
                     lines.extend_from_slice(b"\n");
                 }
                 written += page.len() as u64;
-                send(&chunks, Some(lines.freeze())).await?;
+                chunks.send(lines.freeze()).await?;
                 app.jobs
                     .transition_relation_export_part(
                         part.project_id,
@@ -177,7 +135,7 @@ async fn export_records(app: &App, part: &RelationExportPart, key: &str) -> Resu
                 "the project changed during the export ({written} of {expected} records found): schedule it again"
             )));
         }
-        send(&chunks, None).await?;
+        chunks.finish().await?;
         Ok(written)
     })
     .await
@@ -197,14 +155,6 @@ async fn export_files(app: &App, part: &RelationExportPart, key: &str) -> Result
             relations::file_relation_of(&b.key[prefix.len()..]) == Some(part.relation.as_str())
         })
         .collect();
-    let (items, mut items_rx) = mpsc::channel::<ExportItem>(16);
-    let (writer, tar_gz) = stream::blocking_writer();
-    let level = app.settings.compression_level;
-    let mtime = part.updated_at.timestamp() as u64;
-    let compress = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        let (writer, _) = archive::write_archive(&mut items_rx, writer, level, mtime)?;
-        writer.finish()
-    });
     let count = files.len() as u64;
     if count != part.objects_count {
         return Err(Error::BadRequest(format!(
@@ -212,35 +162,15 @@ async fn export_files(app: &App, part: &RelationExportPart, key: &str) -> Result
             part.objects_count
         )));
     }
-    // Owns the sender: when it ends, so does the writer's input.
-    let produce = async move {
-        let send = |item| {
-            let items = items.clone();
-            async move {
-                items
-                    .send(item)
-                    .await
-                    .map_err(|_| Error::Internal("the archive writer stopped".into()))
-            }
-        };
+    let mtime = part.updated_at.timestamp() as u64;
+    pipeline::tar_gz(app, key, mtime, |entries| async move {
         for file in &files {
-            send(ExportItem::Begin {
-                path: file.key[prefix.len()..].to_owned(),
-                size: file.size,
-            })
-            .await?;
-            let mut body = app.blobs.get(&file.key).await?;
-            while let Some(chunk) = body.next().await {
-                send(ExportItem::Data(chunk?)).await?;
-            }
-            send(ExportItem::End).await?;
+            entries
+                .blob(app, &file.key, &file.key[prefix.len()..], file.size)
+                .await?;
         }
-        send(ExportItem::Finish).await
-    };
-    let (uploaded, produced) = tokio::join!(app.blobs.put(key, tar_gz), produce);
-    let compressed = compress.await.map_err(Error::internal)?;
-    produced?;
-    compressed.map_err(|err| Error::Internal(format!("writing {key}: {err}")))?;
-    uploaded?;
-    Ok(count)
+        entries.finish().await?;
+        Ok(count)
+    })
+    .await
 }

@@ -1,0 +1,143 @@
+//! The streaming legs every file a worker writes goes through: a producer
+//! sending pieces, a blocking thread compressing them, an upload into the
+//! blob store, with bounded channels between them. A producer that stops
+//! without finishing leaves no file.
+
+use std::future::Future;
+use std::io::Write;
+
+use bytes::Bytes;
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+use crate::archive::{self, ExportItem};
+use crate::{stream, App, Error, Result};
+
+fn stopped(what: &str) -> Error {
+    Error::Internal(format!("the {what} stopped"))
+}
+
+/// The entries of a tar.gz on their way to the compressing thread.
+pub(super) struct Entries {
+    items: mpsc::Sender<ExportItem>,
+}
+
+impl Entries {
+    pub async fn send(&self, item: ExportItem) -> Result<()> {
+        self.items
+            .send(item)
+            .await
+            .map_err(|_| stopped("archive writer"))
+    }
+
+    /// A whole small file.
+    pub async fn file(&self, path: &str, bytes: Bytes) -> Result<()> {
+        self.send(ExportItem::Begin {
+            path: path.to_owned(),
+            size: bytes.len() as u64,
+        })
+        .await?;
+        self.send(ExportItem::Data(bytes)).await?;
+        self.send(ExportItem::End).await
+    }
+
+    /// A stored blob, streamed into the archive as `path`.
+    pub async fn blob(&self, app: &App, key: &str, path: &str, size: u64) -> Result<()> {
+        self.send(ExportItem::Begin {
+            path: path.to_owned(),
+            size,
+        })
+        .await?;
+        let mut body = app.blobs.get(key).await?;
+        while let Some(chunk) = body.next().await {
+            self.send(ExportItem::Data(chunk?)).await?;
+        }
+        self.send(ExportItem::End).await
+    }
+
+    /// Everything was sent: only now may the archive be completed.
+    pub async fn finish(self) -> Result<()> {
+        self.send(ExportItem::Finish).await
+    }
+}
+
+/// Writes the tar.gz that `produce` fills to the blob at `key`; returns
+/// what `produce` returns.
+pub(super) async fn tar_gz<T, F, Fut>(app: &App, key: &str, mtime: u64, produce: F) -> Result<T>
+where
+    F: FnOnce(Entries) -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let (items, mut items_rx) = mpsc::channel::<ExportItem>(16);
+    let (writer, compressed) = stream::blocking_writer();
+    let level = app.settings.compression_level;
+    let compress = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let (writer, _) = archive::write_archive(&mut items_rx, writer, level, mtime)?;
+        writer.finish()
+    });
+    let (uploaded, produced) =
+        tokio::join!(app.blobs.put(key, compressed), produce(Entries { items }));
+    finish_legs(key, compress.await, produced, uploaded)
+}
+
+/// The pieces of a gzip file on their way to the compressing thread.
+pub(super) struct Chunks {
+    chunks: mpsc::Sender<Option<Bytes>>,
+}
+
+impl Chunks {
+    pub async fn send(&self, chunk: Bytes) -> Result<()> {
+        self.chunks
+            .send(Some(chunk))
+            .await
+            .map_err(|_| stopped("compressor"))
+    }
+
+    pub async fn finish(self) -> Result<()> {
+        self.chunks
+            .send(None)
+            .await
+            .map_err(|_| stopped("compressor"))
+    }
+}
+
+/// Writes the gzip file that `produce` fills to the blob at `key`.
+pub(super) async fn gzip<T, F, Fut>(app: &App, key: &str, produce: F) -> Result<T>
+where
+    F: FnOnce(Chunks) -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let (chunks, mut chunks_rx) = mpsc::channel::<Option<Bytes>>(16);
+    let (writer, compressed) = stream::blocking_writer();
+    let level = app.settings.compression_level;
+    let compress = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let mut gzip = GzEncoder::new(writer, Compression::new(level));
+        loop {
+            match chunks_rx.blocking_recv() {
+                Some(Some(chunk)) => gzip.write_all(&chunk)?,
+                Some(None) => break,
+                None => return Err(std::io::Error::other("the producer stopped")),
+            }
+        }
+        gzip.finish()?.finish()
+    });
+    let (uploaded, produced) =
+        tokio::join!(app.blobs.put(key, compressed), produce(Chunks { chunks }));
+    finish_legs(key, compress.await, produced, uploaded)
+}
+
+/// The first failure in pipeline order is the cause; later ones are echoes.
+fn finish_legs<T>(
+    key: &str,
+    compressed: std::result::Result<std::io::Result<()>, tokio::task::JoinError>,
+    produced: Result<T>,
+    uploaded: Result<u64>,
+) -> Result<T> {
+    let compressed = compressed.map_err(Error::internal)?;
+    let value = produced?;
+    compressed.map_err(|err| Error::Internal(format!("writing {key}: {err}")))?;
+    uploaded?;
+    Ok(value)
+}
