@@ -438,3 +438,76 @@ fn admin_api_is_for_administrators() {
     let (status, body) = call(&server, Some(&alice), "GET", "/no/such/route");
     assert_eq!((status, body), (404, json!({"message": "404 Not Found"})));
 }
+
+#[test]
+fn export_scheduling_is_rate_limited_per_user() {
+    let temp = tempfile::tempdir().unwrap();
+    let server = Server::start_in(temp.path(), &["--export-rate-limit", "2"]);
+    let (_, alice) = server.create_user("alice");
+    let status = server.import_and_wait(ROOT_TOKEN, small_archive(&[ISSUE_1]), &[("path", "p")]);
+    let id = status["id"].as_u64().unwrap();
+    let mine = server.import_and_wait(&alice, small_archive(&[ISSUE_1]), &[("path", "q")]);
+    let alice_id = mine["id"].as_u64().unwrap();
+
+    assert_eq!(
+        server
+            .post(Some(ROOT_TOKEN), &format!("/projects/{id}/export"))
+            .status(),
+        202
+    );
+    assert_eq!(
+        server
+            .post(
+                Some(ROOT_TOKEN),
+                &format!("/projects/{id}/export_relations")
+            )
+            .status(),
+        202
+    );
+    let refused = server.post(Some(ROOT_TOKEN), &format!("/projects/{id}/export"));
+    assert_eq!(refused.status(), 429);
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_eq!(
+        refused.json::<Value>().unwrap(),
+        json!({"message": "This endpoint has been requested too many times. Try again later."})
+    );
+    // Another user has a limit of their own.
+    assert_eq!(
+        server
+            .post(Some(&alice), &format!("/projects/{alice_id}/export"))
+            .status(),
+        202
+    );
+}
+
+#[test]
+fn expired_tokens_are_refused() {
+    let server = Server::start();
+    let (alice_id, _) = server.create_user("alice");
+    // GitLab's tokens expire at midnight (UTC) of their expiry date.
+    let today = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d"])
+        .output()
+        .unwrap();
+    let today = String::from_utf8(today.stdout).unwrap().trim().to_owned();
+    let token: Value = client()
+        .post(server.url(&format!("/users/{alice_id}/personal_access_tokens")))
+        .header("PRIVATE-TOKEN", ROOT_TOKEN)
+        .json(&json!({"name": "old", "expires_at": today}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(token["expires_at"], today);
+    let response = server.get(token["token"].as_str(), "/user");
+    assert_eq!(response.status(), 401);
+    assert_eq!(
+        response.json::<Value>().unwrap(),
+        json!({"message": "401 Unauthorized"})
+    );
+}

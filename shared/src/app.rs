@@ -27,6 +27,9 @@ pub struct Settings {
     pub export_page_records: usize,
     /// Records per batch of a batched relations export (GitLab: 1,000).
     pub relation_batch_records: u64,
+    /// Exports (full or relations) a user may schedule per minute (GitLab:
+    /// 6); 0 turns the limit off.
+    pub export_rate_limit: u32,
 }
 
 impl Default for Settings {
@@ -40,6 +43,7 @@ impl Default for Settings {
             import_batch_records: 1000,
             export_page_records: 1000,
             relation_batch_records: 1000,
+            export_rate_limit: 6,
         }
     }
 }

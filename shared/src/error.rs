@@ -21,6 +21,9 @@ pub enum Error {
     Conflict(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// GitLab's rate limit answer; `retry_after` in seconds.
+    #[error("This endpoint has been requested too many times. Try again later.")]
+    TooManyRequests { retry_after: u64 },
     #[error(transparent)]
     Archive(#[from] ArchiveError),
     /// A backend (database, blob store, queue) failed; worth a retry.

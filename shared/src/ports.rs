@@ -30,6 +30,16 @@ pub trait UserStore: Send + Sync {
     async fn token_by_hash(&self, token_hash: [u8; 32]) -> Result<Option<Token>>;
     async fn namespace(&self, id: NamespaceId) -> Result<Option<Namespace>>;
     async fn namespace_by_path(&self, path: &str) -> Result<Option<Namespace>>;
+    /// Counts one use of `action` by the user in the fixed window starting
+    /// at `window_start` (unix seconds), unless `limit` uses were counted
+    /// already: then returns false and counts nothing.
+    async fn take_rate_slot(
+        &self,
+        user_id: UserId,
+        action: &str,
+        window_start: i64,
+        limit: u32,
+    ) -> Result<bool>;
 }
 
 /// Size of one stored relation of a content generation.

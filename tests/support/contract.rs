@@ -58,6 +58,31 @@ pub async fn user_store(app: &App, _backend: Backend) {
         .unwrap();
     assert_eq!(users.token_by_hash([1; 32]).await.unwrap(), Some(token));
     assert_eq!(users.token_by_hash([2; 32]).await.unwrap(), None);
+
+    // Rate windows: `limit` uses per user, action and window.
+    for _ in 0..2 {
+        assert!(users
+            .take_rate_slot(alice.id, "export", 60, 2)
+            .await
+            .unwrap());
+    }
+    assert!(!users
+        .take_rate_slot(alice.id, "export", 60, 2)
+        .await
+        .unwrap());
+    assert!(!users
+        .take_rate_slot(alice.id, "export", 60, 2)
+        .await
+        .unwrap());
+    assert!(users.take_rate_slot(bob.id, "export", 60, 2).await.unwrap());
+    assert!(users
+        .take_rate_slot(alice.id, "import", 60, 2)
+        .await
+        .unwrap());
+    assert!(users
+        .take_rate_slot(alice.id, "export", 120, 2)
+        .await
+        .unwrap());
 }
 
 fn records(range: std::ops::Range<u64>) -> Vec<Bytes> {

@@ -59,11 +59,16 @@ impl Server {
     }
 
     /// A server on an existing data directory, with extra `serve` flags.
+    /// Tests export often: the export rate limit is off unless a test sets it.
     pub fn start_in(data_dir: &Path, extra: &[&str]) -> Self {
+        let mut args = extra.to_vec();
+        if !extra.contains(&"--export-rate-limit") {
+            args.extend(["--export-rate-limit", "0"]);
+        }
         let mut child = Command::new(local_binary())
             .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
-            .args(extra)
+            .args(&args)
             .env("LOCAL_ROOT_TOKEN", ROOT_TOKEN)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())

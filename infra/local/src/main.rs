@@ -63,6 +63,9 @@ struct ServeArgs {
     max_upload_bytes: u64,
     #[command(flatten)]
     limits: LimitArgs,
+    /// Exports a user may schedule per minute (GitLab: 6); 0 turns the limit off.
+    #[arg(long, default_value_t = Settings::default().export_rate_limit, env = "EXPORT_RATE_LIMIT_PER_MINUTE")]
+    export_rate_limit: u32,
     /// Records per batch of a batched relations export.
     #[arg(long, default_value_t = Settings::default().relation_batch_records, env = "RELATION_BATCH_SIZE")]
     relation_batch_size: u64,
@@ -223,6 +226,7 @@ async fn serve(args: ServeArgs) -> Result<(), shared::Error> {
         download_ttl: Duration::from_secs(args.download_ttl),
         max_upload_bytes: args.max_upload_bytes,
         relation_batch_records: args.relation_batch_size.max(1),
+        export_rate_limit: args.export_rate_limit,
         limits: args.limits.limits(),
         ..Settings::default()
     };

@@ -13,6 +13,7 @@
 //! | relation stats       | `GEN#<generation>`          | `STATS#<rel>`    |
 //! | record               | `REC#<generation>#<rel>`    | seq, 20 digits   |
 //! | relation export part | `RELEXP#<project>`          | `<rel>#<batch, 10 digits>` |
+//! | rate limit window    | `RATE#<user>#<action>`      | window start     |
 //!
 //! Values over `INLINE_LIMIT` (items are at most 400 KB) go to S3 and the
 //! item keeps a pointer, transparently.
@@ -407,6 +408,37 @@ impl UserStore for DynamoStore {
         match self.indexed_id(&format!("NSPATH#{path}"), "NS").await? {
             Some(id) => self.namespace(id).await,
             None => Ok(None),
+        }
+    }
+
+    async fn take_rate_slot(
+        &self,
+        user_id: UserId,
+        action: &str,
+        window_start: i64,
+        limit: u32,
+    ) -> Result<bool> {
+        let counted = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(
+                format!("RATE#{user_id}#{action}"),
+                window_start.to_string(),
+            )))
+            .update_expression("ADD hits :one SET expires_at = :expires")
+            .condition_expression("attribute_not_exists(hits) OR hits < :limit")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":limit", n(limit.into()))
+            .expression_attribute_values(":expires", n(window_start.max(0) as u64 + 3600))
+            .send()
+            .await;
+        match counted {
+            Ok(_) => Ok(true),
+            Err(err) => match err.into_service_error() {
+                e if e.is_conditional_check_failed_exception() => Ok(false),
+                e => Err(ddb_error(e)),
+            },
         }
     }
 }

@@ -32,6 +32,8 @@ const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 const LATEST_JOB: TableDefinition<(u64, &str), &str> = TableDefinition::new("latest_job");
 const LATEST_FINISHED_JOB: TableDefinition<(u64, &str), &str> =
     TableDefinition::new("latest_finished_job");
+/// (user, action, window start) → uses counted in that window
+const RATE_WINDOWS: TableDefinition<(u64, &str, i64), u32> = TableDefinition::new("rate_windows");
 /// (project, relation, batch number or 0 for the relation's own part)
 const RELATION_EXPORTS: TableDefinition<(u64, &str, u32), &[u8]> =
     TableDefinition::new("relation_exports");
@@ -57,6 +59,7 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<()> {
         LATEST_JOB,
         LATEST_FINISHED_JOB,
         RELATION_EXPORTS,
+        RATE_WINDOWS,
     );
     Ok(())
 }
@@ -218,6 +221,43 @@ impl UserStore for EmbeddedStore {
                     return Ok(None);
                 };
                 get_json(txn, NAMESPACES, id.value())
+            })
+            .await
+    }
+
+    async fn take_rate_slot(
+        &self,
+        user_id: UserId,
+        action: &str,
+        window_start: i64,
+        limit: u32,
+    ) -> Result<bool> {
+        let action = action.to_owned();
+        self.db
+            .write(move |txn| {
+                let mut table = txn.open_table(RATE_WINDOWS).map_err(Error::storage)?;
+                let a = action.as_str();
+                // Past windows of this user and action are of no use any more.
+                let past: Vec<i64> = table
+                    .range((user_id, a, i64::MIN)..(user_id, a, window_start))
+                    .map_err(Error::storage)?
+                    .map(|item| item.map(|(key, _)| key.value().2))
+                    .collect::<Result<_, _>>()
+                    .map_err(Error::storage)?;
+                for window in past {
+                    table.remove((user_id, a, window)).map_err(Error::storage)?;
+                }
+                let used = table
+                    .get((user_id, a, window_start))
+                    .map_err(Error::storage)?
+                    .map_or(0, |v| v.value());
+                if used >= limit {
+                    return Ok(false);
+                }
+                table
+                    .insert((user_id, a, window_start), used + 1)
+                    .map_err(Error::storage)?;
+                Ok(true)
             })
             .await
     }

@@ -15,6 +15,7 @@ pub fn error_response(err: &Error) -> Response {
         Error::BadRequest(_) | Error::Archive(_) => StatusCode::BAD_REQUEST,
         Error::Conflict(_) => StatusCode::CONFLICT,
         Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
         Error::Storage(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
     let message = if status.is_server_error() {
@@ -23,7 +24,13 @@ pub fn error_response(err: &Error) -> Response {
     } else {
         err.to_string()
     };
-    (status, Json(json!({ "message": message }))).into_response()
+    let mut response = (status, Json(json!({ "message": message }))).into_response();
+    if let Error::TooManyRequests { retry_after } = err {
+        response
+            .headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, (*retry_after).into());
+    }
+    response
 }
 
 impl IntoResponse for Error {

@@ -66,11 +66,11 @@ pub async fn export_download(
 
 pub async fn schedule_relations_export(
     State(app): State<App>,
-    CallerProject { project, .. }: CallerProject,
+    CallerProject { user, project }: CallerProject,
     params: Params,
 ) -> JsonResponse {
     let batched = params.flag("batched")?;
-    relation_export::schedule(&app, &project, batched).await?;
+    relation_export::schedule(&app, &user, &project, batched).await?;
     accepted()
 }
 

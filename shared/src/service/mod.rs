@@ -44,12 +44,35 @@ async fn enqueue(app: &App, job: &Job) -> Result<()> {
     app.queue.send(&[Message::for_job(job)]).await
 }
 
+/// GitLab's export rate limit: a fixed one-minute window per user, shared by
+/// full and relations exports. `429` with the seconds left in the window.
+pub async fn check_export_rate(app: &App, user: &User) -> Result<()> {
+    let limit = app.settings.export_rate_limit;
+    if limit == 0 {
+        return Ok(());
+    }
+    let now = crate::domain::now().timestamp();
+    let window = now - now.rem_euclid(60);
+    if app
+        .users
+        .take_rate_slot(user.id, "project_export", window, limit)
+        .await?
+    {
+        Ok(())
+    } else {
+        Err(Error::TooManyRequests {
+            retry_after: (window + 60 - now).max(1) as u64,
+        })
+    }
+}
+
 pub async fn schedule_export(
     app: &App,
     user: &User,
     project: &Project,
     description: Option<String>,
 ) -> Result<Job> {
+    check_export_rate(app, user).await?;
     let mut job = Job::new(JobKind::Export, project.id, user.id);
     job.description = description;
     enqueue(app, &job).await?;

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::domain::{new_id, now, JobKind, JobStatus, Message, Project, RelationExportPart};
+use crate::domain::{new_id, now, JobKind, JobStatus, Message, Project, RelationExportPart, User};
 use crate::relations::{self, FILE_RELATIONS, SELF_RELATION};
 use crate::service::content_files_prefix;
 use crate::{App, Error, Result};
@@ -53,7 +53,8 @@ async fn portable_relations(app: &App, project: &Project) -> Result<Vec<(String,
 
 /// Starts a new run: replaces the previous one and queues one message per
 /// relation (per batch when `batched`).
-pub async fn schedule(app: &App, project: &Project, batched: bool) -> Result<()> {
+pub async fn schedule(app: &App, user: &User, project: &Project, batched: bool) -> Result<()> {
+    super::check_export_rate(app, user).await?;
     let run_id = new_id();
     let batch_size = app.settings.relation_batch_records.max(1);
     let part = |relation: &str, objects_count: u64| RelationExportPart {
