@@ -1,0 +1,96 @@
+//! Faults in the workers: a message that keeps failing ends with its job
+//! `failed` and the reason, never stuck in `started`; a failed rebuild
+//! leaves the previous archive downloadable.
+
+use e2e::contract::embedded_app;
+use shared::domain::{Job, JobKind, JobStatus, Message, NewProject};
+use shared::service;
+use shared::worker::{self, Outcome, MAX_RECEIVES};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_failing_every_time_ends_its_job_failed() {
+    let (app, dir) = embedded_app();
+    let user = app
+        .users
+        .create_user("alice", "Alice", false)
+        .await
+        .unwrap();
+    let namespace = app.users.namespace(user.id).await.unwrap().unwrap();
+    let project = app
+        .projects
+        .create_project(NewProject {
+            namespace,
+            path: "p".into(),
+            name: "p".into(),
+            description: None,
+            owner_id: user.id,
+        })
+        .await
+        .unwrap();
+
+    // A first export works and is downloadable.
+    let first = service::schedule_export(&app, &user, &project, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        worker::attempt(&app, &Message::for_job(&first), 1).await,
+        Outcome::Done
+    );
+    let url = service::export_download_url(&app, &project).await.unwrap();
+
+    // Then the blob store breaks: its directory is replaced by a file.
+    let blobs = dir.path().join("blobs");
+    let saved = dir.path().join("blobs-saved");
+    std::fs::rename(&blobs, &saved).unwrap();
+    std::fs::write(&blobs, b"not a directory").unwrap();
+
+    let mut second = Job::new(JobKind::Export, project.id, user.id);
+    second.id = "second-export".into();
+    app.jobs.create_job(&second).await.unwrap();
+    let message = Message::for_job(&second);
+    for attempt in 1..MAX_RECEIVES {
+        assert_eq!(
+            worker::attempt(&app, &message, attempt).await,
+            Outcome::Retry,
+            "attempt {attempt}"
+        );
+        let job = app.jobs.job(&second.id).await.unwrap().unwrap();
+        assert_eq!(job.status, JobStatus::Started);
+    }
+    // Meanwhile the previous archive is still the one offered.
+    let state = service::export_state(&app, &project).await.unwrap();
+    assert_eq!(state.status, "regeneration_in_progress");
+
+    assert_eq!(
+        worker::attempt(&app, &message, MAX_RECEIVES).await,
+        Outcome::Done
+    );
+    let job = app.jobs.job(&second.id).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Failed);
+    let error = job.error.unwrap();
+    assert!(
+        error.starts_with(&format!("gave up after {MAX_RECEIVES} attempts")),
+        "{error}"
+    );
+    assert_eq!(
+        service::export_state(&app, &project).await.unwrap().status,
+        "failed"
+    );
+
+    // The finished archive of the first export survives the failed rebuild.
+    std::fs::remove_file(&blobs).unwrap();
+    std::fs::rename(&saved, &blobs).unwrap();
+    let key = app
+        .jobs
+        .latest_finished_job(project.id, JobKind::Export)
+        .await
+        .unwrap()
+        .unwrap()
+        .archive_key
+        .unwrap();
+    assert!(!shared::stream::collect(app.blobs.get(&key).await.unwrap())
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(url.contains("signature="));
+}
