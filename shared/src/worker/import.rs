@@ -28,7 +28,7 @@ pub(super) async fn run(app: &App, job_id: &str) -> Result<()> {
     let generation = job.id.clone();
     if project.content.as_deref() == Some(generation.as_str()) {
         // A previous attempt switched the project and stopped before saying so.
-        return finish(app, job_id, job.processed, None).await;
+        return finish(app, project.id, job_id, job.processed, None).await;
     }
     let Some(job) = claim(app, job_id).await? else {
         return Ok(());
@@ -75,13 +75,26 @@ pub(super) async fn run(app: &App, job_id: &str) -> Result<()> {
         )
         .await;
     }
-    finish(app, job_id, summary.records, project.content.as_deref()).await?;
+    finish(
+        app,
+        project.id,
+        job_id,
+        summary.records,
+        project.content.as_deref(),
+    )
+    .await?;
     app.blobs.delete_prefix(&upload_prefix(&upload)).await?;
     tracing::info!(records = summary.records, "import finished");
     Ok(())
 }
 
-async fn finish(app: &App, job_id: &str, records: u64, replaced: Option<&str>) -> Result<()> {
+async fn finish(
+    app: &App,
+    project_id: u64,
+    job_id: &str,
+    records: u64,
+    replaced: Option<&str>,
+) -> Result<()> {
     app.jobs
         .transition(
             job_id,
@@ -94,10 +107,7 @@ async fn finish(app: &App, job_id: &str, records: u64, replaced: Option<&str>) -
         )
         .await?;
     if let Some(old) = replaced {
-        let project_id = app.jobs.job(job_id).await?.map(|j| j.project_id);
-        if let Some(project_id) = project_id {
-            discard_generation(app, project_id, old).await?;
-        }
+        discard_generation(app, project_id, old).await?;
     }
     Ok(())
 }
