@@ -21,14 +21,16 @@ pub fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/gitlab")
 }
 
-/// Builds the `local` binary once per test process (a no-op when fresh) and
-/// returns its path, next to this test's own target directory.
+/// Builds the `local` binary once per test process and returns its path,
+/// next to this test's own target directory. It builds the whole workspace
+/// with all targets, as the test command does, so that features resolve the
+/// same way and the build is a no-op when nothing changed.
 pub fn local_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "local", "--bin", "local"])
+            .args(["build", "--quiet", "--workspace", "--all-targets"])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .expect("cargo runs");
