@@ -21,27 +21,41 @@ pub fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/gitlab")
 }
 
-/// Builds the `local` binary once per test process and returns its path,
-/// next to this test's own target directory. It builds the whole workspace
-/// with all targets, as the test command does, so that features resolve the
-/// same way and the build is a no-op when nothing changed.
+/// The `local` binary next to this test's own target directory. The test
+/// command builds it (`cargo build --workspace --all-targets`) before the
+/// tests run; a missing or stale binary fails loudly with what to run.
 pub fn local_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "--workspace", "--all-targets"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building the local binary failed");
         let exe = std::env::current_exe().expect("test binary path");
         // target/<profile>/deps/<test> → target/<profile>/local
         let profile_dir = exe.parent().and_then(Path::parent).expect("target dir");
         let binary = profile_dir.join("local");
-        assert!(binary.exists(), "{} was not built", binary.display());
+        let rebuild = "run `cargo build --workspace --all-targets` (or the README's test command, bash infra/test.sh)";
+        let built = std::fs::metadata(&binary)
+            .and_then(|m| m.modified())
+            .unwrap_or_else(|_| panic!("{} is missing: {rebuild}", binary.display()));
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let newest = ["shared/src", "infra/local/src", "Cargo.lock"]
+            .iter()
+            .map(|p| newest_modification(&root.join(p)))
+            .max()
+            .expect("sources");
+        assert!(built >= newest, "{} is older than its sources: {rebuild}", binary.display());
         binary
     })
+}
+
+fn newest_modification(path: &Path) -> std::time::SystemTime {
+    let meta = std::fs::metadata(path).expect("source path");
+    if !meta.is_dir() {
+        return meta.modified().expect("mtime");
+    }
+    std::fs::read_dir(path)
+        .expect("source dir")
+        .map(|entry| newest_modification(&entry.expect("entry").path()))
+        .max()
+        .unwrap_or(std::time::UNIX_EPOCH)
 }
 
 pub struct Server {
