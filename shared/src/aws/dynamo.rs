@@ -202,6 +202,47 @@ impl DynamoStore {
             .ok_or_else(|| Error::Storage("counter without value".into()))
     }
 
+    /// Read, change and write back a versioned item, optimistically: if
+    /// someone wrote in between, read again. `change` returns `None` to
+    /// leave the item as it is (the call then returns `None`), or the extra
+    /// attributes to write beside the data.
+    async fn update_versioned<T: Serialize + DeserializeOwned>(
+        &self,
+        pk: &str,
+        sk: &str,
+        mut change: impl FnMut(&mut T) -> Option<Item>,
+    ) -> Result<Option<T>> {
+        loop {
+            let Some(item) = self.get_item(pk, sk).await? else {
+                return Ok(None);
+            };
+            let mut value: T = data_of(&item)?;
+            let version = get_n(&item, "version").unwrap_or(0);
+            let Some(extra) = change(&mut value) else {
+                return Ok(None);
+            };
+            let mut next = with_data(key(pk, sk), &value)?;
+            next.extend(extra);
+            next.insert("version".into(), n(version + 1));
+            let written = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(next))
+                .condition_expression("version = :version")
+                .expression_attribute_values(":version", n(version))
+                .send()
+                .await;
+            match written {
+                Ok(_) => return Ok(Some(value)),
+                Err(err) => match err.into_service_error() {
+                    e if e.is_conditional_check_failed_exception() => continue,
+                    e => return Err(ddb_error(e)),
+                },
+            }
+        }
+    }
+
     /// All puts or none; `Ok(false)` if a condition failed.
     async fn put_all(&self, puts: Vec<(Item, Option<&str>)>) -> Result<bool> {
         let items = puts
@@ -718,50 +759,29 @@ impl JobStore for DynamoStore {
         to: JobStatus,
         update: JobUpdate,
     ) -> Result<Option<Job>> {
-        let pk = format!("JOB#{id}");
-        // Optimistic: read, check, write if nobody wrote in between.
-        loop {
-            let Some(item) = self.get_item(&pk, "JOB").await? else {
-                return Ok(None);
-            };
-            let mut job: Job = data_of(&item)?;
-            let version = get_n(&item, "version").unwrap_or(0);
-            if !from.contains(&job.status) {
-                return Ok(None);
-            }
-            job.apply(to, update.clone());
-            let mut next = with_data(key(&pk, "JOB"), &job)?;
-            next.insert("version".into(), n(version + 1));
-            if to == JobStatus::Finished && job.kind != JobKind::Import {
-                let expires = now().timestamp() as u64 + self.export_retention.as_secs();
-                next.insert("expires_at".into(), n(expires));
-            }
-            let written = self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(next))
-                .condition_expression("version = :version")
-                .expression_attribute_values(":version", n(version))
-                .send()
-                .await;
-            match written {
-                Ok(_) => {}
-                Err(err) => match err.into_service_error() {
-                    e if e.is_conditional_check_failed_exception() => continue,
-                    e => return Err(ddb_error(e)),
-                },
-            }
-            if to == JobStatus::Finished {
-                let mut pointer = key(
-                    format!("PROJECT#{}", job.project_id),
-                    pointer_sk("FINISHED", job.kind),
-                );
-                pointer.insert("job_id".into(), s(&job.id));
-                self.put_item(pointer).await?;
-            }
-            return Ok(Some(job));
+        let retention = self.export_retention.as_secs();
+        let job = self
+            .update_versioned(&format!("JOB#{id}"), "JOB", |job: &mut Job| {
+                if !from.contains(&job.status) {
+                    return None;
+                }
+                job.apply(to, update.clone());
+                let mut extra = Item::new();
+                if to == JobStatus::Finished && job.kind != JobKind::Import {
+                    extra.insert("expires_at".into(), n(now().timestamp() as u64 + retention));
+                }
+                Some(extra)
+            })
+            .await?;
+        if let Some(job) = job.as_ref().filter(|_| to == JobStatus::Finished) {
+            let mut pointer = key(
+                format!("PROJECT#{}", job.project_id),
+                pointer_sk("FINISHED", job.kind),
+            );
+            pointer.insert("job_id".into(), s(&job.id));
+            self.put_item(pointer).await?;
         }
+        Ok(job)
     }
 
     async fn record_progress(&self, id: &str, processed: u64) -> Result<()> {
@@ -849,35 +869,13 @@ impl JobStore for DynamoStore {
         update: JobUpdate,
     ) -> Result<Option<RelationExportPart>> {
         let (pk, sk) = (format!("RELEXP#{project_id}"), part_sk(relation, batch));
-        loop {
-            let Some(item) = self.get_item(&pk, &sk).await? else {
-                return Ok(None);
-            };
-            let mut part: RelationExportPart = data_of(&item)?;
-            let version = get_n(&item, "version").unwrap_or(0);
-            if !part.may_move(run_id, from) {
-                return Ok(None);
-            }
-            part.apply(to, update.clone());
-            let mut next = with_data(key(&pk, &sk), &part)?;
-            next.insert("version".into(), n(version + 1));
-            let written = self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(next))
-                .condition_expression("version = :version")
-                .expression_attribute_values(":version", n(version))
-                .send()
-                .await;
-            match written {
-                Ok(_) => return Ok(Some(part)),
-                Err(err) => match err.into_service_error() {
-                    e if e.is_conditional_check_failed_exception() => continue,
-                    e => return Err(ddb_error(e)),
-                },
-            }
-        }
+        self.update_versioned(&pk, &sk, |part: &mut RelationExportPart| {
+            part.may_move(run_id, from).then(|| {
+                part.apply(to, update.clone());
+                Item::new()
+            })
+        })
+        .await
     }
 }
 

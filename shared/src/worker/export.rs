@@ -2,7 +2,7 @@
 //! through the worker pipeline (reading records, compressing on a blocking
 //! thread, uploading).
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use super::pipeline::{self, Entries};
@@ -119,13 +119,10 @@ async fn write_entries(app: &App, project: &Project, job: &Job, entries: &Entrie
                 .await?;
             let Some(last) = page.last() else { break };
             after = Some(last.seq);
-            let mut lines = BytesMut::new();
-            for record in &page {
-                lines.extend_from_slice(&record.json);
-                lines.extend_from_slice(b"\n");
-            }
             records += page.len() as u64;
-            entries.send(ExportItem::Data(lines.freeze())).await?;
+            entries
+                .send(ExportItem::Data(pipeline::ndjson_lines(&page)))
+                .await?;
         }
         entries.send(ExportItem::End).await?;
         app.jobs.record_progress(&job.id, records).await?;

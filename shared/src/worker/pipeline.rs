@@ -13,7 +13,18 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use crate::archive::{self, ExportItem};
+use crate::ports::StoredRecord;
 use crate::{stream, App, Error, Result};
+
+/// A page of records as NDJSON: each record, then a newline.
+pub(super) fn ndjson_lines(page: &[StoredRecord]) -> Bytes {
+    let mut lines = bytes::BytesMut::with_capacity(page.iter().map(|r| r.json.len() + 1).sum());
+    for record in page {
+        lines.extend_from_slice(&record.json);
+        lines.extend_from_slice(b"\n");
+    }
+    lines.freeze()
+}
 
 fn stopped(what: &str) -> Error {
     Error::Internal(format!("the {what} stopped"))

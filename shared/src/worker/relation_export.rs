@@ -3,7 +3,7 @@
 //! relation as a tar.gz. Each message is independent: one failing relation
 //! leaves the others finishing.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::pipeline;
 use crate::domain::{JobStatus, JobUpdate, Message, RelationExportPart};
@@ -107,13 +107,8 @@ async fn export_records(app: &App, part: &RelationExportPart, key: &str) -> Resu
                     .await?;
                 let Some(last) = page.last() else { break };
                 after = Some(last.seq);
-                let mut lines = BytesMut::new();
-                for record in &page {
-                    lines.extend_from_slice(&record.json);
-                    lines.extend_from_slice(b"\n");
-                }
                 written += page.len() as u64;
-                chunks.send(lines.freeze()).await?;
+                chunks.send(pipeline::ndjson_lines(&page)).await?;
                 app.jobs
                     .transition_relation_export_part(
                         part.project_id,
