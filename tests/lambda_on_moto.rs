@@ -5,7 +5,7 @@
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use base64::Engine;
-use e2e::{fixture_archive, fixture_relations, moto, read_archive};
+use e2e::{fixture_archive, fixture_relations, fixture_without_half, moto, read_archive};
 use lambda_http::request::LambdaRequest;
 use serde_json::{json, Value};
 use shared::aws::AwsClients;
@@ -555,4 +555,73 @@ async fn relations_export_through_the_lambda_functions() {
             "{relation}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relation_import_through_the_lambda_functions() {
+    let (app, clients, names) = setup().await;
+    let queue_url = names.queue_url.clone();
+    let halved = fixture_without_half("complex", &["issues"]);
+    let (content_type, body) = multipart(&[("path", "gaps")], &halved);
+    let import = api_gateway_event(
+        "POST",
+        "/api/v4/projects/import",
+        Some(&content_type),
+        Some(&body),
+    );
+    let (status, _, project) = invoke(&app, &IMPORT, import).await;
+    assert_eq!(status, 201);
+    let id = project["id"].as_u64().unwrap();
+    assert!(run_worker_once(&app, &clients, &queue_url).await.is_empty());
+
+    let (content_type, body) = multipart(
+        &[("path", "root/gaps"), ("relation", "issues")],
+        &fixture_archive("complex"),
+    );
+    let request = api_gateway_event(
+        "POST",
+        "/api/v4/projects/import-relation",
+        Some(&content_type),
+        Some(&body),
+    );
+    let (status, _, tracker) = invoke(&app, &IMPORT, request).await;
+    assert_eq!(status, 201, "{tracker}");
+    assert_eq!(tracker["status"], "created");
+    // Delivered twice: the relation still gains each record once.
+    assert_eq!(deliver_twice(&app, &clients, &queue_url).await, 1);
+
+    let listing = api_gateway_event(
+        "GET",
+        &format!("/api/v4/projects/{id}/relation-imports"),
+        None,
+        None,
+    );
+    let (status, _, list) = invoke(&app, &STATUS, listing).await;
+    assert_eq!(status, 200);
+    assert_eq!(list[0]["id"], tracker["id"]);
+    assert_eq!(list[0]["status"], "finished", "{list}");
+    assert_eq!(list[0]["imported_objects_count"], 6, "{list}");
+
+    let schedule = api_gateway_event("POST", &format!("/api/v4/projects/{id}/export"), None, None);
+    assert_eq!(invoke(&app, &SCHEDULE, schedule).await.0, 202);
+    assert!(run_worker_once(&app, &clients, &queue_url).await.is_empty());
+    let job = app
+        .jobs
+        .latest_finished_job(id, JobKind::Export)
+        .await
+        .unwrap()
+        .expect("a finished export");
+    let mut archive = Vec::new();
+    let mut stream = app
+        .blobs
+        .get(job.archive_key.as_deref().unwrap())
+        .await
+        .unwrap();
+    while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+        archive.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(
+        read_archive(&archive).relations,
+        fixture_relations("complex")
+    );
 }

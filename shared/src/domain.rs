@@ -1,6 +1,8 @@
 //! The domain: users, namespaces, projects, jobs and the messages that drive
 //! workers. Knows nothing of HTTP or storage technology.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -68,9 +70,32 @@ pub struct Project {
     /// pointer only once everything is stored, so a failed import leaves the
     /// project exactly as it was.
     pub content: Option<String>,
+    /// Relations replaced by a relation import since `content` was
+    /// activated: relation → the generation holding it.
+    #[serde(default)]
+    pub relation_content: BTreeMap<String, String>,
+    /// Bumped by every switch of `content` or `relation_content`: the
+    /// condition of the next switch.
+    #[serde(default)]
+    pub content_rev: u64,
 }
 
 impl Project {
+    /// The generation a relation's records are read from.
+    pub fn relation_generation(&self, relation: &str) -> Option<&str> {
+        self.relation_content
+            .get(relation)
+            .map(String::as_str)
+            .or(self.content.as_deref())
+    }
+
+    /// Every generation the project's content is spread over.
+    pub fn generations(&self) -> Vec<String> {
+        let mut all: Vec<String> = self.content.iter().cloned().collect();
+        all.extend(self.relation_content.values().cloned());
+        all
+    }
+
     pub fn full_path(&self) -> String {
         format!("{}/{}", self.namespace_path, self.path)
     }
@@ -96,6 +121,7 @@ pub enum JobKind {
     Export,
     RelationExport,
     Import,
+    RelationImport,
 }
 
 impl JobKind {
@@ -104,6 +130,7 @@ impl JobKind {
             JobKind::Export => "export",
             JobKind::RelationExport => "relation_export",
             JobKind::Import => "import",
+            JobKind::RelationImport => "relation_import",
         }
     }
 }
@@ -139,8 +166,40 @@ pub struct Job {
     pub file_name: Option<String>,
     /// Records processed so far: progress of long work.
     pub processed: u64,
+    /// Relation import: the relation, and the job's number GitLab shows as `id`.
+    #[serde(default)]
+    pub relation: Option<String>,
+    #[serde(default)]
+    pub number: u64,
+    /// Imports: live counts per relation.
+    #[serde(default)]
+    pub relation_counts: BTreeMap<String, RelationCounts>,
+    /// Imports: what failed, as GitLab's `failed_relations`.
+    #[serde(default)]
+    pub failures: Vec<ImportFailure>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// Records of one relation an import has read, stored and skipped (already
+/// present).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RelationCounts {
+    pub read: u64,
+    pub stored: u64,
+    pub skipped: u64,
+}
+
+/// One entry of GitLab's `failed_relations`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ImportFailure {
+    pub id: u64,
+    pub created_at: DateTime<Utc>,
+    pub exception_class: String,
+    pub exception_message: String,
+    pub source: String,
+    pub relation_name: String,
+    pub line_number: u64,
 }
 
 impl Job {
@@ -157,6 +216,10 @@ impl Job {
             archive_key: None,
             file_name: None,
             processed: 0,
+            relation: None,
+            number: 0,
+            relation_counts: BTreeMap::new(),
+            failures: Vec::new(),
             created_at: at,
             updated_at: at,
         }
@@ -170,6 +233,8 @@ pub struct JobUpdate {
     pub archive_key: Option<String>,
     pub file_name: Option<String>,
     pub processed: Option<u64>,
+    pub relation_counts: Option<BTreeMap<String, RelationCounts>>,
+    pub failures: Option<Vec<ImportFailure>>,
 }
 
 impl Job {
@@ -188,6 +253,12 @@ impl Job {
         }
         if let Some(processed) = update.processed {
             self.processed = processed;
+        }
+        if let Some(counts) = update.relation_counts {
+            self.relation_counts = counts;
+        }
+        if let Some(failures) = update.failures {
+            self.failures = failures;
         }
     }
 }
@@ -310,6 +381,8 @@ mod tests {
             owner_id: 1,
             created_at: now(),
             content: None,
+            relation_content: BTreeMap::new(),
+            content_rev: 0,
         };
         let at = Utc.with_ymd_and_hms(2017, 12, 5, 22, 11, 0).unwrap()
             + chrono::Duration::milliseconds(148);

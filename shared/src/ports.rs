@@ -66,15 +66,11 @@ pub trait ProjectStore: Send + Sync {
     async fn create_project(&self, new: NewProject) -> Result<Project>;
     async fn project(&self, id: ProjectId) -> Result<Option<Project>>;
     async fn project_by_full_path(&self, full_path: &str) -> Result<Option<Project>>;
-    /// Points the project at a finished generation and updates its metadata,
-    /// only if its current generation is still `expected`. Returns false if
-    /// someone else switched it meanwhile.
-    async fn activate_content(
-        &self,
-        project: &Project,
-        expected: Option<&str>,
-        generation: &str,
-    ) -> Result<bool>;
+    /// Switches the project's content (`content`, `relation_content`) and
+    /// import metadata (name, description) to those of `updated`, only if
+    /// its `content_rev` is still `updated.content_rev`; bumps the rev.
+    /// Returns false if someone else switched it meanwhile.
+    async fn switch_content(&self, updated: &Project) -> Result<bool>;
 
     async fn put_attributes(&self, generation: &str, attributes: Bytes) -> Result<()>;
     async fn attributes(&self, generation: &str) -> Result<Option<Bytes>>;
@@ -112,8 +108,18 @@ pub trait JobStore: Send + Sync {
         to: JobStatus,
         update: JobUpdate,
     ) -> Result<Option<Job>>;
-    /// Progress of a started job (records processed so far).
-    async fn record_progress(&self, id: &str, processed: u64) -> Result<()>;
+    /// Progress of a started job (records processed so far, counts); a job
+    /// that is no longer started is left alone.
+    async fn record_progress(&self, id: &str, progress: JobUpdate) -> Result<()>;
+    /// The project's jobs of a kind, newest first, at most `limit`.
+    async fn project_jobs(
+        &self,
+        project_id: ProjectId,
+        kind: JobKind,
+        limit: usize,
+    ) -> Result<Vec<Job>>;
+    /// The next number of a sequence (1, 2, ...): ids GitLab shows as integers.
+    async fn next_number(&self, sequence: &str) -> Result<u64>;
     /// The newest job of a kind for a project.
     async fn latest_job(&self, project_id: ProjectId, kind: JobKind) -> Result<Option<Job>>;
     /// The newest finished job of a kind for a project.

@@ -57,6 +57,17 @@ pub const RELATIONS: &[Relation] = &[
     one("push_rule"),
 ];
 
+/// Relations whose records GitLab identifies by `iid` within the project:
+/// a relation import skips records whose `iid` is already there.
+const IID_RELATIONS: &[&str] = &["issues", "merge_requests", "milestones", "ci_pipelines"];
+
+/// The field that identifies a record of `relation`, if it has one. Records
+/// of other relations (or without the field) are identified by their whole
+/// canonical JSON.
+pub fn natural_key_field(relation: &str) -> Option<&'static str> {
+    IID_RELATIONS.contains(&relation).then_some("iid")
+}
+
 /// The relation export of the project's own attributes (`self.json.gz`).
 pub const SELF_RELATION: &str = "self";
 

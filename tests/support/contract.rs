@@ -201,21 +201,26 @@ pub async fn project_store(app: &App, _backend: Backend) {
     // Switching content is conditional on what the project showed before.
     let mut renamed = project.clone();
     renamed.description = Some("imported".into());
-    assert!(projects
-        .activate_content(&renamed, None, "g1")
-        .await
-        .unwrap());
-    assert!(!projects
-        .activate_content(&renamed, None, "g2")
-        .await
-        .unwrap());
+    renamed.content = Some("g1".into());
+    assert!(projects.switch_content(&renamed).await.unwrap());
+    renamed.content = Some("g2".into());
+    assert!(
+        !projects.switch_content(&renamed).await.unwrap(),
+        "a switch based on a stale rev must lose"
+    );
     let stored = projects.project(project.id).await.unwrap().unwrap();
     assert_eq!(stored.content.as_deref(), Some("g1"));
     assert_eq!(stored.description.as_deref(), Some("imported"));
-    assert!(projects
-        .activate_content(&renamed, Some("g1"), "g2")
-        .await
-        .unwrap());
+    assert_eq!(stored.content_rev, 1);
+    let mut relation_switch = stored.clone();
+    relation_switch
+        .relation_content
+        .insert("issues".into(), "g3".into());
+    assert!(projects.switch_content(&relation_switch).await.unwrap());
+    let stored = projects.project(project.id).await.unwrap().unwrap();
+    assert_eq!(stored.relation_generation("issues"), Some("g3"));
+    assert_eq!(stored.relation_generation("labels"), Some("g1"));
+    assert_eq!(stored.content_rev, 2);
 
     projects.delete_content("g1").await.unwrap();
     assert!(projects.relations("g1").await.unwrap().is_empty());
@@ -271,8 +276,23 @@ pub async fn job_store(app: &App, _backend: Backend) {
         .await
         .unwrap()
         .is_none());
-    jobs.record_progress(&job.id, 42).await.unwrap();
-    assert_eq!(jobs.job(&job.id).await.unwrap().unwrap().processed, 42);
+    let mut counts = std::collections::BTreeMap::new();
+    counts.insert(
+        "issues".to_owned(),
+        shared::domain::RelationCounts {
+            read: 42,
+            stored: 40,
+            skipped: 2,
+        },
+    );
+    jobs.record_progress(&job.id, progress(42, Some(counts.clone())))
+        .await
+        .unwrap();
+    let progressed = jobs.job(&job.id).await.unwrap().unwrap();
+    assert_eq!(
+        (progressed.processed, progressed.relation_counts),
+        (42, counts)
+    );
     let finished = jobs
         .transition(
             &job.id,
@@ -306,8 +326,43 @@ pub async fn job_store(app: &App, _backend: Backend) {
         .await
         .unwrap()
         .is_none());
-    jobs.record_progress(&job.id, 1).await.unwrap();
+    jobs.record_progress(&job.id, progress(1, None))
+        .await
+        .unwrap();
     assert_eq!(jobs.job(&job.id).await.unwrap().unwrap().processed, 42);
+
+    // A project's jobs of a kind, newest first; numbers count up.
+    let mut listed = Vec::new();
+    for _ in 0..3 {
+        let mut job = Job::new(JobKind::RelationImport, 9, 1);
+        job.number = jobs.next_number("relation_import").await.unwrap();
+        jobs.create_job(&job).await.unwrap();
+        listed.push(job);
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let numbers: Vec<u64> = listed.iter().map(|j| j.number).collect();
+    assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "{numbers:?}");
+    let newest_first: Vec<String> = listed.iter().rev().map(|j| j.id.clone()).collect();
+    let found: Vec<String> = jobs
+        .project_jobs(9, JobKind::RelationImport, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(found, newest_first);
+    assert_eq!(
+        jobs.project_jobs(9, JobKind::RelationImport, 2)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(jobs
+        .project_jobs(9, JobKind::Import, 10)
+        .await
+        .unwrap()
+        .is_empty());
 
     // Two workers claiming one job: exactly one wins.
     let contested = Job::new(JobKind::Import, 8, 1);
@@ -609,4 +664,15 @@ pub async fn queue(app: &App, _backend: Backend) {
         (messages[0].clone(), 2)
     );
     queue.ack(&again.receipt).await.unwrap();
+}
+
+fn progress(
+    processed: u64,
+    counts: Option<std::collections::BTreeMap<String, shared::domain::RelationCounts>>,
+) -> JobUpdate {
+    JobUpdate {
+        processed: Some(processed),
+        relation_counts: counts,
+        ..JobUpdate::default()
+    }
 }

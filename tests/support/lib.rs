@@ -184,6 +184,53 @@ impl Server {
             .expect("import request")
     }
 
+    /// `POST /projects/import-relation`; returns the response.
+    pub fn import_relation(
+        &self,
+        token: &str,
+        path: &str,
+        relation: &str,
+        archive: Vec<u8>,
+    ) -> Response {
+        let form = multipart::Form::new()
+            .text("path", path.to_owned())
+            .text("relation", relation.to_owned())
+            .part(
+                "file",
+                multipart::Part::bytes(archive).file_name("export.tar.gz"),
+            );
+        client()
+            .post(self.url("/projects/import-relation"))
+            .header("PRIVATE-TOKEN", token)
+            .multipart(form)
+            .send()
+            .expect("relation import request")
+    }
+
+    /// Waits until the relation import with GitLab id `number` ends;
+    /// returns its entry of `GET /projects/:id/relation-imports`.
+    pub fn wait_relation_import(&self, token: &str, id: u64, number: u64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let list: Value = self
+                .get(Some(token), &format!("/projects/{id}/relation-imports"))
+                .json()
+                .expect("relation imports JSON");
+            let entry = list
+                .as_array()
+                .expect("an array")
+                .iter()
+                .find(|e| e["id"] == number)
+                .cloned()
+                .unwrap_or(Value::Null);
+            if matches!(entry["status"].as_str(), Some("finished" | "failed")) {
+                return entry;
+            }
+            assert!(Instant::now() < deadline, "timed out: {list}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Imports and waits for the end; returns the final import status.
     pub fn import_and_wait(&self, token: &str, archive: Vec<u8>, fields: &[(&str, &str)]) -> Value {
         let response = self.import(token, archive, fields);
@@ -361,6 +408,11 @@ pub fn tar_gz(entries: &[(&str, &[u8])]) -> Vec<u8> {
 
 /// An importable archive of a fixture folder: VERSION plus every file in it.
 pub fn fixture_archive(name: &str) -> Vec<u8> {
+    fixture_archive_edited(name, |_, bytes| bytes)
+}
+
+/// A fixture archive with files changed on the way: `edit(path, bytes)`.
+pub fn fixture_archive_edited(name: &str, edit: impl Fn(&str, Vec<u8>) -> Vec<u8>) -> Vec<u8> {
     let root = fixtures_dir().join(name);
     let mut files = Vec::new();
     collect_files(&root, &root, &mut files);
@@ -368,6 +420,7 @@ pub fn fixture_archive(name: &str) -> Vec<u8> {
     let mut entries: Vec<(String, Vec<u8>)> = vec![("VERSION".into(), b"0.2.4".to_vec())];
     for path in files {
         let bytes = std::fs::read(root.join(&path)).expect("fixture file");
+        let bytes = edit(&path, bytes);
         entries.push((path, bytes));
     }
     let borrowed: Vec<(&str, &[u8])> = entries
@@ -375,6 +428,25 @@ pub fn fixture_archive(name: &str) -> Vec<u8> {
         .map(|(p, b)| (p.as_str(), b.as_slice()))
         .collect();
     tar_gz(&borrowed)
+}
+
+/// A fixture archive with every other record of `relations` left out.
+pub fn fixture_without_half(name: &str, relations: &[&str]) -> Vec<u8> {
+    fixture_archive_edited(name, |path, bytes| {
+        let halved = relations
+            .iter()
+            .any(|r| path == format!("tree/project/{r}.ndjson"));
+        if !halved {
+            return bytes;
+        }
+        let text = String::from_utf8(bytes).expect("UTF-8 NDJSON");
+        let kept: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .step_by(2)
+            .collect();
+        format!("{}\n", kept.join("\n")).into_bytes()
+    })
 }
 
 fn collect_files(root: &Path, dir: &Path, out: &mut Vec<String>) {

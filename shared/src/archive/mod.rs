@@ -9,7 +9,7 @@ mod reader;
 mod writer;
 
 pub use json::{check_record, max_depth};
-pub use reader::{read_archive, ImportEvent, SinkClosed};
+pub use reader::{read_archive, read_relation, ImportEvent, SinkClosed};
 pub use writer::{write_archive, ExportItem};
 
 /// The archive format version we write and the versions we read.

@@ -48,6 +48,27 @@ pub fn read_archive(
     limits: &Limits,
     sink: &mut Sink<'_>,
 ) -> Result<String, ArchiveError> {
+    read_selected(input, limits, None, sink)
+}
+
+/// Reads a `.tar.gz` for one relation: only that relation's records are
+/// emitted (and checked); every other entry is streamed past. The archive
+/// must still be a valid export.
+pub fn read_relation(
+    input: impl Read,
+    limits: &Limits,
+    relation: &str,
+    sink: &mut Sink<'_>,
+) -> Result<String, ArchiveError> {
+    read_selected(input, limits, Some(relation), sink)
+}
+
+fn read_selected(
+    input: impl Read,
+    limits: &Limits,
+    only: Option<&str>,
+    sink: &mut Sink<'_>,
+) -> Result<String, ArchiveError> {
     let mut input = BufReader::with_capacity(64 * 1024, input);
     let head = input.fill_buf().map_err(corrupt)?;
     if head.len() < 2 || head[0] != 0x1f || head[1] != 0x8b {
@@ -59,7 +80,7 @@ pub fn read_archive(
         remaining: limits.max_uncompressed_bytes,
         over_limit: over_limit.clone(),
     };
-    let result = read_entries(expanded, limits, sink);
+    let result = read_entries(expanded, limits, only, sink);
     if over_limit.get() {
         return Err(ArchiveError::TooLarge {
             limit: limits.max_uncompressed_bytes,
@@ -71,8 +92,15 @@ pub fn read_archive(
 fn read_entries(
     expanded: impl Read,
     limits: &Limits,
+    only: Option<&str>,
     sink: &mut Sink<'_>,
 ) -> Result<String, ArchiveError> {
+    let mut selected = |event: ImportEvent| match (&event, only) {
+        (_, None) => sink(event),
+        (ImportEvent::Record { relation, .. }, Some(only)) if relation == only => sink(event),
+        _ => Ok(()),
+    };
+    let sink: &mut Sink<'_> = &mut selected;
     let mut archive = tar::Archive::new(expanded);
     let mut version = None;
     let mut has_project = false;
@@ -131,10 +159,14 @@ fn read_entries(
                 has_project = true;
             }
             _ => {
-                if let Some(relation) = relation_of(&path)? {
-                    read_ndjson(&mut entry, &relation, limits, sink)?;
-                } else {
-                    read_blob(&mut entry, path, sink)?;
+                match (relation_of(&path)?, only) {
+                    (Some(relation), None) => read_ndjson(&mut entry, &relation, limits, sink)?,
+                    (Some(relation), Some(only)) if relation == only => {
+                        read_ndjson(&mut entry, &relation, limits, sink)?
+                    }
+                    (None, None) => read_blob(&mut entry, path, sink)?,
+                    // Not wanted: the tar reader skips the rest of the entry.
+                    _ => {}
                 }
             }
         }

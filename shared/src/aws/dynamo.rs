@@ -8,6 +8,7 @@
 //! | namespace / by path  | `NS#<id>` / `NSPATH#<path>` | `NS`             |
 //! | project / by path    | `PROJECT#<id>` / `PATH#<p>` | `PROJECT`        |
 //! | latest job pointers  | `PROJECT#<id>`              | `LATEST#<kind>`, `FINISHED#<kind>` |
+//! | project's jobs       | `PROJECT#<id>`              | `JOBS#<kind>#<created µs>#<job>` |
 //! | job                  | `JOB#<id>`                  | `JOB`            |
 //! | attributes           | `GEN#<generation>`          | `ATTRIBUTES`     |
 //! | relation stats       | `GEN#<generation>`          | `STATS#<rel>`    |
@@ -498,6 +499,8 @@ impl ProjectStore for DynamoStore {
             owner_id: new.owner_id,
             created_at: now(),
             content: None,
+            relation_content: Default::default(),
+            content_rev: 0,
         };
         let mut by_path = key(format!("PATH#{}", project.full_path()), "PROJECT");
         by_path.insert("id".into(), n(project.id));
@@ -532,36 +535,35 @@ impl ProjectStore for DynamoStore {
         }
     }
 
-    async fn activate_content(
-        &self,
-        project: &Project,
-        expected: Option<&str>,
-        generation: &str,
-    ) -> Result<bool> {
-        let Some(current) = self.project(project.id).await? else {
+    async fn switch_content(&self, updated: &Project) -> Result<bool> {
+        let Some(current) = self.project(updated.id).await? else {
             return Err(Error::project_not_found());
         };
-        if current.content.as_deref() != expected {
+        if current.content_rev != updated.content_rev {
             return Ok(false);
         }
-        let updated = Project {
-            name: project.name.clone(),
-            description: project.description.clone(),
-            content: Some(generation.to_owned()),
+        let expected_rev = current.content_rev;
+        let merged = Project {
+            name: updated.name.clone(),
+            description: updated.description.clone(),
+            content: updated.content.clone(),
+            relation_content: updated.relation_content.clone(),
+            content_rev: expected_rev + 1,
             ..current
         };
-        let mut item = with_data(key(format!("PROJECT#{}", project.id), "PROJECT"), &updated)?;
-        item.insert("content".into(), s(generation));
+        let mut item = with_data(key(format!("PROJECT#{}", merged.id), "PROJECT"), &merged)?;
+        item.insert("content_rev".into(), n(merged.content_rev));
         let mut request = self
             .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item));
-        request = match expected {
-            None => request.condition_expression("attribute_not_exists(content)"),
-            Some(expected) => request
-                .condition_expression("content = :expected")
-                .expression_attribute_values(":expected", s(expected)),
+        request = if expected_rev == 0 {
+            request.condition_expression("attribute_not_exists(content_rev)")
+        } else {
+            request
+                .condition_expression("content_rev = :expected")
+                .expression_attribute_values(":expected", n(expected_rev))
         };
         match request.send().await {
             Ok(_) => Ok(true),
@@ -736,10 +738,16 @@ impl JobStore for DynamoStore {
             pointer_sk("LATEST", job.kind),
         );
         pointer.insert("job_id".into(), s(&job.id));
+        let mut listed = key(
+            format!("PROJECT#{}", job.project_id),
+            project_jobs_sk(job.kind, job.created_at.timestamp_micros(), &job.id),
+        );
+        listed.insert("job_id".into(), s(&job.id));
         let created = self
             .put_all(vec![
                 (item, Some("attribute_not_exists(pk)")),
                 (pointer, None),
+                (listed, None),
             ])
             .await?;
         if !created {
@@ -784,18 +792,45 @@ impl JobStore for DynamoStore {
         Ok(job)
     }
 
-    async fn record_progress(&self, id: &str, processed: u64) -> Result<()> {
-        self.transition(
-            id,
-            &[JobStatus::Started],
-            JobStatus::Started,
-            JobUpdate {
-                processed: Some(processed),
-                ..JobUpdate::default()
-            },
-        )
-        .await?;
+    async fn record_progress(&self, id: &str, progress: JobUpdate) -> Result<()> {
+        self.transition(id, &[JobStatus::Started], JobStatus::Started, progress)
+            .await?;
         Ok(())
+    }
+
+    async fn project_jobs(
+        &self,
+        project_id: ProjectId,
+        kind: JobKind,
+        limit: usize,
+    ) -> Result<Vec<Job>> {
+        let page = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":pk", s(format!("PROJECT#{project_id}")))
+            .expression_attribute_values(":prefix", s(format!("JOBS#{}#", kind.as_str())))
+            .scan_index_forward(false)
+            .limit(limit.clamp(1, 1000) as i32)
+            .send()
+            .await
+            .map_err(ddb_error)?;
+        let mut jobs = Vec::new();
+        for item in page.items.unwrap_or_default() {
+            if let Some(job) = match get_s(&item, "job_id") {
+                Some(id) => self.job(id).await?,
+                None => None,
+            } {
+                jobs.push(job);
+            }
+        }
+        Ok(jobs)
+    }
+
+    async fn next_number(&self, sequence: &str) -> Result<u64> {
+        self.next_id(&format!("sequence:{sequence}")).await
     }
 
     async fn latest_job(&self, project_id: ProjectId, kind: JobKind) -> Result<Option<Job>> {
@@ -877,6 +912,15 @@ impl JobStore for DynamoStore {
         })
         .await
     }
+}
+
+/// A project's jobs of a kind, in creation order.
+fn project_jobs_sk(kind: JobKind, created_micros: i64, job_id: &str) -> String {
+    format!(
+        "JOBS#{}#{:020}#{job_id}",
+        kind.as_str(),
+        created_micros.max(0)
+    )
 }
 
 fn part_sk(relation: &str, batch: Option<u32>) -> String {

@@ -32,6 +32,9 @@ const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 const LATEST_JOB: TableDefinition<(u64, &str), &str> = TableDefinition::new("latest_job");
 const LATEST_FINISHED_JOB: TableDefinition<(u64, &str), &str> =
     TableDefinition::new("latest_finished_job");
+/// (project, kind, creation in microseconds, job id): a project's jobs in order.
+const PROJECT_JOBS: TableDefinition<(u64, &str, i64, &str), ()> =
+    TableDefinition::new("project_jobs");
 /// (user, action, window start) → uses counted in that window
 const RATE_WINDOWS: TableDefinition<(u64, &str, i64), u32> = TableDefinition::new("rate_windows");
 /// (project, relation, batch number or 0 for the relation's own part)
@@ -58,6 +61,7 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<()> {
         JOBS,
         LATEST_JOB,
         LATEST_FINISHED_JOB,
+        PROJECT_JOBS,
         RELATION_EXPORTS,
         RATE_WINDOWS,
     );
@@ -290,6 +294,8 @@ impl ProjectStore for EmbeddedStore {
                     owner_id: new.owner_id,
                     created_at: now(),
                     content: None,
+                    relation_content: Default::default(),
+                    content_rev: 0,
                 };
                 by_path
                     .insert(full_path.as_str(), project.id)
@@ -320,15 +326,8 @@ impl ProjectStore for EmbeddedStore {
             .await
     }
 
-    async fn activate_content(
-        &self,
-        project: &Project,
-        expected: Option<&str>,
-        generation: &str,
-    ) -> Result<bool> {
-        let mut updated = project.clone();
-        updated.content = Some(generation.to_owned());
-        let expected = expected.map(str::to_owned);
+    async fn switch_content(&self, updated: &Project) -> Result<bool> {
+        let updated = updated.clone();
         self.db
             .write(move |txn| {
                 let mut projects = txn.open_table(PROJECTS).map_err(Error::storage)?;
@@ -336,7 +335,7 @@ impl ProjectStore for EmbeddedStore {
                     Some(bytes) => decode(bytes.value())?,
                     None => return Err(Error::project_not_found()),
                 };
-                if current.content != expected {
+                if current.content_rev != updated.content_rev {
                     return Ok(false);
                 }
                 // Identity fields stay as they are; only what an import sets changes.
@@ -344,6 +343,8 @@ impl ProjectStore for EmbeddedStore {
                     name: updated.name.clone(),
                     description: updated.description.clone(),
                     content: updated.content.clone(),
+                    relation_content: updated.relation_content.clone(),
+                    content_rev: current.content_rev + 1,
                     ..current
                 };
                 projects
@@ -529,6 +530,18 @@ impl JobStore for EmbeddedStore {
                 }
                 jobs.insert(job.id.as_str(), encode(&job)?.as_slice())
                     .map_err(Error::storage)?;
+                txn.open_table(PROJECT_JOBS)
+                    .map_err(Error::storage)?
+                    .insert(
+                        (
+                            job.project_id,
+                            job.kind.as_str(),
+                            job.created_at.timestamp_micros(),
+                            job.id.as_str(),
+                        ),
+                        (),
+                    )
+                    .map_err(Error::storage)?;
                 txn.open_table(LATEST_JOB)
                     .map_err(Error::storage)?
                     .insert((job.project_id, job.kind.as_str()), job.id.as_str())
@@ -577,24 +590,43 @@ impl JobStore for EmbeddedStore {
             .await
     }
 
-    async fn record_progress(&self, id: &str, processed: u64) -> Result<()> {
-        let id = id.to_owned();
+    async fn record_progress(&self, id: &str, progress: JobUpdate) -> Result<()> {
+        self.transition(id, &[JobStatus::Started], JobStatus::Started, progress)
+            .await?;
+        Ok(())
+    }
+
+    async fn project_jobs(
+        &self,
+        project_id: ProjectId,
+        kind: JobKind,
+        limit: usize,
+    ) -> Result<Vec<Job>> {
         self.db
-            .write(move |txn| {
-                let mut jobs = txn.open_table(JOBS).map_err(Error::storage)?;
-                let mut job: Job = match jobs.get(id.as_str()).map_err(Error::storage)? {
-                    Some(bytes) => decode(bytes.value())?,
-                    None => return Ok(()),
-                };
-                if job.status == JobStatus::Started {
-                    job.processed = processed;
-                    job.updated_at = now();
-                    jobs.insert(id.as_str(), encode(&job)?.as_slice())
-                        .map_err(Error::storage)?;
+            .read(move |txn| {
+                let index = txn.open_table(PROJECT_JOBS).map_err(Error::storage)?;
+                let range = index
+                    .range(
+                        (project_id, kind.as_str(), i64::MIN, "")
+                            ..=(project_id, kind.as_str(), i64::MAX, "~"),
+                    )
+                    .map_err(Error::storage)?;
+                let mut jobs = Vec::new();
+                for entry in range.rev().take(limit) {
+                    let (key, _) = entry.map_err(Error::storage)?;
+                    let (_, _, _, id) = key.value();
+                    if let Some(job) = get_json(txn, JOBS, id)? {
+                        jobs.push(job);
+                    }
                 }
-                Ok(())
+                Ok(jobs)
             })
             .await
+    }
+
+    async fn next_number(&self, sequence: &str) -> Result<u64> {
+        let sequence = format!("sequence:{sequence}");
+        self.db.write(move |txn| next_id(txn, &sequence)).await
     }
 
     async fn latest_job(&self, project_id: ProjectId, kind: JobKind) -> Result<Option<Job>> {

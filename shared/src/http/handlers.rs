@@ -128,89 +128,154 @@ pub async fn import_status(
     Ok((StatusCode::OK, Json(views::import_status(&project, &state))))
 }
 
-/// `POST /projects/import`: the `file` field streams straight into the blob
+/// A multipart form whose `file` field streamed straight into the blob
 /// store; the other fields are small and kept in memory.
+struct UploadForm {
+    upload_id: String,
+    key: String,
+    fields: HashMap<String, String>,
+}
+
+impl UploadForm {
+    async fn receive(app: &App, request: Request) -> Result<Self> {
+        let mut multipart = Multipart::from_request(request, app).await.map_err(|_| {
+            Error::BadRequest("file is missing (send a multipart/form-data body)".into())
+        })?;
+        let upload_id = new_id();
+        let key = service::upload_key(&upload_id);
+        let mut fields = HashMap::new();
+        let mut has_file = false;
+        let received = async {
+            while let Some(field) = multipart.next_field().await.map_err(bad_multipart)? {
+                let name = field.name().unwrap_or_default().to_owned();
+                if name == "file" {
+                    if has_file {
+                        return Err(Error::BadRequest("file is given twice".into()));
+                    }
+                    has_file = true;
+                    store_upload(app, &key, field).await?;
+                } else {
+                    fields.insert(name, field.text().await.map_err(bad_multipart)?);
+                }
+            }
+            if !has_file {
+                return Err(Error::BadRequest("file is missing".into()));
+            }
+            Ok(())
+        }
+        .await;
+        let form = UploadForm {
+            upload_id,
+            key,
+            fields,
+        };
+        match received {
+            Ok(()) => Ok(form),
+            Err(err) => {
+                if matches!(err, Error::PayloadTooLarge(_)) {
+                    // Read on a little, so the client gets to read the 413
+                    // instead of a connection closed under its upload.
+                    drain(&mut multipart, 64 * 1024 * 1024).await;
+                }
+                Err(form.discard(app, err).await)
+            }
+        }
+    }
+
+    /// A trimmed, non-empty field.
+    fn field(&self, name: &str) -> Option<String> {
+        self.fields
+            .get(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn required(&self, name: &str) -> Result<String> {
+        self.field(name)
+            .ok_or_else(|| Error::BadRequest(format!("{name} is missing")))
+    }
+
+    /// Drops the upload of a request that failed, and passes the error on.
+    async fn discard(&self, app: &App, err: Error) -> Error {
+        let _ = app
+            .blobs
+            .delete_prefix(&service::upload_prefix(&self.upload_id))
+            .await;
+        err
+    }
+
+    /// The answer to the request: the upload stays only if it succeeded.
+    async fn settle(self, app: &App, outcome: Result<Value>) -> JsonResponse {
+        match outcome {
+            Ok(view) => Ok((StatusCode::CREATED, Json(view))),
+            Err(err) => Err(self.discard(app, err).await),
+        }
+    }
+}
+
+fn is_true(value: Option<String>) -> bool {
+    matches!(
+        value.map(|v| v.to_ascii_lowercase()).as_deref(),
+        Some("true" | "1" | "yes")
+    )
+}
+
+/// `POST /projects/import`.
 pub async fn import_project(
     State(app): State<App>,
     Caller(user): Caller,
     request: Request,
 ) -> JsonResponse {
-    let mut multipart = Multipart::from_request(request, &app).await.map_err(|_| {
-        Error::BadRequest("file is missing (send a multipart/form-data body)".into())
-    })?;
-    let upload_id = new_id();
-    let upload = service::upload_key(&upload_id);
-    let mut fields = HashMap::new();
-    let mut has_file = false;
-    let received = async {
-        while let Some(field) = multipart.next_field().await.map_err(bad_multipart)? {
-            let name = field.name().unwrap_or_default().to_owned();
-            if name == "file" {
-                if has_file {
-                    return Err(Error::BadRequest("file is given twice".into()));
-                }
-                has_file = true;
-                store_upload(&app, &upload, field).await?;
-            } else {
-                fields.insert(name, field.text().await.map_err(bad_multipart)?);
-            }
-        }
-        Ok(())
+    let form = UploadForm::receive(&app, request).await?;
+    let started = async {
+        let request = ImportRequest {
+            path: form.required("path")?,
+            namespace: form.field("namespace"),
+            name: form.field("name"),
+            overwrite: is_true(form.field("overwrite")),
+        };
+        let (project, job) = service::start_import(&app, &user, &request, &form.key).await?;
+        let state = service::ImportState {
+            status: "scheduled",
+            error: None,
+            job: Some(job),
+            failures: Vec::new(),
+        };
+        Ok(views::import_status(&project, &state))
     }
     .await;
-    let started = match received {
-        Ok(()) => start_import(&app, &user, &fields, has_file, &upload).await,
-        Err(err @ Error::PayloadTooLarge(_)) => {
-            // Read on a little, so the client gets to read the 413 instead
-            // of a connection closed under its upload.
-            drain(&mut multipart, 64 * 1024 * 1024).await;
-            Err(err)
-        }
-        Err(err) => Err(err),
-    };
-    match started {
-        Ok(view) => Ok((StatusCode::CREATED, Json(view))),
-        Err(err) => {
-            if has_file {
-                let _ = app
-                    .blobs
-                    .delete_prefix(&service::upload_prefix(&upload_id))
-                    .await;
-            }
-            Err(err)
-        }
-    }
+    form.settle(&app, started).await
 }
 
-async fn start_import(
-    app: &App,
-    user: &crate::domain::User,
-    fields: &HashMap<String, String>,
-    has_file: bool,
-    upload: &str,
-) -> Result<Value> {
-    if !has_file {
-        return Err(Error::BadRequest("file is missing".into()));
+/// `POST /projects/import-relation`.
+pub async fn import_relation(
+    State(app): State<App>,
+    Caller(user): Caller,
+    request: Request,
+) -> JsonResponse {
+    let form = UploadForm::receive(&app, request).await?;
+    let started = async {
+        let path = form.required("path")?;
+        let relation = form.required("relation")?;
+        let (project, job) =
+            service::start_relation_import(&app, &user, &path, &relation, &form.key).await?;
+        Ok(views::relation_import(&project, &job))
     }
-    let field = |name: &str| {
-        fields
-            .get(name)
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
-    };
-    let request = ImportRequest {
-        path: field("path").ok_or_else(|| Error::BadRequest("path is missing".into()))?,
-        namespace: field("namespace"),
-        name: field("name"),
-        overwrite: matches!(field("overwrite").as_deref(), Some("true" | "1" | "yes")),
-    };
-    let (project, job) = service::start_import(app, user, &request, upload).await?;
-    let state = service::ImportState {
-        status: "scheduled",
-        error: None,
-        job: Some(job),
-    };
-    Ok(views::import_status(&project, &state))
+    .await;
+    form.settle(&app, started).await
+}
+
+/// `GET /projects/:id/relation-imports`.
+pub async fn relation_imports(
+    State(app): State<App>,
+    CallerProject { project, .. }: CallerProject,
+) -> JsonResponse {
+    let jobs = service::relation_imports(&app, &project).await?;
+    let view = jobs
+        .iter()
+        .map(|job| views::relation_import(&project, job))
+        .collect();
+    Ok((StatusCode::OK, Json(Value::Array(view))))
 }
 
 /// Reads and drops up to `budget` more bytes of a multipart body.

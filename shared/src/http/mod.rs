@@ -39,6 +39,10 @@ pub fn status_routes() -> Router<App> {
         .route(&api("/projects/{id}/export"), get(handlers::export_status))
         .route(&api("/projects/{id}/import"), get(handlers::import_status))
         .route(
+            &api("/projects/{id}/relation-imports"),
+            get(handlers::relation_imports),
+        )
+        .route(
             &api("/projects/{id}/export_relations/status"),
             get(handlers::relations_export_status),
         )
@@ -63,6 +67,10 @@ pub fn download_routes() -> Router<App> {
 pub fn import_routes() -> Router<App> {
     Router::new()
         .route(&api("/projects/import"), post(handlers::import_project))
+        .route(
+            &api("/projects/import-relation"),
+            post(handlers::import_relation),
+        )
         .layer(DefaultBodyLimit::disable())
 }
 

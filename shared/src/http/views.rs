@@ -2,7 +2,9 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::domain::{gitlab_time, Project, Token, User};
+use crate::domain::{
+    gitlab_time, ImportFailure, Job, JobStatus, Project, RelationCounts, Token, User,
+};
 use crate::service::relation_export::{status_code, RelationState};
 use crate::service::{ExportState, ImportState};
 
@@ -45,12 +47,76 @@ pub fn import_status(project: &Project, state: &ImportState) -> Value {
         "correlation_id".into(),
         state.job.as_ref().map(|j| j.id.clone()).into(),
     );
-    fields.insert("failed_relations".into(), json!([]));
+    fields.insert(
+        "failed_relations".into(),
+        state.failures.iter().map(failed_relation).collect(),
+    );
     fields.insert("import_error".into(), state.error.clone().into());
+    fields.insert(
+        "stats".into(),
+        state.job.as_ref().map_or(Value::Null, import_stats),
+    );
     if let Some(job) = &state.job {
         fields.insert("records_imported".into(), job.processed.into());
     }
     Value::Object(fields)
+}
+
+fn failed_relation(failure: &ImportFailure) -> Value {
+    json!({
+        "id": failure.id,
+        "created_at": gitlab_time(&failure.created_at),
+        "exception_class": failure.exception_class,
+        "exception_message": failure.exception_message,
+        "source": failure.source,
+        "relation_name": failure.relation_name,
+        "line_number": failure.line_number,
+    })
+}
+
+/// Per-relation counters, live while the import runs: GitLab's `stats`
+/// shape (`fetched`, `imported`) plus `skipped`.
+fn import_stats(job: &Job) -> Value {
+    let pick = |count: fn(&RelationCounts) -> u64| -> Value {
+        job.relation_counts
+            .iter()
+            .map(|(relation, counts)| (relation.clone(), Value::from(count(counts))))
+            .collect::<Map<String, Value>>()
+            .into()
+    };
+    json!({
+        "fetched": pick(|c| c.read),
+        "imported": pick(|c| c.stored),
+        "skipped": pick(|c| c.skipped),
+    })
+}
+
+/// GitLab's `RelationImportTracker` entity.
+pub fn relation_import(project: &Project, job: &Job) -> Value {
+    let status = match job.status {
+        JobStatus::Queued => "created",
+        JobStatus::Started => "started",
+        JobStatus::Finished => "finished",
+        JobStatus::Failed => "failed",
+    };
+    let counts = job
+        .relation
+        .as_ref()
+        .and_then(|r| job.relation_counts.get(r))
+        .cloned()
+        .unwrap_or_default();
+    json!({
+        "id": job.number,
+        "project_path": project.full_path(),
+        "relation": job.relation,
+        "status": status,
+        "created_at": gitlab_time(&job.created_at),
+        "updated_at": gitlab_time(&job.updated_at),
+        "fetched_objects_count": counts.read,
+        "imported_objects_count": counts.stored,
+        "skipped_objects_count": counts.skipped,
+        "error": job.error,
+    })
 }
 
 pub fn user(user: &User) -> Value {

@@ -4,9 +4,10 @@
 pub mod relation_export;
 
 use crate::domain::{
-    is_valid_path, Job, JobKind, JobStatus, Message, Namespace, NewProject, Project, User,
+    is_valid_path, ImportFailure, Job, JobKind, JobStatus, Message, Namespace, NewProject, Project,
+    User,
 };
-use crate::{App, Error, Result};
+use crate::{relations, App, Error, Result};
 
 /// `:id` of a route: a numeric id or a URL-decoded full path.
 pub enum ProjectRef {
@@ -183,12 +184,16 @@ pub async fn start_import(
     Ok((project, job))
 }
 
-/// GitLab's `import_status` and `import_error`.
+/// GitLab's `import_status`, `import_error` and `failed_relations`.
 pub struct ImportState {
     pub status: &'static str,
     pub error: Option<String>,
     pub job: Option<Job>,
+    pub failures: Vec<ImportFailure>,
 }
+
+/// GitLab shows at most this many `failed_relations`.
+const MAX_FAILED_RELATIONS: usize = 100;
 
 pub async fn import_state(app: &App, project: &Project) -> Result<ImportState> {
     let job = app.jobs.latest_job(project.id, JobKind::Import).await?;
@@ -203,7 +208,102 @@ pub async fn import_state(app: &App, project: &Project) -> Result<ImportState> {
         .as_ref()
         .filter(|j| j.status == JobStatus::Failed)
         .and_then(|j| j.error.clone());
-    Ok(ImportState { status, error, job })
+    // The import's own failures, then those of relation imports since.
+    let mut failures: Vec<ImportFailure> = Vec::new();
+    let since = job.as_ref().map(|j| j.created_at);
+    for relation_import in relation_imports(app, project).await? {
+        if since.is_some_and(|since| relation_import.created_at < since) {
+            break;
+        }
+        failures.extend(relation_import.failures);
+    }
+    if let Some(job) = &job {
+        failures.extend(job.failures.iter().cloned());
+    }
+    failures.truncate(MAX_FAILED_RELATIONS);
+    Ok(ImportState {
+        status,
+        error,
+        job,
+        failures,
+    })
+}
+
+/// Relations a relation import accepts: GitLab's four, and any other
+/// relation of the relation table.
+fn check_importable_relation(relation: &str) -> Result<()> {
+    if relations::find(relation).is_some() {
+        return Ok(());
+    }
+    let names: Vec<&str> = relations::RELATIONS.iter().map(|r| r.name).collect();
+    Err(Error::BadRequest(format!(
+        "Imported relation must be one of {}",
+        names.join(", ")
+    )))
+}
+
+/// `POST /projects/import-relation`: queues the import of one relation of
+/// the archive stored at `upload_key` into an existing project.
+pub async fn start_relation_import(
+    app: &App,
+    user: &User,
+    path: &str,
+    relation: &str,
+    upload_key: &str,
+) -> Result<(Project, Job)> {
+    let project = find_project(app, user, &ProjectRef::Path(path.to_owned())).await?;
+    check_importable_relation(relation)?;
+    let busy = |what: &str| {
+        Err(Error::Conflict(format!(
+            "{what} is already in progress for this project"
+        )))
+    };
+    if let Some(import) = app.jobs.latest_job(project.id, JobKind::Import).await? {
+        if !import.status.is_done() {
+            return busy("An import");
+        }
+    }
+    let running = relation_imports(app, &project).await?;
+    if running.iter().any(|job| !job.status.is_done()) {
+        return busy("A relation import");
+    }
+    let mut job = Job::new(JobKind::RelationImport, project.id, user.id);
+    job.relation = Some(relation.to_owned());
+    job.archive_key = Some(upload_key.to_owned());
+    job.number = app.jobs.next_number("relation_import").await?;
+    enqueue(app, &job).await?;
+    Ok((project, job))
+}
+
+/// The project's relation imports, newest first.
+pub async fn relation_imports(app: &App, project: &Project) -> Result<Vec<Job>> {
+    app.jobs
+        .project_jobs(project.id, JobKind::RelationImport, 100)
+        .await
+}
+
+/// Every stored relation of the project, with the generation holding it:
+/// the main generation's, except those a relation import replaced.
+pub async fn content_relations(
+    app: &App,
+    project: &Project,
+) -> Result<Vec<(String, crate::ports::RelationStats)>> {
+    let mut out = Vec::new();
+    if let Some(content) = &project.content {
+        for stats in app.projects.relations(content).await? {
+            if !project.relation_content.contains_key(&stats.relation) {
+                out.push((content.clone(), stats));
+            }
+        }
+    }
+    for (relation, generation) in &project.relation_content {
+        for stats in app.projects.relations(generation).await? {
+            if &stats.relation == relation {
+                out.push((generation.clone(), stats));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Where a project's content lives in the blob store.

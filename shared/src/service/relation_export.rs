@@ -25,10 +25,10 @@ async fn portable_relations(app: &App, project: &Project) -> Result<Vec<(String,
     let mut out = vec![(SELF_RELATION.to_owned(), 1)];
     let mut records: BTreeMap<String, u64> = BTreeMap::new();
     let mut files: BTreeMap<&str, u64> = BTreeMap::new();
+    for (_, stats) in super::content_relations(app, project).await? {
+        records.insert(stats.relation, stats.records);
+    }
     if let Some(content) = &project.content {
-        for stats in app.projects.relations(content).await? {
-            records.insert(stats.relation, stats.records);
-        }
         let prefix = content_files_prefix(project.id, content);
         for blob in app.blobs.list(&prefix).await? {
             if let Some(relation) = relations::file_relation_of(&blob.key[prefix.len()..]) {
@@ -62,7 +62,7 @@ pub async fn schedule(app: &App, user: &User, project: &Project, batched: bool) 
         relation: relation.to_owned(),
         batch: None,
         run_id: run_id.clone(),
-        content: project.content.clone(),
+        content: project.relation_generation(relation).map(str::to_owned),
         status: JobStatus::Queued,
         error: None,
         batched: false,
@@ -202,11 +202,9 @@ async fn check_portable(app: &App, project: &Project, relation: &str) -> Result<
         return Ok(());
     }
     if relations::is_valid_name(relation) {
-        if let Some(content) = &project.content {
-            let stored = app.projects.relations(content).await?;
-            if stored.iter().any(|s| s.relation == relation) {
-                return Ok(());
-            }
+        let stored = super::content_relations(app, project).await?;
+        if stored.iter().any(|(_, s)| s.relation == relation) {
+            return Ok(());
         }
     }
     Err(Error::BadRequest(format!(

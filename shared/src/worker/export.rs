@@ -9,7 +9,7 @@ use super::pipeline::{self, Entries};
 use super::{claim, fail};
 use crate::archive::{self, ExportItem};
 use crate::domain::{export_file_name, now, Job, JobKind, JobStatus, JobUpdate, Project};
-use crate::service::{content_files_prefix, export_key, exports_prefix};
+use crate::service::{content_files_prefix, content_relations, export_key, exports_prefix};
 use crate::{relations, App, Error, Result};
 
 pub(super) async fn run(app: &App, job_id: &str) -> Result<()> {
@@ -94,12 +94,9 @@ async fn write_entries(app: &App, project: &Project, job: &Job, entries: &Entrie
         .await?;
 
     let mut records = 0u64;
-    let Some(generation) = generation else {
-        return Ok(records);
-    };
-    let mut relations = app.projects.relations(generation).await?;
-    relations.sort_by_key(|r| relations::export_rank(&r.relation));
-    for stats in relations.into_iter().filter(|s| s.records > 0) {
+    let mut relations = content_relations(app, project).await?;
+    relations.sort_by_key(|(_, r)| relations::export_rank(&r.relation));
+    for (generation, stats) in relations.into_iter().filter(|(_, s)| s.records > 0) {
         entries
             .send(ExportItem::Begin {
                 path: archive::relation_file(&stats.relation),
@@ -111,7 +108,7 @@ async fn write_entries(app: &App, project: &Project, job: &Job, entries: &Entrie
             let page = app
                 .projects
                 .records(
-                    generation,
+                    &generation,
                     &stats.relation,
                     after,
                     app.settings.export_page_records,
@@ -125,8 +122,15 @@ async fn write_entries(app: &App, project: &Project, job: &Job, entries: &Entrie
                 .await?;
         }
         entries.send(ExportItem::End).await?;
-        app.jobs.record_progress(&job.id, records).await?;
+        let progress = JobUpdate {
+            processed: Some(records),
+            ..JobUpdate::default()
+        };
+        app.jobs.record_progress(&job.id, progress).await?;
     }
+    let Some(generation) = generation else {
+        return Ok(records);
+    };
     let prefix = content_files_prefix(project.id, generation);
     for blob in app.blobs.list(&prefix).await? {
         entries

@@ -2,16 +2,16 @@
 //! then switches the project to it in one conditional write. Until then the
 //! project shows what it had before; on failure the generation is deleted.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{claim, fail};
-use crate::archive::{self, ImportEvent, SinkClosed};
-use crate::domain::{JobStatus, JobUpdate, Project};
+use super::{claim, fail, fail_with};
+use crate::archive::{self, ArchiveError, ImportEvent, SinkClosed};
+use crate::domain::{now, ImportFailure, JobStatus, JobUpdate, Project, RelationCounts};
 use crate::service::content_files_prefix;
 use crate::{stream, App, Error, Result};
 
@@ -28,7 +28,8 @@ pub(super) async fn run(app: &App, job_id: &str) -> Result<()> {
     let generation = job.id.clone();
     if project.content.as_deref() == Some(generation.as_str()) {
         // A previous attempt switched the project and stopped before saying so.
-        return finish(app, project.id, job_id, job.processed, None).await;
+        let counts = job.relation_counts.clone();
+        return finish(app, project.id, job_id, job.processed, counts, &[]).await;
     }
     let Some(job) = claim(app, job_id).await? else {
         return Ok(());
@@ -53,34 +54,36 @@ pub(super) async fn run(app: &App, job_id: &str) -> Result<()> {
             if err.is_permanent() {
                 // Nothing of a refused archive is kept, the upload included.
                 app.blobs.delete_prefix(&upload_prefix(&upload)).await?;
-                return fail(app, job_id, err.to_string()).await;
+                let failures = failures_of(app, &err, "project_import").await?;
+                return fail_with(app, job_id, err.to_string(), failures).await;
             }
             return Err(err);
         }
     };
-    let mut updated = project.clone();
-    if let Some(description) = summary.description {
-        updated.description = Some(description);
-    }
-    let switched = app
-        .projects
-        .activate_content(&updated, project.content.as_deref(), &generation)
-        .await?;
-    if !switched {
-        discard_generation(app, project.id, &generation).await?;
-        return fail(
-            app,
-            job_id,
-            "another import of this project finished first".into(),
-        )
-        .await;
+    // A full import replaces everything, whatever switched meanwhile.
+    let mut current = project;
+    loop {
+        let mut updated = current.clone();
+        if let Some(description) = &summary.description {
+            updated.description = Some(description.clone());
+        }
+        updated.content = Some(generation.clone());
+        updated.relation_content.clear();
+        if app.projects.switch_content(&updated).await? {
+            break;
+        }
+        current = match app.projects.project(current.id).await? {
+            Some(project) => project,
+            None => return fail(app, job_id, "the project no longer exists".into()).await,
+        };
     }
     finish(
         app,
-        project.id,
+        current.id,
         job_id,
         summary.records,
-        project.content.as_deref(),
+        summary.counts,
+        &current.generations(),
     )
     .await?;
     app.blobs.delete_prefix(&upload_prefix(&upload)).await?;
@@ -93,7 +96,8 @@ async fn finish(
     project_id: u64,
     job_id: &str,
     records: u64,
-    replaced: Option<&str>,
+    counts: BTreeMap<String, RelationCounts>,
+    replaced: &[String],
 ) -> Result<()> {
     app.jobs
         .transition(
@@ -102,24 +106,51 @@ async fn finish(
             JobStatus::Finished,
             JobUpdate {
                 processed: Some(records),
+                relation_counts: Some(counts),
                 ..JobUpdate::default()
             },
         )
         .await?;
-    if let Some(old) = replaced {
+    for old in replaced {
         discard_generation(app, project_id, old).await?;
     }
     Ok(())
 }
 
-fn upload_prefix(upload_key: &str) -> String {
+/// GitLab's `failed_relations` entry for an error that names a relation
+/// file and line; none for other errors.
+pub(super) async fn failures_of(
+    app: &App,
+    err: &Error,
+    source: &str,
+) -> Result<Vec<ImportFailure>> {
+    let Error::Archive(ArchiveError::InvalidRecord { file, line, reason }) = err else {
+        return Ok(Vec::new());
+    };
+    let relation = file
+        .strip_prefix(archive::RELATION_DIR)
+        .and_then(|name| name.strip_suffix(".ndjson"))
+        .unwrap_or("project");
+    Ok(vec![ImportFailure {
+        id: app.jobs.next_number("import_failure").await?,
+        created_at: now(),
+        exception_class: "Gitlab::ImportExport::InvalidRecord".into(),
+        exception_message: reason.clone(),
+        source: source.into(),
+        relation_name: relation.into(),
+        // GitLab counts a relation's records from 0.
+        line_number: line.saturating_sub(1),
+    }])
+}
+
+pub(super) fn upload_prefix(upload_key: &str) -> String {
     match upload_key.rsplit_once('/') {
         Some((dir, _)) => format!("{dir}/"),
         None => upload_key.to_owned(),
     }
 }
 
-async fn discard_generation(app: &App, project_id: u64, generation: &str) -> Result<()> {
+pub(super) async fn discard_generation(app: &App, project_id: u64, generation: &str) -> Result<()> {
     app.projects.delete_content(generation).await?;
     app.blobs
         .delete_prefix(&content_files_prefix(project_id, generation))
@@ -128,6 +159,7 @@ async fn discard_generation(app: &App, project_id: u64, generation: &str) -> Res
 
 struct Summary {
     records: u64,
+    counts: BTreeMap<String, RelationCounts>,
     description: Option<String>,
 }
 
@@ -149,15 +181,7 @@ async fn ingest(
         })
     });
 
-    let mut writer = RecordWriter {
-        app,
-        generation,
-        batch_relation: String::new(),
-        batch: Vec::new(),
-        batch_bytes: 0,
-        next_seq: HashMap::new(),
-        records: 0,
-    };
+    let mut writer = RecordWriter::new(app, generation);
     let mut description = None;
     let mut blob: Option<BlobUpload> = None;
     let stored: Result<()> = async {
@@ -170,7 +194,12 @@ async fn ingest(
                 ImportEvent::Record { relation, json } => {
                     writer.push(relation, json).await?;
                     if writer.records.is_multiple_of(10_000) {
-                        app.jobs.record_progress(job_id, writer.records).await?;
+                        let progress = JobUpdate {
+                            processed: Some(writer.records),
+                            relation_counts: Some(writer.counts()),
+                            ..JobUpdate::default()
+                        };
+                        app.jobs.record_progress(job_id, progress).await?;
                     }
                 }
                 ImportEvent::BlobStart { path } => {
@@ -203,6 +232,7 @@ async fn ingest(
     parsed?;
     Ok(Summary {
         records: writer.records,
+        counts: writer.counts(),
         description,
     })
 }
@@ -212,20 +242,57 @@ fn description_of(attributes: &[u8]) -> Option<String> {
     value.get("description")?.as_str().map(str::to_owned)
 }
 
-struct RecordWriter<'a> {
+/// Appends records to a generation in batches, numbering each relation's
+/// records from 0 in the order pushed.
+pub(super) struct RecordWriter<'a> {
     app: &'a App,
     generation: &'a str,
     batch_relation: String,
     batch: Vec<Bytes>,
     batch_bytes: usize,
+    /// Per relation: the next seq, which is also the count stored or batched.
     next_seq: HashMap<String, u64>,
-    records: u64,
+    pub records: u64,
 }
 
-impl RecordWriter<'_> {
+impl<'a> RecordWriter<'a> {
     const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
-    async fn push(&mut self, relation: String, json: Bytes) -> Result<()> {
+    pub fn new(app: &'a App, generation: &'a str) -> Self {
+        RecordWriter {
+            app,
+            generation,
+            batch_relation: String::new(),
+            batch: Vec::new(),
+            batch_bytes: 0,
+            next_seq: HashMap::new(),
+            records: 0,
+        }
+    }
+
+    /// Records per relation so far (a full import stores all it reads).
+    pub fn counts(&self) -> BTreeMap<String, RelationCounts> {
+        let mut counts: BTreeMap<String, RelationCounts> = self
+            .next_seq
+            .iter()
+            .map(|(relation, &stored)| {
+                let count = RelationCounts {
+                    read: stored,
+                    stored,
+                    skipped: 0,
+                };
+                (relation.clone(), count)
+            })
+            .collect();
+        if !self.batch.is_empty() {
+            let pending = counts.entry(self.batch_relation.clone()).or_default();
+            pending.read += self.batch.len() as u64;
+            pending.stored = pending.read;
+        }
+        counts
+    }
+
+    pub async fn push(&mut self, relation: String, json: Bytes) -> Result<()> {
         if relation != self.batch_relation {
             self.flush().await?;
             self.batch_relation = relation;
@@ -241,7 +308,7 @@ impl RecordWriter<'_> {
         Ok(())
     }
 
-    async fn flush(&mut self) -> Result<()> {
+    pub async fn flush(&mut self) -> Result<()> {
         if self.batch.is_empty() {
             return Ok(());
         }

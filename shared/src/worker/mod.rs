@@ -6,6 +6,7 @@ mod export;
 mod import;
 mod pipeline;
 mod relation_export;
+mod relation_import;
 
 use tracing::Instrument;
 
@@ -29,6 +30,7 @@ pub async fn handle(app: &App, message: &Message) -> Result<()> {
             JobKind::Export => export::run(app, &message.job_id).await,
             JobKind::Import => import::run(app, &message.job_id).await,
             JobKind::RelationExport => relation_export::run(app, message).await,
+            JobKind::RelationImport => relation_import::run(app, &message.job_id).await,
         }
     }
     .instrument(span)
@@ -55,6 +57,16 @@ pub async fn give_up(app: &App, message: &Message, reason: &str) -> Result<()> {
 
 /// Marks a job failed for a reason retrying cannot fix.
 async fn fail(app: &App, job_id: &str, reason: String) -> Result<()> {
+    fail_with(app, job_id, reason, Vec::new()).await
+}
+
+/// Marks a job failed, recording what failed where (`failed_relations`).
+async fn fail_with(
+    app: &App,
+    job_id: &str,
+    reason: String,
+    failures: Vec<crate::domain::ImportFailure>,
+) -> Result<()> {
     tracing::warn!(job_id, reason, "job failed");
     app.jobs
         .transition(
@@ -63,6 +75,7 @@ async fn fail(app: &App, job_id: &str, reason: String) -> Result<()> {
             JobStatus::Failed,
             JobUpdate {
                 error: Some(reason),
+                failures: Some(failures),
                 ..JobUpdate::default()
             },
         )

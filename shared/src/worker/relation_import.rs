@@ -1,0 +1,406 @@
+//! Imports one relation of an archive into an existing project, adding only
+//! the records the project does not have yet.
+//!
+//! The merged relation is written to a new generation that only holds this
+//! relation; the project is switched to it in one conditional write, so a
+//! failed or concurrent run never shows a mix. New records take their place
+//! in the archive's order: each goes right after the existing record that
+//! precedes it in the archive (at the start when none does).
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Deserialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use super::import::{discard_generation, failures_of, upload_prefix, RecordWriter};
+use super::{claim, fail, fail_with};
+use crate::archive::{self, ImportEvent, SinkClosed};
+use crate::domain::{JobStatus, JobUpdate, Project, RelationCounts};
+use crate::{relations, stream, App, Error, Result};
+
+/// Where the new records wait, in archive order, until the merge.
+fn staging_generation(job_id: &str) -> String {
+    format!("{job_id}-staged")
+}
+
+pub(super) async fn run(app: &App, job_id: &str) -> Result<()> {
+    let Some(job) = app.jobs.job(job_id).await? else {
+        return Ok(());
+    };
+    if job.status.is_done() {
+        return Ok(());
+    }
+    let Some(relation) = job.relation.clone() else {
+        return fail(app, job_id, "the job names no relation".into()).await;
+    };
+    let Some(project) = app.projects.project(job.project_id).await? else {
+        return fail(app, job_id, "the project no longer exists".into()).await;
+    };
+    let generation = job.id.clone();
+    let staged = staging_generation(&generation);
+    if project.relation_content.get(&relation) == Some(&generation) {
+        // A previous attempt switched the project and stopped before saying so.
+        return finish(app, &job.id, &relation, job.relation_counts.clone(), None).await;
+    }
+    let Some(job) = claim(app, job_id).await? else {
+        return Ok(());
+    };
+    let Some(upload) = job.archive_key.clone() else {
+        return fail(app, job_id, "the job has no uploaded archive".into()).await;
+    };
+    discard_generation(app, project.id, &generation).await?;
+    discard_generation(app, project.id, &staged).await?;
+    let archive = match app.blobs.get(&upload).await {
+        Ok(archive) => archive,
+        Err(Error::NotFound(_)) => {
+            return fail(app, job_id, "the uploaded archive is missing".into()).await
+        }
+        Err(err) => return Err(err),
+    };
+    tracing::info!(relation, "relation import started");
+    let merged = Merge {
+        app,
+        project: &project,
+        job_id,
+        relation: &relation,
+        generation: &generation,
+        staged: &staged,
+    }
+    .run(archive)
+    .await;
+    discard_generation(app, project.id, &staged).await?;
+    let counts = match merged {
+        Ok(counts) => counts,
+        Err(err) => {
+            discard_generation(app, project.id, &generation).await?;
+            if err.is_permanent() {
+                app.blobs.delete_prefix(&upload_prefix(&upload)).await?;
+                let failures = failures_of(app, &err, "relation_import").await?;
+                return fail_with(app, job_id, err.to_string(), failures).await;
+            }
+            return Err(err);
+        }
+    };
+    let mut updated = project.clone();
+    let replaced = updated
+        .relation_content
+        .insert(relation.clone(), generation.clone());
+    if !app.projects.switch_content(&updated).await? {
+        // The project changed while we merged against it: merge again.
+        discard_generation(app, project.id, &generation).await?;
+        return Err(Error::Storage(
+            "the project's content changed during the relation import".into(),
+        ));
+    }
+    finish(app, job_id, &relation, counts, replaced.as_deref()).await?;
+    app.blobs.delete_prefix(&upload_prefix(&upload)).await?;
+    Ok(())
+}
+
+async fn finish(
+    app: &App,
+    job_id: &str,
+    relation: &str,
+    counts: std::collections::BTreeMap<String, RelationCounts>,
+    replaced: Option<&str>,
+) -> Result<()> {
+    let stored = counts.get(relation).map_or(0, |c| c.stored);
+    let finished = app
+        .jobs
+        .transition(
+            job_id,
+            &[JobStatus::Queued, JobStatus::Started],
+            JobStatus::Finished,
+            JobUpdate {
+                processed: Some(stored),
+                relation_counts: Some(counts),
+                ..JobUpdate::default()
+            },
+        )
+        .await?;
+    if let (Some(job), Some(old)) = (finished, replaced) {
+        // Only a generation this relation had on its own; the project's main
+        // generation still holds its other relations.
+        discard_generation(app, job.project_id, old).await?;
+    }
+    tracing::info!(relation, stored, "relation import finished");
+    Ok(())
+}
+
+/// A record's identity within its relation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum RecordKey {
+    Iid(i64),
+    Digest([u8; 32]),
+}
+
+fn record_key(relation: &str, json: &[u8]) -> RecordKey {
+    #[derive(Deserialize)]
+    struct Keyed {
+        iid: Option<Value>,
+    }
+    if relations::natural_key_field(relation) == Some("iid") {
+        if let Ok(Keyed {
+            iid: Some(Value::Number(iid)),
+        }) = serde_json::from_slice::<Keyed>(json)
+        {
+            if let Some(iid) = iid.as_i64() {
+                return RecordKey::Iid(iid);
+            }
+        }
+    }
+    let mut hasher = Sha256::new();
+    match serde_json::from_slice::<Value>(json) {
+        Ok(value) => canonical_json(&value, &mut hasher),
+        // Stored records are valid JSON; the bytes still identify one that is not.
+        Err(_) => hasher.update(json),
+    }
+    RecordKey::Digest(hasher.finalize().into())
+}
+
+/// JSON with object keys sorted, so that two spellings of one record match.
+fn canonical_json(value: &Value, out: &mut Sha256) {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            out.update(b"{");
+            for (i, (key, value)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.update(b",");
+                }
+                out.update(Value::String(key.clone()).to_string().as_bytes());
+                out.update(b":");
+                canonical_json(value, out);
+            }
+            out.update(b"}");
+        }
+        Value::Array(items) => {
+            out.update(b"[");
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.update(b",");
+                }
+                canonical_json(item, out);
+            }
+            out.update(b"]");
+        }
+        scalar => out.update(scalar.to_string().as_bytes()),
+    }
+}
+
+/// Runs of staged records (`start..end` staging seqs) to insert after an
+/// existing record, or at the start (`None`).
+type Runs = HashMap<Option<RecordKey>, Vec<(u64, u64)>>;
+
+struct Merge<'a> {
+    app: &'a App,
+    project: &'a Project,
+    job_id: &'a str,
+    relation: &'a str,
+    generation: &'a str,
+    staged: &'a str,
+}
+
+impl Merge<'_> {
+    async fn run(
+        &self,
+        archive: stream::ByteStream,
+    ) -> Result<std::collections::BTreeMap<String, RelationCounts>> {
+        let base = self.project.relation_generation(self.relation);
+        let existing = self.existing_keys(base).await?;
+        let (runs, mut counts) = self.stage_new(archive, &existing).await?;
+        self.write_merged(base, runs).await?;
+        counts.stored = counts.read - counts.skipped;
+        Ok([(self.relation.to_owned(), counts)].into())
+    }
+
+    async fn existing_keys(&self, base: Option<&str>) -> Result<HashSet<RecordKey>> {
+        let mut keys = HashSet::new();
+        let Some(base) = base else { return Ok(keys) };
+        let mut after = None;
+        loop {
+            let page = self
+                .app
+                .projects
+                .records(
+                    base,
+                    self.relation,
+                    after,
+                    self.app.settings.export_page_records,
+                )
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.seq);
+            keys.extend(page.iter().map(|r| record_key(self.relation, &r.json)));
+        }
+        Ok(keys)
+    }
+
+    /// Reads the relation from the archive and stages the records the
+    /// project lacks, noting where each run of them goes.
+    async fn stage_new(
+        &self,
+        archive: stream::ByteStream,
+        existing: &HashSet<RecordKey>,
+    ) -> Result<(Runs, RelationCounts)> {
+        let (events, mut events_rx) = mpsc::channel::<ImportEvent>(64);
+        let limits = self.app.settings.limits.clone();
+        let relation = self.relation.to_owned();
+        let input = stream::blocking_reader(archive);
+        let parse = tokio::task::spawn_blocking(move || {
+            archive::read_relation(input, &limits, &relation, &mut |event| {
+                events.blocking_send(event).map_err(|_| SinkClosed)
+            })
+        });
+        let mut writer = RecordWriter::new(self.app, self.staged);
+        let mut counts = RelationCounts::default();
+        let mut runs = Runs::new();
+        let mut anchor: Option<RecordKey> = None;
+        let mut added = HashSet::new();
+        let stored: Result<()> = async {
+            while let Some(event) = events_rx.recv().await {
+                let ImportEvent::Record { json, .. } = event else {
+                    continue;
+                };
+                counts.read += 1;
+                let key = record_key(self.relation, &json);
+                if existing.contains(&key) {
+                    anchor = Some(key);
+                    counts.skipped += 1;
+                } else if !added.insert(key) {
+                    // Twice in the archive: the first one counts.
+                    counts.skipped += 1;
+                } else {
+                    let seq = writer.records;
+                    let run = runs.entry(anchor.clone()).or_default();
+                    match run.last_mut() {
+                        Some((_, end)) if *end == seq => *end += 1,
+                        _ => run.push((seq, seq + 1)),
+                    }
+                    writer.push(self.relation.to_owned(), json).await?;
+                }
+                if counts.read.is_multiple_of(10_000) {
+                    self.progress(&counts).await?;
+                }
+            }
+            writer.flush().await
+        }
+        .await;
+        drop(events_rx);
+        let parsed = parse.await.map_err(Error::internal)?;
+        stored?;
+        parsed?;
+        Ok((runs, counts))
+    }
+
+    async fn progress(&self, counts: &RelationCounts) -> Result<()> {
+        let mut counts = counts.clone();
+        counts.stored = counts.read - counts.skipped;
+        self.app
+            .jobs
+            .record_progress(
+                self.job_id,
+                JobUpdate {
+                    relation_counts: Some([(self.relation.to_owned(), counts)].into()),
+                    ..JobUpdate::default()
+                },
+            )
+            .await
+    }
+
+    /// The existing records in their order, each followed by the new ones
+    /// anchored on it.
+    async fn write_merged(&self, base: Option<&str>, mut runs: Runs) -> Result<()> {
+        let mut out = RecordWriter::new(self.app, self.generation);
+        if let Some(head) = runs.remove(&None) {
+            self.copy_staged(&head, &mut out).await?;
+        }
+        if let Some(base) = base {
+            let mut after = None;
+            loop {
+                let page = self
+                    .app
+                    .projects
+                    .records(
+                        base,
+                        self.relation,
+                        after,
+                        self.app.settings.export_page_records,
+                    )
+                    .await?;
+                let Some(last) = page.last() else { break };
+                after = Some(last.seq);
+                for record in page {
+                    let key = record_key(self.relation, &record.json);
+                    out.push(self.relation.to_owned(), record.json).await?;
+                    if let Some(following) = runs.remove(&Some(key)) {
+                        self.copy_staged(&following, &mut out).await?;
+                    }
+                }
+            }
+        }
+        out.flush().await
+    }
+
+    async fn copy_staged(&self, runs: &[(u64, u64)], out: &mut RecordWriter<'_>) -> Result<()> {
+        for &(start, end) in runs {
+            let mut next = start;
+            while next < end {
+                let limit = ((end - next) as usize).min(self.app.settings.export_page_records);
+                let page = self
+                    .app
+                    .projects
+                    .records(self.staged, self.relation, next.checked_sub(1), limit)
+                    .await?;
+                if page.is_empty() {
+                    return Err(Error::Storage("staged records went missing".into()));
+                }
+                for record in page {
+                    next = record.seq + 1;
+                    out.push(self.relation.to_owned(), record.json).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_by_iid_or_canonical_json() {
+        assert_eq!(
+            record_key("issues", br#"{"iid": 7, "title": "a"}"#),
+            record_key("issues", br#"{"title": "b", "iid": 7}"#)
+        );
+        assert_ne!(
+            record_key("issues", br#"{"iid": 7}"#),
+            record_key("issues", br#"{"iid": 8}"#)
+        );
+        // Labels have no natural key: the whole record is the identity,
+        // whatever the order of its fields.
+        assert_eq!(
+            record_key("labels", br#"{"title": "x", "color": "red"}"#),
+            record_key("labels", br#"{"color":"red","title":"x"}"#)
+        );
+        assert_ne!(
+            record_key("labels", br#"{"title": "x"}"#),
+            record_key("labels", br#"{"title": "y"}"#)
+        );
+        // A pipeline without an iid falls back to its content.
+        assert!(matches!(
+            record_key("ci_pipelines", br#"{"sha": "abc"}"#),
+            RecordKey::Digest(_)
+        ));
+    }
+
+    #[test]
+    fn staging_is_beside_the_generation() {
+        assert_eq!(staging_generation("j1"), "j1-staged");
+    }
+}
