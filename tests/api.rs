@@ -191,7 +191,7 @@ fn export_status_and_download_follow_gitlab() {
 
 #[test]
 fn signed_download_urls_cannot_be_tampered_with() {
-    let server = Server::start();
+    let server = Server::start_with(&["--download-redirect"]);
     let status = server.import_and_wait(ROOT_TOKEN, small_archive(&[ISSUE_1]), &[("path", "p")]);
     let id = status["id"].as_u64().unwrap();
     server.export_and_download(ROOT_TOKEN, id);
@@ -213,7 +213,7 @@ fn signed_download_urls_cannot_be_tampered_with() {
 #[test]
 fn expired_download_urls_are_refused() {
     let temp = tempfile::tempdir().unwrap();
-    let server = Server::start_in(temp.path(), &["--download-ttl", "0"]);
+    let server = Server::start_in(temp.path(), &["--download-ttl", "0", "--download-redirect"]);
     let status = server.import_and_wait(ROOT_TOKEN, small_archive(&[ISSUE_1]), &[("path", "p")]);
     let id = status["id"].as_u64().unwrap();
     assert_eq!(
@@ -509,5 +509,71 @@ fn expired_tokens_are_refused() {
     assert_eq!(
         response.json::<Value>().unwrap(),
         json!({"message": "401 Unauthorized"})
+    );
+}
+
+#[test]
+fn projects_are_listed_and_shown_like_gitlab() {
+    let server = Server::start();
+    for path in ["a", "b", "c"] {
+        let status =
+            server.import_and_wait(ROOT_TOKEN, small_archive(&[ISSUE_1]), &[("path", path)]);
+        assert_eq!(status["import_status"], "finished");
+    }
+    let (_, stranger) = server.create_user("stranger");
+
+    let project: Value = server
+        .get(Some(ROOT_TOKEN), "/projects/root%2Fb")
+        .json()
+        .unwrap();
+    assert_eq!(project["id"], 2);
+    assert_eq!(project["path_with_namespace"], "root/b");
+    assert_eq!(project["namespace"]["full_path"], "root");
+    assert_eq!(project["web_url"], format!("{}/root/b", server.base));
+    assert_eq!(server.get(Some(&stranger), "/projects/2").status(), 404);
+    assert_eq!(server.get(None, "/projects/2").status(), 401);
+    assert_eq!(server.get(None, "/projects").status(), 401);
+
+    let page = server.get(Some(ROOT_TOKEN), "/projects?owned=true&per_page=2&page=2");
+    assert_eq!(page.status(), 200);
+    let header = |name: &str| page.headers()[name].to_str().unwrap().to_owned();
+    assert_eq!(
+        (
+            header("x-total"),
+            header("x-total-pages"),
+            header("x-page"),
+            header("x-per-page")
+        ),
+        ("3".into(), "2".into(), "2".into(), "2".into())
+    );
+    assert_eq!(
+        (header("x-next-page"), header("x-prev-page")),
+        ("".into(), "1".into())
+    );
+    let link = header("link");
+    assert!(
+        link.contains(&format!(
+            "<{}/api/v4/projects?owned=true&page=1&per_page=2>; rel=\"prev\"",
+            server.base
+        )),
+        "{link}"
+    );
+    assert!(!link.contains("rel=\"next\""), "{link}");
+    let listed: Vec<Value> = page.json().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["path"], "c");
+
+    // A stranger sees none of them; bad paging is a 400.
+    let theirs: Vec<Value> = server.get(Some(&stranger), "/projects").json().unwrap();
+    assert!(theirs.is_empty());
+    assert_eq!(
+        server.get(Some(ROOT_TOKEN), "/projects?page=0").status(),
+        400
+    );
+    assert_eq!(
+        server
+            .get(Some(ROOT_TOKEN), "/projects?owned=maybe")
+            .status(),
+        400
     );
 }

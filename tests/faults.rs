@@ -36,7 +36,7 @@ async fn a_message_failing_every_time_ends_its_job_failed() {
         worker::attempt(&app, &Message::for_job(&first), 1).await,
         Outcome::Done
     );
-    let url = service::export_download_url(&app, &project).await.unwrap();
+    let first_download = service::export_download(&app, &project).await.unwrap();
 
     // Then the blob store breaks: its directory is replaced by a file.
     let blobs = dir.path().join("blobs");
@@ -92,5 +92,8 @@ async fn a_message_failing_every_time_ends_its_job_failed() {
         .await
         .unwrap()
         .is_empty());
-    assert!(url.contains("signature="));
+    // The download still offers the first, whole archive.
+    let download = service::export_download(&app, &project).await.unwrap();
+    assert_eq!(download.key, first_download.key);
+    assert_eq!(download.key, key);
 }

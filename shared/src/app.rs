@@ -13,6 +13,10 @@ use crate::signing::Signer;
 pub struct Settings {
     /// Lifetime of signed/presigned download URLs.
     pub download_ttl: Duration,
+    /// Downloads answer `302` to a signed URL (S3 presigned on AWS, where a
+    /// Lambda cannot stream an archive) instead of streaming the file (as
+    /// GitLab does with local storage).
+    pub download_redirect: bool,
     /// Largest accepted import upload, in bytes.
     pub max_upload_bytes: u64,
     /// How long a finished export stays available (the bucket's lifecycle
@@ -36,6 +40,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             download_ttl: Duration::from_secs(300),
+            download_redirect: true,
             max_upload_bytes: 5 * 1024 * 1024 * 1024,
             export_retention: Duration::from_secs(7 * 24 * 3600),
             limits: Limits::default(),

@@ -66,6 +66,14 @@ pub trait ProjectStore: Send + Sync {
     async fn create_project(&self, new: NewProject) -> Result<Project>;
     async fn project(&self, id: ProjectId) -> Result<Option<Project>>;
     async fn project_by_full_path(&self, full_path: &str) -> Result<Option<Project>>;
+    /// Projects in id order, all or one owner's: one page (`offset`,
+    /// `limit`) and the total count.
+    async fn list_projects(
+        &self,
+        owner: Option<UserId>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<Project>, u64)>;
     /// Switches the project's content (`content`, `relation_content`) and
     /// import metadata (name, description) to those of `updated`, only if
     /// its `content_rev` is still `updated.content_rev`; bumps the rev.

@@ -125,6 +125,42 @@ pub async fn project_store(app: &App, _backend: Backend) {
         None
     );
 
+    // Lists: in id order, paged, per owner or all, with the total.
+    let other = users.create_user("other", "Other", false).await.unwrap();
+    let other_namespace = users.namespace(other.id).await.unwrap().unwrap();
+    let mut mine = vec![project.id];
+    for i in 0..3 {
+        let created = projects
+            .create_project(NewProject {
+                namespace: namespace.clone(),
+                path: format!("more-{i}"),
+                name: format!("More {i}"),
+                description: None,
+                owner_id: owner.id,
+            })
+            .await
+            .unwrap();
+        mine.push(created.id);
+    }
+    projects
+        .create_project(NewProject {
+            namespace: other_namespace,
+            path: "theirs".into(),
+            name: "Theirs".into(),
+            description: None,
+            owner_id: other.id,
+        })
+        .await
+        .unwrap();
+    let ids =
+        |page: Vec<shared::domain::Project>| page.into_iter().map(|p| p.id).collect::<Vec<_>>();
+    let (page, total) = projects.list_projects(Some(owner.id), 1, 2).await.unwrap();
+    assert_eq!((ids(page), total), (mine[1..3].to_vec(), 4));
+    let (page, total) = projects.list_projects(Some(owner.id), 4, 2).await.unwrap();
+    assert_eq!((page.len(), total), (0, 4));
+    let (page, total) = projects.list_projects(None, 0, 100).await.unwrap();
+    assert_eq!((page.len(), total), (5, 5));
+
     // Records: batches, a retried batch counted once, pages in order.
     projects
         .put_records("g1", "issues", 0, records(0..3))

@@ -68,8 +68,13 @@ pub struct Server {
 impl Server {
     /// A fresh server with its own data directory and two workers.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// A fresh server with extra `serve` flags.
+    pub fn start_with(extra: &[&str]) -> Self {
         let temp = tempfile::tempdir().expect("temp dir");
-        let mut server = Self::start_in(temp.path(), &[]);
+        let mut server = Self::start_in(temp.path(), extra);
         server._temp = Some(temp);
         server
     }
@@ -282,26 +287,44 @@ impl Server {
         self.download(token, id)
     }
 
+    /// `GET .../export/download`, following a `302` to the signed URL when
+    /// the server redirects. Returns (file name, archive bytes).
     pub fn download(&self, token: &str, id: u64) -> (String, Vec<u8>) {
-        let redirect = self.get(Some(token), &format!("/projects/{id}/export/download"));
-        assert_eq!(redirect.status(), 302);
-        let location = redirect.headers()["location"]
-            .to_str()
-            .expect("location")
-            .to_owned();
-        let file = client().get(&location).send().expect("signed download");
-        assert_eq!(file.status(), 200, "{location}");
-        let disposition = file.headers()["content-disposition"]
-            .to_str()
-            .expect("disposition")
-            .to_owned();
+        let (status, disposition, bytes) =
+            self.fetch_file(token, &format!("/projects/{id}/export/download"));
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&bytes));
         let name = disposition
             .split("filename=\"")
             .nth(1)
             .and_then(|rest| rest.split('"').next())
             .expect("file name")
             .to_owned();
-        (name, file.bytes().expect("archive").to_vec())
+        (name, bytes)
+    }
+
+    /// A download route: the file it streams, or the file behind its `302`.
+    /// Returns the final status, the Content-Disposition and the body.
+    pub fn fetch_file(&self, token: &str, path: &str) -> (u16, String, Vec<u8>) {
+        let mut response = self.get(Some(token), path);
+        if response.status() == 302 {
+            let location = response.headers()["location"]
+                .to_str()
+                .expect("location")
+                .to_owned();
+            response = client().get(&location).send().expect("signed download");
+        }
+        let status = response.status().as_u16();
+        let disposition = response
+            .headers()
+            .get("content-disposition")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        (
+            status,
+            disposition,
+            response.bytes().expect("body").to_vec(),
+        )
     }
 }
 
@@ -326,34 +349,13 @@ impl Server {
         }
     }
 
-    /// `GET .../export_relations/download` with a query; follows the 302.
+    /// `GET .../export_relations/download` with a query; follows a 302.
     /// Returns the status of the route (or of the file) and the file.
     pub fn download_relation(&self, token: &str, id: u64, query: &str) -> (u16, String, Vec<u8>) {
-        let response = self.get(
-            Some(token),
+        self.fetch_file(
+            token,
             &format!("/projects/{id}/export_relations/download?{query}"),
-        );
-        if response.status() != 302 {
-            let status = response.status().as_u16();
-            return (
-                status,
-                String::new(),
-                response.bytes().expect("body").to_vec(),
-            );
-        }
-        let location = response.headers()["location"]
-            .to_str()
-            .expect("location")
-            .to_owned();
-        let file = client().get(&location).send().expect("signed download");
-        let status = file.status().as_u16();
-        let disposition = file
-            .headers()
-            .get("content-disposition")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        (status, disposition, file.bytes().expect("file").to_vec())
+        )
     }
 }
 

@@ -49,8 +49,18 @@ pub fn endpoint() -> &'static str {
     &MOTO
         .get_or_init(|| {
             let port = free_port();
-            let child = Command::new(moto_binary())
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            // Statics are never dropped: a watchdog stops moto when this
+            // test process is gone, however it ended.
+            let watchdog = format!(
+                r#""$0" -H 127.0.0.1 -p {port} & moto=$!
+                while kill -0 {parent} 2>/dev/null && kill -0 $moto 2>/dev/null; do sleep 1; done
+                kill $moto 2>/dev/null"#,
+                parent = std::process::id()
+            );
+            let child = Command::new("sh")
+                .arg("-c")
+                .arg(watchdog)
+                .arg(moto_binary())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()

@@ -58,6 +58,10 @@ struct ServeArgs {
     /// Lifetime of signed download URLs, in seconds.
     #[arg(long, default_value_t = 300, env = "DOWNLOAD_URL_TTL_SECONDS")]
     download_ttl: u64,
+    /// Answer downloads with `302` to a signed URL (as on AWS) instead of
+    /// streaming the file (as GitLab does with local storage).
+    #[arg(long, env = "DOWNLOAD_REDIRECT")]
+    download_redirect: bool,
     /// Largest accepted import upload, in bytes.
     #[arg(long, default_value_t = Settings::default().max_upload_bytes, env = "MAX_UPLOAD_BYTES")]
     max_upload_bytes: u64,
@@ -224,6 +228,7 @@ async fn serve(args: ServeArgs) -> Result<(), shared::Error> {
     let backend = EmbeddedBackend::open(&args.data.data_dir, &public_url)?;
     let settings = Settings {
         download_ttl: Duration::from_secs(args.download_ttl),
+        download_redirect: args.download_redirect,
         max_upload_bytes: args.max_upload_bytes,
         relation_batch_records: args.relation_batch_size.max(1),
         export_rate_limit: args.export_rate_limit,

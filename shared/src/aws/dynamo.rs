@@ -7,6 +7,7 @@
 //! | token (by hash)      | `TOKEN#<sha256 hex>`        | `TOKEN`          |
 //! | namespace / by path  | `NS#<id>` / `NSPATH#<path>` | `NS`             |
 //! | project / by path    | `PROJECT#<id>` / `PATH#<p>` | `PROJECT`        |
+//! | project lists        | `PROJECTS` / `OWNER#<user>` | `PROJECT#<id, 20 digits>` |
 //! | latest job pointers  | `PROJECT#<id>`              | `LATEST#<kind>`, `FINISHED#<kind>` |
 //! | project's jobs       | `PROJECT#<id>`              | `JOBS#<kind>#<created µs>#<job>` |
 //! | job                  | `JOB#<id>`                  | `JOB`            |
@@ -504,6 +505,11 @@ impl ProjectStore for DynamoStore {
         };
         let mut by_path = key(format!("PATH#{}", project.full_path()), "PROJECT");
         by_path.insert("id".into(), n(project.id));
+        let listed = |pk: String| {
+            let mut item = key(pk, format!("PROJECT#{:020}", project.id));
+            item.insert("id".into(), n(project.id));
+            item
+        };
         let created = self
             .put_all(vec![
                 (by_path, Some("attribute_not_exists(pk)")),
@@ -511,6 +517,8 @@ impl ProjectStore for DynamoStore {
                     with_data(key(format!("PROJECT#{}", project.id), "PROJECT"), &project)?,
                     None,
                 ),
+                (listed("PROJECTS".into()), None),
+                (listed(format!("OWNER#{}", project.owner_id)), None),
             ])
             .await?;
         if !created {
@@ -533,6 +541,29 @@ impl ProjectStore for DynamoStore {
             Some(id) => self.project(id).await,
             None => Ok(None),
         }
+    }
+
+    async fn list_projects(
+        &self,
+        owner: Option<UserId>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<Project>, u64)> {
+        let pk = match owner {
+            Some(owner) => format!("OWNER#{owner}"),
+            None => "PROJECTS".to_owned(),
+        };
+        let index = self.query(&pk, Some("PROJECT#"), None, None).await?;
+        let mut page = Vec::new();
+        for item in index.iter().skip(offset).take(limit) {
+            if let Some(project) = match get_n(item, "id") {
+                Some(id) => self.project(id).await?,
+                None => None,
+            } {
+                page.push(project);
+            }
+        }
+        Ok((page, index.len() as u64))
     }
 
     async fn switch_content(&self, updated: &Project) -> Result<bool> {

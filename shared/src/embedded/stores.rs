@@ -326,6 +326,33 @@ impl ProjectStore for EmbeddedStore {
             .await
     }
 
+    async fn list_projects(
+        &self,
+        owner: Option<UserId>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<Project>, u64)> {
+        self.db
+            .read(move |txn| {
+                let projects = txn.open_table(PROJECTS).map_err(Error::storage)?;
+                let mut page = Vec::new();
+                let mut total = 0u64;
+                for entry in projects.iter().map_err(Error::storage)? {
+                    let (_, bytes) = entry.map_err(Error::storage)?;
+                    let project: Project = decode(bytes.value())?;
+                    if owner.is_some_and(|owner| owner != project.owner_id) {
+                        continue;
+                    }
+                    if total as usize >= offset && page.len() < limit {
+                        page.push(project);
+                    }
+                    total += 1;
+                }
+                Ok((page, total))
+            })
+            .await
+    }
+
     async fn switch_content(&self, updated: &Project) -> Result<bool> {
         let updated = updated.clone();
         self.db

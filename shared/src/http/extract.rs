@@ -91,11 +91,24 @@ impl Params {
 
     /// A boolean parameter as Grape reads one; absent is false.
     pub fn flag(&self, name: &str) -> Result<bool, Error> {
-        match self.get(name) {
+        let value = self.get(name).map(str::to_ascii_lowercase);
+        match value.as_deref() {
             None | Some("") => Ok(false),
             Some("true" | "1" | "yes" | "t") => Ok(true),
             Some("false" | "0" | "no" | "f") => Ok(false),
             Some(_) => Err(Error::BadRequest(format!("{name} is invalid"))),
+        }
+    }
+
+    /// A positive integer parameter, `default` when absent.
+    pub fn number(&self, name: &str, default: usize) -> Result<usize, Error> {
+        match self.get(name).filter(|v| !v.is_empty()) {
+            None => Ok(default),
+            Some(raw) => raw
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| Error::BadRequest(format!("{name} is invalid"))),
         }
     }
 }
@@ -136,12 +149,7 @@ impl<S: Send + Sync> FromRequest<S> for Params {
                 let object: serde_json::Map<String, Value> =
                     serde_json::from_slice(&body).map_err(|_| bad_body("JSON"))?;
                 for (name, value) in object {
-                    let text = match value {
-                        Value::String(s) => s,
-                        Value::Null => continue,
-                        other => other.to_string(),
-                    };
-                    params.insert(name, text);
+                    flatten(name, value, &mut params);
                 }
             }
         } else if content_type.starts_with("application/x-www-form-urlencoded") {
@@ -153,5 +161,24 @@ impl<S: Send + Sync> FromRequest<S> for Params {
             params.extend(pairs);
         }
         Ok(Params(params))
+    }
+}
+
+/// A JSON parameter as the form field(s) Grape would see: nested objects
+/// become `name[key]`.
+fn flatten(name: String, value: Value, params: &mut HashMap<String, String>) {
+    match value {
+        Value::String(text) => {
+            params.insert(name, text);
+        }
+        Value::Null => {}
+        Value::Object(object) => {
+            for (key, value) in object {
+                flatten(format!("{name}[{key}]"), value, params);
+            }
+        }
+        other => {
+            params.insert(name, other.to_string());
+        }
     }
 }

@@ -56,12 +56,47 @@ pub async fn export_status(
     ))
 }
 
+/// `GET /projects/:id`.
+pub async fn get_project(
+    CallerProject { project, .. }: CallerProject,
+    BaseUrl(base): BaseUrl,
+) -> JsonResponse {
+    Ok((StatusCode::OK, Json(views::project(&project, &base))))
+}
+
+/// `GET /projects`, with GitLab's offset pagination headers.
+pub async fn list_projects(
+    State(app): State<App>,
+    Caller(user): Caller,
+    BaseUrl(base): BaseUrl,
+    params: Params,
+) -> Result<Response> {
+    let page = params.number("page", 1)?;
+    let per_page = params.number("per_page", 20)?.min(100);
+    let owned = params.flag("owned")?;
+    let (projects, total) = service::list_projects(&app, &user, owned, page, per_page).await?;
+    let body: Value = projects.iter().map(|p| views::project(p, &base)).collect();
+    let headers = views::pagination_headers(
+        &format!("{base}/api/v4/projects"),
+        &params.0,
+        page,
+        per_page,
+        total,
+    );
+    let mut response = (StatusCode::OK, Json(body)).into_response();
+    for (name, value) in headers {
+        if let Ok(value) = axum::http::HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    Ok(response)
+}
+
 pub async fn export_download(
     State(app): State<App>,
     CallerProject { project, .. }: CallerProject,
 ) -> Result<Response> {
-    let url = service::export_download_url(&app, &project).await?;
-    Ok((StatusCode::FOUND, [(LOCATION, url)]).into_response())
+    deliver(&app, service::export_download(&app, &project).await?).await
 }
 
 pub async fn schedule_relations_export(
@@ -116,8 +151,11 @@ pub async fn relations_export_download(
             ))
         }
     };
-    let url = relation_export::download_url(&app, &project, relation, batch).await?;
-    Ok((StatusCode::FOUND, [(LOCATION, url)]).into_response())
+    deliver(
+        &app,
+        relation_export::download(&app, &project, relation, batch).await?,
+    )
+    .await
 }
 
 pub async fn import_status(
@@ -329,8 +367,8 @@ async fn store_upload(
     }
 }
 
-pub async fn current_user(Caller(user): Caller) -> JsonResponse {
-    Ok((StatusCode::OK, Json(views::user(&user))))
+pub async fn current_user(Caller(user): Caller, BaseUrl(base): BaseUrl) -> JsonResponse {
+    Ok((StatusCode::OK, Json(views::user(&user, &base))))
 }
 
 fn require_admin(user: &crate::domain::User) -> Result<()> {
@@ -344,6 +382,7 @@ fn require_admin(user: &crate::domain::User) -> Result<()> {
 pub async fn create_user(
     State(app): State<App>,
     Caller(caller): Caller,
+    BaseUrl(base): BaseUrl,
     params: Params,
 ) -> JsonResponse {
     require_admin(&caller)?;
@@ -356,7 +395,7 @@ pub async fn create_user(
         .users
         .create_user(username, name, params.flag("admin")?)
         .await?;
-    Ok((StatusCode::CREATED, Json(views::user(&user))))
+    Ok((StatusCode::CREATED, Json(views::user(&user, &base))))
 }
 
 pub async fn create_token(
@@ -406,7 +445,28 @@ pub async fn blob_download(
     ) {
         return Err(Error::Forbidden);
     }
-    let body = app.blobs.get(&key).await?;
+    attachment(&app, &key, file_name).await
+}
+
+/// A download: `302` to a signed URL, or the file itself, as configured.
+async fn deliver(app: &App, download: service::Download) -> Result<Response> {
+    if app.settings.download_redirect {
+        let url = app
+            .blobs
+            .download_url(
+                &download.key,
+                &download.file_name,
+                app.settings.download_ttl,
+            )
+            .await?;
+        return Ok((StatusCode::FOUND, [(LOCATION, url)]).into_response());
+    }
+    attachment(app, &download.key, &download.file_name).await
+}
+
+/// A stored blob streamed as a file named `file_name`.
+async fn attachment(app: &App, key: &str, file_name: &str) -> Result<Response> {
+    let body = app.blobs.get(key).await?;
     let content_type = if file_name.ends_with(".gz") {
         "application/gzip"
     } else {

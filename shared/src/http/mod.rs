@@ -47,6 +47,8 @@ pub fn status_routes() -> Router<App> {
             get(handlers::relations_export_status),
         )
         .route(&api("/user"), get(handlers::current_user))
+        .route(&api("/projects"), get(handlers::list_projects))
+        .route(&api("/projects/{id}"), get(handlers::get_project))
 }
 
 /// Download routes (the `download` function).

@@ -24,6 +24,52 @@ fn project_fields(project: &Project) -> Map<String, Value> {
     }
 }
 
+/// GitLab's `Project` entity, the fields clients rely on.
+pub fn project(project: &Project, base_url: &str) -> Value {
+    let mut fields = project_fields(project);
+    let web_url = format!("{base_url}/{}", project.full_path());
+    let api = format!("{base_url}/api/v4/projects/{}", project.id);
+    let extra = json!({
+        "default_branch": null,
+        "visibility": "private",
+        "archived": false,
+        "empty_repo": true,
+        "tag_list": [],
+        "topics": [],
+        "ssh_url_to_repo": null,
+        "http_url_to_repo": format!("{web_url}.git"),
+        "web_url": web_url,
+        "readme_url": null,
+        "avatar_url": null,
+        "forks_count": 0,
+        "star_count": 0,
+        "last_activity_at": gitlab_time(&project.created_at),
+        "namespace": {
+            "id": project.namespace_id,
+            "name": project.namespace_name,
+            "path": project.namespace_path,
+            "kind": "user",
+            "full_path": project.namespace_path,
+            "parent_id": null,
+            "avatar_url": null,
+            "web_url": format!("{base_url}/{}", project.namespace_path),
+        },
+        "owner": { "id": project.owner_id },
+        "creator_id": project.owner_id,
+        "_links": {
+            "self": api,
+            "issues": format!("{api}/issues"),
+            "merge_requests": format!("{api}/merge_requests"),
+            "labels": format!("{api}/labels"),
+            "members": format!("{api}/members"),
+        },
+    });
+    if let Value::Object(extra) = extra {
+        fields.extend(extra);
+    }
+    Value::Object(fields)
+}
+
 pub fn export_status(project: &Project, state: &ExportState, base_url: &str) -> Value {
     let mut fields = project_fields(project);
     fields.insert("export_status".into(), state.status.into());
@@ -119,8 +165,10 @@ pub fn relation_import(project: &Project, job: &Job) -> Value {
     })
 }
 
-pub fn user(user: &User) -> Value {
+pub fn user(user: &User, base_url: &str) -> Value {
     json!({
+        "web_url": format!("{base_url}/{}", user.username),
+        "avatar_url": null,
         "id": user.id,
         "username": user.username,
         "name": user.name,
@@ -174,4 +222,53 @@ pub fn relation_export(state: &RelationState) -> Value {
             .collect();
     }
     view
+}
+
+/// GitLab's offset pagination headers: `X-Total`, `X-Total-Pages`,
+/// `X-Page`, `X-Per-Page`, `X-Next-Page`, `X-Prev-Page` and `Link` (absolute
+/// URLs keeping the request's other parameters).
+pub fn pagination_headers(
+    url: &str,
+    params: &std::collections::HashMap<String, String>,
+    page: usize,
+    per_page: usize,
+    total: u64,
+) -> Vec<(&'static str, String)> {
+    let total_pages = (total as usize).div_ceil(per_page).max(1);
+    let mut kept: Vec<(&String, &String)> = params
+        .iter()
+        .filter(|(k, _)| k.as_str() != "page" && k.as_str() != "per_page")
+        .collect();
+    kept.sort();
+    let link = |target: usize| {
+        let mut pairs: Vec<(&str, String)> = kept
+            .iter()
+            .map(|(k, v)| (k.as_str(), (*v).clone()))
+            .collect();
+        pairs.push(("page", target.to_string()));
+        pairs.push(("per_page", per_page.to_string()));
+        let query = serde_urlencoded::to_string(&pairs).unwrap_or_default();
+        format!("{url}?{query}")
+    };
+    let next = (page < total_pages).then_some(page + 1);
+    let prev = (page > 1).then(|| (page - 1).min(total_pages));
+    let mut links = Vec::new();
+    if let Some(prev) = prev {
+        links.push(format!("<{}>; rel=\"prev\"", link(prev)));
+    }
+    if let Some(next) = next {
+        links.push(format!("<{}>; rel=\"next\"", link(next)));
+    }
+    links.push(format!("<{}>; rel=\"first\"", link(1)));
+    links.push(format!("<{}>; rel=\"last\"", link(total_pages)));
+    let optional = |n: Option<usize>| n.map(|n| n.to_string()).unwrap_or_default();
+    vec![
+        ("x-total", total.to_string()),
+        ("x-total-pages", total_pages.to_string()),
+        ("x-page", page.to_string()),
+        ("x-per-page", per_page.to_string()),
+        ("x-next-page", optional(next)),
+        ("x-prev-page", optional(prev)),
+        ("link", links.join(", ")),
+    ]
 }

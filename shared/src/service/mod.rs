@@ -40,6 +40,20 @@ pub async fn find_project(app: &App, user: &User, reference: &ProjectRef) -> Res
         .ok_or_else(Error::project_not_found)
 }
 
+/// One page of the projects the user sees: their own with `owned` (and
+/// always for non-admins: every project here is private), or all.
+pub async fn list_projects(
+    app: &App,
+    user: &User,
+    owned: bool,
+    page: usize,
+    per_page: usize,
+) -> Result<(Vec<Project>, u64)> {
+    let owner = (owned || !user.is_admin).then_some(user.id);
+    let offset = page.saturating_sub(1).saturating_mul(per_page);
+    app.projects.list_projects(owner, offset, per_page).await
+}
+
 async fn enqueue(app: &App, job: &Job) -> Result<()> {
     app.jobs.create_job(job).await?;
     app.queue.send(&[Message::for_job(job)]).await
@@ -106,20 +120,24 @@ pub async fn export_state(app: &App, project: &Project) -> Result<ExportState> {
     Ok(ExportState { status, finished })
 }
 
-/// Where to download the newest finished export from.
-pub async fn export_download_url(app: &App, project: &Project) -> Result<String> {
+/// A finished file a client may download.
+pub struct Download {
+    pub key: String,
+    pub file_name: String,
+}
+
+/// The newest finished export.
+pub async fn export_download(app: &App, project: &Project) -> Result<Download> {
     let not_found = || Error::NotFound("404 Not found or has expired".into());
     let job = app
         .jobs
         .latest_finished_job(project.id, JobKind::Export)
         .await?
         .ok_or_else(not_found)?;
-    let (Some(key), Some(file_name)) = (&job.archive_key, &job.file_name) else {
-        return Err(not_found());
-    };
-    app.blobs
-        .download_url(key, file_name, app.settings.download_ttl)
-        .await
+    match (job.archive_key, job.file_name) {
+        (Some(key), Some(file_name)) => Ok(Download { key, file_name }),
+        _ => Err(not_found()),
+    }
 }
 
 /// The fields of `POST /projects/import` besides the file.

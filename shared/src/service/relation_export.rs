@@ -223,12 +223,12 @@ pub async fn state(app: &App, project: &Project, relation: &str) -> Result<Relat
 }
 
 /// Where to download a finished relation (or batch) from.
-pub async fn download_url(
+pub async fn download(
     app: &App,
     project: &Project,
     relation: &str,
     batch: Option<u32>,
-) -> Result<String> {
+) -> Result<super::Download> {
     let state = state(app, project, relation).await?;
     let target = match (state.part.batched, batch) {
         (true, None) => return Err(Error::BadRequest("Export is batched".into())),
@@ -247,12 +247,9 @@ pub async fn download_url(
     if target.status != JobStatus::Finished {
         return Err(missing());
     }
-    let key = target.archive_key.as_deref().ok_or_else(missing)?;
-    app.blobs
-        .download_url(
-            key,
-            &relations::export_file_name(relation),
-            app.settings.download_ttl,
-        )
-        .await
+    let key = target.archive_key.clone().ok_or_else(missing)?;
+    Ok(super::Download {
+        key,
+        file_name: relations::export_file_name(relation),
+    })
 }
