@@ -10,7 +10,7 @@
 #                                        arm64 in minutes instead of ~15 (the tests use it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-functions=(schedule status download import worker)
+functions=(schedule status download import worker scheduled-export)
 args=()
 for f in "${functions[@]}"; do args+=(--package "$f"); done
 if [ "${1:-}" = "--check" ]; then
@@ -24,5 +24,5 @@ for f in "${functions[@]}"; do
     # ELF e_machine (bytes 18-19) is 0xb7 for aarch64.
     [ "$(od -An -t x1 -j 18 -N 2 "$bootstrap" | tr -d ' ')" = "b700" ] \
         || { echo "$bootstrap is not an arm64 binary" >&2; exit 1; }
-    printf '%-10s %8d bytes\n' "$f" "$(stat -c %s "$bootstrap")"
+    printf '%-17s %8d bytes\n' "$f" "$(stat -c %s "$bootstrap")"
 done

@@ -625,3 +625,100 @@ async fn relation_import_through_the_lambda_functions() {
         fixture_relations("complex")
     );
 }
+
+/// A scheduled event as EventBridge delivers it for a rule's tick.
+fn scheduled_event(time: &str) -> aws_lambda_events::event::eventbridge::EventBridgeEvent {
+    serde_json::from_value(json!({
+        "version": "0",
+        "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "123456789012",
+        "time": time,
+        "region": "us-east-1",
+        "resources": ["arn:aws:events:us-east-1:123456789012:rule/scheduled-exports"],
+        "detail": {}
+    }))
+    .expect("an EventBridge event")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_exports_through_the_eventbridge_function() {
+    let (app, clients, names) = setup().await;
+    let queue_url = names.queue_url.clone();
+    let (content_type, body) = multipart(&[("path", "nightly")], &fixture_archive("complex"));
+    let import = api_gateway_event(
+        "POST",
+        "/api/v4/projects/import",
+        Some(&content_type),
+        Some(&body),
+    );
+    let (_, _, project) = invoke(&app, &IMPORT, import).await;
+    let id = project["id"].as_u64().unwrap();
+    assert!(run_worker_once(&app, &clients, &queue_url).await.is_empty());
+
+    let opt_in = api_gateway_event(
+        "PUT",
+        &format!("/api/v4/projects/{id}/export_schedule"),
+        Some("application/x-www-form-urlencoded"),
+        Some(b"keep=2"),
+    );
+    let (status, _, schedule) = invoke(&app, &SCHEDULE, opt_in).await;
+    assert_eq!(status, 200, "{schedule}");
+
+    // One tick delivered twice schedules one export.
+    let tick = "2026-11-25T03:00:00Z";
+    let first = shared::lambda::handle_scheduled_event(&app, scheduled_event(tick))
+        .await
+        .unwrap();
+    let again = shared::lambda::handle_scheduled_event(&app, scheduled_event(tick))
+        .await
+        .unwrap();
+    assert_eq!(first, json!({"scheduled": 1, "skipped": 0}));
+    assert_eq!(again, json!({"scheduled": 0, "skipped": 1}));
+    assert!(run_worker_once(&app, &clients, &queue_url).await.is_empty());
+    for tick in ["2026-11-26T03:00:00Z", "2026-11-27T03:00:00Z"] {
+        shared::lambda::handle_scheduled_event(&app, scheduled_event(tick))
+            .await
+            .unwrap();
+        assert!(run_worker_once(&app, &clients, &queue_url).await.is_empty());
+    }
+
+    // Three ticks, two kept.
+    let stored = app
+        .blobs
+        .list(&shared::service::exports_prefix(id))
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    let show = api_gateway_event(
+        "GET",
+        &format!("/api/v4/projects/{id}/export_schedule"),
+        None,
+        None,
+    );
+    let (status, _, schedule) = invoke(&app, &STATUS, show).await;
+    assert_eq!(status, 200);
+    assert_eq!(schedule["last_scheduled_at"], "2026-11-27T03:00:00.000Z");
+    let archives = schedule["archives"].as_array().unwrap();
+    assert_eq!(archives.len(), 2, "{schedule}");
+    let job = archives[1]["id"].as_str().unwrap();
+    assert!(job.ends_with(&format!("-{}", 1795662000)), "{job}");
+    let download = api_gateway_event(
+        "GET",
+        &format!("/api/v4/projects/{id}/export_schedule/archives/{job}/download"),
+        None,
+        None,
+    );
+    let (status, headers, _) = invoke(&app, &DOWNLOAD, download).await;
+    assert_eq!(status, 302);
+    let file = reqwest::get(headers["location"].to_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(file.status(), 200);
+    let archive = file.bytes().await.unwrap();
+    assert_eq!(
+        read_archive(&archive).relations,
+        fixture_relations("complex")
+    );
+}

@@ -46,7 +46,7 @@ impl Default for Settings {
             limits: Limits::default(),
             compression_level: 6,
             import_batch_records: 1000,
-            export_page_records: 1000,
+            export_page_records: 256,
             relation_batch_records: 1000,
             export_rate_limit: 6,
         }

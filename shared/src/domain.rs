@@ -177,6 +177,9 @@ pub struct Job {
     /// Imports: what failed, as GitLab's `failed_relations`.
     #[serde(default)]
     pub failures: Vec<ImportFailure>,
+    /// Export: started by the export schedule rather than a user.
+    #[serde(default)]
+    pub scheduled: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -220,6 +223,7 @@ impl Job {
             number: 0,
             relation_counts: BTreeMap::new(),
             failures: Vec::new(),
+            scheduled: false,
             created_at: at,
             updated_at: at,
         }
@@ -311,6 +315,23 @@ impl RelationExportPart {
             self.exported = exported;
         }
     }
+}
+
+/// A project's opt-in to scheduled exports (our extension of GitLab's API):
+/// each tick of the schedule (EventBridge on AWS, a timer locally) exports
+/// the project, and the last `keep` scheduled archives are kept.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExportSchedule {
+    pub project_id: ProjectId,
+    /// A relations export instead of a full one.
+    pub relations: bool,
+    /// Relations exports only: batched.
+    pub batched: bool,
+    /// Full exports only: scheduled archives kept.
+    pub keep: u32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_scheduled_at: Option<DateTime<Utc>>,
 }
 
 /// A unit of work on the queue: ids, never payloads.

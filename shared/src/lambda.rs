@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use axum::Router;
 
@@ -61,6 +62,7 @@ pub async fn app_from_env() -> Result<App, Error> {
 
 /// Serves one function's routes behind API Gateway.
 pub async fn run_http(routes: Router<App>) -> Result<(), Error> {
+    crate::memory::limit_malloc_arenas();
     init_logging();
     let app = app_from_env().await?;
     lambda_http::run(http::function_router(routes, app)).await
@@ -69,6 +71,7 @@ pub async fn run_http(routes: Router<App>) -> Result<(), Error> {
 /// Consumes SQS batches: each message handled once, failures reported per
 /// message so SQS redelivers only those.
 pub async fn run_worker() -> Result<(), Error> {
+    crate::memory::limit_malloc_arenas();
     init_logging();
     let app = app_from_env().await?;
     lambda_runtime::run(lambda_runtime::service_fn(
@@ -78,6 +81,34 @@ pub async fn run_worker() -> Result<(), Error> {
         },
     ))
     .await
+}
+
+/// Triggered by the EventBridge schedule: one tick of scheduled exports.
+pub async fn run_scheduled_exports() -> Result<(), Error> {
+    crate::memory::limit_malloc_arenas();
+    init_logging();
+    let app = app_from_env().await?;
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: lambda_runtime::LambdaEvent<EventBridgeEvent>| {
+            let app = app.clone();
+            async move { handle_scheduled_event(&app, event.payload).await }
+        },
+    ))
+    .await
+}
+
+/// One EventBridge "Scheduled Event": its `time` is the tick, so a repeated
+/// delivery of the same tick schedules nothing twice.
+pub async fn handle_scheduled_event(
+    app: &App,
+    event: EventBridgeEvent,
+) -> Result<serde_json::Value, Error> {
+    let tick = event.time.unwrap_or_else(crate::domain::now);
+    let summary = crate::service::schedule::run_tick(app, tick).await?;
+    Ok(serde_json::json!({
+        "scheduled": summary.scheduled,
+        "skipped": summary.skipped,
+    }))
 }
 
 /// One SQS batch: the failed messages' ids, for `ReportBatchItemFailures`.

@@ -13,6 +13,7 @@ pub mod error;
 pub mod http;
 #[cfg(feature = "lambda")]
 pub mod lambda;
+pub mod memory;
 pub mod ports;
 pub mod relations;
 pub mod service;

@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::domain::{
-    Job, JobKind, JobStatus, JobUpdate, Message, Namespace, NamespaceId, NewProject, Project,
-    ProjectId, RelationExportPart, Token, User, UserId,
+    ExportSchedule, Job, JobKind, JobStatus, JobUpdate, Message, Namespace, NamespaceId,
+    NewProject, Project, ProjectId, RelationExportPart, Token, User, UserId,
 };
 use crate::stream::{BorrowedStream, ByteStream};
 use crate::Result;
@@ -100,6 +100,14 @@ pub trait ProjectStore: Send + Sync {
         limit: usize,
     ) -> Result<Vec<StoredRecord>>;
     async fn delete_content(&self, generation: &str) -> Result<()>;
+
+    /// Scheduled exports: a project's opt-in, replaced whole.
+    async fn put_export_schedule(&self, schedule: &ExportSchedule) -> Result<()>;
+    async fn export_schedule(&self, project_id: ProjectId) -> Result<Option<ExportSchedule>>;
+    /// Returns whether there was one.
+    async fn delete_export_schedule(&self, project_id: ProjectId) -> Result<bool>;
+    /// Every opt-in, in project order.
+    async fn export_schedules(&self) -> Result<Vec<ExportSchedule>>;
 }
 
 /// Export and import jobs. Status changes are conditional so that two workers

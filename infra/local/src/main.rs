@@ -73,6 +73,11 @@ struct ServeArgs {
     /// Records per batch of a batched relations export.
     #[arg(long, default_value_t = Settings::default().relation_batch_records, env = "RELATION_BATCH_SIZE")]
     relation_batch_size: u64,
+    /// Seconds between ticks of the export schedule (projects opt in with
+    /// PUT /projects/:id/export_schedule); ticks fall on multiples of it
+    /// since the epoch. 0 turns the schedule off.
+    #[arg(long, default_value_t = 86_400, env = "EXPORT_SCHEDULE_EVERY_SECONDS")]
+    export_schedule_every: u64,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "LOG_JSON")]
     log_json: bool,
@@ -144,8 +149,16 @@ fn open_offline(data: &DataDir) -> Result<App, shared::Error> {
     Ok(App::embedded(&backend, Settings::default()))
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    shared::memory::limit_malloc_arenas();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts");
+    runtime.block_on(run());
+}
+
+async fn run() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args).await,
@@ -247,6 +260,10 @@ async fn serve(args: ServeArgs) -> Result<(), shared::Error> {
         }));
     }
 
+    if args.export_schedule_every > 0 {
+        tokio::spawn(schedule_timer(app.clone(), args.export_schedule_every));
+    }
+
     println!("GitLab export/import API listening on {public_url}/api/v4");
     println!("data directory: {}", args.data.data_dir.display());
     match root_token {
@@ -264,6 +281,24 @@ async fn serve(args: ServeArgs) -> Result<(), shared::Error> {
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     Ok(())
+}
+
+/// The local stand-in for the EventBridge schedule: a tick at every multiple
+/// of `every` seconds, so a restart within a period repeats the same tick
+/// (which schedules nothing twice).
+async fn schedule_timer(app: App, every: u64) {
+    loop {
+        let now = shared::domain::now().timestamp_millis();
+        let period = (every * 1000) as i64;
+        let next = (now / period + 1) * period;
+        tokio::time::sleep(Duration::from_millis((next - now) as u64)).await;
+        let Some(tick) = chrono::DateTime::from_timestamp_millis(next) else {
+            continue;
+        };
+        if let Err(err) = shared::service::schedule::run_tick(&app, tick).await {
+            tracing::error!(error = %err, "export schedule tick failed");
+        }
+    }
 }
 
 async fn shutdown_signal() {

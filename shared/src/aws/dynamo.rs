@@ -8,6 +8,7 @@
 //! | namespace / by path  | `NS#<id>` / `NSPATH#<path>` | `NS`             |
 //! | project / by path    | `PROJECT#<id>` / `PATH#<p>` | `PROJECT`        |
 //! | project lists        | `PROJECTS` / `OWNER#<user>` | `PROJECT#<id, 20 digits>` |
+//! | export schedules     | `SCHEDULES`                 | `PROJECT#<id, 20 digits>` |
 //! | latest job pointers  | `PROJECT#<id>`              | `LATEST#<kind>`, `FINISHED#<kind>` |
 //! | project's jobs       | `PROJECT#<id>`              | `JOBS#<kind>#<created µs>#<job>` |
 //! | job                  | `JOB#<id>`                  | `JOB`            |
@@ -36,8 +37,8 @@ use serde::Serialize;
 
 use super::s3::S3BlobStore;
 use crate::domain::{
-    now, Job, JobKind, JobStatus, JobUpdate, Namespace, NamespaceId, NewProject, Project,
-    ProjectId, RelationExportPart, Token, User, UserId,
+    now, ExportSchedule, Job, JobKind, JobStatus, JobUpdate, Namespace, NamespaceId, NewProject,
+    Project, ProjectId, RelationExportPart, Token, User, UserId,
 };
 use crate::ports::{JobStore, ProjectStore, RelationStats, StoredRecord, UserStore};
 use crate::{Error, Result};
@@ -753,6 +754,36 @@ impl ProjectStore for DynamoStore {
         crate::ports::BlobStore::delete_prefix(&self.overflow, &format!("overflow/{generation}/"))
             .await
     }
+
+    async fn put_export_schedule(&self, schedule: &ExportSchedule) -> Result<()> {
+        let item = with_data(key("SCHEDULES", schedule_sk(schedule.project_id)), schedule)?;
+        self.put_item(item).await
+    }
+
+    async fn export_schedule(&self, project_id: ProjectId) -> Result<Option<ExportSchedule>> {
+        self.get_data("SCHEDULES", &schedule_sk(project_id)).await
+    }
+
+    async fn delete_export_schedule(&self, project_id: ProjectId) -> Result<bool> {
+        let output = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key("SCHEDULES", schedule_sk(project_id))))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(ddb_error)?;
+        Ok(output.attributes.is_some_and(|a| !a.is_empty()))
+    }
+
+    async fn export_schedules(&self) -> Result<Vec<ExportSchedule>> {
+        self.query("SCHEDULES", Some("PROJECT#"), None, None)
+            .await?
+            .iter()
+            .map(data_of)
+            .collect()
+    }
 }
 
 fn pointer_sk(prefix: &str, kind: JobKind) -> String {
@@ -943,6 +974,10 @@ impl JobStore for DynamoStore {
         })
         .await
     }
+}
+
+fn schedule_sk(project_id: ProjectId) -> String {
+    format!("PROJECT#{project_id:020}")
 }
 
 /// A project's jobs of a kind, in creation order.

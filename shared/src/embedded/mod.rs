@@ -9,7 +9,7 @@ mod stores;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
+use redb::{Database, Durability, ReadTransaction, ReadableDatabase, WriteTransaction};
 
 pub use blobs::DirBlobStore;
 pub use queue::EmbeddedQueue;
@@ -22,21 +22,37 @@ use crate::{Error, Result};
 #[derive(Clone)]
 pub(crate) struct Db(Arc<Database>);
 
+/// redb's page cache. Its default (1 GiB) lets the process grow with the
+/// project; records are streamed, so a small cache costs little.
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
+
 impl Db {
     fn open(path: &Path) -> Result<Self> {
-        let db = Database::create(path).map_err(|err| {
-            Error::Storage(format!(
-                "cannot open {} (is another server using this data directory?): {err}",
-                path.display()
-            ))
-        })?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|err| {
+                Error::Storage(format!(
+                    "cannot open {} (is another server using this data directory?): {err}",
+                    path.display()
+                ))
+            })?;
         let db = Db(Arc::new(db));
         db.write_now(|txn| stores::create_tables(txn).and_then(|_| queue::create_tables(txn)))?;
         Ok(db)
     }
 
     fn write_now<T>(&self, f: impl FnOnce(&WriteTransaction) -> Result<T>) -> Result<T> {
-        let txn = self.0.begin_write().map_err(Error::storage)?;
+        self.write_with(Durability::Immediate, f)
+    }
+
+    fn write_with<T>(
+        &self,
+        durability: Durability,
+        f: impl FnOnce(&WriteTransaction) -> Result<T>,
+    ) -> Result<T> {
+        let mut txn = self.0.begin_write().map_err(Error::storage)?;
+        txn.set_durability(durability).map_err(Error::storage)?;
         let out = f(&txn)?;
         txn.commit().map_err(Error::storage)?;
         Ok(out)
@@ -48,6 +64,20 @@ impl Db {
     ) -> Result<T> {
         let db = self.clone();
         tokio::task::spawn_blocking(move || db.write_now(f))
+            .await
+            .map_err(Error::internal)?
+    }
+
+    /// A write that reaches the disk with the next durable one rather than
+    /// at once (no fsync of its own). Only for data nothing points at yet:
+    /// a crash before the next durable commit loses it, and the work that
+    /// wrote it starts over.
+    async fn write_deferred<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || db.write_with(Durability::None, f))
             .await
             .map_err(Error::internal)?
     }

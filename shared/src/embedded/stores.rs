@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use super::Db;
 use crate::domain::{
-    now, Job, JobKind, JobStatus, JobUpdate, Namespace, NamespaceId, NewProject, Project,
-    ProjectId, RelationExportPart, Token, User, UserId,
+    now, ExportSchedule, Job, JobKind, JobStatus, JobUpdate, Namespace, NamespaceId, NewProject,
+    Project, ProjectId, RelationExportPart, Token, User, UserId,
 };
 use crate::ports::{JobStore, ProjectStore, RelationStats, StoredRecord, UserStore};
 use crate::{Error, Result};
@@ -32,6 +32,7 @@ const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 const LATEST_JOB: TableDefinition<(u64, &str), &str> = TableDefinition::new("latest_job");
 const LATEST_FINISHED_JOB: TableDefinition<(u64, &str), &str> =
     TableDefinition::new("latest_finished_job");
+const EXPORT_SCHEDULES: TableDefinition<u64, &[u8]> = TableDefinition::new("export_schedules");
 /// (project, kind, creation in microseconds, job id): a project's jobs in order.
 const PROJECT_JOBS: TableDefinition<(u64, &str, i64, &str), ()> =
     TableDefinition::new("project_jobs");
@@ -62,6 +63,7 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<()> {
         LATEST_JOB,
         LATEST_FINISHED_JOB,
         PROJECT_JOBS,
+        EXPORT_SCHEDULES,
         RELATION_EXPORTS,
         RATE_WINDOWS,
     );
@@ -414,8 +416,10 @@ impl ProjectStore for EmbeddedStore {
         records: Vec<Bytes>,
     ) -> Result<()> {
         let (generation, relation) = (generation.to_owned(), relation.to_owned());
+        // A generation's records are read only once a durable switch points
+        // a project at it, which persists them too.
         self.db
-            .write(move |txn| {
+            .write_deferred(move |txn| {
                 let mut table = txn.open_table(RECORDS).map_err(Error::storage)?;
                 let mut stats = txn.open_table(RELATION_STATS).map_err(Error::storage)?;
                 let key = (generation.as_str(), relation.as_str());
@@ -540,6 +544,49 @@ impl ProjectStore for EmbeddedStore {
                     .remove(generation.as_str())
                     .map_err(Error::storage)?;
                 Ok(())
+            })
+            .await
+    }
+
+    async fn put_export_schedule(&self, schedule: &ExportSchedule) -> Result<()> {
+        let schedule = schedule.clone();
+        self.db
+            .write(move |txn| {
+                txn.open_table(EXPORT_SCHEDULES)
+                    .map_err(Error::storage)?
+                    .insert(schedule.project_id, encode(&schedule)?.as_slice())
+                    .map_err(Error::storage)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn export_schedule(&self, project_id: ProjectId) -> Result<Option<ExportSchedule>> {
+        self.db
+            .read(move |txn| get_json(txn, EXPORT_SCHEDULES, project_id))
+            .await
+    }
+
+    async fn delete_export_schedule(&self, project_id: ProjectId) -> Result<bool> {
+        self.db
+            .write(move |txn| {
+                let mut table = txn.open_table(EXPORT_SCHEDULES).map_err(Error::storage)?;
+                let removed = table.remove(project_id).map_err(Error::storage)?;
+                Ok(removed.is_some())
+            })
+            .await
+    }
+
+    async fn export_schedules(&self) -> Result<Vec<ExportSchedule>> {
+        self.db
+            .read(move |txn| {
+                let table = txn.open_table(EXPORT_SCHEDULES).map_err(Error::storage)?;
+                let mut all = Vec::new();
+                for entry in table.iter().map_err(Error::storage)? {
+                    let (_, bytes) = entry.map_err(Error::storage)?;
+                    all.push(decode(bytes.value())?);
+                }
+                Ok(all)
             })
             .await
     }

@@ -56,10 +56,11 @@ impl FromRequestParts<App> for CallerProject {
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Error> {
         let Caller(user) = Caller::from_request_parts(parts, app).await?;
-        let Path(id) = Path::<String>::from_request_parts(parts, app)
+        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, app)
             .await
             .map_err(|_| Error::project_not_found())?;
-        let project = service::find_project(app, &user, &ProjectRef::parse(&id)).await?;
+        let id = params.get("id").ok_or_else(Error::project_not_found)?;
+        let project = service::find_project(app, &user, &ProjectRef::parse(id)).await?;
         Ok(CallerProject { user, project })
     }
 }

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use super::extract::{BaseUrl, Caller, CallerProject, Params};
 use super::views;
 use crate::domain::{new_id, now};
-use crate::service::{self, relation_export, ImportRequest};
+use crate::service::{self, relation_export, schedule, ImportRequest};
 use crate::{auth, App, Error, Result};
 
 type JsonResponse = Result<(StatusCode, Json<Value>)>;
@@ -90,6 +90,67 @@ pub async fn list_projects(
         }
     }
     Ok(response)
+}
+
+/// `PUT /projects/:id/export_schedule` (our extension).
+pub async fn put_export_schedule(
+    State(app): State<App>,
+    CallerProject { project, .. }: CallerProject,
+    BaseUrl(base): BaseUrl,
+    params: Params,
+) -> JsonResponse {
+    let request = schedule::ScheduleRequest {
+        relations: params.flag("relations")?,
+        batched: params.flag("batched")?,
+        keep: params.number("keep", schedule::DEFAULT_KEEP as usize)? as u32,
+    };
+    let saved = schedule::set(&app, &project, request).await?;
+    let kept = schedule::kept_archives(&app, &project).await?;
+    Ok((
+        StatusCode::OK,
+        Json(views::export_schedule(&project, &saved, &kept, &base)),
+    ))
+}
+
+/// `GET /projects/:id/export_schedule`.
+pub async fn get_export_schedule(
+    State(app): State<App>,
+    CallerProject { project, .. }: CallerProject,
+    BaseUrl(base): BaseUrl,
+) -> JsonResponse {
+    let saved = schedule::get(&app, &project).await?;
+    let kept = schedule::kept_archives(&app, &project).await?;
+    Ok((
+        StatusCode::OK,
+        Json(views::export_schedule(&project, &saved, &kept, &base)),
+    ))
+}
+
+/// `DELETE /projects/:id/export_schedule`.
+pub async fn delete_export_schedule(
+    State(app): State<App>,
+    CallerProject { project, .. }: CallerProject,
+) -> Result<StatusCode> {
+    schedule::delete(&app, &project).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /projects/:id/export_schedule/archives/:job_id/download`.
+pub async fn scheduled_archive_download(
+    State(app): State<App>,
+    CallerProject { project, .. }: CallerProject,
+    Path(path): Path<HashMap<String, String>>,
+) -> Result<Response> {
+    deliver(
+        &app,
+        schedule::archive_download(
+            &app,
+            &project,
+            path.get("job_id").map_or("", String::as_str),
+        )
+        .await?,
+    )
+    .await
 }
 
 pub async fn export_download(

@@ -7,7 +7,7 @@ mod handlers;
 mod views;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 
 pub use error::error_response;
@@ -31,6 +31,10 @@ pub fn schedule_routes() -> Router<App> {
             &api("/projects/{id}/export_relations"),
             post(handlers::schedule_relations_export),
         )
+        .route(
+            &api("/projects/{id}/export_schedule"),
+            put(handlers::put_export_schedule).delete(handlers::delete_export_schedule),
+        )
 }
 
 /// Status routes (the `status` function).
@@ -45,6 +49,10 @@ pub fn status_routes() -> Router<App> {
         .route(
             &api("/projects/{id}/export_relations/status"),
             get(handlers::relations_export_status),
+        )
+        .route(
+            &api("/projects/{id}/export_schedule"),
+            get(handlers::get_export_schedule),
         )
         .route(&api("/user"), get(handlers::current_user))
         .route(&api("/projects"), get(handlers::list_projects))
@@ -61,6 +69,10 @@ pub fn download_routes() -> Router<App> {
         .route(
             &api("/projects/{id}/export_relations/download"),
             get(handlers::relations_export_download),
+        )
+        .route(
+            &api("/projects/{id}/export_schedule/archives/{job_id}/download"),
+            get(handlers::scheduled_archive_download),
         )
 }
 

@@ -3,7 +3,8 @@
 use serde_json::{json, Map, Value};
 
 use crate::domain::{
-    gitlab_time, ImportFailure, Job, JobStatus, Project, RelationCounts, Token, User,
+    gitlab_time, ExportSchedule, ImportFailure, Job, JobStatus, Project, RelationCounts, Token,
+    User,
 };
 use crate::service::relation_export::{status_code, RelationState};
 use crate::service::{ExportState, ImportState};
@@ -222,6 +223,40 @@ pub fn relation_export(state: &RelationState) -> Value {
             .collect();
     }
     view
+}
+
+/// A project's export schedule (our extension) and the archives it keeps.
+pub fn export_schedule(
+    project: &Project,
+    schedule: &ExportSchedule,
+    kept: &[Job],
+    base_url: &str,
+) -> Value {
+    let archives: Vec<Value> = kept
+        .iter()
+        .map(|job| {
+            json!({
+                "id": job.id,
+                "file_name": job.file_name,
+                "created_at": gitlab_time(&job.created_at),
+                "finished_at": gitlab_time(&job.updated_at),
+                "download_url": format!(
+                    "{base_url}/api/v4/projects/{}/export_schedule/archives/{}/download",
+                    project.id, job.id
+                ),
+            })
+        })
+        .collect();
+    json!({
+        "project_id": schedule.project_id,
+        "export_type": if schedule.relations { "relations" } else { "full" },
+        "batched": schedule.batched,
+        "keep": schedule.keep,
+        "created_at": gitlab_time(&schedule.created_at),
+        "updated_at": gitlab_time(&schedule.updated_at),
+        "last_scheduled_at": schedule.last_scheduled_at.as_ref().map(gitlab_time),
+        "archives": archives,
+    })
 }
 
 /// GitLab's offset pagination headers: `X-Total`, `X-Total-Pages`,

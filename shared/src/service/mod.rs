@@ -2,6 +2,7 @@
 //! and follow exports, start and follow imports. No HTTP here.
 
 pub mod relation_export;
+pub mod schedule;
 
 use crate::domain::{
     is_valid_path, ImportFailure, Job, JobKind, JobStatus, Message, Namespace, NewProject, Project,

@@ -51,10 +51,15 @@ async fn portable_relations(app: &App, project: &Project) -> Result<Vec<(String,
     Ok(out)
 }
 
-/// Starts a new run: replaces the previous one and queues one message per
-/// relation (per batch when `batched`).
+/// Starts a new run for a user, within the export rate limit.
 pub async fn schedule(app: &App, user: &User, project: &Project, batched: bool) -> Result<()> {
     super::check_export_rate(app, user).await?;
+    start_run(app, project, batched).await
+}
+
+/// Starts a new run: replaces the previous one and queues one message per
+/// relation (per batch when `batched`).
+pub async fn start_run(app: &App, project: &Project, batched: bool) -> Result<()> {
     let run_id = new_id();
     let batch_size = app.settings.relation_batch_records.max(1);
     let part = |relation: &str, objects_count: u64| RelationExportPart {

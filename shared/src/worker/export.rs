@@ -8,8 +8,10 @@ use serde_json::{Map, Value};
 use super::pipeline::{self, Entries};
 use super::{claim, fail};
 use crate::archive::{self, ExportItem};
-use crate::domain::{export_file_name, now, Job, JobKind, JobStatus, JobUpdate, Project};
-use crate::service::{content_files_prefix, content_relations, export_key, exports_prefix};
+use crate::domain::{export_file_name, now, Job, JobStatus, JobUpdate, Project};
+use crate::service::{
+    content_files_prefix, content_relations, export_key, exports_prefix, schedule,
+};
 use crate::{relations, App, Error, Result};
 
 pub(super) async fn run(app: &App, job_id: &str) -> Result<()> {
@@ -19,10 +21,6 @@ pub(super) async fn run(app: &App, job_id: &str) -> Result<()> {
     let Some(project) = app.projects.project(job.project_id).await? else {
         return fail(app, job_id, "the project no longer exists".into()).await;
     };
-    let previous = app
-        .jobs
-        .latest_finished_job(project.id, JobKind::Export)
-        .await?;
     let at = now();
     let key = export_key(project.id, &job.id);
     let records = build_archive(app, &project, &job, &key, at.timestamp() as u64).await?;
@@ -42,9 +40,10 @@ pub(super) async fn run(app: &App, job_id: &str) -> Result<()> {
         .await?;
     if finished.is_some() {
         tracing::info!(records, "export finished");
-        if let Some(previous) = previous.filter(|p| p.id != job.id) {
-            // Only the newest archive is offered for download.
-            let prefix = format!("{}{}/", exports_prefix(project.id), previous.id);
+        // Only the newest archive is offered for download, besides the
+        // scheduled ones the project keeps.
+        for old in schedule::archives_to_prune(app, project.id).await? {
+            let prefix = format!("{}{}/", exports_prefix(project.id), old.id);
             app.blobs.delete_prefix(&prefix).await?;
         }
     }

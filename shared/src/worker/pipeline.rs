@@ -16,6 +16,10 @@ use crate::archive::{self, ExportItem};
 use crate::ports::StoredRecord;
 use crate::{stream, App, Error, Result};
 
+/// Pieces in flight between the producer and the compressor: enough to
+/// keep both busy, few enough that memory does not grow with the project.
+const PIPELINE_DEPTH: usize = 4;
+
 /// A page of records as NDJSON: each record, then a newline.
 pub(super) fn ndjson_lines(page: &[StoredRecord]) -> Bytes {
     let mut lines = bytes::BytesMut::with_capacity(page.iter().map(|r| r.json.len() + 1).sum());
@@ -81,7 +85,7 @@ where
     F: FnOnce(Entries) -> Fut,
     Fut: Future<Output = Result<T>>,
 {
-    let (items, mut items_rx) = mpsc::channel::<ExportItem>(16);
+    let (items, mut items_rx) = mpsc::channel::<ExportItem>(PIPELINE_DEPTH);
     let (writer, compressed) = stream::blocking_writer();
     let level = app.settings.compression_level;
     let compress = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
@@ -120,7 +124,7 @@ where
     F: FnOnce(Chunks) -> Fut,
     Fut: Future<Output = Result<T>>,
 {
-    let (chunks, mut chunks_rx) = mpsc::channel::<Option<Bytes>>(16);
+    let (chunks, mut chunks_rx) = mpsc::channel::<Option<Bytes>>(PIPELINE_DEPTH);
     let (writer, compressed) = stream::blocking_writer();
     let level = app.settings.compression_level;
     let compress = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
