@@ -577,3 +577,66 @@ fn projects_are_listed_and_shown_like_gitlab() {
         400
     );
 }
+
+#[test]
+fn revoked_tokens_are_refused() {
+    let server = Server::start();
+    let (alice_id, alice) = server.create_user("alice");
+    let (_, bob) = server.create_user("bob");
+    let second: Value = client()
+        .post(server.url(&format!("/users/{alice_id}/personal_access_tokens")))
+        .header("PRIVATE-TOKEN", ROOT_TOKEN)
+        .json(&json!({"name": "second"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let second_id = second["id"].as_u64().unwrap();
+    let second_token = second["token"].as_str().unwrap().to_owned();
+    assert_eq!(server.get(Some(&second_token), "/user").status(), 200);
+
+    let revoke = |token: &str, path: &str| {
+        client()
+            .delete(server.url(path))
+            .header("PRIVATE-TOKEN", token)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    // Someone else's token is not found; the owner revokes it.
+    let path = format!("/personal_access_tokens/{second_id}");
+    assert_eq!(revoke(&bob, &path), 404);
+    assert_eq!(server.get(Some(&second_token), "/user").status(), 200);
+    assert_eq!(revoke(&alice, &path), 204);
+    assert_eq!(server.get(Some(&second_token), "/user").status(), 401);
+    assert_eq!(revoke(&second_token, "/personal_access_tokens/self"), 401);
+    assert_eq!(revoke(ROOT_TOKEN, "/personal_access_tokens/999999"), 404);
+    // A method a route does not have: GitLab's JSON 405.
+    let wrong = client()
+        .delete(server.url("/user"))
+        .header("PRIVATE-TOKEN", ROOT_TOKEN)
+        .send()
+        .unwrap();
+    assert_eq!(wrong.status(), 405);
+    assert_eq!(
+        wrong.json::<Value>().unwrap(),
+        json!({"message": "405 Method Not Allowed"})
+    );
+    assert_eq!(revoke(ROOT_TOKEN, "/personal_access_tokens/nope"), 404);
+
+    // A token revokes itself; an administrator revokes anyone's.
+    assert_eq!(revoke(&bob, "/personal_access_tokens/self"), 204);
+    assert_eq!(server.get(Some(&bob), "/user").status(), 401);
+    assert_eq!(server.get(Some(&alice), "/user").status(), 200);
+    assert_eq!(revoke(&alice, "/personal_access_tokens/self"), 204);
+    assert_eq!(server.get(Some(&alice), "/user").status(), 401);
+    assert_eq!(
+        client()
+            .delete(server.url("/personal_access_tokens/self"))
+            .send()
+            .unwrap()
+            .status(),
+        401
+    );
+}

@@ -29,7 +29,7 @@ async fn a_message_failing_every_time_ends_its_job_failed() {
         .unwrap();
 
     // A first export works and is downloadable.
-    let first = service::schedule_export(&app, &user, &project, None)
+    let first = service::schedule_export(&app, &user, &project, None, None)
         .await
         .unwrap();
     assert_eq!(

@@ -722,3 +722,106 @@ async fn scheduled_exports_through_the_eventbridge_function() {
         fixture_relations("complex")
     );
 }
+
+/// The body S3 sends to the queue when an object lands.
+fn s3_event_body(bucket: &str, key: &str) -> String {
+    json!({"Records": [{
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "awsRegion": "us-east-1",
+        "eventTime": "2026-11-25T14:00:00.000Z",
+        "eventName": "ObjectCreated:Put",
+        "s3": {
+            "s3SchemaVersion": "1.0",
+            "configurationId": "uploaded-imports",
+            "bucket": {"name": bucket, "arn": format!("arn:aws:s3:::{bucket}")},
+            "object": {"key": key, "size": 1024, "sequencer": "0055AED6DCD90281E5"}
+        }
+    }]})
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_uploads_and_s3_imports_on_aws() {
+    let (app, clients, names) = setup().await;
+    let queue_url = names.queue_url.clone();
+
+    // import/authorize: a presigned PUT to S3, then S3's event on the queue.
+    let form = api_gateway_event(
+        "POST",
+        "/api/v4/projects/import/authorize",
+        Some("application/x-www-form-urlencoded"),
+        Some(b"path=uploaded"),
+    );
+    let (status, _, authorized) = invoke(&app, &IMPORT, form).await;
+    assert_eq!(status, 201, "{authorized}");
+    let id = authorized["id"].as_u64().unwrap();
+    let url = authorized["upload"]["url"].as_str().unwrap();
+    assert!(url.contains("X-Amz-Signature"), "{url}");
+    let put = reqwest::Client::new()
+        .put(url)
+        .body(fixture_archive("complex"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let key = format!(
+        "imports/{}/archive.tar.gz",
+        authorized["correlation_id"].as_str().unwrap()
+    );
+    clients
+        .sqs
+        .send_message()
+        .queue_url(&queue_url)
+        .message_body(s3_event_body(&names.bucket, &key))
+        .send()
+        .await
+        .unwrap();
+    // The event starts the import; the worker runs it.
+    assert!(run_worker_once(&app, &clients, &queue_url).await.is_empty());
+    assert!(run_worker_once(&app, &clients, &queue_url).await.is_empty());
+    let show = api_gateway_event("GET", &format!("/api/v4/projects/{id}/import"), None, None);
+    let (_, _, imported) = invoke(&app, &STATUS, show).await;
+    assert_eq!(imported["import_status"], "finished", "{imported}");
+
+    // remote-import-s3: someone else's bucket, fetched through a presigned GET.
+    let source = format!("source-{}", names.bucket);
+    clients
+        .s3
+        .create_bucket()
+        .bucket(&source)
+        .send()
+        .await
+        .unwrap();
+    clients
+        .s3
+        .put_object()
+        .bucket(&source)
+        .key("exports/complex export.tar.gz")
+        .body(fixture_archive("complex").into())
+        .send()
+        .await
+        .unwrap();
+    let body = serde_urlencoded::to_string([
+        ("region", "us-east-1"),
+        ("bucket_name", source.as_str()),
+        ("file_key", "exports/complex export.tar.gz"),
+        ("access_key_id", "testing"),
+        ("secret_access_key", "testing"),
+        ("path", "from-s3"),
+    ])
+    .unwrap();
+    let request = api_gateway_event(
+        "POST",
+        "/api/v4/projects/remote-import-s3",
+        Some("application/x-www-form-urlencoded"),
+        Some(body.as_bytes()),
+    );
+    let (status, _, created) = invoke(&app, &IMPORT, request).await;
+    assert_eq!(status, 201, "{created}");
+    assert!(run_worker_once(&app, &clients, &queue_url).await.is_empty());
+    let id = created["id"].as_u64().unwrap();
+    let show = api_gateway_event("GET", &format!("/api/v4/projects/{id}/import"), None, None);
+    let (_, _, imported) = invoke(&app, &STATUS, show).await;
+    assert_eq!(imported["import_status"], "finished", "{imported}");
+}

@@ -31,6 +31,9 @@ pub struct Settings {
     pub export_page_records: usize,
     /// Records per batch of a batched relations export (GitLab: 1,000).
     pub relation_batch_records: u64,
+    /// The S3 endpoint when it is not AWS's (an emulator): where
+    /// `remote-import-s3` fetches from, path-style.
+    pub s3_endpoint: Option<String>,
     /// Exports (full or relations) a user may schedule per minute (GitLab:
     /// 6); 0 turns the limit off.
     pub export_rate_limit: u32,
@@ -49,7 +52,18 @@ impl Default for Settings {
             export_page_records: 256,
             relation_batch_records: 1000,
             export_rate_limit: 6,
+            s3_endpoint: None,
         }
+    }
+}
+
+impl Settings {
+    /// `AWS_ENDPOINT_URL_S3`, else `AWS_ENDPOINT_URL`: the S3 endpoint the
+    /// AWS SDK would use too.
+    pub fn s3_endpoint_from_env() -> Option<String> {
+        ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
+            .iter()
+            .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
     }
 }
 

@@ -1,6 +1,6 @@
 //! Who is calling: personal access tokens, stored as hashes only.
 
-use crate::domain::{now, User};
+use crate::domain::{now, Token, User};
 use crate::signing::{random_secret, token_hash};
 use crate::{App, Error, Result};
 
@@ -8,6 +8,11 @@ use crate::{App, Error, Result};
 /// expired or revoked token. Lookup is by hash, so the token itself is never
 /// compared or stored.
 pub async fn authenticate(app: &App, token: Option<&str>) -> Result<User> {
+    authenticate_token(app, token).await.map(|(user, _)| user)
+}
+
+/// The user and the token record a token stands for.
+pub async fn authenticate_token(app: &App, token: Option<&str>) -> Result<(User, Token)> {
     let token = token.filter(|t| !t.is_empty()).ok_or(Error::Unauthorized)?;
     let record = app
         .users
@@ -15,10 +20,24 @@ pub async fn authenticate(app: &App, token: Option<&str>) -> Result<User> {
         .await?
         .filter(|t| t.is_usable(now()))
         .ok_or(Error::Unauthorized)?;
-    app.users
+    let user = app
+        .users
         .user(record.user_id)
         .await?
-        .ok_or(Error::Unauthorized)
+        .ok_or(Error::Unauthorized)?;
+    Ok((user, record))
+}
+
+/// Revokes a token: the caller's own, or any for an administrator. Someone
+/// else's token answers like a missing one.
+pub async fn revoke_token(app: &App, caller: &User, token_id: u64) -> Result<()> {
+    let not_found = || Error::not_found("Token");
+    let token = app.users.token(token_id).await?.ok_or_else(not_found)?;
+    if !(caller.is_admin || caller.id == token.user_id) {
+        return Err(not_found());
+    }
+    app.users.revoke_token(token_id).await?;
+    Ok(())
 }
 
 /// Issues a new token for a user and returns it; only its hash is kept.

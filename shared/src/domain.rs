@@ -180,8 +180,27 @@ pub struct Job {
     /// Export: started by the export schedule rather than a user.
     #[serde(default)]
     pub scheduled: bool,
+    /// Export: where the finished archive is also sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<UploadTarget>,
+    /// Import: the URL the archive is fetched from (a remote import).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_url: Option<String>,
+    /// Import: waiting for the client's upload to a presigned URL.
+    #[serde(default)]
+    pub awaiting_upload: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// Where a finished export is also sent (GitLab's `upload[...]` parameters).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UploadTarget {
+    pub url: String,
+    /// `PUT` or `POST`.
+    pub method: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
 }
 
 /// Records of one relation an import has read, stored and skipped (already
@@ -224,6 +243,9 @@ impl Job {
             relation_counts: BTreeMap::new(),
             failures: Vec::new(),
             scheduled: false,
+            upload: None,
+            source_url: None,
+            awaiting_upload: false,
             created_at: at,
             updated_at: at,
         }

@@ -32,6 +32,7 @@ pub fn settings_from_env() -> Settings {
         export_retention: number("EXPORT_RETENTION_DAYS")
             .map(|days| Duration::from_secs(days * 24 * 3600))
             .unwrap_or(defaults.export_retention),
+        s3_endpoint: Settings::s3_endpoint_from_env(),
         ..defaults
     }
 }
@@ -83,6 +84,32 @@ pub async fn run_worker() -> Result<(), Error> {
     .await
 }
 
+/// The object keys of an S3 event notification (S3 sends them to the work
+/// queue when an upload lands under `imports/`); none for anything else.
+pub fn uploaded_keys(body: &str) -> Vec<String> {
+    let Ok(event) = serde_json::from_str::<serde_json::Value>(body) else {
+        return Vec::new();
+    };
+    let Some(records) = event.get("Records").and_then(|r| r.as_array()) else {
+        return Vec::new();
+    };
+    records
+        .iter()
+        .filter(|r| {
+            r.get("eventName")
+                .and_then(|n| n.as_str())
+                .is_some_and(|n| n.starts_with("ObjectCreated:"))
+        })
+        .filter_map(|r| r.pointer("/s3/object/key")?.as_str())
+        // S3 event keys are URL-encoded, with `+` for spaces.
+        .map(|key| {
+            percent_encoding::percent_decode_str(&key.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect()
+}
+
 /// Triggered by the EventBridge schedule: one tick of scheduled exports.
 pub async fn run_scheduled_exports() -> Result<(), Error> {
     crate::memory::limit_malloc_arenas();
@@ -116,8 +143,20 @@ pub async fn handle_sqs_event(app: &App, event: SqsEvent) -> SqsBatchResponse {
     let mut failures = Vec::new();
     for record in event.records {
         let id = record.message_id.clone().unwrap_or_default();
-        let Some(message) = record.body.as_deref().and_then(aws::parse_message) else {
-            tracing::warn!(message_id = id, "dropping a message that is not ours");
+        let body = record.body.as_deref().unwrap_or_default();
+        let Some(message) = aws::parse_message(body) else {
+            let keys = uploaded_keys(body);
+            if keys.is_empty() {
+                tracing::warn!(message_id = id, "dropping a message that is not ours");
+            }
+            for key in keys {
+                if let Err(err) = crate::service::upload_landed(app, &key).await {
+                    tracing::warn!(key, error = %err, "cannot start the uploaded import");
+                    let mut failure = BatchItemFailure::default();
+                    failure.item_identifier = id.clone();
+                    failures.push(failure);
+                }
+            }
             continue;
         };
         let receive_count = record

@@ -16,6 +16,7 @@ pub mod lambda;
 pub mod memory;
 pub mod ports;
 pub mod relations;
+pub mod remote;
 pub mod service;
 pub mod signing;
 pub mod stream;

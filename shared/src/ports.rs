@@ -28,6 +28,9 @@ pub trait UserStore: Send + Sync {
         expires_at: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<Token>;
     async fn token_by_hash(&self, token_hash: [u8; 32]) -> Result<Option<Token>>;
+    async fn token(&self, id: u64) -> Result<Option<Token>>;
+    /// Marks the token revoked; false if there is no such token.
+    async fn revoke_token(&self, id: u64) -> Result<bool>;
     async fn namespace(&self, id: NamespaceId) -> Result<Option<Namespace>>;
     async fn namespace_by_path(&self, path: &str) -> Result<Option<Namespace>>;
     /// Counts one use of `action` by the user in the fixed window starting
@@ -189,6 +192,8 @@ pub trait BlobStore: Send + Sync {
     async fn delete_prefix(&self, prefix: &str) -> Result<()>;
     /// A short-lived URL a client can GET the blob from, served as `file_name`.
     async fn download_url(&self, key: &str, file_name: &str, ttl: Duration) -> Result<String>;
+    /// A short-lived URL a client can PUT the blob to (a presigned upload).
+    async fn upload_url(&self, key: &str, ttl: Duration) -> Result<String>;
 }
 
 /// A received message and the handle to acknowledge it.

@@ -56,7 +56,16 @@ pub async fn user_store(app: &App, _backend: Backend) {
         .add_token(alice.id, "laptop", [1; 32], None)
         .await
         .unwrap();
-    assert_eq!(users.token_by_hash([1; 32]).await.unwrap(), Some(token));
+    assert_eq!(
+        users.token_by_hash([1; 32]).await.unwrap(),
+        Some(token.clone())
+    );
+    assert_eq!(users.token(token.id).await.unwrap(), Some(token.clone()));
+    assert_eq!(users.token(token.id + 1000).await.unwrap(), None);
+    assert!(users.revoke_token(token.id).await.unwrap());
+    assert!(!users.revoke_token(token.id + 1000).await.unwrap());
+    let revoked = users.token_by_hash([1; 32]).await.unwrap().unwrap();
+    assert!(revoked.revoked && !revoked.is_usable(shared::domain::now()));
     assert_eq!(users.token_by_hash([2; 32]).await.unwrap(), None);
 
     // Rate windows: `limit` uses per user, action and window.

@@ -122,6 +122,10 @@ pub async fn resources(clients: &AwsClients) -> AwsNames {
 pub async fn app() -> (App, AwsClients, AwsNames) {
     let clients = clients().await;
     let names = resources(&clients).await;
-    let app = aws::app(&clients, &names, Settings::default());
+    let settings = Settings {
+        s3_endpoint: Some(endpoint().to_owned()),
+        ..Settings::default()
+    };
+    let app = aws::app(&clients, &names, settings);
     (app, clients, names)
 }

@@ -3,6 +3,10 @@
 
 #[tokio::main]
 async fn main() -> Result<(), shared::lambda::Error> {
-    shared::lambda::run_http(shared::http::status_routes().merge(shared::http::admin_routes()))
-        .await
+    shared::lambda::run_http(
+        shared::http::status_routes()
+            .merge(shared::http::admin_routes())
+            .merge(shared::http::docs_routes()),
+    )
+    .await
 }

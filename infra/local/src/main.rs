@@ -246,6 +246,7 @@ async fn serve(args: ServeArgs) -> Result<(), shared::Error> {
         relation_batch_records: args.relation_batch_size.max(1),
         export_rate_limit: args.export_rate_limit,
         limits: args.limits.limits(),
+        s3_endpoint: Settings::s3_endpoint_from_env(),
         ..Settings::default()
     };
     let app = App::embedded(&backend, settings);

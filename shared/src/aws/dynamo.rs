@@ -5,6 +5,7 @@
 //! | counter              | `COUNTER#<name>`            | `COUNTER`        |
 //! | user / by username   | `USER#<id>` / `USERNAME#<n>`| `USER`           |
 //! | token (by hash)      | `TOKEN#<sha256 hex>`        | `TOKEN`          |
+//! | token id → hash      | `TOKENID#<id>`              | `TOKEN`          |
 //! | namespace / by path  | `NS#<id>` / `NSPATH#<path>` | `NS`             |
 //! | project / by path    | `PROJECT#<id>` / `PATH#<p>` | `PROJECT`        |
 //! | project lists        | `PROJECTS` / `OWNER#<user>` | `PROJECT#<id, 20 digits>` |
@@ -435,8 +436,39 @@ impl UserStore for DynamoStore {
             key(format!("TOKEN#{}", hex::encode(token_hash)), "TOKEN"),
             &token,
         )?;
-        self.put_item(item).await?;
+        let mut by_id = key(format!("TOKENID#{}", token.id), "TOKEN");
+        by_id.insert("hash".into(), s(hex::encode(token_hash)));
+        self.put_all(vec![(item, None), (by_id, None)]).await?;
         Ok(token)
+    }
+
+    async fn token(&self, id: u64) -> Result<Option<Token>> {
+        let Some(by_id) = self.get_item(&format!("TOKENID#{id}"), "TOKEN").await? else {
+            return Ok(None);
+        };
+        match get_s(&by_id, "hash") {
+            Some(hash) => self.get_data(&format!("TOKEN#{hash}"), "TOKEN").await,
+            None => Ok(None),
+        }
+    }
+
+    async fn revoke_token(&self, id: u64) -> Result<bool> {
+        let Some(by_id) = self.get_item(&format!("TOKENID#{id}"), "TOKEN").await? else {
+            return Ok(false);
+        };
+        let Some(hash) = get_s(&by_id, "hash").map(str::to_owned) else {
+            return Ok(false);
+        };
+        let Some(mut token) = self
+            .get_data::<Token>(&format!("TOKEN#{hash}"), "TOKEN")
+            .await?
+        else {
+            return Ok(false);
+        };
+        token.revoked = true;
+        let item = with_data(key(format!("TOKEN#{hash}"), "TOKEN"), &token)?;
+        self.put_item(item).await?;
+        Ok(true)
     }
 
     async fn token_by_hash(&self, token_hash: [u8; 32]) -> Result<Option<Token>> {

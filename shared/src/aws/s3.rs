@@ -272,4 +272,17 @@ impl BlobStore for S3BlobStore {
             .map_err(s3_error)?;
         Ok(request.uri().to_owned())
     }
+
+    async fn upload_url(&self, key: &str, ttl: Duration) -> Result<String> {
+        let presigning = PresigningConfig::expires_in(ttl).map_err(Error::internal)?;
+        let request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .presigned(presigning)
+            .await
+            .map_err(s3_error)?;
+        Ok(request.uri().to_owned())
+    }
 }

@@ -182,4 +182,19 @@ impl BlobStore for DirBlobStore {
             utf8_percent_encode(file_name, QUERY),
         ))
     }
+
+    async fn upload_url(&self, key: &str, ttl: Duration) -> Result<String> {
+        self.path_of(key)?;
+        let expires = now().timestamp() + ttl.as_secs() as i64;
+        let signature = self.signer.sign(key, expires, UPLOAD_SIGNATURE_NAME);
+        Ok(format!(
+            "{}/-/blobs/{}?expires={expires}&signature={signature}",
+            self.public_url,
+            utf8_percent_encode(key, PATH),
+        ))
+    }
 }
+
+/// What an upload URL signs in place of a file name. Download names come
+/// from file names, which never hold a NUL: one URL cannot pass for the other.
+pub const UPLOAD_SIGNATURE_NAME: &str = "\0upload";

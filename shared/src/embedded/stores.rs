@@ -19,6 +19,8 @@ const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 const USERS: TableDefinition<u64, &[u8]> = TableDefinition::new("users");
 const USERS_BY_NAME: TableDefinition<&str, u64> = TableDefinition::new("users_by_name");
 const TOKENS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tokens");
+/// Token id → its hash (the key of `TOKENS`).
+const TOKEN_IDS: TableDefinition<u64, &[u8]> = TableDefinition::new("token_ids");
 const NAMESPACES: TableDefinition<u64, &[u8]> = TableDefinition::new("namespaces");
 const NAMESPACES_BY_PATH: TableDefinition<&str, u64> = TableDefinition::new("namespaces_by_path");
 const PROJECTS: TableDefinition<u64, &[u8]> = TableDefinition::new("projects");
@@ -52,6 +54,7 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<()> {
         USERS,
         USERS_BY_NAME,
         TOKENS,
+        TOKEN_IDS,
         NAMESPACES,
         NAMESPACES_BY_PATH,
         PROJECTS,
@@ -203,6 +206,10 @@ impl UserStore for EmbeddedStore {
                     .map_err(Error::storage)?
                     .insert(token_hash.as_slice(), encode(&token)?.as_slice())
                     .map_err(Error::storage)?;
+                txn.open_table(TOKEN_IDS)
+                    .map_err(Error::storage)?
+                    .insert(token.id, token_hash.as_slice())
+                    .map_err(Error::storage)?;
                 Ok(token)
             })
             .await
@@ -211,6 +218,43 @@ impl UserStore for EmbeddedStore {
     async fn token_by_hash(&self, token_hash: [u8; 32]) -> Result<Option<Token>> {
         self.db
             .read(move |txn| get_json(txn, TOKENS, token_hash.as_slice()))
+            .await
+    }
+
+    async fn token(&self, id: u64) -> Result<Option<Token>> {
+        self.db
+            .read(move |txn| {
+                let ids = txn.open_table(TOKEN_IDS).map_err(Error::storage)?;
+                let Some(hash) = ids.get(id).map_err(Error::storage)? else {
+                    return Ok(None);
+                };
+                get_json(txn, TOKENS, hash.value())
+            })
+            .await
+    }
+
+    async fn revoke_token(&self, id: u64) -> Result<bool> {
+        self.db
+            .write(move |txn| {
+                let ids = txn.open_table(TOKEN_IDS).map_err(Error::storage)?;
+                let Some(hash) = ids
+                    .get(id)
+                    .map_err(Error::storage)?
+                    .map(|h| h.value().to_vec())
+                else {
+                    return Ok(false);
+                };
+                let mut tokens = txn.open_table(TOKENS).map_err(Error::storage)?;
+                let mut token: Token = match tokens.get(hash.as_slice()).map_err(Error::storage)? {
+                    Some(bytes) => decode(bytes.value())?,
+                    None => return Ok(false),
+                };
+                token.revoked = true;
+                tokens
+                    .insert(hash.as_slice(), encode(&token)?.as_slice())
+                    .map_err(Error::storage)?;
+                Ok(true)
+            })
             .await
     }
 

@@ -10,12 +10,15 @@ use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
 use axum::http::request::Parts;
 use serde_json::Value;
 
-use crate::domain::{Project, User};
+use crate::domain::{Project, Token, User};
 use crate::service::{self, ProjectRef};
 use crate::{auth, App, Error};
 
 /// The authenticated user; rejects with 401.
 pub struct Caller(pub User);
+
+/// The caller and the token they authenticated with.
+pub struct CallerToken(pub User, pub Token);
 
 fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
     query
@@ -24,6 +27,15 @@ fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
 }
 
 impl FromRequestParts<App> for Caller {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Error> {
+        let CallerToken(user, _) = CallerToken::from_request_parts(parts, app).await?;
+        Ok(Caller(user))
+    }
+}
+
+impl FromRequestParts<App> for CallerToken {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Error> {
@@ -39,7 +51,8 @@ impl FromRequestParts<App> for Caller {
                     .find(|(k, _)| k == "private_token")
                     .map(|(_, v)| v)
             });
-        auth::authenticate(app, token.as_deref()).await.map(Caller)
+        let (user, token) = auth::authenticate_token(app, token.as_deref()).await?;
+        Ok(CallerToken(user, token))
     }
 }
 

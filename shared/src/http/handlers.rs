@@ -15,16 +15,32 @@ use futures::StreamExt;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde_json::{json, Value};
 
-use super::extract::{BaseUrl, Caller, CallerProject, Params};
+use super::extract::{BaseUrl, Caller, CallerProject, CallerToken, Params};
 use super::views;
+use crate::domain::UploadTarget;
 use crate::domain::{new_id, now};
 use crate::service::{self, relation_export, schedule, ImportRequest};
-use crate::{auth, App, Error, Result};
+use crate::{auth, remote, App, Error, Result};
 
 type JsonResponse = Result<(StatusCode, Json<Value>)>;
 
 pub async fn not_found() -> Error {
     Error::NotFound("404 Not Found".into())
+}
+
+pub async fn openapi() -> Response {
+    (
+        [(CONTENT_TYPE, "application/yaml; charset=utf-8")],
+        super::OPENAPI_YAML,
+    )
+        .into_response()
+}
+
+pub async fn method_not_allowed() -> (StatusCode, Json<Value>) {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(json!({ "message": "405 Method Not Allowed" })),
+    )
 }
 
 fn accepted() -> JsonResponse {
@@ -40,8 +56,41 @@ pub async fn schedule_export(
     params: Params,
 ) -> JsonResponse {
     let description = params.get("description").map(str::to_owned);
-    service::schedule_export(&app, &user, &project, description).await?;
+    let upload = upload_target(&params)?;
+    service::schedule_export(&app, &user, &project, description, upload).await?;
     accepted()
+}
+
+/// GitLab's `upload[url]`, `upload[http_method]` and (ours)
+/// `upload[headers][Name]`.
+fn upload_target(params: &Params) -> Result<Option<UploadTarget>> {
+    let Some(url) = params.get("upload[url]").filter(|u| !u.is_empty()) else {
+        return Ok(None);
+    };
+    remote::check_url(url, "upload[url]")?;
+    let method = params
+        .get("upload[http_method]")
+        .filter(|m| !m.is_empty())
+        .unwrap_or("PUT")
+        .to_ascii_uppercase();
+    if method != "PUT" && method != "POST" {
+        return Err(Error::BadRequest(
+            "upload[http_method] does not have a valid value".into(),
+        ));
+    }
+    let headers = params
+        .0
+        .iter()
+        .filter_map(|(name, value)| {
+            let header = name.strip_prefix("upload[headers][")?.strip_suffix(']')?;
+            Some((header.to_owned(), value.clone()))
+        })
+        .collect();
+    Ok(Some(UploadTarget {
+        url: url.to_owned(),
+        method,
+        headers,
+    }))
 }
 
 pub async fn export_status(
@@ -312,13 +361,6 @@ impl UploadForm {
     }
 }
 
-fn is_true(value: Option<String>) -> bool {
-    matches!(
-        value.map(|v| v.to_ascii_lowercase()).as_deref(),
-        Some("true" | "1" | "yes")
-    )
-}
-
 /// `POST /projects/import`.
 pub async fn import_project(
     State(app): State<App>,
@@ -331,7 +373,7 @@ pub async fn import_project(
             path: form.required("path")?,
             namespace: form.field("namespace"),
             name: form.field("name"),
-            overwrite: is_true(form.field("overwrite")),
+            overwrite: super::extract::Params(form.fields.clone()).flag("overwrite")?,
         };
         let (project, job) = service::start_import(&app, &user, &request, &form.key).await?;
         let state = service::ImportState {
@@ -344,6 +386,139 @@ pub async fn import_project(
     }
     .await;
     form.settle(&app, started).await
+}
+
+/// The fields of an import besides its archive.
+fn import_request(params: &Params) -> Result<ImportRequest> {
+    let field = |name: &str| {
+        params
+            .get(name)
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
+    Ok(ImportRequest {
+        path: field("path").ok_or_else(|| Error::BadRequest("path is missing".into()))?,
+        namespace: field("namespace"),
+        name: field("name"),
+        overwrite: params.flag("overwrite")?,
+    })
+}
+
+fn required<'a>(params: &'a Params, name: &str) -> Result<&'a str> {
+    params
+        .get(name)
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| Error::BadRequest(format!("{name} is missing")))
+}
+
+fn scheduled_import(project: &crate::domain::Project, job: crate::domain::Job) -> Value {
+    let state = service::ImportState {
+        status: "scheduled",
+        error: None,
+        job: Some(job),
+        failures: Vec::new(),
+    };
+    views::import_status(project, &state)
+}
+
+/// `POST /projects/remote-import`.
+pub async fn remote_import(
+    State(app): State<App>,
+    Caller(user): Caller,
+    params: Params,
+) -> JsonResponse {
+    let url = remote::check_url(required(&params, "url")?, "url")?;
+    let request = import_request(&params)?;
+    let (project, job) = service::start_remote_import(&app, &user, &request, url.into()).await?;
+    Ok((StatusCode::CREATED, Json(scheduled_import(&project, job))))
+}
+
+/// `POST /projects/remote-import-s3`: fetched through a presigned URL, so
+/// the secret key is used once and never stored.
+pub async fn remote_import_s3(
+    State(app): State<App>,
+    Caller(user): Caller,
+    params: Params,
+) -> JsonResponse {
+    let object = remote::S3Object {
+        region: required(&params, "region")?.to_owned(),
+        bucket: required(&params, "bucket_name")?.to_owned(),
+        key: required(&params, "file_key")?.to_owned(),
+        access_key_id: required(&params, "access_key_id")?.to_owned(),
+        secret_access_key: required(&params, "secret_access_key")?.to_owned(),
+    };
+    let request = import_request(&params)?;
+    let url = remote::presign_s3_get(
+        &object,
+        app.settings.s3_endpoint.as_deref(),
+        crate::domain::now(),
+        std::time::Duration::from_secs(7 * 24 * 3600),
+    )?;
+    let (project, job) = service::start_remote_import(&app, &user, &request, url).await?;
+    Ok((StatusCode::CREATED, Json(scheduled_import(&project, job))))
+}
+
+/// `POST /projects/import/authorize`: the import waits for its archive at a
+/// presigned URL, past API Gateway's body limit.
+pub async fn authorize_import(
+    State(app): State<App>,
+    Caller(user): Caller,
+    params: Params,
+) -> JsonResponse {
+    let request = import_request(&params)?;
+    let (project, job, url) = service::authorize_import(&app, &user, &request).await?;
+    let expires_at = job.created_at
+        + chrono::Duration::from_std(service::UPLOAD_URL_TTL).map_err(Error::internal)?;
+    let mut view = scheduled_import(&project, job);
+    view["upload"] = json!({
+        "url": url,
+        "method": "PUT",
+        "expires_at": crate::domain::gitlab_time(&expires_at),
+    });
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// `PUT /-/blobs/*key` with an upload signature: the local stand-in for a
+/// presigned S3 PUT.
+pub async fn blob_upload(
+    State(app): State<App>,
+    Path(key): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    body: Body,
+) -> Result<StatusCode> {
+    let signer = app.signer.as_ref().ok_or(Error::Forbidden)?;
+    let field = |name: &str| query.get(name).ok_or(Error::Forbidden);
+    let expires: i64 = field("expires")?.parse().map_err(|_| Error::Forbidden)?;
+    let name = crate::embedded::UPLOAD_SIGNATURE_NAME;
+    if !signer.verify(&key, expires, name, field("signature")?, now().timestamp()) {
+        return Err(Error::Forbidden);
+    }
+    let limit = app.settings.max_upload_bytes;
+    let too_large = Arc::new(AtomicBool::new(false));
+    let flag = too_large.clone();
+    let mut seen = 0u64;
+    let stream = body.into_data_stream().map(move |chunk| {
+        let chunk = chunk.map_err(io::Error::other)?;
+        seen += chunk.len() as u64;
+        if seen > limit {
+            flag.store(true, Ordering::Relaxed);
+            return Err(io::Error::other("upload too large"));
+        }
+        Ok(chunk)
+    });
+    match app.blobs.put(&key, Box::pin(stream)).await {
+        Ok(_) => {}
+        Err(_) if too_large.load(Ordering::Relaxed) => {
+            return Err(Error::PayloadTooLarge(format!(
+                "413 Request Entity Too Large: the file is larger than {limit} bytes"
+            )))
+        }
+        Err(err) => return Err(err),
+    }
+    service::upload_landed(&app, &key).await?;
+    Ok(StatusCode::OK)
 }
 
 /// `POST /projects/import-relation`.
@@ -426,6 +601,28 @@ async fn store_upload(
         )),
         Err(err) => Err(err),
     }
+}
+
+/// `DELETE /personal_access_tokens/:id`: revokes a token (GitLab: `204`).
+pub async fn revoke_token(
+    State(app): State<App>,
+    Caller(user): Caller,
+    Path(token_id): Path<String>,
+) -> Result<StatusCode> {
+    let id = token_id
+        .parse::<u64>()
+        .map_err(|_| Error::not_found("Token"))?;
+    auth::revoke_token(&app, &user, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /personal_access_tokens/self`: revokes the token in use.
+pub async fn revoke_own_token(
+    State(app): State<App>,
+    CallerToken(user, token): CallerToken,
+) -> Result<StatusCode> {
+    auth::revoke_token(&app, &user, token.id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn current_user(Caller(user): Caller, BaseUrl(base): BaseUrl) -> JsonResponse {

@@ -7,7 +7,7 @@ mod handlers;
 mod views;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 
 pub use error::error_response;
@@ -85,6 +85,18 @@ pub fn import_routes() -> Router<App> {
             &api("/projects/import-relation"),
             post(handlers::import_relation),
         )
+        .route(
+            &api("/projects/remote-import"),
+            post(handlers::remote_import),
+        )
+        .route(
+            &api("/projects/remote-import-s3"),
+            post(handlers::remote_import_s3),
+        )
+        .route(
+            &api("/projects/import/authorize"),
+            post(handlers::authorize_import),
+        )
         .layer(DefaultBodyLimit::disable())
 }
 
@@ -96,11 +108,30 @@ pub fn admin_routes() -> Router<App> {
             &api("/users/{user_id}/personal_access_tokens"),
             post(handlers::create_token),
         )
+        .route(
+            &api("/personal_access_tokens/self"),
+            delete(handlers::revoke_own_token),
+        )
+        .route(
+            &api("/personal_access_tokens/{token_id}"),
+            delete(handlers::revoke_token),
+        )
 }
 
 /// Signed blob downloads, served where there is no S3 to serve them.
 pub fn blob_routes() -> Router<App> {
-    Router::new().route("/-/blobs/{*key}", get(handlers::blob_download))
+    Router::new().route(
+        "/-/blobs/{*key}",
+        get(handlers::blob_download).put(handlers::blob_upload),
+    )
+}
+
+/// The OpenAPI document of every route, served as written.
+pub const OPENAPI_YAML: &str = include_str!("../../../openapi.yaml");
+
+/// The API's own description (the `status` function on AWS).
+pub fn docs_routes() -> Router<App> {
+    Router::new().route(&api("/openapi.yaml"), get(handlers::openapi))
 }
 
 /// Every route, for the local server.
@@ -112,11 +143,16 @@ pub fn router(app: App) -> Router {
         .merge(import_routes())
         .merge(admin_routes())
         .merge(blob_routes())
+        .merge(docs_routes())
         .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
         .with_state(app)
 }
 
 /// One function's routes with the common fallback, for a Lambda.
 pub fn function_router(routes: Router<App>, app: App) -> Router {
-    routes.fallback(handlers::not_found).with_state(app)
+    routes
+        .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .with_state(app)
 }

@@ -4,6 +4,7 @@
 pub mod relation_export;
 pub mod schedule;
 
+use crate::domain::UploadTarget;
 use crate::domain::{
     is_valid_path, ImportFailure, Job, JobKind, JobStatus, Message, Namespace, NewProject, Project,
     User,
@@ -87,10 +88,12 @@ pub async fn schedule_export(
     user: &User,
     project: &Project,
     description: Option<String>,
+    upload: Option<UploadTarget>,
 ) -> Result<Job> {
     check_export_rate(app, user).await?;
     let mut job = Job::new(JobKind::Export, project.id, user.id);
     job.description = description;
+    job.upload = upload;
     enqueue(app, &job).await?;
     Ok(job)
 }
@@ -163,14 +166,8 @@ async fn resolve_namespace(app: &App, user: &User, namespace: Option<&str>) -> R
         .ok_or_else(|| Error::not_found("Namespace"))
 }
 
-/// Creates (or, with `overwrite`, reuses) the project and queues the import
-/// of the archive already stored at `upload_key`.
-pub async fn start_import(
-    app: &App,
-    user: &User,
-    request: &ImportRequest,
-    upload_key: &str,
-) -> Result<(Project, Job)> {
+/// Creates (or, with `overwrite`, reuses) the project an import goes to.
+async fn import_target(app: &App, user: &User, request: &ImportRequest) -> Result<Project> {
     if !is_valid_path(&request.path) {
         return Err(Error::BadRequest(
             "path can contain only letters, digits, '_', '-' and '.', and cannot start with '-' or '.'".into(),
@@ -178,13 +175,11 @@ pub async fn start_import(
     }
     let namespace = resolve_namespace(app, user, request.namespace.as_deref()).await?;
     let full_path = format!("{}/{}", namespace.path, request.path);
-    let project = match app.projects.project_by_full_path(&full_path).await? {
-        Some(existing) if request.overwrite && may_manage(user, existing.owner_id) => existing,
-        Some(_) => {
-            return Err(Error::BadRequest(
-                "Name has already been taken, Path has already been taken".into(),
-            ))
-        }
+    match app.projects.project_by_full_path(&full_path).await? {
+        Some(existing) if request.overwrite && may_manage(user, existing.owner_id) => Ok(existing),
+        Some(_) => Err(Error::BadRequest(
+            "Name has already been taken, Path has already been taken".into(),
+        )),
         None => {
             app.projects
                 .create_project(NewProject {
@@ -194,13 +189,79 @@ pub async fn start_import(
                     description: None,
                     owner_id: user.id,
                 })
-                .await?
+                .await
         }
-    };
+    }
+}
+
+/// Creates (or, with `overwrite`, reuses) the project and queues the import
+/// of the archive already stored at `upload_key`.
+pub async fn start_import(
+    app: &App,
+    user: &User,
+    request: &ImportRequest,
+    upload_key: &str,
+) -> Result<(Project, Job)> {
+    let project = import_target(app, user, request).await?;
     let mut job = Job::new(JobKind::Import, project.id, user.id);
     job.archive_key = Some(upload_key.to_owned());
     enqueue(app, &job).await?;
     Ok((project, job))
+}
+
+/// `POST /projects/remote-import(-s3)`: the worker fetches the archive from
+/// `url` (streamed into the blob store), then imports it.
+pub async fn start_remote_import(
+    app: &App,
+    user: &User,
+    request: &ImportRequest,
+    url: String,
+) -> Result<(Project, Job)> {
+    let project = import_target(app, user, request).await?;
+    let mut job = Job::new(JobKind::Import, project.id, user.id);
+    job.archive_key = Some(upload_key(&job.id));
+    job.source_url = Some(url);
+    enqueue(app, &job).await?;
+    Ok((project, job))
+}
+
+/// How long a presigned upload URL of `import/authorize` stays valid.
+pub const UPLOAD_URL_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// `POST /projects/import/authorize`: an import waiting for its archive,
+/// and the presigned URL to PUT it to. It starts when the upload lands.
+pub async fn authorize_import(
+    app: &App,
+    user: &User,
+    request: &ImportRequest,
+) -> Result<(Project, Job, String)> {
+    let project = import_target(app, user, request).await?;
+    let mut job = Job::new(JobKind::Import, project.id, user.id);
+    let key = upload_key(&job.id);
+    job.archive_key = Some(key.clone());
+    job.awaiting_upload = true;
+    let url = app.blobs.upload_url(&key, UPLOAD_URL_TTL).await?;
+    app.jobs.create_job(&job).await?;
+    Ok((project, job, url))
+}
+
+/// An upload landed at `key` (an S3 event, or the local server's PUT): the
+/// import waiting for it starts. Other keys, and repeats, change nothing.
+pub async fn upload_landed(app: &App, key: &str) -> Result<()> {
+    let Some(job_id) = key
+        .strip_prefix("imports/")
+        .and_then(|rest| rest.strip_suffix("/archive.tar.gz"))
+    else {
+        return Ok(());
+    };
+    let Some(job) = app.jobs.job(job_id).await? else {
+        return Ok(());
+    };
+    if job.awaiting_upload && job.status == JobStatus::Queued {
+        tracing::info!(job_id, "upload landed: import queued");
+        app.queue.send(&[Message::for_job(&job)]).await?;
+    }
+    Ok(())
 }
 
 /// GitLab's `import_status`, `import_error` and `failed_relations`.

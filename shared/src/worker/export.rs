@@ -12,7 +12,7 @@ use crate::domain::{export_file_name, now, Job, JobStatus, JobUpdate, Project};
 use crate::service::{
     content_files_prefix, content_relations, export_key, exports_prefix, schedule,
 };
-use crate::{relations, App, Error, Result};
+use crate::{relations, remote, App, Error, Result};
 
 pub(super) async fn run(app: &App, job_id: &str) -> Result<()> {
     let Some(job) = claim(app, job_id).await? else {
@@ -24,6 +24,20 @@ pub(super) async fn run(app: &App, job_id: &str) -> Result<()> {
     let at = now();
     let key = export_key(project.id, &job.id);
     let records = build_archive(app, &project, &job, &key, at.timestamp() as u64).await?;
+    if let Some(target) = &job.upload {
+        let size = app
+            .blobs
+            .list(&key)
+            .await?
+            .into_iter()
+            .find(|blob| blob.key == key)
+            .map_or(0, |blob| blob.size);
+        match remote::send_blob(app, &key, size, target).await {
+            Ok(()) => tracing::info!(size, "export uploaded"),
+            Err(err) if err.is_permanent() => return fail(app, job_id, err.to_string()).await,
+            Err(err) => return Err(err),
+        }
+    }
     let finished = app
         .jobs
         .transition(

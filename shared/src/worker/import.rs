@@ -13,7 +13,7 @@ use super::{claim, fail, fail_with};
 use crate::archive::{self, ArchiveError, ImportEvent, SinkClosed};
 use crate::domain::{now, ImportFailure, JobStatus, JobUpdate, Project, RelationCounts};
 use crate::service::content_files_prefix;
-use crate::{stream, App, Error, Result};
+use crate::{remote, stream, App, Error, Result};
 
 pub(super) async fn run(app: &App, job_id: &str) -> Result<()> {
     let Some(job) = app.jobs.job(job_id).await? else {
@@ -38,6 +38,15 @@ pub(super) async fn run(app: &App, job_id: &str) -> Result<()> {
         return fail(app, job_id, "the job has no uploaded archive".into()).await;
     };
     discard_generation(app, project.id, &generation).await?;
+    if let Some(url) = &job.source_url {
+        tracing::info!(upload, "fetching the remote archive");
+        let limit = app.settings.max_upload_bytes;
+        match remote::fetch_into(app, url, &upload, limit).await {
+            Ok(size) => tracing::info!(size, "remote archive fetched"),
+            Err(err) if err.is_permanent() => return fail(app, job_id, err.to_string()).await,
+            Err(err) => return Err(err),
+        }
+    }
     let archive = match app.blobs.get(&upload).await {
         Ok(archive) => archive,
         Err(Error::NotFound(_)) => {

@@ -1,0 +1,215 @@
+//! Archives over HTTP on the local server: remote imports from a URL, the
+//! presigned upload flow (`import/authorize`), and exports sent to a URL.
+
+use e2e::{client, fixture_archive, fixture_relations, read_archive, Server, ROOT_TOKEN};
+use serde_json::Value;
+
+fn post_form(
+    server: &Server,
+    token: Option<&str>,
+    path: &str,
+    form: &[(&str, &str)],
+) -> reqwest::blocking::Response {
+    let mut request = client().post(server.url(path)).form(form);
+    if let Some(token) = token {
+        request = request.header("PRIVATE-TOKEN", token);
+    }
+    request.send().unwrap()
+}
+
+/// Imports the fixture, exports it, and returns (project id, the signed
+/// URL the archive downloads from).
+fn exported_fixture(server: &Server) -> (u64, String) {
+    let status = server.import_and_wait(
+        ROOT_TOKEN,
+        fixture_archive("complex"),
+        &[("path", "source")],
+    );
+    let id = status["id"].as_u64().unwrap();
+    assert_eq!(
+        server
+            .post(Some(ROOT_TOKEN), &format!("/projects/{id}/export"))
+            .status(),
+        202
+    );
+    assert_eq!(
+        server.wait_export(ROOT_TOKEN, id)["export_status"],
+        "finished"
+    );
+    let redirect = server.get(Some(ROOT_TOKEN), &format!("/projects/{id}/export/download"));
+    assert_eq!(redirect.status(), 302);
+    (
+        id,
+        redirect.headers()["location"].to_str().unwrap().to_owned(),
+    )
+}
+
+fn relations_of(server: &Server, id: u64) -> std::collections::BTreeMap<String, Vec<Value>> {
+    read_archive(&server.export_and_download(ROOT_TOKEN, id).1).relations
+}
+
+#[test]
+fn remote_import_fetches_the_archive_from_a_url() {
+    let server = Server::start_with(&["--download-redirect"]);
+    let (_, url) = exported_fixture(&server);
+
+    let response = post_form(
+        &server,
+        Some(ROOT_TOKEN),
+        "/projects/remote-import",
+        &[("url", &url), ("path", "fetched"), ("name", "Fetched")],
+    );
+    assert_eq!(response.status(), 201);
+    let created: Value = response.json().unwrap();
+    assert_eq!(created["import_status"], "scheduled");
+    assert_eq!(created["name"], "Fetched");
+    let id = created["id"].as_u64().unwrap();
+    let status = server.wait_import(ROOT_TOKEN, id);
+    assert_eq!(status["import_status"], "finished", "{status}");
+    assert_eq!(relations_of(&server, id), fixture_relations("complex"));
+
+    // A URL that answers 404: the import fails and says so.
+    let missing = url.replace("export.tar.gz", "missing.tar.gz");
+    let response = post_form(
+        &server,
+        Some(ROOT_TOKEN),
+        "/projects/remote-import",
+        &[("url", &missing), ("path", "missing")],
+    );
+    let id = response.json::<Value>().unwrap()["id"].as_u64().unwrap();
+    let status = server.wait_import(ROOT_TOKEN, id);
+    assert_eq!(status["import_status"], "failed");
+    let error = status["import_error"].as_str().unwrap();
+    assert!(
+        error.starts_with("downloading the archive failed: 403"),
+        "{error}"
+    );
+
+    // Bad requests.
+    for form in [
+        vec![("path", "x")],
+        vec![("url", "file:///etc/passwd"), ("path", "x")],
+        vec![("url", "not a url"), ("path", "x")],
+        vec![("url", url.as_str())],
+        vec![("url", url.as_str()), ("path", "x"), ("overwrite", "maybe")],
+    ] {
+        let response = post_form(&server, Some(ROOT_TOKEN), "/projects/remote-import", &form);
+        assert_eq!(response.status(), 400, "{form:?}");
+    }
+    let response = post_form(
+        &server,
+        None,
+        "/projects/remote-import",
+        &[("url", &url), ("path", "x")],
+    );
+    assert_eq!(response.status(), 401);
+    let response = post_form(
+        &server,
+        Some(ROOT_TOKEN),
+        "/projects/remote-import-s3",
+        &[("path", "x")],
+    );
+    assert_eq!(response.status(), 400);
+}
+
+#[test]
+fn authorized_uploads_start_the_import_when_they_land() {
+    let server = Server::start();
+    let response = post_form(
+        &server,
+        Some(ROOT_TOKEN),
+        "/projects/import/authorize",
+        &[("path", "big")],
+    );
+    assert_eq!(response.status(), 201);
+    let authorized: Value = response.json().unwrap();
+    assert_eq!(authorized["import_status"], "scheduled");
+    assert_eq!(authorized["upload"]["method"], "PUT");
+    let url = authorized["upload"]["url"].as_str().unwrap().to_owned();
+    let id = authorized["id"].as_u64().unwrap();
+
+    // Waiting for the upload: nothing runs yet.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let status: Value = server
+        .get(Some(ROOT_TOKEN), &format!("/projects/{id}/import"))
+        .json()
+        .unwrap();
+    assert_eq!(status["import_status"], "scheduled");
+
+    // A tampered or download-only signature cannot upload.
+    let tampered = url.replace("signature=", "signature=00");
+    let put = |url: &str| {
+        client()
+            .put(url)
+            .body(fixture_archive("complex"))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(put(&tampered), 403);
+    assert_eq!(put(url.split('?').next().unwrap()), 403);
+
+    assert_eq!(put(&url), 200);
+    let status = server.wait_import(ROOT_TOKEN, id);
+    assert_eq!(status["import_status"], "finished", "{status}");
+    assert_eq!(relations_of(&server, id), fixture_relations("complex"));
+
+    let response = post_form(
+        &server,
+        None,
+        "/projects/import/authorize",
+        &[("path", "x")],
+    );
+    assert_eq!(response.status(), 401);
+    let response = post_form(&server, Some(ROOT_TOKEN), "/projects/import/authorize", &[]);
+    assert_eq!(response.status(), 400);
+}
+
+#[test]
+fn an_export_is_sent_to_its_upload_url() {
+    let server = Server::start();
+    let status = server.import_and_wait(
+        ROOT_TOKEN,
+        fixture_archive("complex"),
+        &[("path", "origin")],
+    );
+    let origin = status["id"].as_u64().unwrap();
+    // The receiving end: another project's presigned upload.
+    let authorized: Value = post_form(
+        &server,
+        Some(ROOT_TOKEN),
+        "/projects/import/authorize",
+        &[("path", "copy")],
+    )
+    .json()
+    .unwrap();
+    let copy = authorized["id"].as_u64().unwrap();
+    let url = authorized["upload"]["url"].as_str().unwrap();
+
+    let export = format!("/projects/{origin}/export");
+    for bad in [
+        vec![("upload[url]", "ftp://example.com/x")],
+        vec![("upload[url]", url), ("upload[http_method]", "GET")],
+    ] {
+        assert_eq!(
+            post_form(&server, Some(ROOT_TOKEN), &export, &bad).status(),
+            400,
+            "{bad:?}"
+        );
+    }
+    let response = post_form(
+        &server,
+        Some(ROOT_TOKEN),
+        &export,
+        &[("upload[url]", url), ("upload[http_method]", "PUT")],
+    );
+    assert_eq!(response.status(), 202);
+    assert_eq!(
+        server.wait_export(ROOT_TOKEN, origin)["export_status"],
+        "finished"
+    );
+    let status = server.wait_import(ROOT_TOKEN, copy);
+    assert_eq!(status["import_status"], "finished", "{status}");
+    assert_eq!(relations_of(&server, copy), fixture_relations("complex"));
+}
