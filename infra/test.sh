@@ -40,6 +40,9 @@ else
     cargo test --workspace --locked --no-fail-fast
 fi
 
+step "benchmark smoke run (the harness must not rot; figures come from a full run)"
+python3 bench/run.py --smoke --bin "${CARGO_TARGET_DIR:-target}/debug/local"
+
 step "lambda build (arm64)"
 bash infra/build-lambdas.sh --check
 
