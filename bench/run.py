@@ -785,7 +785,7 @@ def report(command, binary, results, ready, artifacts):
 
     out += ["## b. Full export", "",
             "New server on the import's data dir; POST /projects/:id/export to `export_status` finished; "
-            "then the download (302, followed). Peak RSS covers export and download.", "",
+            "then the download (streamed, or a followed 302). Peak RSS covers export and download.", "",
             table(["issues", "records", "NDJSON MB", "archive MB", "export s", "server CPU s", "NDJSON MB/s", "records/s", "download s", "peak RSS MB"],
                   phase_rows(results, "export", lambda r, p: [
                       p["records"], "%.1f" % (p["ndjson_bytes"] / MB), "%.1f" % (p["archive_bytes"] / MB), "%.2f" % p["seconds"],

@@ -97,3 +97,100 @@ async fn a_message_failing_every_time_ends_its_job_failed() {
     assert_eq!(download.key, first_download.key);
     assert_eq!(download.key, key);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_message_was_lost_is_queued_again_then_failed() {
+    use shared::service::sweep::{sweep_stale_jobs, SweepSummary, MAX_STALLS, STALE_AFTER};
+    let (app, _dir) = embedded_app();
+    let user = app.users.create_user("bob", "Bob", false).await.unwrap();
+    let namespace = app.users.namespace(user.id).await.unwrap().unwrap();
+    let project = app
+        .projects
+        .create_project(NewProject {
+            namespace,
+            path: "lost".into(),
+            name: "lost".into(),
+            description: None,
+            owner_id: user.id,
+        })
+        .await
+        .unwrap();
+    let started = |job: &Job| {
+        let app = app.clone();
+        let id = job.id.clone();
+        async move {
+            app.jobs
+                .transition(
+                    &id,
+                    &[JobStatus::Queued],
+                    JobStatus::Started,
+                    shared::domain::JobUpdate::default(),
+                )
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    // A worker claimed the job and died; its message is gone.
+    let job = Job::new(JobKind::Export, project.id, user.id);
+    app.jobs.create_job(&job).await.unwrap();
+    started(&job).await;
+    let now = shared::domain::now();
+    assert_eq!(
+        sweep_stale_jobs(&app, now, STALE_AFTER).await.unwrap(),
+        SweepSummary::default(),
+        "not stale yet"
+    );
+    let later = now + chrono::Duration::minutes(31);
+    let swept = sweep_stale_jobs(&app, later, STALE_AFTER).await.unwrap();
+    assert_eq!(
+        swept,
+        SweepSummary {
+            requeued: 1,
+            failed: 0
+        }
+    );
+    // The message is back: a worker finishes the job.
+    let deliveries = app
+        .queue
+        .receive(10, std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(deliveries.len(), 1);
+    worker::process_delivery(&app, &deliveries[0]).await;
+    let done = app.jobs.job(&job.id).await.unwrap().unwrap();
+    assert_eq!((done.status, done.stalls), (JobStatus::Finished, 1));
+
+    // A job that stalls again and again ends failed, with the reason.
+    let stuck = Job::new(JobKind::Import, project.id, user.id);
+    app.jobs.create_job(&stuck).await.unwrap();
+    started(&stuck).await;
+    for round in 0..=MAX_STALLS {
+        let at = shared::domain::now() + chrono::Duration::minutes(1);
+        let swept = sweep_stale_jobs(&app, at, std::time::Duration::ZERO)
+            .await
+            .unwrap();
+        let expected = if round < MAX_STALLS {
+            SweepSummary {
+                requeued: 1,
+                failed: 0,
+            }
+        } else {
+            SweepSummary {
+                requeued: 0,
+                failed: 1,
+            }
+        };
+        assert_eq!(swept, expected, "round {round}");
+    }
+    let failed = app.jobs.job(&stuck.id).await.unwrap().unwrap();
+    assert_eq!(failed.status, JobStatus::Failed);
+    assert!(
+        failed
+            .error
+            .as_deref()
+            .unwrap()
+            .starts_with("the job stalled"),
+        "{failed:?}"
+    );
+}

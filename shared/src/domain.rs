@@ -189,6 +189,10 @@ pub struct Job {
     /// Import: waiting for the client's upload to a presigned URL.
     #[serde(default)]
     pub awaiting_upload: bool,
+    /// Times the stale-job sweep found the job without progress and queued
+    /// it again (its message was lost).
+    #[serde(default)]
+    pub stalls: u32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -246,6 +250,7 @@ impl Job {
             upload: None,
             source_url: None,
             awaiting_upload: false,
+            stalls: 0,
             created_at: at,
             updated_at: at,
         }
@@ -261,6 +266,7 @@ pub struct JobUpdate {
     pub processed: Option<u64>,
     pub relation_counts: Option<BTreeMap<String, RelationCounts>>,
     pub failures: Option<Vec<ImportFailure>>,
+    pub stalls: Option<u32>,
 }
 
 impl Job {
@@ -285,6 +291,9 @@ impl Job {
         }
         if let Some(failures) = update.failures {
             self.failures = failures;
+        }
+        if let Some(stalls) = update.stalls {
+            self.stalls = stalls;
         }
     }
 }

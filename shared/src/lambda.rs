@@ -116,12 +116,30 @@ pub async fn run_scheduled_exports() -> Result<(), Error> {
     init_logging();
     let app = app_from_env().await?;
     lambda_runtime::run(lambda_runtime::service_fn(
-        move |event: lambda_runtime::LambdaEvent<EventBridgeEvent>| {
+        move |event: lambda_runtime::LambdaEvent<serde_json::Value>| {
             let app = app.clone();
-            async move { handle_scheduled_event(&app, event.payload).await }
+            async move {
+                // The sweep rule sends `{"sweep": true}`; the export
+                // schedule's rule sends its Scheduled Event.
+                if event.payload.get("sweep").and_then(|v| v.as_bool()) == Some(true) {
+                    return handle_sweep(&app).await;
+                }
+                let scheduled: EventBridgeEvent = serde_json::from_value(event.payload)?;
+                handle_scheduled_event(&app, scheduled).await
+            }
         },
     ))
     .await
+}
+
+/// The stale-job sweep (every few minutes, from its own schedule rule).
+pub async fn handle_sweep(app: &App) -> Result<serde_json::Value, Error> {
+    use crate::service::sweep;
+    let summary = sweep::sweep_stale_jobs(app, crate::domain::now(), sweep::STALE_AFTER).await?;
+    Ok(serde_json::json!({
+        "requeued": summary.requeued,
+        "failed": summary.failed,
+    }))
 }
 
 /// One EventBridge "Scheduled Event": its `time` is the tick, so a repeated

@@ -137,6 +137,13 @@ pub trait JobStore: Send + Sync {
         kind: JobKind,
         limit: usize,
     ) -> Result<Vec<Job>>;
+    /// Queued or started jobs last updated before `updated_before`, at most
+    /// `limit`: candidates for the stale-job sweep.
+    async fn stale_jobs(
+        &self,
+        updated_before: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<Job>>;
     /// The next number of a sequence (1, 2, ...): ids GitLab shows as integers.
     async fn next_number(&self, sequence: &str) -> Result<u64>;
     /// The newest job of a kind for a project.

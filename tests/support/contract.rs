@@ -376,6 +376,43 @@ pub async fn job_store(app: &App, _backend: Backend) {
         .unwrap();
     assert_eq!(jobs.job(&job.id).await.unwrap().unwrap().processed, 42);
 
+    // Unfinished jobs not updated lately: the stale-job sweep's candidates.
+    let later = shared::domain::now() + chrono::Duration::minutes(1);
+    let stale: Vec<String> = jobs
+        .stale_jobs(later, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    assert!(!stale.contains(&job.id), "a finished job is never stale");
+    let quiet = Job::new(JobKind::Import, 7, 1);
+    jobs.create_job(&quiet).await.unwrap();
+    let stale: Vec<String> = jobs
+        .stale_jobs(later, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    assert!(stale.contains(&quiet.id), "{stale:?}");
+    let earlier = shared::domain::now() - chrono::Duration::minutes(1);
+    assert!(jobs.stale_jobs(earlier, 100).await.unwrap().is_empty());
+    jobs.transition(
+        &quiet.id,
+        &[JobStatus::Queued],
+        JobStatus::Failed,
+        JobUpdate::default(),
+    )
+    .await
+    .unwrap();
+    assert!(!jobs
+        .stale_jobs(later, 100)
+        .await
+        .unwrap()
+        .iter()
+        .any(|j| j.id == quiet.id));
+
     // A project's jobs of a kind, newest first; numbers count up.
     let mut listed = Vec::new();
     for _ in 0..3 {

@@ -264,6 +264,7 @@ async fn serve(args: ServeArgs) -> Result<(), shared::Error> {
     if args.export_schedule_every > 0 {
         tokio::spawn(schedule_timer(app.clone(), args.export_schedule_every));
     }
+    tokio::spawn(sweep_timer(app.clone()));
 
     println!("GitLab export/import API listening on {public_url}/api/v4");
     println!("data directory: {}", args.data.data_dir.display());
@@ -298,6 +299,18 @@ async fn schedule_timer(app: App, every: u64) {
         };
         if let Err(err) = shared::service::schedule::run_tick(&app, tick).await {
             tracing::error!(error = %err, "export schedule tick failed");
+        }
+    }
+}
+
+/// The stale-job sweep, every five minutes (on AWS: its own schedule rule).
+async fn sweep_timer(app: App) {
+    use shared::service::sweep;
+    loop {
+        tokio::time::sleep(Duration::from_secs(300)).await;
+        let now = shared::domain::now();
+        if let Err(err) = sweep::sweep_stale_jobs(&app, now, sweep::STALE_AFTER).await {
+            tracing::error!(error = %err, "stale-job sweep failed");
         }
     }
 }

@@ -13,6 +13,7 @@
 //! | latest job pointers  | `PROJECT#<id>`              | `LATEST#<kind>`, `FINISHED#<kind>` |
 //! | project's jobs       | `PROJECT#<id>`              | `JOBS#<kind>#<created µs>#<job>` |
 //! | job                  | `JOB#<id>`                  | `JOB`            |
+//! | unfinished jobs      | `ACTIVE`                    | `JOB#<id>`       |
 //! | attributes           | `GEN#<generation>`          | `ATTRIBUTES`     |
 //! | relation stats       | `GEN#<generation>`          | `STATS#<rel>`    |
 //! | record               | `REC#<generation>#<rel>`    | seq, 20 digits   |
@@ -837,11 +838,14 @@ impl JobStore for DynamoStore {
             project_jobs_sk(job.kind, job.created_at.timestamp_micros(), &job.id),
         );
         listed.insert("job_id".into(), s(&job.id));
+        let mut active = key("ACTIVE", format!("JOB#{}", job.id));
+        active.insert("job_id".into(), s(&job.id));
         let created = self
             .put_all(vec![
                 (item, Some("attribute_not_exists(pk)")),
                 (pointer, None),
                 (listed, None),
+                (active, None),
             ])
             .await?;
         if !created {
@@ -875,6 +879,15 @@ impl JobStore for DynamoStore {
                 Some(extra)
             })
             .await?;
+        if let Some(job) = job.as_ref().filter(|_| to.is_done()) {
+            self.client
+                .delete_item()
+                .table_name(&self.table)
+                .set_key(Some(key("ACTIVE", format!("JOB#{}", job.id))))
+                .send()
+                .await
+                .map_err(ddb_error)?;
+        }
         if let Some(job) = job.as_ref().filter(|_| to == JobStatus::Finished) {
             let mut pointer = key(
                 format!("PROJECT#{}", job.project_id),
@@ -921,6 +934,28 @@ impl JobStore for DynamoStore {
             }
         }
         Ok(jobs)
+    }
+
+    async fn stale_jobs(
+        &self,
+        updated_before: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<Job>> {
+        let mut stale = Vec::new();
+        for item in self.query("ACTIVE", Some("JOB#"), None, None).await? {
+            let Some(id) = get_s(&item, "job_id") else {
+                continue;
+            };
+            if let Some(job) = self.job(id).await? {
+                if !job.status.is_done() && job.updated_at < updated_before {
+                    stale.push(job);
+                    if stale.len() >= limit {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(stale)
     }
 
     async fn next_number(&self, sequence: &str) -> Result<u64> {

@@ -742,6 +742,26 @@ impl JobStore for EmbeddedStore {
             .await
     }
 
+    async fn stale_jobs(&self, updated_before: DateTime<Utc>, limit: usize) -> Result<Vec<Job>> {
+        self.db
+            .read(move |txn| {
+                let jobs = txn.open_table(JOBS).map_err(Error::storage)?;
+                let mut stale = Vec::new();
+                for entry in jobs.iter().map_err(Error::storage)? {
+                    let (_, bytes) = entry.map_err(Error::storage)?;
+                    let job: Job = decode(bytes.value())?;
+                    if !job.status.is_done() && job.updated_at < updated_before {
+                        stale.push(job);
+                        if stale.len() >= limit {
+                            break;
+                        }
+                    }
+                }
+                Ok(stale)
+            })
+            .await
+    }
+
     async fn next_number(&self, sequence: &str) -> Result<u64> {
         let sequence = format!("sequence:{sequence}");
         self.db.write(move |txn| next_id(txn, &sequence)).await

@@ -135,6 +135,7 @@ async fn write_entries(app: &App, project: &Project, job: &Job, entries: &Entrie
                 .await?;
         }
         entries.send(ExportItem::End).await?;
+        tracing::info!(relation = stats.relation, records, "export progress");
         let progress = JobUpdate {
             processed: Some(records),
             ..JobUpdate::default()

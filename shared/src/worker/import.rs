@@ -203,6 +203,7 @@ async fn ingest(
                 ImportEvent::Record { relation, json } => {
                     writer.push(relation, json).await?;
                     if writer.records.is_multiple_of(10_000) {
+                        tracing::info!(records = writer.records, "import progress");
                         let progress = JobUpdate {
                             processed: Some(writer.records),
                             relation_counts: Some(writer.counts()),

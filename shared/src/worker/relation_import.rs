@@ -299,6 +299,13 @@ impl Merge<'_> {
     async fn progress(&self, counts: &RelationCounts) -> Result<()> {
         let mut counts = counts.clone();
         counts.stored = counts.read - counts.skipped;
+        tracing::info!(
+            relation = self.relation,
+            read = counts.read,
+            stored = counts.stored,
+            skipped = counts.skipped,
+            "relation import progress"
+        );
         self.app
             .jobs
             .record_progress(

@@ -1,0 +1,112 @@
+//! The stale-job sweep. A worker that dies mid-job leaves its message on
+//! the queue, which delivers it again; but a message can also be lost (a
+//! worker killed on its last allowed delivery goes to the dead-letter queue
+//! without a word). The sweep finds queued or started jobs that have not
+//! moved for longer than any worker runs, queues them again, and fails
+//! them after a few stalls, so no job stays `started` forever.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::{JobKind, JobStatus, JobUpdate, Message};
+use crate::worker::VISIBILITY;
+use crate::{App, Result};
+
+/// Twice the longest a worker may hold a message: a job this quiet has no
+/// worker.
+pub const STALE_AFTER: Duration = Duration::from_secs(2 * VISIBILITY.as_secs());
+/// Re-queues of one job before it is failed.
+pub const MAX_STALLS: u32 = 2;
+/// Jobs looked at per sweep.
+const BATCH: usize = 500;
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SweepSummary {
+    pub requeued: usize,
+    pub failed: usize,
+}
+
+/// One sweep at `now`: jobs not updated for `stale_after` are queued again
+/// (or failed after `MAX_STALLS`); an authorized upload that never came is
+/// failed once its URL expired.
+pub async fn sweep_stale_jobs(
+    app: &App,
+    now: DateTime<Utc>,
+    stale_after: Duration,
+) -> Result<SweepSummary> {
+    let before = now - chrono::Duration::from_std(stale_after).unwrap_or_default();
+    let mut summary = SweepSummary::default();
+    for job in app.jobs.stale_jobs(before, BATCH).await? {
+        if job.kind == JobKind::RelationExport {
+            continue;
+        }
+        let from = [job.status];
+        if job.awaiting_upload {
+            let expired = job.created_at
+                + chrono::Duration::from_std(super::UPLOAD_URL_TTL).unwrap_or_default()
+                < now;
+            if expired && job.status == JobStatus::Queued {
+                let reason = "the archive was never uploaded to its upload URL".to_owned();
+                fail(app, &job.id, &from, reason).await?;
+                summary.failed += 1;
+            }
+            continue;
+        }
+        if job.stalls >= MAX_STALLS {
+            let reason = format!(
+                "the job stalled: no progress for {} minutes, {} times",
+                stale_after.as_secs() / 60,
+                job.stalls + 1
+            );
+            fail(app, &job.id, &from, reason).await?;
+            summary.failed += 1;
+            continue;
+        }
+        let touched = app
+            .jobs
+            .transition(
+                &job.id,
+                &from,
+                job.status,
+                JobUpdate {
+                    stalls: Some(job.stalls + 1),
+                    ..JobUpdate::default()
+                },
+            )
+            .await?;
+        if touched.is_some() {
+            tracing::warn!(
+                job_id = job.id,
+                stalls = job.stalls + 1,
+                "stale job queued again"
+            );
+            app.queue.send(&[Message::for_job(&job)]).await?;
+            summary.requeued += 1;
+        }
+    }
+    if summary != SweepSummary::default() {
+        tracing::info!(
+            requeued = summary.requeued,
+            failed = summary.failed,
+            "stale-job sweep"
+        );
+    }
+    Ok(summary)
+}
+
+async fn fail(app: &App, job_id: &str, from: &[JobStatus], reason: String) -> Result<()> {
+    tracing::warn!(job_id, reason, "stale job failed");
+    app.jobs
+        .transition(
+            job_id,
+            from,
+            JobStatus::Failed,
+            JobUpdate {
+                error: Some(reason),
+                ..JobUpdate::default()
+            },
+        )
+        .await?;
+    Ok(())
+}
