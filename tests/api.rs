@@ -18,17 +18,40 @@ const ISSUE_2: &str = r#"{"iid":2,"title":"second","unknown_field":{"kept":true}
 
 fn project_routes(id: &str) -> Vec<(&'static str, String)> {
     vec![
+        ("GET", format!("/projects/{id}")),
         ("POST", format!("/projects/{id}/export")),
         ("GET", format!("/projects/{id}/export")),
         ("GET", format!("/projects/{id}/export/download")),
         ("GET", format!("/projects/{id}/import")),
+        ("POST", format!("/projects/{id}/export_relations")),
+        ("GET", format!("/projects/{id}/export_relations/status")),
+        (
+            "GET",
+            format!("/projects/{id}/export_relations/download?relation=labels"),
+        ),
+        ("GET", format!("/projects/{id}/relation-imports")),
+        ("PUT", format!("/projects/{id}/export_schedule")),
+        ("GET", format!("/projects/{id}/export_schedule")),
+        ("DELETE", format!("/projects/{id}/export_schedule")),
+        (
+            "GET",
+            format!("/projects/{id}/export_schedule/archives/x/download"),
+        ),
     ]
 }
 
 fn call(server: &Server, token: Option<&str>, method: &str, path: &str) -> (u16, Value) {
     let response = match method {
         "POST" => server.post(token, path),
-        _ => server.get(token, path),
+        "GET" => server.get(token, path),
+        _ => {
+            let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+            let mut request = client().request(method, server.url(path));
+            if let Some(token) = token {
+                request = request.header("PRIVATE-TOKEN", token);
+            }
+            request.send().unwrap()
+        }
     };
     let status = response.status().as_u16();
     (status, response.json().unwrap_or(Value::Null))
@@ -40,7 +63,21 @@ fn every_route_requires_a_valid_token() {
     let status = server.import_and_wait(ROOT_TOKEN, small_archive(&[ISSUE_1]), &[("path", "p")]);
     let id = status["id"].to_string();
     let mut routes = project_routes(&id);
-    routes.push(("POST", "/projects/import".into()));
+    for path in [
+        "/projects/import",
+        "/projects/import-relation",
+        "/projects/remote-import",
+        "/projects/remote-import-s3",
+        "/projects/import/authorize",
+        "/users",
+        "/users/1/personal_access_tokens",
+    ] {
+        routes.push(("POST", path.into()));
+    }
+    routes.push(("GET", "/projects".into()));
+    routes.push(("GET", "/user".into()));
+    routes.push(("DELETE", "/personal_access_tokens/1".into()));
+    routes.push(("DELETE", "/personal_access_tokens/self".into()));
     for (method, path) in &routes {
         for token in [None, Some("wrong-token")] {
             let (status, body) = call(&server, token, method, path);
