@@ -61,6 +61,45 @@ pub struct StoredRecord {
     pub json: Bytes,
 }
 
+/// A relation's records, a page at a time in order: `next` gives the next
+/// page, or `None` at the end.
+pub struct RecordPages<'a> {
+    projects: &'a dyn ProjectStore,
+    generation: &'a str,
+    relation: &'a str,
+    page_size: usize,
+    after: Option<u64>,
+}
+
+impl<'a> RecordPages<'a> {
+    pub fn new(
+        projects: &'a dyn ProjectStore,
+        generation: &'a str,
+        relation: &'a str,
+        page_size: usize,
+    ) -> Self {
+        RecordPages {
+            projects,
+            generation,
+            relation,
+            page_size,
+            after: None,
+        }
+    }
+
+    pub async fn next(&mut self) -> Result<Option<Vec<StoredRecord>>> {
+        let page = self
+            .projects
+            .records(self.generation, self.relation, self.after, self.page_size)
+            .await?;
+        let Some(last) = page.last() else {
+            return Ok(None);
+        };
+        self.after = Some(last.seq);
+        Ok(Some(page))
+    }
+}
+
 /// Projects, and their content: project attributes and relation records,
 /// grouped in immutable generations (see `Project::content`).
 #[async_trait]

@@ -330,17 +330,9 @@ impl UploadForm {
         }
     }
 
-    /// A trimmed, non-empty field.
-    fn field(&self, name: &str) -> Option<String> {
-        self.fields
-            .get(name)
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
-    }
-
-    fn required(&self, name: &str) -> Result<String> {
-        self.field(name)
-            .ok_or_else(|| Error::BadRequest(format!("{name} is missing")))
+    /// The form's fields, read like any request's parameters.
+    fn params(&self) -> Params {
+        Params(self.fields.clone())
     }
 
     /// Drops the upload of a request that failed, and passes the error on.
@@ -369,20 +361,9 @@ pub async fn import_project(
 ) -> JsonResponse {
     let form = UploadForm::receive(&app, request).await?;
     let started = async {
-        let request = ImportRequest {
-            path: form.required("path")?,
-            namespace: form.field("namespace"),
-            name: form.field("name"),
-            overwrite: super::extract::Params(form.fields.clone()).flag("overwrite")?,
-        };
+        let request = import_request(&form.params())?;
         let (project, job) = service::start_import(&app, &user, &request, &form.key).await?;
-        let state = service::ImportState {
-            status: "scheduled",
-            error: None,
-            job: Some(job),
-            failures: Vec::new(),
-        };
-        Ok(views::import_status(&project, &state))
+        Ok(scheduled_import(&project, job))
     }
     .await;
     form.settle(&app, started).await
@@ -495,28 +476,7 @@ pub async fn blob_upload(
     if !signer.verify(&key, expires, name, field("signature")?, now().timestamp()) {
         return Err(Error::Forbidden);
     }
-    let limit = app.settings.max_upload_bytes;
-    let too_large = Arc::new(AtomicBool::new(false));
-    let flag = too_large.clone();
-    let mut seen = 0u64;
-    let stream = body.into_data_stream().map(move |chunk| {
-        let chunk = chunk.map_err(io::Error::other)?;
-        seen += chunk.len() as u64;
-        if seen > limit {
-            flag.store(true, Ordering::Relaxed);
-            return Err(io::Error::other("upload too large"));
-        }
-        Ok(chunk)
-    });
-    match app.blobs.put(&key, Box::pin(stream)).await {
-        Ok(_) => {}
-        Err(_) if too_large.load(Ordering::Relaxed) => {
-            return Err(Error::PayloadTooLarge(format!(
-                "413 Request Entity Too Large: the file is larger than {limit} bytes"
-            )))
-        }
-        Err(err) => return Err(err),
-    }
+    put_limited(&app, &key, body.into_data_stream(), None).await?;
     service::upload_landed(&app, &key).await?;
     Ok(StatusCode::OK)
 }
@@ -529,10 +489,11 @@ pub async fn import_relation(
 ) -> JsonResponse {
     let form = UploadForm::receive(&app, request).await?;
     let started = async {
-        let path = form.required("path")?;
-        let relation = form.required("relation")?;
+        let params = form.params();
+        let path = required(&params, "path")?;
+        let relation = required(&params, "relation")?;
         let (project, job) =
-            service::start_relation_import(&app, &user, &path, &relation, &form.key).await?;
+            service::start_relation_import(&app, &user, path, relation, &form.key).await?;
         Ok(views::relation_import(&project, &job))
     }
     .await;
@@ -574,12 +535,24 @@ async fn store_upload(
     key: &str,
     field: axum::extract::multipart::Field<'_>,
 ) -> Result<u64> {
+    let cut_short = "invalid multipart body: the upload was cut short";
+    put_limited(app, key, field, Some(cut_short)).await
+}
+
+/// Stores a client's upload at `key`, at most `--max-upload-bytes` (`413`
+/// above). A client that stops sending mid-way gets `400 cut_short` when
+/// given, a storage error otherwise.
+async fn put_limited<S, E>(app: &App, key: &str, body: S, cut_short: Option<&str>) -> Result<u64>
+where
+    S: futures::Stream<Item = std::result::Result<bytes::Bytes, E>> + Send,
+    E: std::error::Error + Send + Sync + 'static,
+{
     let limit = app.settings.max_upload_bytes;
     let too_large = Arc::new(AtomicBool::new(false));
     let client_error = Arc::new(AtomicBool::new(false));
     let (flag_large, flag_client) = (too_large.clone(), client_error.clone());
     let mut seen = 0u64;
-    let body = field.map(move |chunk| {
+    let body = body.map(move |chunk| {
         let chunk = chunk.map_err(|err| {
             flag_client.store(true, Ordering::Relaxed);
             io::Error::other(err)
@@ -596,10 +569,12 @@ async fn store_upload(
         Err(_) if too_large.load(Ordering::Relaxed) => Err(Error::PayloadTooLarge(format!(
             "413 Request Entity Too Large: the file is larger than {limit} bytes"
         ))),
-        Err(_) if client_error.load(Ordering::Relaxed) => Err(Error::BadRequest(
-            "invalid multipart body: the upload was cut short".into(),
-        )),
-        Err(err) => Err(err),
+        Err(err) => match cut_short {
+            Some(message) if client_error.load(Ordering::Relaxed) => {
+                Err(Error::BadRequest(message.into()))
+            }
+            _ => Err(err),
+        },
     }
 }
 

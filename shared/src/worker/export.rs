@@ -9,6 +9,7 @@ use super::pipeline::{self, Entries};
 use super::{claim, fail};
 use crate::archive::{self, ExportItem};
 use crate::domain::{export_file_name, now, Job, JobStatus, JobUpdate, Project};
+use crate::ports::RecordPages;
 use crate::service::{
     content_files_prefix, content_relations, export_key, exports_prefix, schedule,
 };
@@ -116,19 +117,13 @@ async fn write_entries(app: &App, project: &Project, job: &Job, entries: &Entrie
                 size: stats.ndjson_bytes,
             })
             .await?;
-        let mut after = None;
-        loop {
-            let page = app
-                .projects
-                .records(
-                    &generation,
-                    &stats.relation,
-                    after,
-                    app.settings.export_page_records,
-                )
-                .await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.seq);
+        let mut pages = RecordPages::new(
+            app.projects.as_ref(),
+            &generation,
+            &stats.relation,
+            app.settings.export_page_records,
+        );
+        while let Some(page) = pages.next().await? {
             records += page.len() as u64;
             entries
                 .send(ExportItem::Data(pipeline::ndjson_lines(&page)))

@@ -18,6 +18,7 @@ use super::import::{discard_generation, failures_of, upload_prefix, RecordWriter
 use super::{claim, fail, fail_with};
 use crate::archive::{self, ImportEvent, SinkClosed};
 use crate::domain::{JobStatus, JobUpdate, Project, RelationCounts};
+use crate::ports::RecordPages;
 use crate::{relations, stream, App, Error, Result};
 
 /// Where the new records wait, in archive order, until the merge.
@@ -217,23 +218,20 @@ impl Merge<'_> {
         Ok([(self.relation.to_owned(), counts)].into())
     }
 
+    fn pages<'g>(&'g self, generation: &'g str) -> RecordPages<'g> {
+        RecordPages::new(
+            self.app.projects.as_ref(),
+            generation,
+            self.relation,
+            self.app.settings.export_page_records,
+        )
+    }
+
     async fn existing_keys(&self, base: Option<&str>) -> Result<HashSet<RecordKey>> {
         let mut keys = HashSet::new();
         let Some(base) = base else { return Ok(keys) };
-        let mut after = None;
-        loop {
-            let page = self
-                .app
-                .projects
-                .records(
-                    base,
-                    self.relation,
-                    after,
-                    self.app.settings.export_page_records,
-                )
-                .await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.seq);
+        let mut pages = self.pages(base);
+        while let Some(page) = pages.next().await? {
             keys.extend(page.iter().map(|r| record_key(self.relation, &r.json)));
         }
         Ok(keys)
@@ -326,20 +324,8 @@ impl Merge<'_> {
             self.copy_staged(&head, &mut out).await?;
         }
         if let Some(base) = base {
-            let mut after = None;
-            loop {
-                let page = self
-                    .app
-                    .projects
-                    .records(
-                        base,
-                        self.relation,
-                        after,
-                        self.app.settings.export_page_records,
-                    )
-                    .await?;
-                let Some(last) = page.last() else { break };
-                after = Some(last.seq);
+            let mut pages = self.pages(base);
+            while let Some(page) = pages.next().await? {
                 for record in page {
                     let key = record_key(self.relation, &record.json);
                     out.push(self.relation.to_owned(), record.json).await?;
