@@ -83,7 +83,7 @@ pub fn endpoint() -> &'static str {
 
 /// SDK clients pointed at moto, with dummy credentials.
 pub async fn clients() -> AwsClients {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    let config = shared::aws::config_loader()
         .endpoint_url(endpoint())
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_credential_types::Credentials::new(

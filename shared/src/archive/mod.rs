@@ -8,7 +8,7 @@ mod legacy;
 mod reader;
 mod writer;
 
-pub use json::{check_record, max_depth};
+pub use json::check_record;
 pub use reader::{read_archive, read_relation, ImportEvent, SinkClosed};
 pub use writer::{write_archive, ExportItem};
 

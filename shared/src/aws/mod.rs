@@ -62,9 +62,18 @@ impl AwsClients {
 
     /// From the environment (region, credentials, `AWS_ENDPOINT_URL`).
     pub async fn from_env() -> Self {
-        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        Self::new(&config)
+        Self::new(&config_loader().load().await)
     }
+}
+
+/// The SDK's configuration loader with our HTTPS client (rustls on ring, the
+/// TLS stack reqwest already links); the SDK has no default client here.
+pub fn config_loader() -> aws_config::ConfigLoader {
+    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+    let https = aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(https)
 }
 
 /// The application on AWS adapters.

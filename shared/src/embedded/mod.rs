@@ -3,6 +3,7 @@
 //! crash-safe); blobs are files written atomically.
 
 mod blobs;
+mod chunks;
 mod queue;
 mod stores;
 

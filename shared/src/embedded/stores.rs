@@ -7,6 +7,7 @@ use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::chunks::{self, RECORD_CHUNKS};
 use super::Db;
 use crate::domain::{
     now, ExportSchedule, Job, JobKind, JobStatus, JobUpdate, Namespace, NamespaceId, NewProject,
@@ -26,7 +27,6 @@ const NAMESPACES_BY_PATH: TableDefinition<&str, u64> = TableDefinition::new("nam
 const PROJECTS: TableDefinition<u64, &[u8]> = TableDefinition::new("projects");
 const PROJECTS_BY_PATH: TableDefinition<&str, u64> = TableDefinition::new("projects_by_path");
 const ATTRIBUTES: TableDefinition<&str, &[u8]> = TableDefinition::new("attributes");
-const RECORDS: TableDefinition<(&str, &str, u64), &[u8]> = TableDefinition::new("records");
 /// (generation, relation) → (records, NDJSON bytes)
 const RELATION_STATS: TableDefinition<(&str, &str), (u64, u64)> =
     TableDefinition::new("relation_stats");
@@ -60,7 +60,7 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<()> {
         PROJECTS,
         PROJECTS_BY_PATH,
         ATTRIBUTES,
-        RECORDS,
+        RECORD_CHUNKS,
         RELATION_STATS,
         JOBS,
         LATEST_JOB,
@@ -70,7 +70,7 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<()> {
         RELATION_EXPORTS,
         RATE_WINDOWS,
     );
-    Ok(())
+    chunks::migrate(txn)
 }
 
 fn encode(value: &impl Serialize) -> Result<Vec<u8>> {
@@ -464,7 +464,7 @@ impl ProjectStore for EmbeddedStore {
         // a project at it, which persists them too.
         self.db
             .write_deferred(move |txn| {
-                let mut table = txn.open_table(RECORDS).map_err(Error::storage)?;
+                let mut table = txn.open_table(RECORD_CHUNKS).map_err(Error::storage)?;
                 let mut stats = txn.open_table(RELATION_STATS).map_err(Error::storage)?;
                 let key = (generation.as_str(), relation.as_str());
                 let (mut count, mut bytes) = stats
@@ -472,16 +472,20 @@ impl ProjectStore for EmbeddedStore {
                     .map_err(Error::storage)?
                     .map(|v| v.value())
                     .unwrap_or((0, 0));
-                for (seq, record) in (first_seq..).zip(&records) {
+                for (first, chunk) in chunks::pack(&records) {
+                    let seq = first_seq + first as u64;
                     let previous = table
-                        .insert((key.0, key.1, seq), record.as_ref())
+                        .insert((key.0, key.1, seq), chunk.as_slice())
                         .map_err(Error::storage)?;
-                    // A retried batch rewrites the same records: count each once.
-                    match previous {
-                        Some(old) => bytes = bytes - old.value().len() as u64 - 1,
-                        None => count += 1,
+                    // A retried batch rewrites the same chunks: count each once.
+                    if let Some(old) = previous {
+                        let (old_count, old_bytes) = chunks::tally(old.value())?;
+                        count -= old_count;
+                        bytes -= old_bytes;
                     }
-                    bytes += record.len() as u64 + 1;
+                    let (new_count, new_bytes) = chunks::tally(&chunk)?;
+                    count += new_count;
+                    bytes += new_bytes;
                 }
                 stats.insert(key, (count, bytes)).map_err(Error::storage)?;
                 Ok(())
@@ -526,35 +530,56 @@ impl ProjectStore for EmbeddedStore {
         let (generation, relation) = (generation.to_owned(), relation.to_owned());
         self.db
             .read(move |txn| {
-                let table = txn.open_table(RECORDS).map_err(Error::storage)?;
+                let table = txn.open_table(RECORD_CHUNKS).map_err(Error::storage)?;
                 let start = after.map_or(0, |seq| seq + 1);
                 let (g, r) = (generation.as_str(), relation.as_str());
-                let range = table
-                    .range((g, r, start)..=(g, r, u64::MAX))
-                    .map_err(Error::storage)?;
-                range
-                    .take(limit)
-                    .map(|item| {
-                        let (key, value) = item.map_err(Error::storage)?;
-                        Ok(StoredRecord {
-                            seq: key.value().2,
-                            json: Bytes::copy_from_slice(value.value()),
-                        })
-                    })
-                    .collect()
+                // The chunk holding `start` is the last one beginning at or before it.
+                let from = table
+                    .range((g, r, 0)..=(g, r, start))
+                    .map_err(Error::storage)?
+                    .next_back()
+                    .transpose()
+                    .map_err(Error::storage)?
+                    .map_or(start, |(key, _)| key.value().2);
+                let mut out = Vec::with_capacity(limit.min(1024));
+                for item in table
+                    .range((g, r, from)..=(g, r, u64::MAX))
+                    .map_err(Error::storage)?
+                {
+                    let (key, value) = item.map_err(Error::storage)?;
+                    let chunk = Bytes::copy_from_slice(value.value());
+                    let first = key.value().2;
+                    for (seq, range) in (first..).zip(chunks::unpack(&chunk)?) {
+                        if seq < start {
+                            continue;
+                        }
+                        if out.len() == limit {
+                            return Ok(out);
+                        }
+                        out.push(StoredRecord {
+                            seq,
+                            json: chunk.slice(range),
+                        });
+                    }
+                    if out.len() == limit {
+                        break;
+                    }
+                }
+                Ok(out)
             })
             .await
     }
 
     async fn delete_content(&self, generation: &str) -> Result<()> {
-        const CHUNK: usize = 10_000;
+        // Chunks removed per transaction.
+        const CHUNK: usize = 1_000;
         for stats in self.relations(generation).await? {
             loop {
                 let (generation, relation) = (generation.to_owned(), stats.relation.clone());
                 let removed = self
                     .db
                     .write(move |txn| {
-                        let mut table = txn.open_table(RECORDS).map_err(Error::storage)?;
+                        let mut table = txn.open_table(RECORD_CHUNKS).map_err(Error::storage)?;
                         let (g, r) = (generation.as_str(), relation.as_str());
                         let seqs: Vec<u64> = table
                             .range((g, r, 0)..=(g, r, u64::MAX))

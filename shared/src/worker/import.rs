@@ -9,8 +9,9 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::archive_events::ArchiveEvents;
 use super::{claim, fail, fail_with};
-use crate::archive::{self, ArchiveError, ImportEvent, SinkClosed};
+use crate::archive::{self, ArchiveError, ImportEvent};
 use crate::domain::{now, ImportFailure, JobStatus, JobUpdate, Project, RelationCounts};
 use crate::service::content_files_prefix;
 use crate::{remote, stream, App, Error, Result};
@@ -181,27 +182,19 @@ async fn ingest(
     job_id: &str,
     archive: stream::ByteStream,
 ) -> Result<Summary> {
-    let (events, mut events_rx) = mpsc::channel::<ImportEvent>(64);
-    let limits = app.settings.limits.clone();
-    let input = stream::blocking_reader(archive);
-    let parse = tokio::task::spawn_blocking(move || {
-        archive::read_archive(input, &limits, &mut |event| {
-            events.blocking_send(event).map_err(|_| SinkClosed)
-        })
-    });
-
+    let mut events = ArchiveEvents::read(archive, app.settings.limits.clone(), None);
     let mut writer = RecordWriter::new(app, generation);
     let mut description = None;
     let mut blob: Option<BlobUpload> = None;
     let stored: Result<()> = async {
-        while let Some(event) = events_rx.recv().await {
+        while let Some(event) = events.next().await {
             match event {
                 ImportEvent::Attributes(json) => {
                     description = description_of(&json);
                     app.projects.put_attributes(generation, json).await?;
                 }
                 ImportEvent::Record { relation, json } => {
-                    writer.push(relation, json).await?;
+                    writer.push(&relation, json).await?;
                     if writer.records.is_multiple_of(10_000) {
                         tracing::info!(records = writer.records, "import progress");
                         let progress = JobUpdate {
@@ -232,12 +225,13 @@ async fn ingest(
     }
     .await;
     // Stop the reader if storing failed, then learn how reading went.
-    drop(events_rx);
+    let parsed = events.finish().await;
+    // Nothing may still be writing when a failed import is cleaned up.
+    writer.settle().await;
     if let Some(upload) = blob.take() {
         // Cut short by a failure: make sure it never lands.
         upload.abort().await;
     }
-    let parsed = parse.await.map_err(Error::internal)?;
     stored?;
     parsed?;
     Ok(Summary {
@@ -253,7 +247,8 @@ fn description_of(attributes: &[u8]) -> Option<String> {
 }
 
 /// Appends records to a generation in batches, numbering each relation's
-/// records from 0 in the order pushed.
+/// records from 0 in the order pushed. One batch is written while the next
+/// one fills.
 pub(super) struct RecordWriter<'a> {
     app: &'a App,
     generation: &'a str,
@@ -262,6 +257,7 @@ pub(super) struct RecordWriter<'a> {
     batch_bytes: usize,
     /// Per relation: the next seq, which is also the count stored or batched.
     next_seq: HashMap<String, u64>,
+    writing: Option<JoinHandle<Result<()>>>,
     pub records: u64,
 }
 
@@ -276,6 +272,7 @@ impl<'a> RecordWriter<'a> {
             batch: Vec::new(),
             batch_bytes: 0,
             next_seq: HashMap::new(),
+            writing: None,
             records: 0,
         }
     }
@@ -302,10 +299,10 @@ impl<'a> RecordWriter<'a> {
         counts
     }
 
-    pub async fn push(&mut self, relation: String, json: Bytes) -> Result<()> {
+    pub async fn push(&mut self, relation: &str, json: Bytes) -> Result<()> {
         if relation != self.batch_relation {
-            self.flush().await?;
-            self.batch_relation = relation;
+            self.start_write().await?;
+            relation.clone_into(&mut self.batch_relation);
         }
         self.batch_bytes += json.len();
         self.batch.push(json);
@@ -313,12 +310,26 @@ impl<'a> RecordWriter<'a> {
         if self.batch.len() >= self.app.settings.import_batch_records
             || self.batch_bytes >= Self::MAX_BATCH_BYTES
         {
-            self.flush().await?;
+            self.start_write().await?;
         }
         Ok(())
     }
 
+    /// Writes everything pushed so far.
     pub async fn flush(&mut self) -> Result<()> {
+        self.start_write().await?;
+        self.wait_for_write().await
+    }
+
+    /// Waits for a write still under way, whatever its outcome, so that
+    /// cleaning up after a failure never races it.
+    pub async fn settle(&mut self) {
+        let _ = self.wait_for_write().await;
+    }
+
+    /// Starts writing the batch once the previous write is done.
+    async fn start_write(&mut self) -> Result<()> {
+        self.wait_for_write().await?;
         if self.batch.is_empty() {
             return Ok(());
         }
@@ -330,10 +341,21 @@ impl<'a> RecordWriter<'a> {
         *seq += self.batch.len() as u64;
         let batch = std::mem::take(&mut self.batch);
         self.batch_bytes = 0;
-        self.app
-            .projects
-            .put_records(self.generation, &self.batch_relation, first, batch)
-            .await
+        let projects = self.app.projects.clone();
+        let (generation, relation) = (self.generation.to_owned(), self.batch_relation.clone());
+        self.writing = Some(tokio::spawn(async move {
+            projects
+                .put_records(&generation, &relation, first, batch)
+                .await
+        }));
+        Ok(())
+    }
+
+    async fn wait_for_write(&mut self) -> Result<()> {
+        match self.writing.take() {
+            Some(write) => write.await.map_err(Error::internal)?,
+            None => Ok(()),
+        }
     }
 }
 

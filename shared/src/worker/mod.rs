@@ -2,6 +2,7 @@
 //! by the local server's in-process loop alike. Every handler is idempotent:
 //! a message delivered twice, or retried after a crash, does no harm.
 
+mod archive_events;
 mod export;
 mod import;
 mod pipeline;

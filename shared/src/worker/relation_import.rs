@@ -12,11 +12,11 @@ use std::collections::{HashMap, HashSet};
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
 
+use super::archive_events::ArchiveEvents;
 use super::import::{discard_generation, failures_of, upload_prefix, RecordWriter};
 use super::{claim, fail, fail_with};
-use crate::archive::{self, ImportEvent, SinkClosed};
+use crate::archive::ImportEvent;
 use crate::domain::{JobStatus, JobUpdate, Project, RelationCounts};
 use crate::ports::RecordPages;
 use crate::{relations, stream, App, Error, Result};
@@ -244,22 +244,16 @@ impl Merge<'_> {
         archive: stream::ByteStream,
         existing: &HashSet<RecordKey>,
     ) -> Result<(Runs, RelationCounts)> {
-        let (events, mut events_rx) = mpsc::channel::<ImportEvent>(64);
         let limits = self.app.settings.limits.clone();
-        let relation = self.relation.to_owned();
-        let input = stream::blocking_reader(archive);
-        let parse = tokio::task::spawn_blocking(move || {
-            archive::read_relation(input, &limits, &relation, &mut |event| {
-                events.blocking_send(event).map_err(|_| SinkClosed)
-            })
-        });
+        let relation = Some(self.relation.to_owned());
+        let mut events = ArchiveEvents::read(archive, limits, relation);
         let mut writer = RecordWriter::new(self.app, self.staged);
         let mut counts = RelationCounts::default();
         let mut runs = Runs::new();
         let mut anchor: Option<RecordKey> = None;
         let mut added = HashSet::new();
         let stored: Result<()> = async {
-            while let Some(event) = events_rx.recv().await {
+            while let Some(event) = events.next().await {
                 let ImportEvent::Record { json, .. } = event else {
                     continue;
                 };
@@ -278,7 +272,7 @@ impl Merge<'_> {
                         Some((_, end)) if *end == seq => *end += 1,
                         _ => run.push((seq, seq + 1)),
                     }
-                    writer.push(self.relation.to_owned(), json).await?;
+                    writer.push(self.relation, json).await?;
                 }
                 if counts.read.is_multiple_of(10_000) {
                     self.progress(&counts).await?;
@@ -287,8 +281,8 @@ impl Merge<'_> {
             writer.flush().await
         }
         .await;
-        drop(events_rx);
-        let parsed = parse.await.map_err(Error::internal)?;
+        let parsed = events.finish().await;
+        writer.settle().await;
         stored?;
         parsed?;
         Ok((runs, counts))
@@ -320,22 +314,28 @@ impl Merge<'_> {
     /// anchored on it.
     async fn write_merged(&self, base: Option<&str>, mut runs: Runs) -> Result<()> {
         let mut out = RecordWriter::new(self.app, self.generation);
-        if let Some(head) = runs.remove(&None) {
-            self.copy_staged(&head, &mut out).await?;
-        }
-        if let Some(base) = base {
-            let mut pages = self.pages(base);
-            while let Some(page) = pages.next().await? {
-                for record in page {
-                    let key = record_key(self.relation, &record.json);
-                    out.push(self.relation.to_owned(), record.json).await?;
-                    if let Some(following) = runs.remove(&Some(key)) {
-                        self.copy_staged(&following, &mut out).await?;
+        let written = async {
+            if let Some(head) = runs.remove(&None) {
+                self.copy_staged(&head, &mut out).await?;
+            }
+            if let Some(base) = base {
+                let mut pages = self.pages(base);
+                while let Some(page) = pages.next().await? {
+                    for record in page {
+                        let key = record_key(self.relation, &record.json);
+                        out.push(self.relation, record.json).await?;
+                        if let Some(following) = runs.remove(&Some(key)) {
+                            self.copy_staged(&following, &mut out).await?;
+                        }
                     }
                 }
             }
+            out.flush().await
         }
-        out.flush().await
+        .await;
+        // The caller cleans up after a failure: nothing may still be writing.
+        out.settle().await;
+        written
     }
 
     async fn copy_staged(&self, runs: &[(u64, u64)], out: &mut RecordWriter<'_>) -> Result<()> {
@@ -353,7 +353,7 @@ impl Merge<'_> {
                 }
                 for record in page {
                     next = record.seq + 1;
-                    out.push(self.relation.to_owned(), record.json).await?;
+                    out.push(self.relation, record.json).await?;
                 }
             }
         }

@@ -1,0 +1,101 @@
+//! An archive read on a blocking thread while the worker stores what it
+//! found. Events cross over in batches: one channel message per record made
+//! the two threads wake each other for every record, and a short channel made
+//! the reader wait whenever the store was busy.
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::archive::{self, ArchiveError, ImportEvent, SinkClosed};
+use crate::{stream, Error, Result};
+
+/// A batch is handed over once it holds this many events or bytes.
+const BATCH_EVENTS: usize = 1024;
+const BATCH_BYTES: usize = 256 * 1024;
+/// Batches read ahead of the consumer.
+const BATCHES_AHEAD: usize = 4;
+
+pub(super) struct ArchiveEvents {
+    batches: mpsc::Receiver<Vec<ImportEvent>>,
+    current: std::vec::IntoIter<ImportEvent>,
+    reader: JoinHandle<std::result::Result<String, ArchiveError>>,
+}
+
+impl ArchiveEvents {
+    /// Starts reading the whole archive, or only `relation`'s records.
+    pub fn read(
+        archive: stream::ByteStream,
+        limits: archive::Limits,
+        relation: Option<String>,
+    ) -> Self {
+        let (sender, batches) = mpsc::channel(BATCHES_AHEAD);
+        let input = stream::blocking_reader(archive);
+        let reader = tokio::task::spawn_blocking(move || {
+            let mut batch = Batch {
+                sender,
+                events: Vec::new(),
+                bytes: 0,
+            };
+            let mut sink = |event| batch.push(event);
+            let version = match &relation {
+                None => archive::read_archive(input, &limits, &mut sink)?,
+                Some(relation) => archive::read_relation(input, &limits, relation, &mut sink)?,
+            };
+            batch.send().map_err(|_| ArchiveError::Aborted)?;
+            Ok(version)
+        });
+        ArchiveEvents {
+            batches,
+            current: Vec::new().into_iter(),
+            reader,
+        }
+    }
+
+    pub async fn next(&mut self) -> Option<ImportEvent> {
+        loop {
+            if let Some(event) = self.current.next() {
+                return Some(event);
+            }
+            self.current = self.batches.recv().await?.into_iter();
+        }
+    }
+
+    /// Stops reading if the consumer did not reach the end, and tells how
+    /// reading went.
+    pub async fn finish(self) -> Result<()> {
+        drop(self.batches);
+        self.reader.await.map_err(Error::internal)??;
+        Ok(())
+    }
+}
+
+struct Batch {
+    sender: mpsc::Sender<Vec<ImportEvent>>,
+    events: Vec<ImportEvent>,
+    bytes: usize,
+}
+
+impl Batch {
+    fn push(&mut self, event: ImportEvent) -> std::result::Result<(), SinkClosed> {
+        self.bytes += match &event {
+            ImportEvent::Record { json, .. } => json.len(),
+            ImportEvent::Attributes(json) => json.len(),
+            ImportEvent::BlobChunk(chunk) => chunk.len(),
+            ImportEvent::BlobStart { .. } | ImportEvent::BlobEnd => 0,
+        };
+        self.events.push(event);
+        if self.events.len() >= BATCH_EVENTS || self.bytes >= BATCH_BYTES {
+            self.send()?;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self) -> std::result::Result<(), SinkClosed> {
+        if self.events.is_empty() {
+            return Ok(());
+        }
+        self.bytes = 0;
+        let events = std::mem::replace(&mut self.events, Vec::with_capacity(BATCH_EVENTS));
+        self.sender.blocking_send(events).map_err(|_| SinkClosed)
+    }
+}
