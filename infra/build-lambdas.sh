@@ -3,11 +3,13 @@
 # bootstrap's size. Expects cargo-lambda and ziglang on PATH (infra/test.sh
 # installs them into ./.venv).
 #
-#   bash infra/build-lambdas.sh          what `sam build` deploys: cargo-lambda's
-#                                        release optimizations (thin LTO per binary)
-#   bash infra/build-lambdas.sh --check  the same release build without the per-binary
-#                                        LTO step: proves every function builds for
-#                                        arm64 in minutes instead of ~15 (the tests use it)
+#   bash infra/build-lambdas.sh          what `sam build` deploys: the release profile
+#                                        of Cargo.toml (size-optimized, fat LTO, one
+#                                        codegen unit) plus cargo-lambda's panic=abort
+#   bash infra/build-lambdas.sh --check  the same code without LTO and with parallel
+#                                        codegen: proves every function builds for arm64
+#                                        in minutes instead of ~20 (the tests use it);
+#                                        its bootstraps are larger than deployed ones
 set -euo pipefail
 cd "$(dirname "$0")/.."
 functions=(schedule status download import worker scheduled-export)
@@ -15,6 +17,7 @@ args=()
 for f in "${functions[@]}"; do args+=(--package "$f"); done
 if [ "${1:-}" = "--check" ]; then
     args+=(--disable-optimizations)
+    export CARGO_PROFILE_RELEASE_LTO=off CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
 fi
 cargo lambda build --release --arm64 --locked "${args[@]}"
 target="${CARGO_TARGET_DIR:-target}"

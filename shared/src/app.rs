@@ -48,7 +48,7 @@ impl Default for Settings {
             export_retention: Duration::from_secs(7 * 24 * 3600),
             limits: Limits::default(),
             compression_level: 6,
-            import_batch_records: 1000,
+            import_batch_records: 250,
             export_page_records: 256,
             relation_batch_records: 1000,
             export_rate_limit: 6,

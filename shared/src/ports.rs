@@ -133,7 +133,8 @@ pub trait ProjectStore: Send + Sync {
         records: Vec<Bytes>,
     ) -> Result<()>;
     async fn relations(&self, generation: &str) -> Result<Vec<RelationStats>>;
-    /// Up to `limit` records of a relation after `after` (exclusive), in order.
+    /// Up to `limit` records of a relation after `after` (exclusive), in
+    /// order; fewer if the store bounds a page's bytes, none past the end.
     async fn records(
         &self,
         generation: &str,

@@ -23,23 +23,23 @@ const RECORDS_BEFORE_CHUNKS: TableDefinition<(&str, &str, u64), &[u8]> =
 pub(super) const CHUNK_BYTES: usize = 64 * 1024;
 
 /// Splits consecutive records into chunks: (index of the chunk's first
-/// record, packed chunk). The split depends only on the records, so writing
-/// the same batch again yields the same keys.
-pub(super) fn pack(records: &[Bytes]) -> Vec<(usize, Vec<u8>)> {
-    let mut chunks = Vec::new();
-    let mut first = 0;
-    let mut chunk = Vec::new();
-    for (index, record) in records.iter().enumerate() {
-        if !chunk.is_empty() && chunk.len() + 4 + record.len() > CHUNK_BYTES {
-            chunks.push((first, std::mem::take(&mut chunk)));
-            first = index;
+/// record, packed chunk), one chunk at a time so a batch is never held twice.
+/// The split depends only on the records, so writing the same batch again
+/// yields the same keys.
+pub(super) fn pack(records: &[Bytes]) -> impl Iterator<Item = (usize, Vec<u8>)> + '_ {
+    let mut next = 0;
+    std::iter::from_fn(move || {
+        let first = next;
+        let mut chunk = Vec::new();
+        while let Some(record) = records.get(next) {
+            if !chunk.is_empty() && chunk.len() + 4 + record.len() > CHUNK_BYTES {
+                break;
+            }
+            append(&mut chunk, record);
+            next += 1;
         }
-        append(&mut chunk, record);
-    }
-    if !chunk.is_empty() {
-        chunks.push((first, chunk));
-    }
-    chunks
+        (next > first).then_some((first, chunk))
+    })
 }
 
 fn append(chunk: &mut Vec<u8>, record: &[u8]) {
@@ -139,7 +139,7 @@ mod tests {
             big.clone(),
             Bytes::from_static(b"{\"b\":2}"),
         ];
-        let chunks = pack(&records);
+        let chunks: Vec<_> = pack(&records).collect();
         // The big record cannot join the first chunk, and fills its own.
         assert_eq!(
             chunks.iter().map(|(first, _)| *first).collect::<Vec<_>>(),
@@ -152,7 +152,11 @@ mod tests {
         assert_eq!(tally(first).unwrap(), (2, 7 + 1 + 2 + 1));
         assert_eq!(unpack(&chunks[1].1).unwrap()[0].len(), CHUNK_BYTES);
         assert!(unpack(&first[..first.len() - 1]).is_err());
-        assert_eq!(pack(&records), chunks, "the split is deterministic");
+        assert_eq!(
+            pack(&records).collect::<Vec<_>>(),
+            chunks,
+            "the split is deterministic"
+        );
     }
 
     #[test]

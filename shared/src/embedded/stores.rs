@@ -27,6 +27,9 @@ const NAMESPACES_BY_PATH: TableDefinition<&str, u64> = TableDefinition::new("nam
 const PROJECTS: TableDefinition<u64, &[u8]> = TableDefinition::new("projects");
 const PROJECTS_BY_PATH: TableDefinition<&str, u64> = TableDefinition::new("projects_by_path");
 const ATTRIBUTES: TableDefinition<&str, &[u8]> = TableDefinition::new("attributes");
+/// A page of records stops growing past this many bytes, whatever its
+/// limit, so a relation of large records does not make pages large.
+const PAGE_BYTES: usize = 256 * 1024;
 /// (generation, relation) → (records, NDJSON bytes)
 const RELATION_STATS: TableDefinition<(&str, &str), (u64, u64)> =
     TableDefinition::new("relation_stats");
@@ -542,6 +545,7 @@ impl ProjectStore for EmbeddedStore {
                     .map_err(Error::storage)?
                     .map_or(start, |(key, _)| key.value().2);
                 let mut out = Vec::with_capacity(limit.min(1024));
+                let mut bytes = 0;
                 for item in table
                     .range((g, r, from)..=(g, r, u64::MAX))
                     .map_err(Error::storage)?
@@ -553,15 +557,16 @@ impl ProjectStore for EmbeddedStore {
                         if seq < start {
                             continue;
                         }
-                        if out.len() == limit {
+                        if out.len() == limit || bytes >= PAGE_BYTES {
                             return Ok(out);
                         }
+                        bytes += range.len();
                         out.push(StoredRecord {
                             seq,
                             json: chunk.slice(range),
                         });
                     }
-                    if out.len() == limit {
+                    if out.len() == limit || bytes >= PAGE_BYTES {
                         break;
                     }
                 }

@@ -262,7 +262,7 @@ pub(super) struct RecordWriter<'a> {
 }
 
 impl<'a> RecordWriter<'a> {
-    const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+    const MAX_BATCH_BYTES: usize = 1024 * 1024;
 
     pub fn new(app: &'a App, generation: &'a str) -> Self {
         RecordWriter {
