@@ -14,7 +14,9 @@ peak RSS (VmHWM) is per phase:
   c. baselines: `gzip -6` (and `pigz -6` if installed) over exactly the
      exported NDJSON bytes, `gzip -dc` of the exported archive, and the
      re-import of that archive on a fresh server and data dir;
-  d. once: start-to-ready time of the binary, and target/lambda/*/bootstrap sizes.
+  d. once: start-to-ready time of the binary and of each Lambda function binary
+     built for this machine beside it (see function_ready), and the
+     target/lambda/*/bootstrap sizes.
 
 It prints a Markdown report and writes it to --out. `--smoke` runs one tiny
 size in a few seconds, writing to a temporary file unless --out is given.
@@ -24,6 +26,7 @@ The exit status is non-zero if any phase failed. Standard library only.
 import argparse
 import functools
 import glob
+import http.server
 import itertools
 import json
 import os
@@ -688,6 +691,66 @@ def startup(binary):
     return {"median": statistics.median(runs), "runs": runs}
 
 
+FUNCTIONS = ["schedule", "status", "download", "import", "worker", "scheduled-export"]
+RUNTIME_NEXT = "/2018-06-01/runtime/invocation/next"
+
+
+def function_ready(binary):
+    """Median seconds from Popen to a Lambda function's first request for an
+    event (the moment Lambda would hand it one), over READY_RUNS, against a
+    stub Runtime API on 127.0.0.1. No ROOT_TOKEN is set, so start-up makes no
+    AWS call (with one, a cold start adds a DynamoDB read)."""
+    runs = []
+    for _ in range(READY_RUNS):
+        asked = threading.Event()
+        arrival = []
+
+        class Runtime(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                if self.path == RUNTIME_NEXT and not arrival:
+                    arrival.append(time.perf_counter())
+                    asked.set()
+                # No event ever comes: the process is stopped first.
+                asked.wait()
+                time.sleep(1)
+
+            def log_message(self, *args):
+                pass
+
+        runtime = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Runtime)
+        runtime.daemon_threads = True
+        threading.Thread(target=runtime.serve_forever, daemon=True).start()
+        env = {k: v for k, v in os.environ.items() if k != "ROOT_TOKEN"}
+        env.update({
+            "AWS_LAMBDA_RUNTIME_API": "127.0.0.1:%d" % runtime.server_address[1],
+            "AWS_LAMBDA_FUNCTION_NAME": os.path.basename(binary), "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128", "AWS_LAMBDA_LOG_GROUP_NAME": "bench",
+            "AWS_LAMBDA_LOG_STREAM_NAME": "bench", "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench", "TABLE_NAME": "bench", "BUCKET_NAME": "bench",
+            "QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/000000000000/bench", "RUST_LOG": "warn",
+        })
+        start = time.perf_counter()
+        process = subprocess.Popen([binary], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            if not asked.wait(READY_TIMEOUT_SECONDS):
+                return {"error": "no request for an event within %d s" % READY_TIMEOUT_SECONDS}
+            runs.append(arrival[0] - start)
+        finally:
+            process.kill()
+            _, stderr = process.communicate()
+            runtime.shutdown()
+            runtime.server_close()
+        if process.returncode not in (-9, 0) and not runs:
+            return {"error": "exited %s: %s" % (process.returncode, stderr.decode(errors="replace")[-500:])}
+    return {"median": statistics.median(runs), "runs": runs}
+
+
+def functions_ready(binary):
+    """{function: function_ready(...)} for each function binary beside `binary`."""
+    found = [(name, os.path.join(os.path.dirname(binary), name)) for name in FUNCTIONS]
+    return {name: function_ready(path) for name, path in found if os.access(path, os.X_OK)}
+
+
 def lambda_artifacts():
     """(function, bytes, ELF architecture) of each target/lambda/*/bootstrap."""
     artifacts = []
@@ -755,7 +818,7 @@ def target_line(label, met, figure):
     return "- %s: **%s** (%s)" % (label, state, figure)
 
 
-def report(command, binary, results, ready, artifacts):
+def report(command, binary, results, ready, functions, artifacts):
     """The whole Markdown report."""
     ok = [r for r in results if all(name in r and "error" not in r[name] for name in ("export", "baseline", "reimport"))]
     out = ["# Benchmarks", ""]
@@ -833,6 +896,17 @@ def report(command, binary, results, ready, artifacts):
     else:
         out += ["- `local serve` start to \"ready\" (fresh data dir, median of %d): **%.1f ms** (runs: %s)"
                 % (READY_RUNS, ready["median"] * 1e3, ", ".join("%.1f" % (s * 1e3) for s in ready["runs"])), ""]
+    if functions:
+        out += ["Lambda function binaries built for this machine (`%s/<function>`), start to their first request "
+                "for an event from a stub Lambda Runtime API, median of %d (no `ROOT_TOKEN`, so no AWS call):"
+                % (os.path.relpath(os.path.dirname(binary), ROOT), READY_RUNS), "",
+                table(["function", "ready ms", "runs ms"],
+                      [[name, "FAILED: " + r["error"], ""] if "error" in r else
+                       [name, "%.1f" % (r["median"] * 1e3), ", ".join("%.1f" % (s * 1e3) for s in r["runs"])]
+                       for name, r in functions.items()]), ""]
+    else:
+        out += ["No function binary beside the local one (build them with `cargo build --release -p %s`)."
+                % " -p ".join(FUNCTIONS), ""]
     if artifacts:
         out += [table(["function", "bootstrap MB", "architecture"],
                       [[name, "%.1f" % (size / MB), arch] for name, size, arch in artifacts]),
@@ -872,11 +946,18 @@ def report(command, binary, results, ready, artifacts):
     else:
         out.append(target_line("ready ≤ %d ms" % TARGET_READY_MS, ready["median"] * 1e3 <= TARGET_READY_MS,
                                "median %.1f ms, local binary" % (ready["median"] * 1e3)))
+    timed_functions = {name: r for name, r in functions.items() if "error" not in r}
+    if timed_functions:
+        slowest = max(timed_functions.items(), key=lambda item: item[1]["median"])
+        out.append(target_line("function ready ≤ %d ms" % TARGET_READY_MS,
+                               slowest[1]["median"] * 1e3 <= TARGET_READY_MS,
+                               "slowest median %.1f ms (%s), built for this machine" % (slowest[1]["median"] * 1e3, slowest[0])))
 
     failures = ["%d issues, %s: %s" % (r["issues"], name, p["error"])
                 for r in results for name, p in r.items() if isinstance(p, dict) and "error" in p]
     if "error" in ready:
         failures.append("start-up: " + ready["error"])
+    failures += ["%s start-up: %s" % (name, r["error"]) for name, r in functions.items() if "error" in r]
     if failures:
         out += ["", "## Failures", ""] + ["- " + f for f in failures]
     return "\n".join(out) + "\n"
@@ -905,13 +986,15 @@ def main():
     results = [bench_size(binary, issues) for issues in sizes]
     progress("start-up time")
     ready = startup(binary)
+    functions = functions_ready(binary)
     command = "python3 " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
-    text = report(command, binary, results, ready, lambda_artifacts())
+    text = report(command, binary, results, ready, functions, lambda_artifacts())
     print(text)
     with open(out, "w") as f:
         f.write(text)
     progress("report written to " + out)
-    if "error" in ready or any("error" in p for r in results for p in r.values() if isinstance(p, dict)):
+    if ("error" in ready or any("error" in r for r in functions.values())
+            or any("error" in p for r in results for p in r.values() if isinstance(p, dict))):
         sys.exit(1)
 
 
