@@ -46,18 +46,7 @@ fn transfer_error(what: &str, status: Option<reqwest::StatusCode>, detail: Strin
 
 /// Downloads `url` into the blob store at `key`, at most `limit` bytes.
 pub async fn fetch_into(app: &App, url: &str, key: &str, limit: u64) -> Result<u64> {
-    let what = "downloading the archive failed";
-    let response = client()?
-        .get(url)
-        .send()
-        .await
-        .map_err(|err| transfer_error(what, None, err.to_string()))?;
-    let status = response.status();
-    if !status.is_success() {
-        let body = response.text().await.unwrap_or_default();
-        let detail: String = body.chars().take(200).collect();
-        return Err(transfer_error(what, Some(status), detail));
-    }
+    let response = exchange("downloading the archive failed", client()?.get(url)).await?;
     if response.content_length().is_some_and(|size| size > limit) {
         return Err(Error::PayloadTooLarge(format!(
             "the archive is larger than {limit} bytes"
@@ -80,7 +69,6 @@ pub async fn fetch_into(app: &App, url: &str, key: &str, limit: u64) -> Result<u
 /// Sends the blob at `key` (`size` bytes) to the upload target, as GitLab
 /// does: `Content-Type: application/gzip` and a `Content-Length`.
 pub async fn send_blob(app: &App, key: &str, size: u64, target: &UploadTarget) -> Result<()> {
-    let what = "uploading the export failed";
     let method = reqwest::Method::from_bytes(target.method.as_bytes()).map_err(Error::internal)?;
     let body = reqwest::Body::wrap_stream(app.blobs.get(key).await?);
     let mut request = client()?
@@ -91,6 +79,13 @@ pub async fn send_blob(app: &App, key: &str, size: u64, target: &UploadTarget) -
     for (name, value) in &target.headers {
         request = request.header(name.as_str(), value.as_str());
     }
+    exchange("uploading the export failed", request).await?;
+    Ok(())
+}
+
+/// Sends `request`; a network error or an unsuccessful answer (with the
+/// start of its body) becomes the error `transfer_error` says it is.
+async fn exchange(what: &str, request: reqwest::RequestBuilder) -> Result<reqwest::Response> {
     let response = request
         .send()
         .await
@@ -101,7 +96,7 @@ pub async fn send_blob(app: &App, key: &str, size: u64, target: &UploadTarget) -
         let detail: String = body.chars().take(200).collect();
         return Err(transfer_error(what, Some(status), detail));
     }
-    Ok(())
+    Ok(response)
 }
 
 /// An S3 object to import from (`POST /projects/remote-import-s3`).

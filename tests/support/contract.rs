@@ -407,23 +407,15 @@ pub async fn job_store(app: &App, _backend: Backend) {
 
     // Unfinished jobs not updated lately: the stale-job sweep's candidates.
     let later = shared::domain::now() + chrono::Duration::minutes(1);
-    let stale: Vec<String> = jobs
-        .stale_jobs(later, 100)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|j| j.id)
-        .collect();
+    let stale_ids = || async {
+        let stale = jobs.stale_jobs(later, 100).await.unwrap();
+        stale.into_iter().map(|j| j.id).collect::<Vec<String>>()
+    };
+    let stale = stale_ids().await;
     assert!(!stale.contains(&job.id), "a finished job is never stale");
     let quiet = Job::new(JobKind::Import, 7, 1);
     jobs.create_job(&quiet).await.unwrap();
-    let stale: Vec<String> = jobs
-        .stale_jobs(later, 100)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|j| j.id)
-        .collect();
+    let stale = stale_ids().await;
     assert!(stale.contains(&quiet.id), "{stale:?}");
     let earlier = shared::domain::now() - chrono::Duration::minutes(1);
     assert!(jobs.stale_jobs(earlier, 100).await.unwrap().is_empty());
@@ -435,12 +427,7 @@ pub async fn job_store(app: &App, _backend: Backend) {
     )
     .await
     .unwrap();
-    assert!(!jobs
-        .stale_jobs(later, 100)
-        .await
-        .unwrap()
-        .iter()
-        .any(|j| j.id == quiet.id));
+    assert!(!stale_ids().await.contains(&quiet.id));
 
     // A project's jobs of a kind, newest first; numbers count up.
     let mut listed = Vec::new();

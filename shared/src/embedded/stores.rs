@@ -546,28 +546,24 @@ impl ProjectStore for EmbeddedStore {
                     .map_or(start, |(key, _)| key.value().2);
                 let mut out = Vec::with_capacity(limit.min(1024));
                 let mut bytes = 0;
-                for item in table
+                let chunks_from = table
                     .range((g, r, from)..=(g, r, u64::MAX))
-                    .map_err(Error::storage)?
-                {
+                    .map_err(Error::storage)?;
+                'chunks: for item in chunks_from {
                     let (key, value) = item.map_err(Error::storage)?;
                     let chunk = Bytes::copy_from_slice(value.value());
                     let first = key.value().2;
                     for (seq, range) in (first..).zip(chunks::unpack(&chunk)?) {
-                        if seq < start {
-                            continue;
-                        }
                         if out.len() == limit || bytes >= PAGE_BYTES {
-                            return Ok(out);
+                            break 'chunks;
                         }
-                        bytes += range.len();
-                        out.push(StoredRecord {
-                            seq,
-                            json: chunk.slice(range),
-                        });
-                    }
-                    if out.len() == limit || bytes >= PAGE_BYTES {
-                        break;
+                        if seq >= start {
+                            bytes += range.len();
+                            out.push(StoredRecord {
+                                seq,
+                                json: chunk.slice(range),
+                            });
+                        }
                     }
                 }
                 Ok(out)
