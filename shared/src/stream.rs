@@ -102,12 +102,15 @@ impl ChannelWriter {
 }
 
 impl Write for ChannelWriter {
+    /// Takes only what fits in the chunk: letting the buffer grow past it
+    /// reallocated it at double the size, churn that fragmented the heap.
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.buf.extend_from_slice(data);
+        let taken = data.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..taken]);
         if self.buf.len() >= CHUNK {
             self.send_buffered()?;
         }
-        Ok(data.len())
+        Ok(taken)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -129,6 +132,28 @@ mod tests {
         let result = collect(stream).await;
         producer.await.unwrap();
         assert!(result.is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writer_chunks_stay_within_the_chunk_size() {
+        let (mut writer, mut stream) = blocking_writer();
+        let producer = tokio::task::spawn_blocking(move || {
+            // Pieces that do not divide the chunk size straddle its end.
+            for _ in 0..20 {
+                writer.write_all(&[3u8; 70_000]).unwrap();
+            }
+            writer.finish().unwrap();
+        });
+        let mut sizes = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            sizes.push(chunk.unwrap().len());
+        }
+        producer.await.unwrap();
+        assert_eq!(sizes.iter().sum::<usize>(), 1_400_000);
+        assert!(
+            sizes[..sizes.len() - 1].iter().all(|&n| n == CHUNK),
+            "{sizes:?}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -66,7 +66,7 @@ impl State<'_, '_> {
         let record = check_record(text.as_bytes(), self.limits)
             .map_err(|reason| self.record_error(relation, index, reason))?;
         (self.sink)(ImportEvent::Record {
-            relation: relation.to_owned(),
+            relation: relation.into(),
             json: Bytes::copy_from_slice(record),
         })
         .map_err(|_| ArchiveError::Aborted)

@@ -7,8 +7,9 @@ use std::collections::HashSet;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Component, Path};
 use std::rc::Rc;
+use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use flate2::read::GzDecoder;
 
 use super::json::check_record;
@@ -24,7 +25,7 @@ pub enum ImportEvent {
     Attributes(Bytes),
     /// One top-level record of a relation, in archive order.
     Record {
-        relation: String,
+        relation: Arc<str>,
         json: Bytes,
     },
     /// An opaque file (repository bundle, upload, ...) follows in chunks.
@@ -97,7 +98,7 @@ fn read_entries(
 ) -> Result<String, ArchiveError> {
     let mut selected = |event: ImportEvent| match (&event, only) {
         (_, None) => sink(event),
-        (ImportEvent::Record { relation, .. }, Some(only)) if relation == only => sink(event),
+        (ImportEvent::Record { relation, .. }, Some(only)) if **relation == *only => sink(event),
         _ => Ok(()),
     };
     let sink: &mut Sink<'_> = &mut selected;
@@ -222,6 +223,8 @@ fn read_ndjson(
     sink: &mut Sink<'_>,
 ) -> Result<(), ArchiveError> {
     let file = relation_file(relation);
+    let relation: Arc<str> = relation.into();
+    let mut copies = RecordCopies::default();
     let mut lines = BufReader::with_capacity(64 * 1024, entry);
     let mut line = Vec::new();
     let mut number = 0u64;
@@ -249,10 +252,33 @@ fn read_ndjson(
         let record =
             check_record(&line, limits).map_err(|reason| invalid(&file, number, reason))?;
         sink(ImportEvent::Record {
-            relation: relation.to_owned(),
-            json: Bytes::copy_from_slice(record),
+            relation: relation.clone(),
+            json: copies.copy(record),
         })
         .map_err(|_| ArchiveError::Aborted)?;
+    }
+}
+
+/// Records copied out of the line buffer into shared blocks, not into an
+/// allocation each: hundreds of thousands of small allocations of mixed
+/// sizes, freed on other threads, fragmented glibc's heap so that an
+/// import's peak RSS grew with the archive (`bench/run.py`'s flatness line).
+#[derive(Default)]
+struct RecordCopies {
+    block: BytesMut,
+}
+
+impl RecordCopies {
+    /// A block is freed once every record copied into it is dropped; the
+    /// records of a block are stored together, so that is soon.
+    const BLOCK_BYTES: usize = 64 * 1024;
+
+    fn copy(&mut self, record: &[u8]) -> Bytes {
+        if self.block.capacity() < record.len() {
+            self.block = BytesMut::with_capacity(Self::BLOCK_BYTES.max(record.len()));
+        }
+        self.block.extend_from_slice(record);
+        self.block.split().freeze()
     }
 }
 
@@ -351,6 +377,28 @@ impl<R: Read> Read for LimitedReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn record_copies_share_blocks_and_keep_their_bytes() {
+        let mut copies = RecordCopies::default();
+        let first = copies.copy(b"{\"a\":1}");
+        let second = copies.copy(b"{}");
+        assert_eq!((&first[..], &second[..]), (&b"{\"a\":1}"[..], &b"{}"[..]));
+        assert_eq!(
+            second.as_ptr(),
+            first.as_ptr().wrapping_add(first.len()),
+            "consecutive records lie in one block"
+        );
+        let big = vec![b'x'; RecordCopies::BLOCK_BYTES * 2];
+        assert_eq!(
+            copies.copy(&big),
+            big,
+            "a record larger than a block gets its own"
+        );
+        drop(first);
+        assert_eq!(&copies.copy(b"[]")[..], b"[]");
+        assert_eq!(&second[..], b"{}", "a copy outlives the block it came from");
+    }
 
     #[test]
     fn normalizes_paths() {

@@ -22,15 +22,20 @@ const RECORDS_BEFORE_CHUNKS: TableDefinition<(&str, &str, u64), &[u8]> =
 /// A chunk closes once it holds this much (one record may make it larger).
 pub(super) const CHUNK_BYTES: usize = 64 * 1024;
 
-/// Splits consecutive records into chunks: (index of the chunk's first
-/// record, packed chunk), one chunk at a time so a batch is never held twice.
-/// The split depends only on the records, so writing the same batch again
-/// yields the same keys.
-pub(super) fn pack(records: &[Bytes]) -> impl Iterator<Item = (usize, Vec<u8>)> + '_ {
-    let mut next = 0;
-    std::iter::from_fn(move || {
-        let first = next;
-        let mut chunk = Vec::new();
+/// Splits consecutive records into chunks and hands each to `store` as
+/// (index of its first record, its records, the packed chunk). One buffer
+/// serves every chunk of the batch: a fresh one per chunk, grown by
+/// doubling, was churn the heap kept as fragments. The split depends only on
+/// the records, so writing the same batch again yields the same keys.
+pub(super) fn pack_each(
+    records: &[Bytes],
+    mut store: impl FnMut(usize, &[Bytes], &[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut chunk = Vec::with_capacity(CHUNK_BYTES);
+    let mut first = 0;
+    while first < records.len() {
+        chunk.clear();
+        let mut next = first;
         while let Some(record) = records.get(next) {
             if !chunk.is_empty() && chunk.len() + 4 + record.len() > CHUNK_BYTES {
                 break;
@@ -38,8 +43,10 @@ pub(super) fn pack(records: &[Bytes]) -> impl Iterator<Item = (usize, Vec<u8>)> 
             append(&mut chunk, record);
             next += 1;
         }
-        (next > first).then_some((first, chunk))
-    })
+        store(first, &records[first..next], &chunk)?;
+        first = next;
+    }
+    Ok(())
 }
 
 fn append(chunk: &mut Vec<u8>, record: &[u8]) {
@@ -139,7 +146,17 @@ mod tests {
             big.clone(),
             Bytes::from_static(b"{\"b\":2}"),
         ];
-        let chunks: Vec<_> = pack(&records).collect();
+        let pack = |records: &[Bytes]| {
+            let mut chunks = Vec::new();
+            pack_each(records, |first, packed, chunk| {
+                assert_eq!(packed, &records[first..first + packed.len()]);
+                chunks.push((first, chunk.to_vec()));
+                Ok(())
+            })
+            .unwrap();
+            chunks
+        };
+        let chunks = pack(&records);
         // The big record cannot join the first chunk, and fills its own.
         assert_eq!(
             chunks.iter().map(|(first, _)| *first).collect::<Vec<_>>(),
@@ -152,11 +169,7 @@ mod tests {
         assert_eq!(tally(first).unwrap(), (2, 7 + 1 + 2 + 1));
         assert_eq!(unpack(&chunks[1].1).unwrap()[0].len(), CHUNK_BYTES);
         assert!(unpack(&first[..first.len() - 1]).is_err());
-        assert_eq!(
-            pack(&records).collect::<Vec<_>>(),
-            chunks,
-            "the split is deterministic"
-        );
+        assert_eq!(pack(&records), chunks, "the split is deterministic");
     }
 
     #[test]

@@ -1,13 +1,13 @@
 //! Users, projects with their content, and jobs, in the embedded database.
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
 use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::chunks::{self, RECORD_CHUNKS};
+use super::chunks::{self, CHUNK_BYTES, RECORD_CHUNKS};
 use super::Db;
 use crate::domain::{
     now, ExportSchedule, Job, JobKind, JobStatus, JobUpdate, Namespace, NamespaceId, NewProject,
@@ -475,10 +475,10 @@ impl ProjectStore for EmbeddedStore {
                     .map_err(Error::storage)?
                     .map(|v| v.value())
                     .unwrap_or((0, 0));
-                for (first, chunk) in chunks::pack(&records) {
+                chunks::pack_each(&records, |first, packed, chunk| {
                     let seq = first_seq + first as u64;
                     let previous = table
-                        .insert((key.0, key.1, seq), chunk.as_slice())
+                        .insert((key.0, key.1, seq), chunk)
                         .map_err(Error::storage)?;
                     // A retried batch rewrites the same chunks: count each once.
                     if let Some(old) = previous {
@@ -486,10 +486,10 @@ impl ProjectStore for EmbeddedStore {
                         count -= old_count;
                         bytes -= old_bytes;
                     }
-                    let (new_count, new_bytes) = chunks::tally(&chunk)?;
-                    count += new_count;
-                    bytes += new_bytes;
-                }
+                    count += packed.len() as u64;
+                    bytes += packed.iter().map(|r| r.len() as u64 + 1).sum::<u64>();
+                    Ok(())
+                })?;
                 stats.insert(key, (count, bytes)).map_err(Error::storage)?;
                 Ok(())
             })
@@ -551,7 +551,11 @@ impl ProjectStore for EmbeddedStore {
                     .map_err(Error::storage)?;
                 'chunks: for item in chunks_from {
                     let (key, value) = item.map_err(Error::storage)?;
-                    let chunk = Bytes::copy_from_slice(value.value());
+                    // Copied at one size whatever the chunk's length, so that
+                    // the copies reuse each other's memory.
+                    let mut copy = BytesMut::with_capacity(CHUNK_BYTES.max(value.value().len()));
+                    copy.extend_from_slice(value.value());
+                    let chunk = copy.freeze();
                     let first = key.value().2;
                     for (seq, range) in (first..).zip(chunks::unpack(&chunk)?) {
                         if out.len() == limit || bytes >= PAGE_BYTES {

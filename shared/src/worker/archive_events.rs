@@ -11,9 +11,11 @@ use crate::{stream, Error, Result};
 
 /// A batch is handed over once it holds this many events or bytes.
 const BATCH_EVENTS: usize = 1024;
-const BATCH_BYTES: usize = 256 * 1024;
-/// Batches read ahead of the consumer.
-const BATCHES_AHEAD: usize = 4;
+const BATCH_BYTES: usize = 128 * 1024;
+/// Batches read ahead of the consumer. Four batches of 256 KiB imported no
+/// faster than two of 128 KiB, but a long import filled them where a short
+/// one did not, and its peak RSS grew with the archive.
+const BATCHES_AHEAD: usize = 2;
 
 pub(super) struct ArchiveEvents {
     batches: mpsc::Receiver<Vec<ImportEvent>>,

@@ -125,9 +125,9 @@ async fn write_entries(app: &App, project: &Project, job: &Job, entries: &Entrie
         );
         while let Some(page) = pages.next().await? {
             records += page.len() as u64;
-            entries
-                .send(ExportItem::Data(pipeline::ndjson_lines(&page)))
-                .await?;
+            for piece in pipeline::ndjson_pieces(&page) {
+                entries.send(ExportItem::Data(piece)).await?;
+            }
         }
         entries.send(ExportItem::End).await?;
         tracing::info!(relation = stats.relation, records, "export progress");

@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::io::Write;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use futures::StreamExt;
@@ -20,14 +20,44 @@ use crate::{stream, App, Error, Result};
 /// keep both busy, few enough that memory does not grow with the project.
 const PIPELINE_DEPTH: usize = 4;
 
-/// A page of records as NDJSON: each record, then a newline.
-pub(super) fn ndjson_lines(page: &[StoredRecord]) -> Bytes {
-    let mut lines = bytes::BytesMut::with_capacity(page.iter().map(|r| r.json.len() + 1).sum());
+/// A page of records as NDJSON (each record, then a newline), cut into
+/// pieces that are all allocated at the same size. Pages differ in size; a
+/// buffer per page sized to it left the heap fragmented, so an export's peak
+/// RSS grew with the project (`bench/run.py`'s flatness line).
+pub(super) fn ndjson_pieces(page: &[StoredRecord]) -> Vec<Bytes> {
+    let mut pieces = Pieces {
+        done: Vec::new(),
+        piece: BytesMut::with_capacity(PIECE_BYTES),
+    };
     for record in page {
-        lines.extend_from_slice(&record.json);
-        lines.extend_from_slice(b"\n");
+        pieces.put(&record.json);
+        pieces.put(b"\n");
     }
-    lines.freeze()
+    if !pieces.piece.is_empty() {
+        pieces.done.push(pieces.piece.freeze());
+    }
+    pieces.done
+}
+
+const PIECE_BYTES: usize = 64 * 1024;
+
+struct Pieces {
+    done: Vec<Bytes>,
+    piece: BytesMut,
+}
+
+impl Pieces {
+    fn put(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.piece.len() == PIECE_BYTES {
+                let full = std::mem::replace(&mut self.piece, BytesMut::with_capacity(PIECE_BYTES));
+                self.done.push(full.freeze());
+            }
+            let n = bytes.len().min(PIECE_BYTES - self.piece.len());
+            self.piece.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+        }
+    }
 }
 
 fn stopped(what: &str) -> Error {
@@ -155,4 +185,32 @@ fn finish_legs<T>(
     compressed.map_err(|err| Error::Internal(format!("writing {key}: {err}")))?;
     uploaded?;
     Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ndjson_pieces_are_the_page_as_ndjson_in_equal_pieces() {
+        let page: Vec<StoredRecord> = [100, PIECE_BYTES, 3, PIECE_BYTES * 2 + 5, 7]
+            .into_iter()
+            .enumerate()
+            .map(|(seq, len)| StoredRecord {
+                seq: seq as u64,
+                json: Bytes::from(vec![b'a' + seq as u8; len]),
+            })
+            .collect();
+        let pieces = ndjson_pieces(&page);
+        let mut expected = Vec::new();
+        for record in &page {
+            expected.extend_from_slice(&record.json);
+            expected.push(b'\n');
+        }
+        assert_eq!(pieces.concat(), expected);
+        let (last, full) = pieces.split_last().unwrap();
+        assert!(full.iter().all(|piece| piece.len() == PIECE_BYTES));
+        assert!(!last.is_empty() && last.len() <= PIECE_BYTES);
+        assert!(ndjson_pieces(&[]).is_empty());
+    }
 }

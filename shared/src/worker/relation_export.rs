@@ -108,7 +108,9 @@ async fn export_records(app: &App, part: &RelationExportPart, key: &str) -> Resu
                 let Some(last) = page.last() else { break };
                 after = Some(last.seq);
                 written += page.len() as u64;
-                chunks.send(pipeline::ndjson_lines(&page)).await?;
+                for piece in pipeline::ndjson_pieces(&page) {
+                    chunks.send(piece).await?;
+                }
                 app.jobs
                     .transition_relation_export_part(
                         part.project_id,
