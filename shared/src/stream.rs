@@ -69,7 +69,7 @@ pub fn blocking_writer() -> (ChannelWriter, ByteStream) {
     (
         ChannelWriter {
             tx,
-            buf: BytesMut::with_capacity(CHUNK),
+            pieces: Pieces::new(CHUNK),
             finished,
         },
         Box::pin(stream),
@@ -78,43 +78,72 @@ pub fn blocking_writer() -> (ChannelWriter, ByteStream) {
 
 pub struct ChannelWriter {
     tx: mpsc::Sender<io::Result<Bytes>>,
-    buf: BytesMut,
+    pieces: Pieces,
     finished: Arc<AtomicBool>,
 }
 
 impl ChannelWriter {
-    fn send_buffered(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let chunk = self.buf.split().freeze();
-        self.buf.reserve(CHUNK);
+    fn send(&mut self, chunk: Bytes) -> io::Result<()> {
         self.tx
             .blocking_send(Ok(chunk))
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the consumer went away"))
     }
 
     pub fn finish(mut self) -> io::Result<()> {
-        self.send_buffered()?;
+        if let Some(rest) = self.pieces.rest() {
+            self.send(rest)?;
+        }
         self.finished.store(true, Ordering::Release);
         Ok(())
     }
 }
 
 impl Write for ChannelWriter {
-    /// Takes only what fits in the chunk: letting the buffer grow past it
-    /// reallocated it at double the size, churn that fragmented the heap.
+    /// Takes only what fits in the current piece (`write_all` sends the rest).
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let taken = data.len().min(CHUNK - self.buf.len());
-        self.buf.extend_from_slice(&data[..taken]);
-        if self.buf.len() >= CHUNK {
-            self.send_buffered()?;
+        let (taken, full) = self.pieces.push(data);
+        if let Some(chunk) = full {
+            self.send(chunk)?;
         }
         Ok(taken)
     }
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// Bytes gathered into pieces of one size, each allocated at exactly that
+/// size. Buffers sized to their content, or grown by doubling, left glibc's
+/// heap fragmented, so peak RSS grew with the project (`bench/run.py`'s
+/// flatness line).
+pub struct Pieces {
+    piece: BytesMut,
+    size: usize,
+}
+
+impl Pieces {
+    pub fn new(size: usize) -> Self {
+        Pieces {
+            piece: BytesMut::with_capacity(size),
+            size,
+        }
+    }
+
+    /// Appends as much of `bytes` as fits in the current piece. Returns how
+    /// much it took, and the piece once it is full.
+    pub fn push(&mut self, bytes: &[u8]) -> (usize, Option<Bytes>) {
+        let taken = bytes.len().min(self.size - self.piece.len());
+        self.piece.extend_from_slice(&bytes[..taken]);
+        let full = (self.piece.len() == self.size).then(|| {
+            std::mem::replace(&mut self.piece, BytesMut::with_capacity(self.size)).freeze()
+        });
+        (taken, full)
+    }
+
+    /// What is gathered so far, unless nothing is: the last piece.
+    pub fn rest(&mut self) -> Option<Bytes> {
+        (!self.piece.is_empty()).then(|| self.piece.split().freeze())
     }
 }
 

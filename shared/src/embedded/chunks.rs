@@ -77,8 +77,20 @@ pub(super) fn unpack(chunk: &[u8]) -> Result<Vec<Range<usize>>> {
 /// (records, NDJSON bytes with their newlines) of a packed chunk.
 pub(super) fn tally(chunk: &[u8]) -> Result<(u64, u64)> {
     let ranges = unpack(chunk)?;
-    let bytes = ranges.iter().map(|r| r.len() as u64 + 1).sum();
+    let bytes = ranges.iter().map(|r| ndjson_line_bytes(r.len())).sum();
     Ok((ranges.len() as u64, bytes))
+}
+
+/// (records, NDJSON bytes with their newlines) of records as `pack_each`
+/// hands them over, without unpacking the chunk just packed.
+pub(super) fn tally_records(records: &[Bytes]) -> (u64, u64) {
+    let bytes = records.iter().map(|r| ndjson_line_bytes(r.len())).sum();
+    (records.len() as u64, bytes)
+}
+
+/// A record's bytes in NDJSON: the record, then its newline.
+fn ndjson_line_bytes(record_len: usize) -> u64 {
+    record_len as u64 + 1
 }
 
 /// Rewrites a data directory's per-record table as chunks, once.

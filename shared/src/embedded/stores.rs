@@ -486,8 +486,9 @@ impl ProjectStore for EmbeddedStore {
                         count -= old_count;
                         bytes -= old_bytes;
                     }
-                    count += packed.len() as u64;
-                    bytes += packed.iter().map(|r| r.len() as u64 + 1).sum::<u64>();
+                    let (new_count, new_bytes) = chunks::tally_records(packed);
+                    count += new_count;
+                    bytes += new_bytes;
                     Ok(())
                 })?;
                 stats.insert(key, (count, bytes)).map_err(Error::storage)?;

@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::io::Write;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use futures::StreamExt;
@@ -20,45 +20,25 @@ use crate::{stream, App, Error, Result};
 /// keep both busy, few enough that memory does not grow with the project.
 const PIPELINE_DEPTH: usize = 4;
 
-/// A page of records as NDJSON (each record, then a newline), cut into
-/// pieces that are all allocated at the same size. Pages differ in size; a
-/// buffer per page sized to it left the heap fragmented, so an export's peak
-/// RSS grew with the project (`bench/run.py`'s flatness line).
+/// A page of records as NDJSON (each record, then a newline), in pieces
+/// all allocated at one size: pages differ in size.
 pub(super) fn ndjson_pieces(page: &[StoredRecord]) -> Vec<Bytes> {
-    let mut pieces = Pieces {
-        done: Vec::new(),
-        piece: BytesMut::with_capacity(PIECE_BYTES),
-    };
+    let mut pieces = stream::Pieces::new(PIECE_BYTES);
+    let mut done = Vec::new();
     for record in page {
-        pieces.put(&record.json);
-        pieces.put(b"\n");
+        for mut bytes in [&record.json[..], b"\n"] {
+            while !bytes.is_empty() {
+                let (taken, full) = pieces.push(bytes);
+                done.extend(full);
+                bytes = &bytes[taken..];
+            }
+        }
     }
-    if !pieces.piece.is_empty() {
-        pieces.done.push(pieces.piece.freeze());
-    }
-    pieces.done
+    done.extend(pieces.rest());
+    done
 }
 
 const PIECE_BYTES: usize = 64 * 1024;
-
-struct Pieces {
-    done: Vec<Bytes>,
-    piece: BytesMut,
-}
-
-impl Pieces {
-    fn put(&mut self, mut bytes: &[u8]) {
-        while !bytes.is_empty() {
-            if self.piece.len() == PIECE_BYTES {
-                let full = std::mem::replace(&mut self.piece, BytesMut::with_capacity(PIECE_BYTES));
-                self.done.push(full.freeze());
-            }
-            let n = bytes.len().min(PIECE_BYTES - self.piece.len());
-            self.piece.extend_from_slice(&bytes[..n]);
-            bytes = &bytes[n..];
-        }
-    }
-}
 
 fn stopped(what: &str) -> Error {
     Error::Internal(format!("the {what} stopped"))
