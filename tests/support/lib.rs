@@ -13,12 +13,20 @@ use serde_json::Value;
 
 pub const ROOT_TOKEN: &str = "root-token-for-tests";
 
-/// The team's GitLab fixtures, beside the repository.
+/// The team's GitLab fixtures, beside the repository. Missing, they fail the
+/// test with where they were looked for and how to point at them.
 pub fn fixtures_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("GITLAB_FIXTURES") {
-        return PathBuf::from(dir);
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/gitlab")
+    let dir = match std::env::var("GITLAB_FIXTURES") {
+        Ok(dir) => PathBuf::from(dir),
+        Err(_) => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/gitlab"),
+    };
+    assert!(
+        dir.is_dir(),
+        "GitLab fixtures not found at {}: clone the repository beside the team folder \
+         (../shared/fixtures/gitlab) or set GITLAB_FIXTURES to that directory",
+        dir.display()
+    );
+    dir
 }
 
 /// The `local` binary next to this test's own target directory. The test
