@@ -63,7 +63,6 @@ pub async fn app_from_env() -> Result<App, Error> {
 
 /// Serves one function's routes behind API Gateway.
 pub async fn run_http(routes: Router<App>) -> Result<(), Error> {
-    crate::memory::limit_malloc_arenas();
     init_logging();
     let app = app_from_env().await?;
     lambda_http::run(http::function_router(routes, app)).await
@@ -72,7 +71,6 @@ pub async fn run_http(routes: Router<App>) -> Result<(), Error> {
 /// Consumes SQS batches: each message handled once, failures reported per
 /// message so SQS redelivers only those.
 pub async fn run_worker() -> Result<(), Error> {
-    crate::memory::limit_malloc_arenas();
     init_logging();
     let app = app_from_env().await?;
     lambda_runtime::run(lambda_runtime::service_fn(
@@ -112,7 +110,6 @@ pub fn uploaded_keys(body: &str) -> Vec<String> {
 
 /// Triggered by the EventBridge schedule: one tick of scheduled exports.
 pub async fn run_scheduled_exports() -> Result<(), Error> {
-    crate::memory::limit_malloc_arenas();
     init_logging();
     let app = app_from_env().await?;
     lambda_runtime::run(lambda_runtime::service_fn(

@@ -13,10 +13,10 @@ pub mod error;
 pub mod http;
 #[cfg(feature = "lambda")]
 pub mod lambda;
-pub mod memory;
 pub mod ports;
 pub mod relations;
 pub mod remote;
+pub mod runtime;
 pub mod service;
 pub mod signing;
 pub mod stream;

@@ -1,6 +1,5 @@
 //! `GET /projects/:id/export/download`: a 302 to a presigned S3 URL.
 
-#[tokio::main]
-async fn main() -> Result<(), shared::lambda::Error> {
-    shared::lambda::run_http(shared::http::download_routes()).await
+fn main() -> Result<(), shared::lambda::Error> {
+    shared::runtime::block_on(shared::lambda::run_http(shared::http::download_routes()))
 }

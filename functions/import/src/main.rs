@@ -1,6 +1,5 @@
 //! `POST /projects/import`.
 
-#[tokio::main]
-async fn main() -> Result<(), shared::lambda::Error> {
-    shared::lambda::run_http(shared::http::import_routes()).await
+fn main() -> Result<(), shared::lambda::Error> {
+    shared::runtime::block_on(shared::lambda::run_http(shared::http::import_routes()))
 }

@@ -1,6 +1,5 @@
 //! EventBridge-triggered: queues the scheduled exports of one tick.
 
-#[tokio::main]
-async fn main() -> Result<(), shared::lambda::Error> {
-    shared::lambda::run_scheduled_exports().await
+fn main() -> Result<(), shared::lambda::Error> {
+    shared::runtime::block_on(shared::lambda::run_scheduled_exports())
 }

@@ -1,6 +1,5 @@
 //! SQS-triggered: export builds and imports, with partial batch failures.
 
-#[tokio::main]
-async fn main() -> Result<(), shared::lambda::Error> {
-    shared::lambda::run_worker().await
+fn main() -> Result<(), shared::lambda::Error> {
+    shared::runtime::block_on(shared::lambda::run_worker())
 }

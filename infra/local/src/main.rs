@@ -150,12 +150,7 @@ fn open_offline(data: &DataDir) -> Result<App, shared::Error> {
 }
 
 fn main() {
-    shared::memory::limit_malloc_arenas();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("the tokio runtime starts");
-    runtime.block_on(run());
+    shared::runtime::block_on(run());
 }
 
 async fn run() {

@@ -1,13 +1,13 @@
-//! An archive read on a blocking thread while the worker stores what it
+//! An archive read on a thread of its own while the worker stores what it
 //! found. Events cross over in batches: one channel message per record made
 //! the two threads wake each other for every record, and a short channel made
 //! the reader wait whenever the store was busy.
 
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use crate::archive::{self, ArchiveError, ImportEvent, SinkClosed};
-use crate::{stream, Error, Result};
+use crate::runtime::{self, Thread};
+use crate::{stream, Result};
 
 /// A batch is handed over once it holds this many events or bytes.
 const BATCH_EVENTS: usize = 1024;
@@ -20,7 +20,7 @@ const BATCHES_AHEAD: usize = 2;
 pub(super) struct ArchiveEvents {
     batches: mpsc::Receiver<Vec<ImportEvent>>,
     current: std::vec::IntoIter<ImportEvent>,
-    reader: JoinHandle<std::result::Result<String, ArchiveError>>,
+    reader: Thread<std::result::Result<String, ArchiveError>>,
 }
 
 impl ArchiveEvents {
@@ -32,7 +32,7 @@ impl ArchiveEvents {
     ) -> Self {
         let (sender, batches) = mpsc::channel(BATCHES_AHEAD);
         let input = stream::blocking_reader(archive);
-        let reader = tokio::task::spawn_blocking(move || {
+        let reader = runtime::spawn_thread("archive-reader", move || {
             let mut batch = Batch {
                 sender,
                 events: Vec::new(),
@@ -66,7 +66,7 @@ impl ArchiveEvents {
     /// reading went.
     pub async fn finish(self) -> Result<()> {
         drop(self.batches);
-        self.reader.await.map_err(Error::internal)??;
+        self.reader.join().await??;
         Ok(())
     }
 }

@@ -1,5 +1,5 @@
 //! The streaming legs every file a worker writes goes through: a producer
-//! sending pieces, a blocking thread compressing them, an upload into the
+//! sending pieces, a thread of its own compressing them, an upload into the
 //! blob store, with bounded channels between them. A producer that stops
 //! without finishing leaves no file.
 
@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::archive::{self, ExportItem};
 use crate::ports::StoredRecord;
-use crate::{stream, App, Error, Result};
+use crate::{runtime, stream, App, Error, Result};
 
 /// Pieces in flight between the producer and the compressor: enough to
 /// keep both busy, few enough that memory does not grow with the project.
@@ -98,13 +98,13 @@ where
     let (items, mut items_rx) = mpsc::channel::<ExportItem>(PIPELINE_DEPTH);
     let (writer, compressed) = stream::blocking_writer();
     let level = app.settings.compression_level;
-    let compress = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+    let compress = runtime::spawn_thread("compressor", move || -> std::io::Result<()> {
         let (writer, _) = archive::write_archive(&mut items_rx, writer, level, mtime)?;
         writer.finish()
     });
     let (uploaded, produced) =
         tokio::join!(app.blobs.put(key, compressed), produce(Entries { items }));
-    finish_legs(key, compress.await, produced, uploaded)
+    finish_legs(key, compress.join().await, produced, uploaded)
 }
 
 /// The pieces of a gzip file on their way to the compressing thread.
@@ -137,7 +137,7 @@ where
     let (chunks, mut chunks_rx) = mpsc::channel::<Option<Bytes>>(PIPELINE_DEPTH);
     let (writer, compressed) = stream::blocking_writer();
     let level = app.settings.compression_level;
-    let compress = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+    let compress = runtime::spawn_thread("compressor", move || -> std::io::Result<()> {
         let mut gzip = GzEncoder::new(writer, Compression::new(level));
         loop {
             match chunks_rx.blocking_recv() {
@@ -150,17 +150,17 @@ where
     });
     let (uploaded, produced) =
         tokio::join!(app.blobs.put(key, compressed), produce(Chunks { chunks }));
-    finish_legs(key, compress.await, produced, uploaded)
+    finish_legs(key, compress.join().await, produced, uploaded)
 }
 
 /// The first failure in pipeline order is the cause; later ones are echoes.
 fn finish_legs<T>(
     key: &str,
-    compressed: std::result::Result<std::io::Result<()>, tokio::task::JoinError>,
+    compressed: Result<std::io::Result<()>>,
     produced: Result<T>,
     uploaded: Result<u64>,
 ) -> Result<T> {
-    let compressed = compressed.map_err(Error::internal)?;
+    let compressed = compressed?;
     let value = produced?;
     compressed.map_err(|err| Error::Internal(format!("writing {key}: {err}")))?;
     uploaded?;
