@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
 """Relations export fan-out: wall time of one relations export of a large
-synthetic project with the local server's worker pool at 1 worker and at N.
+synthetic project with the local server's worker pool at 1 worker and at N,
+against the sum of the time each relation (or batch) took to write.
 
     cargo build --release --bin local
-    python3 bench/relations_fanout.py [--issues 100000] [--workers 1,2,4] [--batched]
+    python3 bench/relations_fanout.py [--issues 100000] [--workers 1,2,4] [--batched] [--runs 3]
 
-Prints a Markdown table. Uses only the standard library and the real
-`local` binary (target/release/local, or $LOCAL_BIN).
+Each worker count runs --runs times on a fresh server; the table shows the
+median and the range. The per-part times come from the server's
+"relation export part written" log events. Prints a Markdown table. Uses only
+the standard library and the real `local` binary (target/release/local, or
+$LOCAL_BIN).
 """
 
 import argparse
@@ -15,6 +19,7 @@ import io
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -93,15 +98,32 @@ def wait(predicate, timeout=3600):
     raise TimeoutError
 
 
+def part_seconds(log_path):
+    """The time each relation export part took, from the server's JSON log."""
+    seconds = []
+    with open(log_path) as log:
+        for line in log:
+            try:
+                fields = json.loads(line).get("fields", {})
+            except ValueError:
+                continue
+            if fields.get("message") == "relation export part written":
+                seconds.append(fields["elapsed_ms"] / 1000)
+    return seconds
+
+
 def run(binary, archive, workers, batched):
     with tempfile.TemporaryDirectory() as data:
         port = free_port()
         base = f"http://127.0.0.1:{port}/api/v4"
-        server = subprocess.Popen(
-            [binary, "serve", "--bind", f"127.0.0.1:{port}", "--data-dir", data, "--workers", str(workers)],
-            env={**os.environ, "LOCAL_ROOT_TOKEN": TOKEN, "RUST_LOG": "warn"},
-            stdout=subprocess.PIPE,
-        )
+        log_path = os.path.join(data, "server.log")
+        with open(log_path, "w") as log:
+            server = subprocess.Popen(
+                [binary, "serve", "--bind", f"127.0.0.1:{port}", "--data-dir", os.path.join(data, "d"),
+                 "--workers", str(workers), "--log-json"],
+                env={**os.environ, "LOCAL_ROOT_TOKEN": TOKEN, "RUST_LOG": "warn,shared::worker::relation_export=info"},
+                stdout=subprocess.PIPE, stderr=log,
+            )
         try:
             for line in server.stdout:
                 if line.strip() == b"ready":
@@ -122,10 +144,11 @@ def run(binary, archive, workers, batched):
             entries = wait(done)
             elapsed = time.perf_counter() - start
             assert all(e["status"] == 1 for e in entries), entries
-            return elapsed, sum(e["total_objects_count"] for e in entries), len(entries)
         finally:
             server.terminate()
             server.wait()
+        parts = part_seconds(log_path)
+        return elapsed, sum(parts), len(parts), sum(e["total_objects_count"] for e in entries), len(entries)
 
 
 def main():
@@ -133,6 +156,7 @@ def main():
     parser.add_argument("--issues", type=int, default=100_000)
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--batched", action="store_true")
+    parser.add_argument("--runs", type=int, default=3, help="runs per worker count (median shown)")
     args = parser.parse_args()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     binary = os.environ.get("LOCAL_BIN", os.path.join(root, "target", "release", "local"))
@@ -140,15 +164,20 @@ def main():
         sys.exit(f"{binary} not found: run `cargo build --release --bin local` first")
     archive = synthetic_archive(args.issues)
     raw = sum(len(x) for x in [gzip.decompress(archive)])
-    print(f"synthetic project: {args.issues} issues, archive {len(archive)/1e6:.1f} MB ({raw/1e6:.1f} MB tar), batched={args.batched}, {os.cpu_count()} cores")
+    print(f"synthetic project: {args.issues} issues, archive {len(archive)/1e6:.1f} MB ({raw/1e6:.1f} MB tar), "
+          f"batched={args.batched}, {os.cpu_count()} cores, median of {args.runs} runs")
     print()
-    print("| workers | wall time (s) | objects | relations | speed-up vs 1 |")
-    print("| --- | --- | --- | --- | --- |")
+    print("| workers | wall time (s) | range (s) | sum of part times (s) | parts | sum / wall | speed-up vs 1 | objects | relations |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     first = None
     for workers in [int(w) for w in args.workers.split(",")]:
-        elapsed, objects, relations = run(binary, archive, workers, args.batched)
-        first = first or elapsed
-        print(f"| {workers} | {elapsed:.2f} | {objects} | {relations} | {first / elapsed:.2f}x |")
+        runs = [run(binary, archive, workers, args.batched) for _ in range(args.runs)]
+        wall = statistics.median(r[0] for r in runs)
+        parts_sum = statistics.median(r[1] for r in runs)
+        _, _, parts, objects, relations = runs[0]
+        first = first or wall
+        print(f"| {workers} | {wall:.2f} | {min(r[0] for r in runs):.2f}–{max(r[0] for r in runs):.2f} | "
+              f"{parts_sum:.2f} | {parts} | {parts_sum / wall:.2f} | {first / wall:.2f}x | {objects} | {relations} |")
 
 
 if __name__ == "__main__":

@@ -69,6 +69,7 @@ pub struct RecordPages<'a> {
     relation: &'a str,
     page_size: usize,
     after: Option<u64>,
+    remaining: u64,
 }
 
 impl<'a> RecordPages<'a> {
@@ -84,18 +85,31 @@ impl<'a> RecordPages<'a> {
             relation,
             page_size,
             after: None,
+            remaining: u64::MAX,
         }
     }
 
+    /// Only the `count` records from seq `first` on: one batch of a relation.
+    pub fn within(mut self, first: u64, count: u64) -> Self {
+        self.after = first.checked_sub(1);
+        self.remaining = count;
+        self
+    }
+
     pub async fn next(&mut self) -> Result<Option<Vec<StoredRecord>>> {
+        if self.remaining == 0 {
+            return Ok(None);
+        }
+        let limit = self.remaining.min(self.page_size as u64) as usize;
         let page = self
             .projects
-            .records(self.generation, self.relation, self.after, self.page_size)
+            .records(self.generation, self.relation, self.after, limit)
             .await?;
         let Some(last) = page.last() else {
             return Ok(None);
         };
         self.after = Some(last.seq);
+        self.remaining -= page.len() as u64;
         Ok(Some(page))
     }
 }

@@ -255,6 +255,19 @@ pub async fn project_store(app: &App, _backend: Backend) {
         (0..300).collect::<Vec<u64>>()
     );
     assert!(paged.iter().zip(&notes).all(|(got, sent)| got.json == sent));
+    // One batch of a relation: its range only, over several pages.
+    let mut batch =
+        shared::ports::RecordPages::new(projects.as_ref(), "g1", "notes", 7).within(110, 25);
+    let mut in_batch = Vec::new();
+    while let Some(page) = batch.next().await.unwrap() {
+        assert!(page.len() <= 7);
+        in_batch.extend(page.into_iter().map(|r| r.seq));
+    }
+    assert_eq!(in_batch, (110..135).collect::<Vec<u64>>());
+    let mut last_batch =
+        shared::ports::RecordPages::new(projects.as_ref(), "g1", "notes", 100).within(290, 1000);
+    assert_eq!(last_batch.next().await.unwrap().unwrap().len(), 10);
+    assert!(last_batch.next().await.unwrap().is_none());
     let from_middle = projects.records("g1", "notes", Some(149), 3).await.unwrap();
     assert_eq!(
         from_middle.iter().map(|r| r.seq).collect::<Vec<_>>(),

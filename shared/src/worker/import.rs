@@ -195,7 +195,7 @@ async fn ingest(
                 }
                 ImportEvent::Record { relation, json } => {
                     writer.push(&relation, json).await?;
-                    if writer.records.is_multiple_of(10_000) {
+                    if super::progress_due(writer.records - 1, writer.records) {
                         tracing::info!(records = writer.records, "import progress");
                         let progress = JobUpdate {
                             processed: Some(writer.records),

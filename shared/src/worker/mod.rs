@@ -17,6 +17,16 @@ use crate::{App, Result};
 /// Deliveries of one message before it is given up (the dead-letter rule).
 pub const MAX_RECEIVES: u32 = 5;
 
+/// Long work records its progress each time it passes a multiple of this
+/// many records: often enough to watch, and each record is a store write
+/// (a durable commit, or a billed DynamoDB request).
+const PROGRESS_EVERY_RECORDS: u64 = 10_000;
+
+/// Whether going from `before` to `now` records passed a progress mark.
+fn progress_due(before: u64, now: u64) -> bool {
+    before / PROGRESS_EVERY_RECORDS != now / PROGRESS_EVERY_RECORDS
+}
+
 /// Handles one message. `Ok` means done (acknowledge it, whatever the job's
 /// outcome); `Err` means try again later.
 pub async fn handle(app: &App, message: &Message) -> Result<()> {

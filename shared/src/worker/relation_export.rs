@@ -3,10 +3,13 @@
 //! relation as a tar.gz. Each message is independent: one failing relation
 //! leaves the others finishing.
 
+use std::time::Instant;
+
 use bytes::Bytes;
 
 use super::pipeline;
 use crate::domain::{JobStatus, JobUpdate, Message, RelationExportPart};
+use crate::ports::RecordPages;
 use crate::relations::{self, SELF_RELATION};
 use crate::service::content_files_prefix;
 use crate::service::relation_export::part_key;
@@ -39,6 +42,7 @@ pub(super) async fn run(app: &App, message: &Message) -> Result<()> {
         return Ok(());
     };
     let key = part_key(part.project_id, &part.run_id, relation, part.batch);
+    let started = Instant::now();
     let written = if relation == SELF_RELATION {
         export_self(app, &part, &key).await
     } else if relations::is_file_relation(relation) {
@@ -48,6 +52,13 @@ pub(super) async fn run(app: &App, message: &Message) -> Result<()> {
     };
     match written {
         Ok(objects) => {
+            tracing::info!(
+                relation,
+                batch = part.batch,
+                objects,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "relation export part written"
+            );
             transition(
                 &[JobStatus::Started],
                 JobStatus::Finished,
@@ -93,38 +104,39 @@ async fn export_self(app: &App, part: &RelationExportPart, key: &str) -> Result<
 }
 
 async fn export_records(app: &App, part: &RelationExportPart, key: &str) -> Result<u64> {
-    let page_size = app.settings.export_page_records as u64;
     let expected = part.objects_count;
     pipeline::gzip(app, key, |chunks| async move {
         let mut written = 0u64;
         if let Some(content) = &part.content {
-            let mut after = part.first_seq.checked_sub(1);
-            while written < expected {
-                let limit = page_size.min(expected - written) as usize;
-                let page = app
-                    .projects
-                    .records(content, &part.relation, after, limit)
-                    .await?;
-                let Some(last) = page.last() else { break };
-                after = Some(last.seq);
+            let mut pages = RecordPages::new(
+                app.projects.as_ref(),
+                content,
+                &part.relation,
+                app.settings.export_page_records,
+            )
+            .within(part.first_seq, expected);
+            while let Some(page) = pages.next().await? {
+                let before = written;
                 written += page.len() as u64;
                 for piece in pipeline::ndjson_pieces(&page) {
                     chunks.send(piece).await?;
                 }
-                app.jobs
-                    .transition_relation_export_part(
-                        part.project_id,
-                        &part.relation,
-                        part.batch,
-                        &part.run_id,
-                        &[JobStatus::Started],
-                        JobStatus::Started,
-                        JobUpdate {
-                            processed: Some(written),
-                            ..JobUpdate::default()
-                        },
-                    )
-                    .await?;
+                if super::progress_due(before, written) {
+                    app.jobs
+                        .transition_relation_export_part(
+                            part.project_id,
+                            &part.relation,
+                            part.batch,
+                            &part.run_id,
+                            &[JobStatus::Started],
+                            JobStatus::Started,
+                            JobUpdate {
+                                processed: Some(written),
+                                ..JobUpdate::default()
+                            },
+                        )
+                        .await?;
+                }
             }
         }
         if written != expected {

@@ -274,7 +274,7 @@ impl Merge<'_> {
                     }
                     writer.push(self.relation, json).await?;
                 }
-                if counts.read.is_multiple_of(10_000) {
+                if super::progress_due(counts.read - 1, counts.read) {
                     self.progress(&counts).await?;
                 }
             }
