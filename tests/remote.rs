@@ -50,7 +50,8 @@ fn relations_of(server: &Server, id: u64) -> std::collections::BTreeMap<String, 
 
 #[test]
 fn remote_import_fetches_the_archive_from_a_url() {
-    let server = Server::start_with(&["--download-redirect"]);
+    // The archive is served by this same server, on 127.0.0.1.
+    let server = Server::start_with(&["--download-redirect", "--allow-local-requests"]);
     let (_, url) = exported_fixture(&server);
 
     let response = post_form(
@@ -168,7 +169,7 @@ fn authorized_uploads_start_the_import_when_they_land() {
 
 #[test]
 fn an_export_is_sent_to_its_upload_url() {
-    let server = Server::start();
+    let server = Server::start_with(&["--allow-local-requests"]);
     let status = server.import_and_wait(
         ROOT_TOKEN,
         fixture_archive("complex"),
@@ -212,4 +213,62 @@ fn an_export_is_sent_to_its_upload_url() {
     let status = server.wait_import(ROOT_TOKEN, copy);
     assert_eq!(status["import_status"], "finished", "{status}");
     assert_eq!(relations_of(&server, copy), fixture_relations("complex"));
+}
+
+#[test]
+fn urls_into_this_machine_or_a_private_network_are_refused_by_default() {
+    let server = Server::start();
+    let status =
+        server.import_and_wait(ROOT_TOKEN, fixture_archive("light"), &[("path", "origin")]);
+    let export = format!("/projects/{}/export", status["id"].as_u64().unwrap());
+    let localhost = "Requests to localhost are not allowed";
+    let local_network = "Requests to the local network are not allowed";
+    for (url, reason) in [
+        ("http://127.0.0.1:9/x.tar.gz", localhost),
+        ("http://localhost/x.tar.gz", localhost),
+        ("http://LOCALHOST./x.tar.gz", localhost),
+        ("http://api.localhost/x.tar.gz", localhost),
+        ("http://0.0.0.0/x.tar.gz", localhost),
+        ("http://[::1]/x.tar.gz", localhost),
+        ("http://2130706433/x.tar.gz", localhost),
+        ("http://169.254.169.254/latest/meta-data/", local_network),
+        ("http://10.1.2.3/x.tar.gz", local_network),
+        ("http://172.16.0.1/x.tar.gz", local_network),
+        ("https://192.168.1.1/x.tar.gz", local_network),
+        ("http://100.64.0.1/x.tar.gz", local_network),
+        ("http://[fd00:ec2::254]/x.tar.gz", local_network),
+        ("http://[::ffff:10.0.0.1]/x.tar.gz", local_network),
+    ] {
+        let response = post_form(
+            &server,
+            Some(ROOT_TOKEN),
+            "/projects/remote-import",
+            &[("url", url), ("path", "fetched")],
+        );
+        assert_eq!(response.status(), 400, "{url}");
+        let body: Value = response.json().unwrap();
+        assert_eq!(
+            body["message"],
+            format!("url is blocked: {reason}"),
+            "{url}"
+        );
+
+        let response = post_form(&server, Some(ROOT_TOKEN), &export, &[("upload[url]", url)]);
+        assert_eq!(response.status(), 400, "{url}");
+        let body: Value = response.json().unwrap();
+        assert_eq!(
+            body["message"],
+            format!("upload[url] is blocked: {reason}"),
+            "{url}"
+        );
+    }
+    // Nothing was created or scheduled by the refused requests.
+    assert_eq!(
+        server
+            .get(Some(ROOT_TOKEN), "/projects/root%2Ffetched")
+            .status(),
+        404
+    );
+    let export_status: Value = server.get(Some(ROOT_TOKEN), &export).json().unwrap();
+    assert_eq!(export_status["export_status"], "none");
 }

@@ -37,6 +37,11 @@ pub struct Settings {
     /// Exports (full or relations) a user may schedule per minute (GitLab:
     /// 6); 0 turns the limit off.
     pub export_rate_limit: u32,
+    /// Remote imports and exports sent to a URL may reach this machine and
+    /// private networks (GitLab's "allow requests to the local network").
+    /// Off by default: a user's URL must not reach internal services or
+    /// the cloud metadata endpoint.
+    pub allow_local_requests: bool,
 }
 
 impl Default for Settings {
@@ -53,6 +58,7 @@ impl Default for Settings {
             relation_batch_records: 1000,
             export_rate_limit: 6,
             s3_endpoint: None,
+            allow_local_requests: false,
         }
     }
 }

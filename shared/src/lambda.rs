@@ -33,6 +33,7 @@ pub fn settings_from_env() -> Settings {
             .map(|days| Duration::from_secs(days * 24 * 3600))
             .unwrap_or(defaults.export_retention),
         s3_endpoint: Settings::s3_endpoint_from_env(),
+        allow_local_requests: std::env::var("ALLOW_LOCAL_REQUESTS").is_ok_and(|v| v == "true"),
         ..defaults
     }
 }

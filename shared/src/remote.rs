@@ -2,6 +2,8 @@
 //! object, through a presigned URL), and exports sent to a URL. Streamed
 //! both ways; never the whole archive in memory.
 
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -13,22 +15,131 @@ use sha2::{Digest, Sha256};
 pub use crate::domain::UploadTarget;
 use crate::{App, Error, Result};
 
-/// An `http`/`https` URL with a host, or a 400 naming the parameter.
-pub fn check_url(raw: &str, parameter: &str) -> Result<reqwest::Url> {
+/// An `http`/`https` URL with a host, or a 400 naming the parameter. Unless
+/// `allow_local` (`ALLOW_LOCAL_REQUESTS`), a URL naming this machine or a
+/// private network is refused here too; one whose name only resolves there
+/// is refused when the worker connects (`client`).
+pub fn check_url(raw: &str, parameter: &str, allow_local: bool) -> Result<reqwest::Url> {
     let invalid = || Error::BadRequest(format!("{parameter} is invalid"));
     let url = reqwest::Url::parse(raw).map_err(|_| invalid())?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err(invalid());
     }
+    if !allow_local {
+        if let Some(reason) = local_target(&url) {
+            return Err(Error::BadRequest(format!(
+                "{parameter} is blocked: {reason}"
+            )));
+        }
+    }
     Ok(url)
 }
 
-fn client() -> Result<reqwest::Client> {
-    reqwest::Client::builder()
+/// Why a URL's host is off limits, if it is: named `localhost`, or an
+/// address literal that is not public. As GitLab's URL blocker words it.
+fn local_target(url: &reqwest::Url) -> Option<&'static str> {
+    let host = url.host_str()?;
+    let literal = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = literal.parse::<IpAddr>() {
+        return local_address(ip);
+    }
+    let name = host.trim_end_matches('.').to_ascii_lowercase();
+    (name == "localhost" || name.ends_with(".localhost")).then_some(LOCALHOST_REFUSED)
+}
+
+const LOCALHOST_REFUSED: &str = "Requests to localhost are not allowed";
+const LOCAL_NETWORK_REFUSED: &str = "Requests to the local network are not allowed";
+
+/// Why an address is off limits, if it is: this machine, a private or
+/// shared network, link-local (where cloud metadata services answer), or
+/// anything not routable on the internet.
+fn local_address(ip: IpAddr) -> Option<&'static str> {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    let loopback = ip.is_loopback() || ip.is_unspecified();
+    let local = match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_private()
+                || v4.is_link_local()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                // Shared address space (carrier-grade NAT), and 240/4.
+                || (a == 100 && (64..128).contains(&b))
+                || a >= 240
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            v6.is_multicast()
+                // Unique local (fc00::/7, AWS's fd00:ec2::254 among them)
+                // and link-local (fe80::/10).
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+        }
+    };
+    if loopback {
+        Some(LOCALHOST_REFUSED)
+    } else if local {
+        Some(LOCAL_NETWORK_REFUSED)
+    } else {
+        None
+    }
+}
+
+/// Resolves names as the system does, keeping only public addresses: a
+/// name that points into this machine or its network (or is re-pointed
+/// there after the request was accepted) is never connected to.
+struct PublicAddresses;
+
+impl reqwest::dns::Resolve for PublicAddresses {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<SocketAddr> = found
+                .iter()
+                .copied()
+                .filter(|addr| local_address(addr.ip()).is_none())
+                .collect();
+            if public.is_empty() && !found.is_empty() {
+                let reason = local_address(found[0].ip()).unwrap_or(LOCAL_NETWORK_REFUSED);
+                return Err(format!("{host} is blocked: {reason}").into());
+            }
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// GitLab follows up to 10 redirects; each target is checked like the
+/// first URL (a redirect to an address literal bypasses the resolver).
+const MAX_REDIRECTS: usize = 10;
+
+fn client(allow_local: bool) -> Result<reqwest::Client> {
+    let builder = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(30))
-        .read_timeout(Duration::from_secs(300))
-        .build()
-        .map_err(Error::internal)
+        .read_timeout(Duration::from_secs(300));
+    let builder = if allow_local {
+        builder
+    } else {
+        builder
+            .dns_resolver(Arc::new(PublicAddresses))
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                if let Some(reason) = local_target(attempt.url()) {
+                    let message = format!("redirected to {}: {reason}", attempt.url());
+                    attempt.error(message)
+                } else if attempt.previous().len() > MAX_REDIRECTS {
+                    attempt.error("too many redirects")
+                } else {
+                    attempt.follow()
+                }
+            }))
+    };
+    builder.build().map_err(Error::internal)
 }
 
 /// A failed transfer: a refusal by the other side is permanent, anything
@@ -46,7 +157,8 @@ fn transfer_error(what: &str, status: Option<reqwest::StatusCode>, detail: Strin
 
 /// Downloads `url` into the blob store at `key`, at most `limit` bytes.
 pub async fn fetch_into(app: &App, url: &str, key: &str, limit: u64) -> Result<u64> {
-    let response = exchange("downloading the archive failed", client()?.get(url)).await?;
+    let client = client(app.settings.allow_local_requests)?;
+    let response = exchange("downloading the archive failed", client.get(url)).await?;
     if response.content_length().is_some_and(|size| size > limit) {
         return Err(Error::PayloadTooLarge(format!(
             "the archive is larger than {limit} bytes"
@@ -71,7 +183,7 @@ pub async fn fetch_into(app: &App, url: &str, key: &str, limit: u64) -> Result<u
 pub async fn send_blob(app: &App, key: &str, size: u64, target: &UploadTarget) -> Result<()> {
     let method = reqwest::Method::from_bytes(target.method.as_bytes()).map_err(Error::internal)?;
     let body = reqwest::Body::wrap_stream(app.blobs.get(key).await?);
-    let mut request = client()?
+    let mut request = client(app.settings.allow_local_requests)?
         .request(method, &target.url)
         .header(reqwest::header::CONTENT_TYPE, "application/gzip")
         .header(reqwest::header::CONTENT_LENGTH, size)
@@ -134,7 +246,8 @@ pub fn presign_s3_get(
 ) -> Result<String> {
     let (base, host, path) = match endpoint {
         Some(endpoint) => {
-            let url = check_url(endpoint, "endpoint")?;
+            // The operator's own setting (an emulator), not a user's URL.
+            let url = check_url(endpoint, "endpoint", true)?;
             let host = match url.port() {
                 Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
                 None => url.host_str().unwrap_or_default().to_owned(),
@@ -222,10 +335,67 @@ mod tests {
 
     #[test]
     fn only_http_urls_are_accepted() {
-        assert!(check_url("https://example.com/x.tar.gz", "url").is_ok());
-        assert!(check_url("http://127.0.0.1:8080/x", "url").is_ok());
+        assert!(check_url("https://example.com/x.tar.gz", "url", false).is_ok());
+        assert!(check_url("http://127.0.0.1:8080/x", "url", true).is_ok());
         for bad in ["file:///etc/passwd", "ftp://x/y", "not a url", "http://"] {
-            assert!(check_url(bad, "url").is_err(), "{bad}");
+            assert!(check_url(bad, "url", true).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn only_public_addresses_are_reachable() {
+        for public in ["8.8.8.8", "52.216.0.1", "2606:4700::1111", "::ffff:8.8.8.8"] {
+            assert_eq!(local_address(public.parse().unwrap()), None, "{public}");
+        }
+        for local in [
+            "127.0.0.1",
+            "127.9.9.9",
+            "0.0.0.0",
+            "::1",
+            "::",
+            "::ffff:127.0.0.1",
+        ] {
+            let ip = local.parse().unwrap();
+            assert_eq!(local_address(ip), Some(LOCALHOST_REFUSED), "{local}");
+        }
+        for local in [
+            "10.0.0.1",
+            "172.31.255.255",
+            "192.168.0.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "100.127.255.255",
+            "224.0.0.1",
+            "255.255.255.255",
+            "240.0.0.1",
+            "0.1.2.3",
+            "192.0.2.1",
+            "fd00:ec2::254",
+            "fc00::1",
+            "fe80::1",
+            "ff02::1",
+            "::ffff:10.0.0.1",
+        ] {
+            let ip = local.parse().unwrap();
+            assert_eq!(local_address(ip), Some(LOCAL_NETWORK_REFUSED), "{local}");
+        }
+        assert_eq!(local_address("100.128.0.1".parse().unwrap()), None);
+    }
+
+    /// A name that only resolves into this machine is never connected to,
+    /// whatever the URL looked like when it was accepted.
+    #[tokio::test]
+    async fn names_resolving_to_this_machine_are_not_connected_to() {
+        use reqwest::dns::Resolve;
+        let name = "localhost".parse().unwrap();
+        let refused = match PublicAddresses.resolve(name).await {
+            Ok(addrs) => panic!("resolved to {:?}", addrs.collect::<Vec<_>>()),
+            Err(err) => err.to_string(),
+        };
+        assert!(refused.contains("localhost is blocked"), "{refused}");
+
+        let client = client(false).unwrap();
+        let err = client.get("http://localhost:9/x").send().await.unwrap_err();
+        assert!(format!("{err:?}").contains("is blocked"), "{err:?}");
     }
 }

@@ -124,6 +124,8 @@ pub async fn app() -> (App, AwsClients, AwsNames) {
     let names = resources(&clients).await;
     let settings = Settings {
         s3_endpoint: Some(endpoint().to_owned()),
+        // remote-import-s3 fetches from moto, on 127.0.0.1.
+        allow_local_requests: true,
         ..Settings::default()
     };
     let app = aws::app(&clients, &names, settings);

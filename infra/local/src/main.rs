@@ -78,6 +78,10 @@ struct ServeArgs {
     /// since the epoch. 0 turns the schedule off.
     #[arg(long, default_value_t = 86_400, env = "EXPORT_SCHEDULE_EVERY_SECONDS")]
     export_schedule_every: u64,
+    /// Let remote imports and exports sent to a URL reach this machine and
+    /// private networks (off: such URLs are refused with a 400).
+    #[arg(long, env = "ALLOW_LOCAL_REQUESTS")]
+    allow_local_requests: bool,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "LOG_JSON")]
     log_json: bool,
@@ -242,6 +246,7 @@ async fn serve(args: ServeArgs) -> Result<(), shared::Error> {
         export_rate_limit: args.export_rate_limit,
         limits: args.limits.limits(),
         s3_endpoint: Settings::s3_endpoint_from_env(),
+        allow_local_requests: args.allow_local_requests,
         ..Settings::default()
     };
     let app = App::embedded(&backend, settings);

@@ -56,18 +56,18 @@ pub async fn schedule_export(
     params: Params,
 ) -> JsonResponse {
     let description = params.get("description").map(str::to_owned);
-    let upload = upload_target(&params)?;
+    let upload = upload_target(&params, app.settings.allow_local_requests)?;
     service::schedule_export(&app, &user, &project, description, upload).await?;
     accepted()
 }
 
 /// GitLab's `upload[url]`, `upload[http_method]` and (ours)
 /// `upload[headers][Name]`.
-fn upload_target(params: &Params) -> Result<Option<UploadTarget>> {
+fn upload_target(params: &Params, allow_local: bool) -> Result<Option<UploadTarget>> {
     let Some(url) = params.get("upload[url]").filter(|u| !u.is_empty()) else {
         return Ok(None);
     };
-    remote::check_url(url, "upload[url]")?;
+    remote::check_url(url, "upload[url]", allow_local)?;
     let method = params
         .get("upload[http_method]")
         .filter(|m| !m.is_empty())
@@ -410,7 +410,11 @@ pub async fn remote_import(
     Caller(user): Caller,
     params: Params,
 ) -> JsonResponse {
-    let url = remote::check_url(required(&params, "url")?, "url")?;
+    let url = remote::check_url(
+        required(&params, "url")?,
+        "url",
+        app.settings.allow_local_requests,
+    )?;
     let request = import_request(&params)?;
     let (project, job) = service::start_remote_import(&app, &user, &request, url.into()).await?;
     Ok((StatusCode::CREATED, Json(scheduled_import(&project, job))))
