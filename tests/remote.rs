@@ -262,6 +262,23 @@ fn urls_into_this_machine_or_a_private_network_are_refused_by_default() {
             "{url}"
         );
     }
+    // remote-import-s3: the bucket and region become the host name.
+    let response = post_form(
+        &server,
+        Some(ROOT_TOKEN),
+        "/projects/remote-import-s3",
+        &[
+            ("region", "us-east-1"),
+            ("bucket_name", "10.0.0.5/"),
+            ("file_key", "x.tar.gz"),
+            ("access_key_id", "AKIA"),
+            ("secret_access_key", "secret"),
+            ("path", "fetched"),
+        ],
+    );
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().unwrap();
+    assert_eq!(body["message"], "bucket_name is invalid");
     // Nothing was created or scheduled by the refused requests.
     assert_eq!(
         server

@@ -55,30 +55,39 @@ const LOCAL_NETWORK_REFUSED: &str = "Requests to the local network are not allow
 /// anything not routable on the internet.
 fn local_address(ip: IpAddr) -> Option<&'static str> {
     let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V6(v6) => embedded_ipv4(v6).map_or(ip, IpAddr::V4),
         v4 => v4,
     };
     let loopback = ip.is_loopback() || ip.is_unspecified();
     let local = match ip {
         IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
+            let [a, b, c, _] = v4.octets();
             v4.is_private()
                 || v4.is_link_local()
                 || v4.is_broadcast()
                 || v4.is_multicast()
                 || v4.is_documentation()
                 || a == 0
-                // Shared address space (carrier-grade NAT), and 240/4.
+                // Shared address space (carrier-grade NAT), IETF protocol
+                // assignments, benchmarking (used by VPNs), and 240/4.
                 || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0 && c == 0)
+                || (a == 198 && (18..20).contains(&b))
                 || a >= 240
         }
         IpAddr::V6(v6) => {
-            let first = v6.segments()[0];
+            let [first, second, ..] = v6.segments();
             v6.is_multicast()
-                // Unique local (fc00::/7, AWS's fd00:ec2::254 among them)
-                // and link-local (fe80::/10).
+                // Unique local (fc00::/7, AWS's fd00:ec2::254 among them),
+                // link-local (fe80::/10), the old site-local (fec0::/10).
                 || (first & 0xfe00) == 0xfc00
                 || (first & 0xffc0) == 0xfe80
+                || (first & 0xffc0) == 0xfec0
+                // Documentation (2001:db8::/32), Teredo (2001::/32), discard
+                // (100::/64), and the rest of ::/8 not unwrapped above.
+                || (first == 0x2001 && (second == 0x0db8 || second == 0))
+                || first == 0x0100
+                || first < 0x0100
         }
     };
     if loopback {
@@ -90,17 +99,57 @@ fn local_address(ip: IpAddr) -> Option<&'static str> {
     }
 }
 
-/// Resolves names as the system does, keeping only public addresses: a
-/// name that points into this machine or its network (or is re-pointed
-/// there after the request was accepted) is never connected to.
-struct PublicAddresses;
+/// The IPv4 address an IPv6 one leads to, in the forms that reach IPv4
+/// hosts: mapped (::ffff:a.b.c.d), compatible (::a.b.c.d), NAT64
+/// (64:ff9b::/96 and 64:ff9b:1::/48) and 6to4 (2002:AABB:CCDD::/16).
+fn embedded_ipv4(v6: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
+    let segments = v6.segments();
+    let last = |s: &[u16; 8]| std::net::Ipv4Addr::from(((s[6] as u32) << 16) | s[7] as u32);
+    if let Some(mapped) = v6.to_ipv4_mapped() {
+        return Some(mapped);
+    }
+    match segments {
+        [0, 0, 0, 0, 0, 0, high, _] if high != 0 => Some(last(&segments)),
+        [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(last(&segments)),
+        [0x64, 0xff9b, 1, ..] => Some(last(&segments)),
+        [0x2002, high, low, ..] => {
+            Some(std::net::Ipv4Addr::from(((high as u32) << 16) | low as u32))
+        }
+        _ => None,
+    }
+}
 
-impl reqwest::dns::Resolve for PublicAddresses {
+/// A request refused because it would reach this machine or a private
+/// network: permanent, and said as such to the user.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Blocked(String);
+
+/// Resolves names as the system does, on a thread of its own: a name server
+/// that never answers must not hold one of the runtime's few blocking
+/// threads. Unless local requests are allowed it keeps only public
+/// addresses, so a name that points into this machine or its network (or
+/// is re-pointed there after the request was accepted) is never connected
+/// to.
+struct Resolver {
+    public_only: bool,
+}
+
+impl reqwest::dns::Resolve for Resolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let host = name.as_str().to_owned();
+        let public_only = self.public_only;
         Box::pin(async move {
-            let found: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let lookup = host.clone();
+            let found: Vec<SocketAddr> = crate::runtime::spawn_thread("dns", move || {
+                std::net::ToSocketAddrs::to_socket_addrs(&(lookup.as_str(), 0))
+                    .map(Iterator::collect::<Vec<_>>)
+            })
+            .join()
+            .await??;
+            if !public_only {
+                return Ok(Box::new(found.into_iter()) as reqwest::dns::Addrs);
+            }
             let public: Vec<SocketAddr> = found
                 .iter()
                 .copied()
@@ -108,7 +157,7 @@ impl reqwest::dns::Resolve for PublicAddresses {
                 .collect();
             if public.is_empty() && !found.is_empty() {
                 let reason = local_address(found[0].ip()).unwrap_or(LOCAL_NETWORK_REFUSED);
-                return Err(format!("{host} is blocked: {reason}").into());
+                return Err(Box::new(Blocked(format!("{host} is blocked: {reason}"))) as _);
             }
             Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
         })
@@ -122,16 +171,20 @@ const MAX_REDIRECTS: usize = 10;
 fn client(allow_local: bool) -> Result<reqwest::Client> {
     let builder = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(30))
-        .read_timeout(Duration::from_secs(300));
+        .read_timeout(Duration::from_secs(300))
+        .dns_resolver(Arc::new(Resolver {
+            public_only: !allow_local,
+        }));
     let builder = if allow_local {
         builder
     } else {
+        // A proxy would resolve the names itself, past the resolver.
         builder
-            .dns_resolver(Arc::new(PublicAddresses))
+            .no_proxy()
             .redirect(reqwest::redirect::Policy::custom(|attempt| {
                 if let Some(reason) = local_target(attempt.url()) {
                     let message = format!("redirected to {}: {reason}", attempt.url());
-                    attempt.error(message)
+                    attempt.error(Blocked(message))
                 } else if attempt.previous().len() > MAX_REDIRECTS {
                     attempt.error("too many redirects")
                 } else {
@@ -140,6 +193,31 @@ fn client(allow_local: bool) -> Result<reqwest::Client> {
             }))
     };
     builder.build().map_err(Error::internal)
+}
+
+/// The refusal behind a failed request, if it was one.
+fn blocked_cause(err: &reqwest::Error) -> Option<&Blocked> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+    while let Some(err) = cause {
+        if let Some(blocked) = err.downcast_ref::<Blocked>() {
+            return Some(blocked);
+        }
+        cause = err.source();
+    }
+    None
+}
+
+/// Checks a URL again when it is used: it may have been accepted before
+/// local requests were refused.
+fn check_target(url: &str, allow_local: bool) -> Result<()> {
+    if allow_local {
+        return Ok(());
+    }
+    let url = reqwest::Url::parse(url).map_err(|_| Error::BadRequest("invalid URL".into()))?;
+    match local_target(&url) {
+        Some(reason) => Err(Error::BadRequest(format!("{url} is blocked: {reason}"))),
+        None => Ok(()),
+    }
 }
 
 /// A failed transfer: a refusal by the other side is permanent, anything
@@ -157,6 +235,7 @@ fn transfer_error(what: &str, status: Option<reqwest::StatusCode>, detail: Strin
 
 /// Downloads `url` into the blob store at `key`, at most `limit` bytes.
 pub async fn fetch_into(app: &App, url: &str, key: &str, limit: u64) -> Result<u64> {
+    check_target(url, app.settings.allow_local_requests)?;
     let client = client(app.settings.allow_local_requests)?;
     let response = exchange("downloading the archive failed", client.get(url)).await?;
     if response.content_length().is_some_and(|size| size > limit) {
@@ -183,6 +262,7 @@ pub async fn fetch_into(app: &App, url: &str, key: &str, limit: u64) -> Result<u
 pub async fn send_blob(app: &App, key: &str, size: u64, target: &UploadTarget) -> Result<()> {
     let method = reqwest::Method::from_bytes(target.method.as_bytes()).map_err(Error::internal)?;
     let body = reqwest::Body::wrap_stream(app.blobs.get(key).await?);
+    check_target(&target.url, app.settings.allow_local_requests)?;
     let mut request = client(app.settings.allow_local_requests)?
         .request(method, &target.url)
         .header(reqwest::header::CONTENT_TYPE, "application/gzip")
@@ -201,7 +281,10 @@ async fn exchange(what: &str, request: reqwest::RequestBuilder) -> Result<reqwes
     let response = request
         .send()
         .await
-        .map_err(|err| transfer_error(what, None, err.to_string()))?;
+        .map_err(|err| match blocked_cause(&err) {
+            Some(blocked) => Error::BadRequest(format!("{what}: {blocked}")),
+            None => transfer_error(what, None, err.to_string()),
+        })?;
     let status = response.status();
     if !status.is_success() {
         let body = response.text().await.unwrap_or_default();
@@ -244,6 +327,27 @@ pub fn presign_s3_get(
     at: DateTime<Utc>,
     expires_in: Duration,
 ) -> Result<String> {
+    // Both become part of the host name: S3's own rules, nothing else.
+    let bucket_ok = (3..=63).contains(&object.bucket.len())
+        && object
+            .bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && object
+            .bucket
+            .starts_with(|c: char| c.is_ascii_alphanumeric())
+        && object.bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if !bucket_ok {
+        return Err(Error::BadRequest("bucket_name is invalid".into()));
+    }
+    let region_ok = (1..=32).contains(&object.region.len())
+        && object
+            .region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !region_ok {
+        return Err(Error::BadRequest("region is invalid".into()));
+    }
     let (base, host, path) = match endpoint {
         Some(endpoint) => {
             // The operator's own setting (an emulator), not a user's URL.
@@ -380,6 +484,54 @@ mod tests {
             assert_eq!(local_address(ip), Some(LOCAL_NETWORK_REFUSED), "{local}");
         }
         assert_eq!(local_address("100.128.0.1".parse().unwrap()), None);
+        // IPv6 forms that lead to an IPv4 host are judged by that host.
+        for embedded in [
+            "::127.0.0.1",
+            "64:ff9b::a00:1",
+            "64:ff9b:1::7f00:1",
+            "2002:a00:1::1",
+            "2002:7f00:1::",
+            "fec0::1",
+            "2001:db8::1",
+            "2001::1",
+            "100::1",
+            "198.18.0.1",
+            "192.0.0.8",
+        ] {
+            assert!(
+                local_address(embedded.parse().unwrap()).is_some(),
+                "{embedded}"
+            );
+        }
+        assert_eq!(local_address("64:ff9b::808:808".parse().unwrap()), None);
+        assert_eq!(local_address("2002:808:808::1".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn s3_names_cannot_steer_the_host() {
+        let object = |bucket: &str, region: &str| S3Object {
+            region: region.into(),
+            bucket: bucket.into(),
+            key: "x.tar.gz".into(),
+            access_key_id: "AKIA".into(),
+            secret_access_key: "secret".into(),
+        };
+        let presign = |o: &S3Object| presign_s3_get(o, None, Utc::now(), Duration::from_secs(60));
+        assert!(presign(&object("my-bucket.v2", "eu-west-1")).is_ok());
+        for (bucket, region) in [
+            ("10.0.0.5/", "us-east-1"),
+            ("evil.com#", "us-east-1"),
+            ("Bucket", "us-east-1"),
+            ("ab", "us-east-1"),
+            ("-bucket", "us-east-1"),
+            ("bucket", "x.evil.com/"),
+            ("bucket", ""),
+        ] {
+            assert!(
+                matches!(presign(&object(bucket, region)), Err(Error::BadRequest(_))),
+                "{bucket} {region}"
+            );
+        }
     }
 
     /// A name that only resolves into this machine is never connected to,
@@ -388,7 +540,7 @@ mod tests {
     async fn names_resolving_to_this_machine_are_not_connected_to() {
         use reqwest::dns::Resolve;
         let name = "localhost".parse().unwrap();
-        let refused = match PublicAddresses.resolve(name).await {
+        let refused = match (Resolver { public_only: true }).resolve(name).await {
             Ok(addrs) => panic!("resolved to {:?}", addrs.collect::<Vec<_>>()),
             Err(err) => err.to_string(),
         };
@@ -396,6 +548,17 @@ mod tests {
 
         let client = client(false).unwrap();
         let err = client.get("http://localhost:9/x").send().await.unwrap_err();
-        assert!(format!("{err:?}").contains("is blocked"), "{err:?}");
+        let blocked = blocked_cause(&err).expect("the refusal is the cause");
+        assert!(
+            blocked.to_string().contains("localhost is blocked"),
+            "{blocked}"
+        );
+
+        // Allowed, the same name resolves (and is refused by nobody here).
+        let addrs = Resolver { public_only: false }
+            .resolve("localhost".parse().unwrap())
+            .await
+            .unwrap();
+        assert!(addrs.into_iter().all(|addr| addr.ip().is_loopback()));
     }
 }

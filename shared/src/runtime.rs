@@ -20,8 +20,9 @@ use tokio::sync::oneshot;
 
 use crate::{Error, Result};
 
-/// Threads for short blocking calls. Each job has at most two of them in
-/// flight at once (a store call and a blob read or write); more made
+/// Threads for short blocking calls. One job has at most two in flight at
+/// once (a store call and a blob read or write); several jobs and HTTP
+/// requests queue for them, which is what bounds the threads. More made
 /// imports no faster on two cores.
 pub const BLOCKING_THREADS: usize = 2;
 
