@@ -239,28 +239,23 @@ fn urls_into_this_machine_or_a_private_network_are_refused_by_default() {
         ("http://[fd00:ec2::254]/x.tar.gz", local_network),
         ("http://[::ffff:10.0.0.1]/x.tar.gz", local_network),
     ] {
-        let response = post_form(
-            &server,
-            Some(ROOT_TOKEN),
-            "/projects/remote-import",
-            &[("url", url), ("path", "fetched")],
-        );
-        assert_eq!(response.status(), 400, "{url}");
-        let body: Value = response.json().unwrap();
-        assert_eq!(
-            body["message"],
-            format!("url is blocked: {reason}"),
-            "{url}"
-        );
-
-        let response = post_form(&server, Some(ROOT_TOKEN), &export, &[("upload[url]", url)]);
-        assert_eq!(response.status(), 400, "{url}");
-        let body: Value = response.json().unwrap();
-        assert_eq!(
-            body["message"],
-            format!("upload[url] is blocked: {reason}"),
-            "{url}"
-        );
+        for (path, form, parameter) in [
+            (
+                "/projects/remote-import",
+                vec![("url", url), ("path", "fetched")],
+                "url",
+            ),
+            (export.as_str(), vec![("upload[url]", url)], "upload[url]"),
+        ] {
+            let response = post_form(&server, Some(ROOT_TOKEN), path, &form);
+            assert_eq!(response.status(), 400, "{url}");
+            let body: Value = response.json().unwrap();
+            assert_eq!(
+                body["message"],
+                format!("{parameter} is blocked: {reason}"),
+                "{url}"
+            );
+        }
     }
     // remote-import-s3: the bucket and region become the host name.
     let response = post_form(

@@ -207,19 +207,6 @@ fn blocked_cause(err: &reqwest::Error) -> Option<&Blocked> {
     None
 }
 
-/// Checks a URL again when it is used: it may have been accepted before
-/// local requests were refused.
-fn check_target(url: &str, allow_local: bool) -> Result<()> {
-    if allow_local {
-        return Ok(());
-    }
-    let url = reqwest::Url::parse(url).map_err(|_| Error::BadRequest("invalid URL".into()))?;
-    match local_target(&url) {
-        Some(reason) => Err(Error::BadRequest(format!("{url} is blocked: {reason}"))),
-        None => Ok(()),
-    }
-}
-
 /// A failed transfer: a refusal by the other side is permanent, anything
 /// else (network, 5xx, 429) is worth a retry.
 fn transfer_error(what: &str, status: Option<reqwest::StatusCode>, detail: String) -> Error {
@@ -235,7 +222,9 @@ fn transfer_error(what: &str, status: Option<reqwest::StatusCode>, detail: Strin
 
 /// Downloads `url` into the blob store at `key`, at most `limit` bytes.
 pub async fn fetch_into(app: &App, url: &str, key: &str, limit: u64) -> Result<u64> {
-    check_target(url, app.settings.allow_local_requests)?;
+    // Checked again when used: it may have been accepted before local
+    // requests were refused.
+    check_url(url, url, app.settings.allow_local_requests)?;
     let client = client(app.settings.allow_local_requests)?;
     let response = exchange("downloading the archive failed", client.get(url)).await?;
     if response.content_length().is_some_and(|size| size > limit) {
@@ -260,9 +249,9 @@ pub async fn fetch_into(app: &App, url: &str, key: &str, limit: u64) -> Result<u
 /// Sends the blob at `key` (`size` bytes) to the upload target, as GitLab
 /// does: `Content-Type: application/gzip` and a `Content-Length`.
 pub async fn send_blob(app: &App, key: &str, size: u64, target: &UploadTarget) -> Result<()> {
+    check_url(&target.url, &target.url, app.settings.allow_local_requests)?;
     let method = reqwest::Method::from_bytes(target.method.as_bytes()).map_err(Error::internal)?;
     let body = reqwest::Body::wrap_stream(app.blobs.get(key).await?);
-    check_target(&target.url, app.settings.allow_local_requests)?;
     let mut request = client(app.settings.allow_local_requests)?
         .request(method, &target.url)
         .header(reqwest::header::CONTENT_TYPE, "application/gzip")
