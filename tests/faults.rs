@@ -3,7 +3,7 @@
 //! leaves the previous archive downloadable.
 
 use e2e::contract::embedded_app;
-use shared::domain::{Job, JobKind, JobStatus, Message, NewProject};
+use shared::domain::{Job, JobKind, JobStatus, Message, NewProject, When};
 use shared::service;
 use shared::worker::{self, Outcome, MAX_RECEIVES};
 
@@ -122,7 +122,7 @@ async fn a_job_whose_message_was_lost_is_queued_again_then_failed() {
             app.jobs
                 .transition(
                     &id,
-                    &[JobStatus::Queued],
+                    When::status_in(&[JobStatus::Queued]),
                     JobStatus::Started,
                     shared::domain::JobUpdate::default(),
                 )
@@ -193,4 +193,71 @@ async fn a_job_whose_message_was_lost_is_queued_again_then_failed() {
             .starts_with("the job stalled"),
         "{failed:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_archive_the_status_points_at_is_never_pruned() {
+    let (app, _dir) = embedded_app();
+    let user = app
+        .users
+        .create_user("carol", "Carol", false)
+        .await
+        .unwrap();
+    let namespace = app.users.namespace(user.id).await.unwrap().unwrap();
+    let project = app
+        .projects
+        .create_project(NewProject {
+            namespace,
+            path: "served".into(),
+            name: "served".into(),
+            description: None,
+            owner_id: user.id,
+        })
+        .await
+        .unwrap();
+    // Two exports in flight; the newer one finishes first.
+    let older = service::schedule_export(&app, &user, &project, None, None)
+        .await
+        .unwrap();
+    let newer = service::schedule_export(&app, &user, &project, None, None)
+        .await
+        .unwrap();
+    for job in [&newer, &older] {
+        assert_eq!(
+            worker::attempt(&app, &Message::for_job(job), 1).await,
+            Outcome::Done
+        );
+    }
+    let state = service::export_state(&app, &project).await.unwrap();
+    assert_eq!(state.status, "finished");
+    let download = service::export_download(&app, &project).await.unwrap();
+    assert!(
+        app.blobs.get(&download.key).await.is_ok(),
+        "the archive the status offers is there"
+    );
+    // The one it replaced a moment ago stays while a URL to it may live.
+    let replaced = app.jobs.job(&newer.id).await.unwrap().unwrap();
+    let replaced_key = replaced.archive_key.unwrap();
+    assert_ne!(replaced_key, download.key);
+    assert!(app.blobs.get(&replaced_key).await.is_ok());
+
+    // A third export, once no URL to the second-newest can still be alive.
+    let settings = shared::Settings {
+        download_ttl: std::time::Duration::ZERO,
+        ..shared::Settings::default()
+    };
+    let strict = shared::App {
+        settings: std::sync::Arc::new(settings),
+        ..app.clone()
+    };
+    let third = service::schedule_export(&strict, &user, &project, None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        worker::attempt(&strict, &Message::for_job(&third), 1).await,
+        Outcome::Done
+    );
+    let download = service::export_download(&strict, &project).await.unwrap();
+    assert!(strict.blobs.get(&download.key).await.is_ok());
+    assert!(strict.blobs.get(&replaced_key).await.is_err(), "pruned");
 }

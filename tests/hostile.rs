@@ -2,8 +2,8 @@
 //! problem, nothing of it becomes visible, nothing is written outside the
 //! data directory's own places, and the server keeps serving.
 
-use e2e::hostile::{corpus, raw_tar_gz, RawEntry, LIMIT_FLAGS};
-use e2e::{read_archive, Server, ROOT_TOKEN};
+use e2e::hostile::{as_gzip_members, corpus, raw_tar_gz, RawEntry, LIMIT_FLAGS};
+use e2e::{read_archive, synthetic_archive, Server, ROOT_TOKEN};
 use serde_json::Value;
 
 fn files_under(dir: &std::path::Path, out: &mut Vec<String>) {
@@ -132,4 +132,21 @@ fn a_failed_import_can_be_overwritten_cleanly() {
     assert_eq!(status["id"], failed["id"]);
     assert_eq!(status["description"], "second try");
     assert_eq!(status["import_error"], Value::Null);
+}
+
+#[test]
+fn an_archive_of_many_gzip_members_imports_whole() {
+    let temp = tempfile::tempdir().unwrap();
+    let server = Server::start_in(temp.path(), &[]);
+    let issues = 3_000;
+    let members = as_gzip_members(&synthetic_archive(issues), 64 * 1024);
+    let starts = members.windows(3).filter(|w| *w == [0x1f, 0x8b, 8]).count();
+    assert!(starts > 5, "{starts} members");
+    let status = server.import_and_wait(ROOT_TOKEN, members, &[("path", "members")]);
+    assert_eq!(status["import_status"], "finished", "{status}");
+    let (_, exported) = server.export_and_download(ROOT_TOKEN, status["id"].as_u64().unwrap());
+    let content = read_archive(&exported);
+    assert_eq!(content.relations["issues"].len(), issues);
+    assert_eq!(content.relations["merge_requests"].len(), issues / 10);
+    assert!(content.files.contains_key("uploads/abc123/screenshot.png"));
 }

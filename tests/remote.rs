@@ -151,10 +151,31 @@ fn authorized_uploads_start_the_import_when_they_land() {
     assert_eq!(put(&tampered), 403);
     assert_eq!(put(url.split('?').next().unwrap()), 403);
 
-    assert_eq!(put(&url), 200);
+    // The upload URL is no download URL, even with a file name added, and
+    // takes no parameter beyond its own.
+    let get = |url: &str| client().get(url).send().unwrap().status().as_u16();
+    assert_eq!(get(&url), 403);
+    assert_eq!(get(&format!("{url}&filename=%00upload")), 403);
+    assert_eq!(get(&format!("{url}&filename=")), 403);
+    assert_eq!(put(&format!("{url}&extra=1")), 403);
+
+    // Two uploads at the same moment: one lands, the other is refused.
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| put(&url));
+        let b = s.spawn(|| put(&url));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let mut answers = [a, b];
+    answers.sort();
+    assert!(
+        answers == [200, 403] || answers == [200, 409],
+        "{answers:?}"
+    );
     let status = server.wait_import(ROOT_TOKEN, id);
     assert_eq!(status["import_status"], "finished", "{status}");
     assert_eq!(relations_of(&server, id), fixture_relations("complex"));
+    // Spent once its upload landed.
+    assert_eq!(put(&url), 403);
 
     let response = post_form(
         &server,

@@ -42,6 +42,9 @@ pub struct Settings {
     /// Off by default: a user's URL must not reach internal services or
     /// the cloud metadata endpoint.
     pub allow_local_requests: bool,
+    /// How long a worker owns a job without renewing its claim: a run that
+    /// died is taken over after at most this long. Renewed every third.
+    pub job_lease: Duration,
 }
 
 impl Default for Settings {
@@ -59,6 +62,7 @@ impl Default for Settings {
             export_rate_limit: 6,
             s3_endpoint: None,
             allow_local_requests: false,
+            job_lease: Duration::from_secs(60),
         }
     }
 }

@@ -193,6 +193,14 @@ pub struct Job {
     /// it again (its message was lost).
     #[serde(default)]
     pub stalls: u32,
+    /// Runs that claimed the job so far: the current run's number is its
+    /// claim, and every write of the run is conditional on it.
+    #[serde(default)]
+    pub attempt: u32,
+    /// Until when the run `attempt` owns the job (renewed while it works);
+    /// `None` when no run holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_until: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -251,6 +259,8 @@ impl Job {
             source_url: None,
             awaiting_upload: false,
             stalls: 0,
+            attempt: 0,
+            lease_until: None,
             created_at: at,
             updated_at: at,
         }
@@ -267,6 +277,69 @@ pub struct JobUpdate {
     pub relation_counts: Option<BTreeMap<String, RelationCounts>>,
     pub failures: Option<Vec<ImportFailure>>,
     pub stalls: Option<u32>,
+    pub lease: Option<LeaseChange>,
+    /// Import: the upload arrived (its URL is spent).
+    pub upload_landed: bool,
+}
+
+/// How a transition changes who owns a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseChange {
+    /// A new run takes the job: the next attempt, owned until `until`.
+    Claim { until: DateTime<Utc> },
+    /// The owning run is still at work.
+    Renew { until: DateTime<Utc> },
+    /// The owning run stopped; anyone may claim the job again.
+    Release,
+}
+
+/// The state a job must be in for a transition to apply. Checked inside
+/// the store's conditional write, so two writers never both pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    /// Its status is one of a set, whoever runs it.
+    StatusIn(StatusSet),
+    /// Started and still owned by the run that claimed it as this attempt.
+    OwnedBy(u32),
+    /// Not done, and no run holds a live lease on it at this instant.
+    Unleased(DateTime<Utc>),
+    /// An authorized import whose upload has not landed yet.
+    AwaitingUpload,
+}
+
+impl When {
+    pub fn status_in(statuses: &[JobStatus]) -> When {
+        When::StatusIn(StatusSet::of(statuses))
+    }
+
+    pub fn holds(&self, job: &Job) -> bool {
+        match *self {
+            When::StatusIn(statuses) => statuses.contains(job.status),
+            When::OwnedBy(attempt) => job.status == JobStatus::Started && job.attempt == attempt,
+            When::Unleased(at) => {
+                !job.status.is_done() && job.lease_until.is_none_or(|until| until <= at)
+            }
+            When::AwaitingUpload => job.status == JobStatus::Queued && job.awaiting_upload,
+        }
+    }
+}
+
+/// A set of job statuses (a bit each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusSet(u8);
+
+impl StatusSet {
+    pub fn of(statuses: &[JobStatus]) -> StatusSet {
+        StatusSet(statuses.iter().fold(0, |bits, &s| bits | Self::bit(s)))
+    }
+
+    pub fn contains(self, status: JobStatus) -> bool {
+        self.0 & Self::bit(status) != 0
+    }
+
+    fn bit(status: JobStatus) -> u8 {
+        1 << status as u8
+    }
 }
 
 impl Job {
@@ -295,6 +368,41 @@ impl Job {
         if let Some(stalls) = update.stalls {
             self.stalls = stalls;
         }
+        match update.lease {
+            Some(LeaseChange::Claim { until }) => {
+                self.attempt += 1;
+                self.lease_until = Some(until);
+            }
+            Some(LeaseChange::Renew { until }) => self.lease_until = Some(until),
+            Some(LeaseChange::Release) => self.lease_until = None,
+            None => {}
+        }
+        if self.status.is_done() {
+            self.lease_until = None;
+        }
+        if update.upload_landed {
+            self.awaiting_upload = false;
+        }
+    }
+
+    /// The content generation this job's run `attempt` writes: each run its
+    /// own, so that two runs of one job never write into, or discard, each
+    /// other's records.
+    pub fn generation(&self, attempt: u32) -> String {
+        format!("{}.{attempt}", self.id)
+    }
+
+    /// Whether `generation` was written by a run of this job (including the
+    /// single per-job generation of earlier versions).
+    pub fn wrote_generation(&self, generation: &str) -> bool {
+        generation
+            .strip_prefix(self.id.as_str())
+            .is_some_and(|rest| {
+                rest.is_empty()
+                    || rest
+                        .strip_prefix('.')
+                        .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            })
     }
 }
 

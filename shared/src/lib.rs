@@ -14,6 +14,7 @@ pub mod http;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 pub mod ports;
+pub mod redact;
 pub mod relations;
 pub mod remote;
 pub mod runtime;

@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use crate::domain::{
     ExportSchedule, Job, JobKind, JobStatus, JobUpdate, Message, Namespace, NamespaceId,
-    NewProject, Project, ProjectId, RelationExportPart, Token, User, UserId,
+    NewProject, Project, ProjectId, RelationExportPart, Token, User, UserId, When,
 };
 use crate::stream::{BorrowedStream, ByteStream};
 use crate::Result;
@@ -173,11 +173,11 @@ pub trait ProjectStore: Send + Sync {
 pub trait JobStore: Send + Sync {
     async fn create_job(&self, job: &Job) -> Result<()>;
     async fn job(&self, id: &str) -> Result<Option<Job>>;
-    /// Moves the job to `to` if its status is one of `from`; `None` if it was not.
+    /// Moves the job to `to` if `when` holds; `None` if it did not.
     async fn transition(
         &self,
         id: &str,
-        from: &[JobStatus],
+        when: When,
         to: JobStatus,
         update: JobUpdate,
     ) -> Result<Option<Job>>;

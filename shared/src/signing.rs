@@ -22,10 +22,11 @@ impl Signer {
         Signer { key }
     }
 
-    fn mac(&self, key: &str, expires: i64, file_name: &str) -> HmacSha256 {
+    fn mac(&self, action: Action, key: &str, expires: i64, file_name: &str) -> HmacSha256 {
         let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes any key length");
-        // Length-prefixed fields: no two different triples sign the same bytes.
+        // Length-prefixed fields: no two different tuples sign the same bytes.
         for field in [
+            action.as_str().as_bytes(),
             key.as_bytes(),
             expires.to_string().as_bytes(),
             file_name.as_bytes(),
@@ -36,13 +37,20 @@ impl Signer {
         mac
     }
 
-    pub fn sign(&self, key: &str, expires: i64, file_name: &str) -> String {
-        hex::encode(self.mac(key, expires, file_name).finalize().into_bytes())
+    /// Signs one action on one key until `expires`; a download also signs
+    /// the name it is served as (an upload signs an empty one).
+    pub fn sign(&self, action: Action, key: &str, expires: i64, file_name: &str) -> String {
+        hex::encode(
+            self.mac(action, key, expires, file_name)
+                .finalize()
+                .into_bytes(),
+        )
     }
 
     /// Checks the signature in constant time, then the expiry.
     pub fn verify(
         &self,
+        action: Action,
         key: &str,
         expires: i64,
         file_name: &str,
@@ -52,10 +60,35 @@ impl Signer {
         let Ok(signature) = hex::decode(signature) else {
             return false;
         };
-        self.mac(key, expires, file_name)
+        self.mac(action, key, expires, file_name)
             .verify_slice(&signature)
             .is_ok()
             && now <= expires
+    }
+}
+
+/// What a signed URL allows: one action on one key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Download,
+    Upload,
+}
+
+impl Action {
+    fn as_str(self) -> &'static str {
+        match self {
+            Action::Download => "GET",
+            Action::Upload => "PUT",
+        }
+    }
+
+    /// The query parameters a URL for this action has, all of them: a URL
+    /// with any other is refused, so none can be added to a signed one.
+    pub fn parameters(self) -> &'static [&'static str] {
+        match self {
+            Action::Download => &["expires", "filename", "signature"],
+            Action::Upload => &["expires", "signature"],
+        }
     }
 }
 
@@ -78,22 +111,30 @@ mod tests {
     #[test]
     fn signatures_bind_key_expiry_and_name() {
         let signer = Signer::new([7; 32]);
-        let sig = signer.sign("a/b", 100, "x.tar.gz");
-        assert!(signer.verify("a/b", 100, "x.tar.gz", &sig, 50));
-        assert!(!signer.verify("a/b", 100, "x.tar.gz", &sig, 101), "expired");
+        let get = Action::Download;
+        let sig = signer.sign(get, "a/b", 100, "x.tar.gz");
         assert!(
-            !signer.verify("a/c", 100, "x.tar.gz", &sig, 50),
+            !signer.verify(Action::Upload, "a/b", 100, "x.tar.gz", &sig, 50),
+            "other action"
+        );
+        assert!(signer.verify(get, "a/b", 100, "x.tar.gz", &sig, 50));
+        assert!(
+            !signer.verify(get, "a/b", 100, "x.tar.gz", &sig, 101),
+            "expired"
+        );
+        assert!(
+            !signer.verify(get, "a/c", 100, "x.tar.gz", &sig, 50),
             "other key"
         );
         assert!(
-            !signer.verify("a/b", 200, "x.tar.gz", &sig, 50),
+            !signer.verify(get, "a/b", 200, "x.tar.gz", &sig, 50),
             "widened expiry"
         );
         assert!(
-            !signer.verify("a/b", 100, "y.tar.gz", &sig, 50),
+            !signer.verify(get, "a/b", 100, "y.tar.gz", &sig, 50),
             "other name"
         );
-        assert!(!signer.verify("a/b", 100, "x.tar.gz", "zz", 50));
-        assert!(!Signer::new([8; 32]).verify("a/b", 100, "x.tar.gz", &sig, 50));
+        assert!(!signer.verify(get, "a/b", 100, "x.tar.gz", "zz", 50));
+        assert!(!Signer::new([8; 32]).verify(get, "a/b", 100, "x.tar.gz", &sig, 50));
     }
 }

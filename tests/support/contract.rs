@@ -5,7 +5,7 @@ use std::io;
 
 use bytes::Bytes;
 use shared::domain::{
-    now, Job, JobKind, JobStatus, JobUpdate, Message, NewProject, RelationExportPart,
+    now, Job, JobKind, JobStatus, JobUpdate, Message, NewProject, RelationExportPart, When,
 };
 use shared::ports::RelationStats;
 use shared::{stream, App, Error};
@@ -345,7 +345,7 @@ pub async fn job_store(app: &App, _backend: Backend) {
     let started = jobs
         .transition(
             &job.id,
-            &[JobStatus::Queued],
+            When::status_in(&[JobStatus::Queued]),
             JobStatus::Started,
             JobUpdate::default(),
         )
@@ -356,7 +356,7 @@ pub async fn job_store(app: &App, _backend: Backend) {
     assert!(jobs
         .transition(
             &job.id,
-            &[JobStatus::Queued],
+            When::status_in(&[JobStatus::Queued]),
             JobStatus::Started,
             JobUpdate::default()
         )
@@ -383,7 +383,7 @@ pub async fn job_store(app: &App, _backend: Backend) {
     let finished = jobs
         .transition(
             &job.id,
-            &[JobStatus::Started],
+            When::status_in(&[JobStatus::Started]),
             JobStatus::Finished,
             JobUpdate {
                 archive_key: Some("k".into()),
@@ -406,7 +406,7 @@ pub async fn job_store(app: &App, _backend: Backend) {
     assert!(jobs
         .transition(
             &job.id,
-            &[JobStatus::Queued, JobStatus::Started],
+            When::status_in(&[JobStatus::Queued, JobStatus::Started]),
             JobStatus::Started,
             JobUpdate::default()
         )
@@ -434,7 +434,7 @@ pub async fn job_store(app: &App, _backend: Backend) {
     assert!(jobs.stale_jobs(earlier, 100).await.unwrap().is_empty());
     jobs.transition(
         &quiet.id,
-        &[JobStatus::Queued],
+        When::status_in(&[JobStatus::Queued]),
         JobStatus::Failed,
         JobUpdate::default(),
     )
@@ -481,7 +481,7 @@ pub async fn job_store(app: &App, _backend: Backend) {
     let claim = || {
         jobs.transition(
             &contested.id,
-            &[JobStatus::Queued],
+            When::status_in(&[JobStatus::Queued]),
             JobStatus::Started,
             JobUpdate::default(),
         )

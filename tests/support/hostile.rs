@@ -65,6 +65,19 @@ pub fn raw_tar_gz(entries: &[RawEntry]) -> Vec<u8> {
     builder.into_inner().expect("tar").finish().expect("gzip")
 }
 
+/// The same bytes as a `.tar.gz` of several gzip members, each holding
+/// `piece` bytes of the tar stream (as pigz and parallel writers cut it).
+pub fn as_gzip_members(tar_gz: &[u8], piece: usize) -> Vec<u8> {
+    let tar = crate::gunzip(tar_gz);
+    let mut out = Vec::new();
+    for chunk in tar.chunks(piece) {
+        let mut member = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        member.write_all(chunk).expect("gzip");
+        out.extend(member.finish().expect("gzip"));
+    }
+    out
+}
+
 fn base() -> Vec<RawEntry> {
     vec![
         RawEntry::file("VERSION", "0.2.4"),
@@ -257,5 +270,35 @@ pub fn corpus() -> Vec<(&'static str, Vec<u8>, &'static str)> {
             "not a gzip archive",
         ),
         ("empty-file", Vec::new(), "not a gzip archive"),
+        (
+            "trailing-garbage",
+            {
+                let mut a = issues(b"{\"iid\":1}\n");
+                a.extend_from_slice(b"and then some garbage");
+                a
+            },
+            "corrupt or truncated",
+        ),
+        (
+            "missing-trailer",
+            {
+                let mut a = issues(b"{\"iid\":1}\n");
+                a.truncate(a.len() - 8);
+                a
+            },
+            "corrupt or truncated",
+        ),
+        (
+            "bad-crc-in-a-later-member",
+            {
+                let whole = issues(&b"{\"iid\":1}\n".repeat(200));
+                let mut a = as_gzip_members(&whole, 1024);
+                // The second-last member's CRC-32 (each trailer: CRC, size).
+                let last = a.windows(3).rposition(|w| w == [0x1f, 0x8b, 8]).unwrap();
+                a[last - 8] ^= 0xff;
+                a
+            },
+            "corrupt or truncated",
+        ),
     ]
 }

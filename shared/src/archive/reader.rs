@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use flate2::read::GzDecoder;
+use flate2::read::MultiGzDecoder;
 
 use super::json::check_record;
 use super::{
@@ -76,18 +76,29 @@ fn read_selected(
         return Err(ArchiveError::NotGzip);
     }
     let over_limit = Rc::new(Cell::new(false));
-    let expanded = LimitedReader {
-        inner: GzDecoder::new(input),
+    // Every member, as `gzip -dc` reads them: pigz and parallel writers
+    // cut one stream into many.
+    let mut expanded = LimitedReader {
+        inner: MultiGzDecoder::new(input),
         remaining: limits.max_uncompressed_bytes,
         over_limit: over_limit.clone(),
     };
-    let result = read_entries(expanded, limits, only, sink);
+    let result = read_entries(&mut expanded, limits, only, sink)
+        .and_then(|version| read_to_the_end(&mut expanded).map(|()| version));
     if over_limit.get() {
         return Err(ArchiveError::TooLarge {
             limit: limits.max_uncompressed_bytes,
         });
     }
     result
+}
+
+/// The tar stream ends before the gzip stream does (its padding, then each
+/// member's trailer): reading on to the end checks every trailer's CRC and
+/// length, and refuses whatever follows the last member.
+fn read_to_the_end(expanded: &mut impl Read) -> Result<(), ArchiveError> {
+    io::copy(expanded, &mut io::sink()).map_err(corrupt)?;
+    Ok(())
 }
 
 fn read_entries(

@@ -40,7 +40,7 @@ use serde::Serialize;
 use super::s3::S3BlobStore;
 use crate::domain::{
     now, ExportSchedule, Job, JobKind, JobStatus, JobUpdate, Namespace, NamespaceId, NewProject,
-    Project, ProjectId, RelationExportPart, Token, User, UserId,
+    Project, ProjectId, RelationExportPart, Token, User, UserId, When,
 };
 use crate::ports::{JobStore, ProjectStore, RelationStats, StoredRecord, UserStore};
 use crate::{Error, Result};
@@ -861,14 +861,14 @@ impl JobStore for DynamoStore {
     async fn transition(
         &self,
         id: &str,
-        from: &[JobStatus],
+        when: When,
         to: JobStatus,
         update: JobUpdate,
     ) -> Result<Option<Job>> {
         let retention = self.export_retention.as_secs();
         let job = self
             .update_versioned(&format!("JOB#{id}"), "JOB", |job: &mut Job| {
-                if !from.contains(&job.status) {
+                if !when.holds(job) {
                     return None;
                 }
                 job.apply(to, update.clone());
@@ -900,8 +900,13 @@ impl JobStore for DynamoStore {
     }
 
     async fn record_progress(&self, id: &str, progress: JobUpdate) -> Result<()> {
-        self.transition(id, &[JobStatus::Started], JobStatus::Started, progress)
-            .await?;
+        self.transition(
+            id,
+            When::status_in(&[JobStatus::Started]),
+            JobStatus::Started,
+            progress,
+        )
+        .await?;
         Ok(())
     }
 

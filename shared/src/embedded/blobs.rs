@@ -11,7 +11,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::domain::now;
 use crate::ports::{BlobInfo, BlobStore};
-use crate::signing::Signer;
+use crate::signing::{Action, Signer};
 use crate::stream::{BorrowedStream, ByteStream};
 use crate::{Error, Result};
 
@@ -174,7 +174,7 @@ impl BlobStore for DirBlobStore {
     async fn download_url(&self, key: &str, file_name: &str, ttl: Duration) -> Result<String> {
         self.path_of(key)?;
         let expires = now().timestamp() + ttl.as_secs() as i64;
-        let signature = self.signer.sign(key, expires, file_name);
+        let signature = self.signer.sign(Action::Download, key, expires, file_name);
         Ok(format!(
             "{}/-/blobs/{}?expires={expires}&filename={}&signature={signature}",
             self.public_url,
@@ -186,7 +186,7 @@ impl BlobStore for DirBlobStore {
     async fn upload_url(&self, key: &str, ttl: Duration) -> Result<String> {
         self.path_of(key)?;
         let expires = now().timestamp() + ttl.as_secs() as i64;
-        let signature = self.signer.sign(key, expires, UPLOAD_SIGNATURE_NAME);
+        let signature = self.signer.sign(Action::Upload, key, expires, "");
         Ok(format!(
             "{}/-/blobs/{}?expires={expires}&signature={signature}",
             self.public_url,
@@ -194,7 +194,3 @@ impl BlobStore for DirBlobStore {
         ))
     }
 }
-
-/// What an upload URL signs in place of a file name. Download names come
-/// from file names, which never hold a NUL: one URL cannot pass for the other.
-pub const UPLOAD_SIGNATURE_NAME: &str = "\0upload";

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use redb::{Database, Durability, ReadTransaction, ReadableDatabase, WriteTransaction};
 
-pub use blobs::{DirBlobStore, UPLOAD_SIGNATURE_NAME};
+pub use blobs::DirBlobStore;
 pub use queue::EmbeddedQueue;
 pub use stores::EmbeddedStore;
 

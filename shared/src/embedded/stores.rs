@@ -11,7 +11,7 @@ use super::chunks::{self, CHUNK_BYTES, RECORD_CHUNKS};
 use super::Db;
 use crate::domain::{
     now, ExportSchedule, Job, JobKind, JobStatus, JobUpdate, Namespace, NamespaceId, NewProject,
-    Project, ProjectId, RelationExportPart, Token, User, UserId,
+    Project, ProjectId, RelationExportPart, Token, User, UserId, When,
 };
 use crate::ports::{JobStore, ProjectStore, RelationStats, StoredRecord, UserStore};
 use crate::{Error, Result};
@@ -73,7 +73,29 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<()> {
         RELATION_EXPORTS,
         RATE_WINDOWS,
     );
-    chunks::migrate(txn)
+    chunks::migrate(txn)?;
+    release_leases(txn)
+}
+
+/// One process at a time opens the data directory, so a lease found at
+/// start-up belongs to a run that died with the previous process: its job
+/// can be taken over at once rather than when the lease runs out.
+fn release_leases(txn: &WriteTransaction) -> Result<()> {
+    let mut jobs = txn.open_table(JOBS).map_err(Error::storage)?;
+    let mut held = Vec::new();
+    for entry in jobs.iter().map_err(Error::storage)? {
+        let (id, bytes) = entry.map_err(Error::storage)?;
+        let job: Job = decode(bytes.value())?;
+        if job.lease_until.is_some() {
+            held.push((id.value().to_owned(), job));
+        }
+    }
+    for (id, mut job) in held {
+        job.lease_until = None;
+        jobs.insert(id.as_str(), encode(&job)?.as_slice())
+            .map_err(Error::storage)?;
+    }
+    Ok(())
 }
 
 fn encode(value: &impl Serialize) -> Result<Vec<u8>> {
@@ -710,11 +732,11 @@ impl JobStore for EmbeddedStore {
     async fn transition(
         &self,
         id: &str,
-        from: &[JobStatus],
+        when: When,
         to: JobStatus,
         update: JobUpdate,
     ) -> Result<Option<Job>> {
-        let (id, from) = (id.to_owned(), from.to_vec());
+        let id = id.to_owned();
         self.db
             .write(move |txn| {
                 let mut jobs = txn.open_table(JOBS).map_err(Error::storage)?;
@@ -722,7 +744,7 @@ impl JobStore for EmbeddedStore {
                     Some(bytes) => decode(bytes.value())?,
                     None => return Ok(None),
                 };
-                if !from.contains(&job.status) {
+                if !when.holds(&job) {
                     return Ok(None);
                 }
                 job.apply(to, update);
@@ -740,8 +762,13 @@ impl JobStore for EmbeddedStore {
     }
 
     async fn record_progress(&self, id: &str, progress: JobUpdate) -> Result<()> {
-        self.transition(id, &[JobStatus::Started], JobStatus::Started, progress)
-            .await?;
+        self.transition(
+            id,
+            When::status_in(&[JobStatus::Started]),
+            JobStatus::Started,
+            progress,
+        )
+        .await?;
         Ok(())
     }
 

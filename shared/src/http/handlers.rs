@@ -20,6 +20,7 @@ use super::views;
 use crate::domain::UploadTarget;
 use crate::domain::{new_id, now};
 use crate::service::{self, relation_export, schedule, ImportRequest};
+use crate::signing::Action;
 use crate::{auth, remote, App, Error, Result};
 
 type JsonResponse = Result<(StatusCode, Json<Value>)>;
@@ -466,23 +467,79 @@ pub async fn authorize_import(
 }
 
 /// `PUT /-/blobs/*key` with an upload signature: the local stand-in for a
-/// presigned S3 PUT.
+/// presigned S3 PUT. The URL takes one upload: a second one while the first
+/// is under way is refused (`409`), and once the upload landed the URL is
+/// spent (`403`).
 pub async fn blob_upload(
     State(app): State<App>,
     Path(key): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     body: Body,
 ) -> Result<StatusCode> {
-    let signer = app.signer.as_ref().ok_or(Error::Forbidden)?;
-    let field = |name: &str| query.get(name).ok_or(Error::Forbidden);
-    let expires: i64 = field("expires")?.parse().map_err(|_| Error::Forbidden)?;
-    let name = crate::embedded::UPLOAD_SIGNATURE_NAME;
-    if !signer.verify(&key, expires, name, field("signature")?, now().timestamp()) {
+    verify_signed(&app, Action::Upload, &key, &query)?;
+    if !service::upload_awaited(&app, &key).await? {
         return Err(Error::Forbidden);
     }
+    let Some(_slot) = UploadSlot::take(&key) else {
+        return Err(Error::Conflict(
+            "409 the upload URL is already in use".into(),
+        ));
+    };
     put_limited(&app, &key, body.into_data_stream(), None).await?;
     service::upload_landed(&app, &key).await?;
     Ok(StatusCode::OK)
+}
+
+/// A key being uploaded to in this process: one upload per URL at a time.
+struct UploadSlot(String);
+
+static UPLOADS_UNDER_WAY: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+impl UploadSlot {
+    fn take(key: &str) -> Option<UploadSlot> {
+        let mut under_way = UPLOADS_UNDER_WAY.lock().unwrap_or_else(|e| e.into_inner());
+        under_way
+            .insert(key.to_owned())
+            .then(|| UploadSlot(key.to_owned()))
+    }
+}
+
+impl Drop for UploadSlot {
+    fn drop(&mut self) {
+        let mut under_way = UPLOADS_UNDER_WAY.lock().unwrap_or_else(|e| e.into_inner());
+        under_way.remove(&self.0);
+    }
+}
+
+/// Checks a signed blob URL: exactly the action's parameters, a valid
+/// signature for this action on this key, not expired.
+fn verify_signed(
+    app: &App,
+    action: Action,
+    key: &str,
+    query: &HashMap<String, String>,
+) -> Result<()> {
+    let signer = app.signer.as_ref().ok_or(Error::Forbidden)?;
+    let expected = action.parameters();
+    if query.len() != expected.len() || !expected.iter().all(|p| query.contains_key(*p)) {
+        return Err(Error::Forbidden);
+    }
+    let field = |name: &str| query.get(name).map(String::as_str).unwrap_or_default();
+    let expires: i64 = field("expires").parse().map_err(|_| Error::Forbidden)?;
+    let signed = signer.verify(
+        action,
+        key,
+        expires,
+        field("filename"),
+        field("signature"),
+        now().timestamp(),
+    );
+    if signed {
+        Ok(())
+    } else {
+        Err(Error::Forbidden)
+    }
 }
 
 /// `POST /projects/import-relation`.
@@ -669,19 +726,11 @@ pub async fn blob_download(
     Path(key): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response> {
-    let signer = app.signer.as_ref().ok_or(Error::Forbidden)?;
-    let field = |name: &str| query.get(name).ok_or(Error::Forbidden);
-    let file_name = field("filename")?;
-    let expires: i64 = field("expires")?.parse().map_err(|_| Error::Forbidden)?;
-    if !signer.verify(
-        &key,
-        expires,
-        file_name,
-        field("signature")?,
-        now().timestamp(),
-    ) {
-        return Err(Error::Forbidden);
-    }
+    verify_signed(&app, Action::Download, &key, &query)?;
+    let file_name = query
+        .get("filename")
+        .map(String::as_str)
+        .unwrap_or_default();
     attachment(&app, &key, file_name).await
 }
 

@@ -7,8 +7,8 @@ pub mod sweep;
 
 use crate::domain::UploadTarget;
 use crate::domain::{
-    is_valid_path, ImportFailure, Job, JobKind, JobStatus, Message, Namespace, NewProject, Project,
-    User,
+    is_valid_path, ImportFailure, Job, JobKind, JobStatus, JobUpdate, Message, Namespace,
+    NewProject, Project, User, When,
 };
 use crate::{relations, App, Error, Result};
 
@@ -249,20 +249,45 @@ pub async fn authorize_import(
 /// An upload landed at `key` (an S3 event, or the local server's PUT): the
 /// import waiting for it starts. Other keys, and repeats, change nothing.
 pub async fn upload_landed(app: &App, key: &str) -> Result<()> {
-    let Some(job_id) = key
-        .strip_prefix("imports/")
-        .and_then(|rest| rest.strip_suffix("/archive.tar.gz"))
-    else {
+    let Some(job_id) = awaited_job_id(key) else {
         return Ok(());
     };
-    let Some(job) = app.jobs.job(job_id).await? else {
-        return Ok(());
-    };
-    if job.awaiting_upload && job.status == JobStatus::Queued {
+    // Only the first event of an upload queues the import: S3 may send it
+    // twice, and a second upload to the same URL must not start it again.
+    let landed = app
+        .jobs
+        .transition(
+            job_id,
+            When::AwaitingUpload,
+            JobStatus::Queued,
+            JobUpdate {
+                upload_landed: true,
+                ..JobUpdate::default()
+            },
+        )
+        .await?;
+    if let Some(job) = landed {
         tracing::info!(job_id, "upload landed: import queued");
         app.queue.send(&[Message::for_job(&job)]).await?;
     }
     Ok(())
+}
+
+/// Whether `key` is the upload an authorized import still waits for.
+pub async fn upload_awaited(app: &App, key: &str) -> Result<bool> {
+    let Some(job_id) = awaited_job_id(key) else {
+        return Ok(false);
+    };
+    Ok(app
+        .jobs
+        .job(job_id)
+        .await?
+        .is_some_and(|job| When::AwaitingUpload.holds(&job)))
+}
+
+fn awaited_job_id(key: &str) -> Option<&str> {
+    key.strip_prefix("imports/")
+        .and_then(|rest| rest.strip_suffix("/archive.tar.gz"))
 }
 
 /// GitLab's `import_status`, `import_error` and `failed_relations`.

@@ -110,26 +110,40 @@ async fn finished_exports(app: &App, project_id: u64) -> Result<Vec<Job>> {
         .collect())
 }
 
-/// The export archives of a project to delete now: all but the newest
-/// (the download) and the newest `keep` scheduled ones.
+/// The export archives of a project to delete now. Kept: the one the
+/// export status and download point at (the newest finished), the newest
+/// `keep` scheduled ones, and any other that stopped being the newest less
+/// than a download URL's lifetime ago (a client may hold a URL to it, or be
+/// reading it); those go at a later prune.
 pub async fn archives_to_prune(app: &App, project_id: u64) -> Result<Vec<Job>> {
     let keep = match app.projects.export_schedule(project_id).await? {
         Some(schedule) => schedule.keep as usize,
         None => 0,
     };
-    let mut scheduled_kept = 0;
-    let mut prune = Vec::new();
-    for (i, job) in finished_exports(app, project_id)
+    let served = app
+        .jobs
+        .latest_finished_job(project_id, JobKind::Export)
         .await?
-        .into_iter()
-        .enumerate()
-    {
-        let kept = if job.scheduled && scheduled_kept < keep {
+        .map(|job| job.id);
+    let grace = chrono::Duration::from_std(app.settings.download_ttl).unwrap_or_default();
+    let now = crate::domain::now();
+    let mut finished = finished_exports(app, project_id).await?;
+    // Newest finished first: each was superseded when the one before it finished.
+    finished.sort_by_key(|job| std::cmp::Reverse(job.updated_at));
+    let mut scheduled_kept = 0;
+    let mut superseded_at = None;
+    let mut prune = Vec::new();
+    for job in finished {
+        let recently_served = superseded_at.is_none_or(|at| now - at < grace);
+        // Scheduled archives beyond `keep` go at once: that is what the
+        // operator asked for; URLs to them come from the schedule's listing.
+        let kept = if job.scheduled {
             scheduled_kept += 1;
-            true
+            scheduled_kept <= keep || served.as_ref() == Some(&job.id)
         } else {
-            i == 0
+            served.as_ref() == Some(&job.id) || recently_served
         };
+        superseded_at = Some(job.updated_at);
         if !kept {
             prune.push(job);
         }

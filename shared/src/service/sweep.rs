@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::{JobKind, JobStatus, JobUpdate, Message};
+use crate::domain::{JobKind, JobStatus, JobUpdate, Message, When};
 use crate::worker::VISIBILITY;
 use crate::{App, Result};
 
@@ -41,14 +41,15 @@ pub async fn sweep_stale_jobs(
         if job.kind == JobKind::RelationExport {
             continue;
         }
-        let from = [job.status];
+        // Never a job a live run holds: it is slow, not lost.
+        let from = When::Unleased(now);
         if job.awaiting_upload {
             let expired = job.created_at
                 + chrono::Duration::from_std(super::UPLOAD_URL_TTL).unwrap_or_default()
                 < now;
             if expired && job.status == JobStatus::Queued {
                 let reason = "the archive was never uploaded to its upload URL".to_owned();
-                fail(app, &job.id, &from, reason).await?;
+                fail(app, &job.id, from, reason).await?;
                 summary.failed += 1;
             }
             continue;
@@ -59,7 +60,7 @@ pub async fn sweep_stale_jobs(
                 stale_after.as_secs() / 60,
                 job.stalls + 1
             );
-            fail(app, &job.id, &from, reason).await?;
+            fail(app, &job.id, from, reason).await?;
             summary.failed += 1;
             continue;
         }
@@ -67,7 +68,7 @@ pub async fn sweep_stale_jobs(
             .jobs
             .transition(
                 &job.id,
-                &from,
+                from,
                 job.status,
                 JobUpdate {
                     stalls: Some(job.stalls + 1),
@@ -95,7 +96,7 @@ pub async fn sweep_stale_jobs(
     Ok(summary)
 }
 
-async fn fail(app: &App, job_id: &str, from: &[JobStatus], reason: String) -> Result<()> {
+async fn fail(app: &App, job_id: &str, from: When, reason: String) -> Result<()> {
     tracing::warn!(job_id, reason, "stale job failed");
     app.jobs
         .transition(

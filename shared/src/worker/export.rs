@@ -5,10 +5,10 @@
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
+use super::lease::{claim, Lease};
 use super::pipeline::{self, Entries};
-use super::{claim, fail};
 use crate::archive::{self, ExportItem};
-use crate::domain::{export_file_name, now, Job, JobStatus, JobUpdate, Project};
+use crate::domain::{export_file_name, now, Job, JobUpdate, Project};
 use crate::ports::RecordPages;
 use crate::service::{
     content_files_prefix, content_relations, export_key, exports_prefix, schedule,
@@ -16,11 +16,16 @@ use crate::service::{
 use crate::{relations, remote, App, Error, Result};
 
 pub(super) async fn run(app: &App, job_id: &str) -> Result<()> {
-    let Some(job) = claim(app, job_id).await? else {
+    let Some((lease, job)) = claim(app, job_id).await? else {
         return Ok(());
     };
+    let outcome = export(app, &lease, job).await;
+    lease.end(outcome).await
+}
+
+async fn export(app: &App, lease: &Lease, job: Job) -> Result<()> {
     let Some(project) = app.projects.project(job.project_id).await? else {
-        return fail(app, job_id, "the project no longer exists".into()).await;
+        return lease.fail("the project no longer exists".into()).await;
     };
     let at = now();
     let key = export_key(project.id, &job.id);
@@ -35,23 +40,17 @@ pub(super) async fn run(app: &App, job_id: &str) -> Result<()> {
             .map_or(0, |blob| blob.size);
         match remote::send_blob(app, &key, size, target).await {
             Ok(()) => tracing::info!(size, "export uploaded"),
-            Err(err) if err.is_permanent() => return fail(app, job_id, err.to_string()).await,
+            Err(err) if err.is_permanent() => return lease.fail(err.to_string()).await,
             Err(err) => return Err(err),
         }
     }
-    let finished = app
-        .jobs
-        .transition(
-            job_id,
-            &[JobStatus::Started],
-            JobStatus::Finished,
-            JobUpdate {
-                archive_key: Some(key),
-                file_name: Some(export_file_name(&project, &at)),
-                processed: Some(records),
-                ..JobUpdate::default()
-            },
-        )
+    let finished = lease
+        .finish(JobUpdate {
+            archive_key: Some(key),
+            file_name: Some(export_file_name(&project, &at)),
+            processed: Some(records),
+            ..JobUpdate::default()
+        })
         .await?;
     if finished.is_some() {
         tracing::info!(records, "export finished");

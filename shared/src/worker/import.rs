@@ -10,66 +10,70 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::archive_events::ArchiveEvents;
-use super::{claim, fail, fail_with};
+use super::generation;
+use super::lease::{claim, Lease};
 use crate::archive::{self, ArchiveError, ImportEvent};
-use crate::domain::{now, ImportFailure, JobStatus, JobUpdate, Project, RelationCounts};
+use crate::domain::{now, ImportFailure, Job, JobUpdate, Project, RelationCounts};
 use crate::service::content_files_prefix;
 use crate::{remote, stream, App, Error, Result};
 
 pub(super) async fn run(app: &App, job_id: &str) -> Result<()> {
-    let Some(job) = app.jobs.job(job_id).await? else {
+    let Some((lease, job)) = claim(app, job_id).await? else {
         return Ok(());
     };
-    if job.status.is_done() {
-        return Ok(());
-    }
+    let outcome = import(app, &lease, job).await;
+    lease.end(outcome).await
+}
+
+async fn import(app: &App, lease: &Lease, job: Job) -> Result<()> {
     let Some(project) = app.projects.project(job.project_id).await? else {
-        return fail(app, job_id, "the project no longer exists".into()).await;
+        return lease.fail("the project no longer exists".into()).await;
     };
-    let generation = job.id.clone();
-    if project.content.as_deref() == Some(generation.as_str()) {
-        // A previous attempt switched the project and stopped before saying so.
+    if generation::published_by(&project, &job, None) {
         let counts = job.relation_counts.clone();
-        return finish(app, project.id, job_id, job.processed, counts, &[]).await;
+        return finish(app, lease, project.id, job.processed, counts, &[]).await;
     }
-    let Some(job) = claim(app, job_id).await? else {
-        return Ok(());
-    };
     let Some(upload) = job.archive_key.clone() else {
-        return fail(app, job_id, "the job has no uploaded archive".into()).await;
+        return lease.fail("the job has no uploaded archive".into()).await;
     };
-    discard_generation(app, project.id, &generation).await?;
+    generation::discard_earlier_runs(app, &project, &job, |_| Vec::new()).await?;
+    let generation = job.generation(lease.attempt());
     if let Some(url) = &job.source_url {
         tracing::info!(upload, "fetching the remote archive");
         let limit = app.settings.max_upload_bytes;
         match remote::fetch_into(app, url, &upload, limit).await {
             Ok(size) => tracing::info!(size, "remote archive fetched"),
-            Err(err) if err.is_permanent() => return fail(app, job_id, err.to_string()).await,
+            Err(err) if err.is_permanent() => return lease.fail(err.to_string()).await,
             Err(err) => return Err(err),
         }
     }
     let archive = match app.blobs.get(&upload).await {
         Ok(archive) => archive,
         Err(Error::NotFound(_)) => {
-            return fail(app, job_id, "the uploaded archive is missing".into()).await
+            return lease.fail("the uploaded archive is missing".into()).await
         }
         Err(err) => return Err(err),
     };
-    tracing::info!(upload, "import started");
-    let outcome = ingest(app, &project, &generation, job_id, archive).await;
+    tracing::info!(upload, generation, "import started");
+    let outcome = ingest(app, lease, &project, &generation, archive).await;
     let summary = match outcome {
         Ok(summary) => summary,
         Err(err) => {
-            discard_generation(app, project.id, &generation).await?;
+            generation::discard(app, project.id, &generation).await?;
             if err.is_permanent() {
                 // Nothing of a refused archive is kept, the upload included.
                 app.blobs.delete_prefix(&upload_prefix(&upload)).await?;
                 let failures = failures_of(app, &err, "project_import").await?;
-                return fail_with(app, job_id, err.to_string(), failures).await;
+                return lease.fail_with(err.to_string(), failures).await;
             }
             return Err(err);
         }
     };
+    if !lease.confirm().await? {
+        // Another run owns the job now and publishes its own generation.
+        generation::discard(app, project.id, &generation).await?;
+        return Ok(());
+    }
     // A full import replaces everything, whatever switched meanwhile.
     let mut current = project;
     loop {
@@ -84,16 +88,20 @@ pub(super) async fn run(app: &App, job_id: &str) -> Result<()> {
         }
         current = match app.projects.project(current.id).await? {
             Some(project) => project,
-            None => return fail(app, job_id, "the project no longer exists".into()).await,
+            None => {
+                generation::discard(app, current.id, &generation).await?;
+                return lease.fail("the project no longer exists".into()).await;
+            }
         };
     }
+    let replaced = current.generations();
     finish(
         app,
+        lease,
         current.id,
-        job_id,
         summary.records,
         summary.counts,
-        &current.generations(),
+        &replaced,
     )
     .await?;
     app.blobs.delete_prefix(&upload_prefix(&upload)).await?;
@@ -103,26 +111,21 @@ pub(super) async fn run(app: &App, job_id: &str) -> Result<()> {
 
 async fn finish(
     app: &App,
+    lease: &Lease,
     project_id: u64,
-    job_id: &str,
     records: u64,
     counts: BTreeMap<String, RelationCounts>,
     replaced: &[String],
 ) -> Result<()> {
-    app.jobs
-        .transition(
-            job_id,
-            &[JobStatus::Queued, JobStatus::Started],
-            JobStatus::Finished,
-            JobUpdate {
-                processed: Some(records),
-                relation_counts: Some(counts),
-                ..JobUpdate::default()
-            },
-        )
+    lease
+        .finish(JobUpdate {
+            processed: Some(records),
+            relation_counts: Some(counts),
+            ..JobUpdate::default()
+        })
         .await?;
     for old in replaced {
-        discard_generation(app, project_id, old).await?;
+        generation::discard(app, project_id, old).await?;
     }
     Ok(())
 }
@@ -160,13 +163,6 @@ pub(super) fn upload_prefix(upload_key: &str) -> String {
     }
 }
 
-pub(super) async fn discard_generation(app: &App, project_id: u64, generation: &str) -> Result<()> {
-    app.projects.delete_content(generation).await?;
-    app.blobs
-        .delete_prefix(&content_files_prefix(project_id, generation))
-        .await
-}
-
 struct Summary {
     records: u64,
     counts: BTreeMap<String, RelationCounts>,
@@ -177,9 +173,9 @@ struct Summary {
 /// records per relation.
 async fn ingest(
     app: &App,
+    lease: &Lease,
     project: &Project,
     generation: &str,
-    job_id: &str,
     archive: stream::ByteStream,
 ) -> Result<Summary> {
     let mut events = ArchiveEvents::read(archive, app.settings.limits.clone(), None);
@@ -202,7 +198,7 @@ async fn ingest(
                             relation_counts: Some(writer.counts()),
                             ..JobUpdate::default()
                         };
-                        app.jobs.record_progress(job_id, progress).await?;
+                        lease.progress(progress).await?;
                     }
                 }
                 ImportEvent::BlobStart { path } => {

@@ -4,14 +4,16 @@
 
 mod archive_events;
 mod export;
+mod generation;
 mod import;
+mod lease;
 mod pipeline;
 mod relation_export;
 mod relation_import;
 
 use tracing::Instrument;
 
-use crate::domain::{JobKind, JobStatus, JobUpdate, Message};
+use crate::domain::{JobKind, JobStatus, JobUpdate, Message, When};
 use crate::{App, Result};
 
 /// Deliveries of one message before it is given up (the dead-letter rule).
@@ -48,14 +50,18 @@ pub async fn handle(app: &App, message: &Message) -> Result<()> {
     .await
 }
 
-/// A message failed too often: its job ends `failed` with the last error, so
-/// nothing stays `started` forever.
+/// A message failed too often: its job (or relation export part) ends
+/// `failed` with the last error, so nothing stays `started` forever. A job
+/// another run owns meanwhile is left to it.
 pub async fn give_up(app: &App, message: &Message, reason: &str) -> Result<()> {
-    tracing::error!(job_id = %message.job_id, reason, "giving up on job");
+    tracing::error!(job_id = %message.job_id, reason = %crate::redact::text(reason), "giving up on job");
+    if message.kind == JobKind::RelationExport {
+        return relation_export::give_up(app, message, reason).await;
+    }
     app.jobs
         .transition(
             &message.job_id,
-            &[JobStatus::Queued, JobStatus::Started],
+            When::Unleased(crate::domain::now()),
             JobStatus::Failed,
             JobUpdate {
                 error: Some(reason.to_owned()),
@@ -64,48 +70,6 @@ pub async fn give_up(app: &App, message: &Message, reason: &str) -> Result<()> {
         )
         .await?;
     Ok(())
-}
-
-/// Marks a job failed for a reason retrying cannot fix.
-async fn fail(app: &App, job_id: &str, reason: String) -> Result<()> {
-    fail_with(app, job_id, reason, Vec::new()).await
-}
-
-/// Marks a job failed, recording what failed where (`failed_relations`).
-async fn fail_with(
-    app: &App,
-    job_id: &str,
-    reason: String,
-    failures: Vec<crate::domain::ImportFailure>,
-) -> Result<()> {
-    tracing::warn!(job_id, reason, "job failed");
-    app.jobs
-        .transition(
-            job_id,
-            &[JobStatus::Queued, JobStatus::Started],
-            JobStatus::Failed,
-            JobUpdate {
-                error: Some(reason),
-                failures: Some(failures),
-                ..JobUpdate::default()
-            },
-        )
-        .await?;
-    Ok(())
-}
-
-/// Claims a job for this worker: `None` if there is nothing to do (finished,
-/// failed, or unknown).
-async fn claim(app: &App, job_id: &str) -> Result<Option<crate::domain::Job>> {
-    app.jobs
-        .transition(
-            job_id,
-            // Started too: a retry after a crash takes the job over again.
-            &[JobStatus::Queued, JobStatus::Started],
-            JobStatus::Started,
-            JobUpdate::default(),
-        )
-        .await
 }
 
 /// How long a received message stays hidden while a worker is on it.

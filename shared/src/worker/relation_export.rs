@@ -183,3 +183,26 @@ async fn export_files(app: &App, part: &RelationExportPart, key: &str) -> Result
     })
     .await
 }
+
+/// The part's message failed every delivery: the part ends failed (`-1`)
+/// with the reason, if it still belongs to the message's run.
+pub(super) async fn give_up(app: &App, message: &Message, reason: &str) -> Result<()> {
+    let Some(relation) = message.relation.as_deref() else {
+        return Ok(());
+    };
+    app.jobs
+        .transition_relation_export_part(
+            message.project_id,
+            relation,
+            message.batch,
+            &message.job_id,
+            &[JobStatus::Queued, JobStatus::Started],
+            JobStatus::Failed,
+            JobUpdate {
+                error: Some(reason.to_owned()),
+                ..JobUpdate::default()
+            },
+        )
+        .await?;
+    Ok(())
+}

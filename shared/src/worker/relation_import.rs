@@ -14,10 +14,11 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::archive_events::ArchiveEvents;
-use super::import::{discard_generation, failures_of, upload_prefix, RecordWriter};
-use super::{claim, fail, fail_with};
+use super::generation;
+use super::import::{failures_of, upload_prefix, RecordWriter};
+use super::lease::{claim, Lease};
 use crate::archive::ImportEvent;
-use crate::domain::{JobStatus, JobUpdate, Project, RelationCounts};
+use crate::domain::{Job, JobUpdate, Project, RelationCounts};
 use crate::ports::RecordPages;
 use crate::{relations, stream, App, Error, Result};
 
@@ -27,59 +28,56 @@ fn staging_generation(job_id: &str) -> String {
 }
 
 pub(super) async fn run(app: &App, job_id: &str) -> Result<()> {
-    let Some(job) = app.jobs.job(job_id).await? else {
+    let Some((lease, job)) = claim(app, job_id).await? else {
         return Ok(());
     };
-    if job.status.is_done() {
-        return Ok(());
-    }
+    let outcome = import_relation(app, &lease, job).await;
+    lease.end(outcome).await
+}
+
+async fn import_relation(app: &App, lease: &Lease, job: Job) -> Result<()> {
     let Some(relation) = job.relation.clone() else {
-        return fail(app, job_id, "the job names no relation".into()).await;
+        return lease.fail("the job names no relation".into()).await;
     };
     let Some(project) = app.projects.project(job.project_id).await? else {
-        return fail(app, job_id, "the project no longer exists".into()).await;
+        return lease.fail("the project no longer exists".into()).await;
     };
-    let generation = job.id.clone();
-    let staged = staging_generation(&generation);
-    if project.relation_content.get(&relation) == Some(&generation) {
-        // A previous attempt switched the project and stopped before saying so.
-        return finish(app, &job.id, &relation, job.relation_counts.clone(), None).await;
+    if generation::published_by(&project, &job, Some(&relation)) {
+        return finish(app, lease, &relation, job.relation_counts.clone(), None).await;
     }
-    let Some(job) = claim(app, job_id).await? else {
-        return Ok(());
-    };
     let Some(upload) = job.archive_key.clone() else {
-        return fail(app, job_id, "the job has no uploaded archive".into()).await;
+        return lease.fail("the job has no uploaded archive".into()).await;
     };
-    discard_generation(app, project.id, &generation).await?;
-    discard_generation(app, project.id, &staged).await?;
+    generation::discard_earlier_runs(app, &project, &job, |g| vec![staging_generation(g)]).await?;
+    let generation = job.generation(lease.attempt());
+    let staged = staging_generation(&generation);
     let archive = match app.blobs.get(&upload).await {
         Ok(archive) => archive,
         Err(Error::NotFound(_)) => {
-            return fail(app, job_id, "the uploaded archive is missing".into()).await
+            return lease.fail("the uploaded archive is missing".into()).await
         }
         Err(err) => return Err(err),
     };
-    tracing::info!(relation, "relation import started");
+    tracing::info!(relation, generation, "relation import started");
     let merged = Merge {
         app,
         project: &project,
-        job_id,
+        lease,
         relation: &relation,
         generation: &generation,
         staged: &staged,
     }
     .run(archive)
     .await;
-    discard_generation(app, project.id, &staged).await?;
+    generation::discard(app, project.id, &staged).await?;
     let counts = match merged {
         Ok(counts) => counts,
         Err(err) => {
-            discard_generation(app, project.id, &generation).await?;
+            generation::discard(app, project.id, &generation).await?;
             if err.is_permanent() {
                 app.blobs.delete_prefix(&upload_prefix(&upload)).await?;
                 let failures = failures_of(app, &err, "relation_import").await?;
-                return fail_with(app, job_id, err.to_string(), failures).await;
+                return lease.fail_with(err.to_string(), failures).await;
             }
             return Err(err);
         }
@@ -88,43 +86,43 @@ pub(super) async fn run(app: &App, job_id: &str) -> Result<()> {
     let replaced = updated
         .relation_content
         .insert(relation.clone(), generation.clone());
+    if !lease.confirm().await? {
+        // Another run owns the job now and publishes its own merge.
+        generation::discard(app, project.id, &generation).await?;
+        return Ok(());
+    }
     if !app.projects.switch_content(&updated).await? {
-        // The project changed while we merged against it: merge again.
-        discard_generation(app, project.id, &generation).await?;
+        // The project changed while we merged against it: merge again. This
+        // run's generation was never shown, so dropping it loses nothing.
+        generation::discard(app, project.id, &generation).await?;
         return Err(Error::Storage(
             "the project's content changed during the relation import".into(),
         ));
     }
-    finish(app, job_id, &relation, counts, replaced.as_deref()).await?;
+    finish(app, lease, &relation, counts, replaced.as_deref()).await?;
     app.blobs.delete_prefix(&upload_prefix(&upload)).await?;
     Ok(())
 }
 
 async fn finish(
     app: &App,
-    job_id: &str,
+    lease: &Lease,
     relation: &str,
     counts: std::collections::BTreeMap<String, RelationCounts>,
     replaced: Option<&str>,
 ) -> Result<()> {
     let stored = counts.get(relation).map_or(0, |c| c.stored);
-    let finished = app
-        .jobs
-        .transition(
-            job_id,
-            &[JobStatus::Queued, JobStatus::Started],
-            JobStatus::Finished,
-            JobUpdate {
-                processed: Some(stored),
-                relation_counts: Some(counts),
-                ..JobUpdate::default()
-            },
-        )
+    let finished = lease
+        .finish(JobUpdate {
+            processed: Some(stored),
+            relation_counts: Some(counts),
+            ..JobUpdate::default()
+        })
         .await?;
     if let (Some(job), Some(old)) = (finished, replaced) {
         // Only a generation this relation had on its own; the project's main
         // generation still holds its other relations.
-        discard_generation(app, job.project_id, old).await?;
+        generation::discard(app, job.project_id, old).await?;
     }
     tracing::info!(relation, stored, "relation import finished");
     Ok(())
@@ -199,7 +197,7 @@ type Runs = HashMap<Option<RecordKey>, Vec<(u64, u64)>>;
 struct Merge<'a> {
     app: &'a App,
     project: &'a Project,
-    job_id: &'a str,
+    lease: &'a Lease,
     relation: &'a str,
     generation: &'a str,
     staged: &'a str,
@@ -298,15 +296,11 @@ impl Merge<'_> {
             skipped = counts.skipped,
             "relation import progress"
         );
-        self.app
-            .jobs
-            .record_progress(
-                self.job_id,
-                JobUpdate {
-                    relation_counts: Some([(self.relation.to_owned(), counts)].into()),
-                    ..JobUpdate::default()
-                },
-            )
+        self.lease
+            .progress(JobUpdate {
+                relation_counts: Some([(self.relation.to_owned(), counts)].into()),
+                ..JobUpdate::default()
+            })
             .await
     }
 

@@ -1,0 +1,352 @@
+//! Every worker message kind delivered twice at the same moment, and again
+//! after it finished, and every job taken over after a run died at each of
+//! its steps: nothing published is ever lost, nothing is stored twice.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use e2e::contract::embedded_app;
+use e2e::{read_archive, synthetic_archive};
+use shared::domain::{now, Job, JobStatus, JobUpdate, LeaseChange, Message, Project, User, When};
+use shared::service::{self, ImportRequest};
+use shared::worker::{self, Outcome, MAX_RECEIVES};
+use shared::{stream, App};
+
+const ISSUES: usize = 1_500;
+
+async fn admin(app: &App) -> User {
+    app.users.create_user("root", "Root", true).await.unwrap()
+}
+
+async fn put_upload(app: &App, archive: Vec<u8>) -> String {
+    let key = service::upload_key(&shared::domain::new_id());
+    app.blobs
+        .put(&key, stream::from_bytes(archive))
+        .await
+        .unwrap();
+    key
+}
+
+async fn start_import(app: &App, user: &User, path: &str, overwrite: bool) -> (Project, Job) {
+    let key = put_upload(app, synthetic_archive(ISSUES)).await;
+    let request = ImportRequest {
+        path: path.into(),
+        namespace: None,
+        name: None,
+        overwrite,
+    };
+    service::start_import(app, user, &request, &key)
+        .await
+        .unwrap()
+}
+
+/// The same message handled by two workers at once: both settle it.
+async fn twice_at_once(app: &App, message: &Message) {
+    let (a, b) = tokio::join!(
+        worker::attempt(app, message, 1),
+        worker::attempt(app, message, 1)
+    );
+    assert_eq!((a, b), (Outcome::Done, Outcome::Done));
+}
+
+/// Records per relation of what the project shows.
+async fn shown(app: &App, project_id: u64) -> BTreeMap<String, u64> {
+    let project = app.projects.project(project_id).await.unwrap().unwrap();
+    service::content_relations(app, &project)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, stats)| (stats.relation, stats.records))
+        .collect()
+}
+
+fn expected_counts() -> BTreeMap<String, u64> {
+    [
+        ("issues".to_owned(), ISSUES as u64),
+        ("labels".to_owned(), 2),
+        ("merge_requests".to_owned(), ISSUES.div_ceil(10) as u64),
+    ]
+    .into()
+}
+
+/// Every generation some run of `job` wrote, other than the one shown, is
+/// gone.
+async fn only_the_shown_generation_is_left(app: &App, job: &Job) {
+    let job = app.jobs.job(&job.id).await.unwrap().unwrap();
+    let project = app.projects.project(job.project_id).await.unwrap().unwrap();
+    let shown = project.generations();
+    for attempt in 1..=job.attempt + 1 {
+        let generation = job.generation(attempt);
+        if shown.contains(&generation) {
+            continue;
+        }
+        let left = app.projects.relations(&generation).await.unwrap();
+        assert!(left.is_empty(), "{generation} left behind: {left:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_delivered_twice_at_once_publishes_once_and_loses_nothing() {
+    let (app, _dir) = embedded_app();
+    let user = admin(&app).await;
+    for round in 0..4 {
+        let (project, job) = start_import(&app, &user, "twice", round > 0).await;
+        let message = Message::for_job(&job);
+        twice_at_once(&app, &message).await;
+        let done = app.jobs.job(&job.id).await.unwrap().unwrap();
+        assert_eq!(done.status, JobStatus::Finished, "round {round}: {done:?}");
+        assert_eq!(
+            shown(&app, project.id).await,
+            expected_counts(),
+            "round {round}"
+        );
+        // Delivered once more after it finished: nothing changes.
+        assert_eq!(worker::attempt(&app, &message, 2).await, Outcome::Done);
+        assert_eq!(shown(&app, project.id).await, expected_counts());
+        only_the_shown_generation_is_left(&app, &job).await;
+    }
+}
+
+/// Claims the job as a run that then died: its lease has run out.
+async fn claimed_by_a_dead_run(app: &App, job: &Job) -> Job {
+    let claimed = app
+        .jobs
+        .transition(
+            &job.id,
+            When::Unleased(now()),
+            JobStatus::Started,
+            JobUpdate {
+                lease: Some(LeaseChange::Claim {
+                    until: now() - chrono::Duration::seconds(1),
+                }),
+                ..JobUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
+    claimed.expect("the job could be claimed")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_died_before_switching_is_redone_and_its_leftovers_removed() {
+    let (app, _dir) = embedded_app();
+    let user = admin(&app).await;
+    let (project, job) = start_import(&app, &user, "died", false).await;
+    let dead = claimed_by_a_dead_run(&app, &job).await;
+    let partial = dead.generation(dead.attempt);
+    app.projects
+        .put_records(
+            &partial,
+            "issues",
+            0,
+            vec![Bytes::from_static(b"{\"iid\":1}")],
+        )
+        .await
+        .unwrap();
+
+    assert_eq!(
+        worker::attempt(&app, &Message::for_job(&job), 2).await,
+        Outcome::Done
+    );
+    let done = app.jobs.job(&job.id).await.unwrap().unwrap();
+    assert_eq!((done.status, done.attempt), (JobStatus::Finished, 2));
+    assert_eq!(shown(&app, project.id).await, expected_counts());
+    assert!(app.projects.relations(&partial).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_died_after_switching_is_finished_without_redoing_it() {
+    let (app, _dir) = embedded_app();
+    let user = admin(&app).await;
+    let (project, job) = start_import(&app, &user, "switched", false).await;
+    let dead = claimed_by_a_dead_run(&app, &job).await;
+    let published = dead.generation(dead.attempt);
+    let record = Bytes::from_static(b"{\"iid\":1,\"title\":\"kept\"}");
+    app.projects
+        .put_records(&published, "issues", 0, vec![record])
+        .await
+        .unwrap();
+    let mut switched = app.projects.project(project.id).await.unwrap().unwrap();
+    switched.content = Some(published.clone());
+    assert!(app.projects.switch_content(&switched).await.unwrap());
+
+    assert_eq!(
+        worker::attempt(&app, &Message::for_job(&job), 2).await,
+        Outcome::Done
+    );
+    let done = app.jobs.job(&job.id).await.unwrap().unwrap();
+    assert_eq!(done.status, JobStatus::Finished);
+    // What the dead run published is what the project shows, untouched.
+    let now_shown = app.projects.project(project.id).await.unwrap().unwrap();
+    assert_eq!(now_shown.content.as_deref(), Some(published.as_str()));
+    assert_eq!(
+        shown(&app, project.id).await,
+        [("issues".to_owned(), 1)].into()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_a_live_run_holds_is_left_to_it() {
+    let (app, _dir) = embedded_app();
+    let user = admin(&app).await;
+    let (project, job) = start_import(&app, &user, "held", false).await;
+    let live = app
+        .jobs
+        .transition(
+            &job.id,
+            When::Unleased(now()),
+            JobStatus::Started,
+            JobUpdate {
+                lease: Some(LeaseChange::Claim {
+                    until: now() + chrono::Duration::seconds(60),
+                }),
+                ..JobUpdate::default()
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let message = Message::for_job(&job);
+    assert_eq!(worker::attempt(&app, &message, 1).await, Outcome::Done);
+    // Even on its last delivery: the live run is not failed under it.
+    assert_eq!(
+        worker::attempt(&app, &message, MAX_RECEIVES).await,
+        Outcome::Done
+    );
+    let after = app.jobs.job(&job.id).await.unwrap().unwrap();
+    assert_eq!(
+        (after.status, after.attempt),
+        (JobStatus::Started, live.attempt)
+    );
+    assert!(shown(&app, project.id).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relation_import_delivered_twice_at_once_merges_once() {
+    let (app, _dir) = embedded_app();
+    let user = admin(&app).await;
+    let (project, job) = start_import(&app, &user, "merged", false).await;
+    worker::attempt(&app, &Message::for_job(&job), 1).await;
+    let path = format!("{}/merged", user.username);
+    // The same issues and 500 new ones.
+    let bigger = e2e::synthetic_archive(ISSUES + 500);
+    for round in 0..3 {
+        let key = put_upload(&app, bigger.clone()).await;
+        let (_, relation_job) = service::start_relation_import(&app, &user, &path, "issues", &key)
+            .await
+            .unwrap();
+        twice_at_once(&app, &Message::for_job(&relation_job)).await;
+        let done = app.jobs.job(&relation_job.id).await.unwrap().unwrap();
+        assert_eq!(done.status, JobStatus::Finished, "round {round}: {done:?}");
+        let mut expected = expected_counts();
+        expected.insert("issues".into(), (ISSUES + 500) as u64);
+        assert_eq!(shown(&app, project.id).await, expected, "round {round}");
+        only_the_shown_generation_is_left(&app, &relation_job).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_delivered_twice_at_once_gives_one_whole_archive() {
+    let (app, _dir) = embedded_app();
+    let user = admin(&app).await;
+    let (project, job) = start_import(&app, &user, "exported", false).await;
+    worker::attempt(&app, &Message::for_job(&job), 1).await;
+    let project = app.projects.project(project.id).await.unwrap().unwrap();
+    let export = service::schedule_export(&app, &user, &project, None, None)
+        .await
+        .unwrap();
+    twice_at_once(&app, &Message::for_job(&export)).await;
+    assert_eq!(
+        worker::attempt(&app, &Message::for_job(&export), 2).await,
+        Outcome::Done
+    );
+    let download = service::export_download(&app, &project).await.unwrap();
+    let bytes = stream::collect(app.blobs.get(&download.key).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(read_archive(&bytes).relations["issues"].len(), ISSUES);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relation_export_parts_delivered_twice_at_once_each_finish_once() {
+    let (app, _dir) = embedded_app();
+    let user = admin(&app).await;
+    let (project, job) = start_import(&app, &user, "parts", false).await;
+    worker::attempt(&app, &Message::for_job(&job), 1).await;
+    let project = app.projects.project(project.id).await.unwrap().unwrap();
+    service::relation_export::start_run(&app, &project, true)
+        .await
+        .unwrap();
+    let mut messages = Vec::new();
+    loop {
+        let deliveries = app
+            .queue
+            .receive(10, Duration::from_secs(60))
+            .await
+            .unwrap();
+        if deliveries.is_empty() {
+            break;
+        }
+        for delivery in deliveries {
+            app.queue.ack(&delivery.receipt).await.unwrap();
+            messages.push(delivery.message);
+        }
+    }
+    assert!(messages.len() > 3, "{messages:?}");
+    for message in &messages {
+        twice_at_once(&app, message).await;
+    }
+    let parts = app.jobs.relation_export_parts(project.id).await.unwrap();
+    // A batched relation's own row derives its status from its batches.
+    for part in parts.iter().filter(|p| !(p.batched && p.batch.is_none())) {
+        assert_eq!(part.status, JobStatus::Finished, "{part:?}");
+    }
+    let issues_batches: u64 = parts
+        .iter()
+        .filter(|p| p.relation == "issues" && p.batch.is_some())
+        .map(|p| p.exported)
+        .sum();
+    assert_eq!(issues_batches, ISSUES as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relation_export_part_failing_every_delivery_ends_failed() {
+    let (app, dir) = embedded_app();
+    let user = admin(&app).await;
+    let (project, job) = start_import(&app, &user, "failing", false).await;
+    worker::attempt(&app, &Message::for_job(&job), 1).await;
+    let project = app.projects.project(project.id).await.unwrap().unwrap();
+    service::relation_export::start_run(&app, &project, false)
+        .await
+        .unwrap();
+    let deliveries = app
+        .queue
+        .receive(100, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let message = deliveries
+        .iter()
+        .map(|d| d.message.clone())
+        .find(|m| m.relation.as_deref() == Some("issues"))
+        .unwrap();
+    // The blob store breaks: every delivery fails.
+    let blobs = dir.path().join("blobs");
+    std::fs::rename(&blobs, dir.path().join("blobs-saved")).unwrap();
+    std::fs::write(&blobs, b"not a directory").unwrap();
+    for attempt in 1..MAX_RECEIVES {
+        assert_eq!(
+            worker::attempt(&app, &message, attempt).await,
+            Outcome::Retry
+        );
+    }
+    assert_eq!(
+        worker::attempt(&app, &message, MAX_RECEIVES).await,
+        Outcome::Done
+    );
+    let parts = app.jobs.relation_export_parts(project.id).await.unwrap();
+    let issues = parts.iter().find(|p| p.relation == "issues").unwrap();
+    assert_eq!(issues.status, JobStatus::Failed, "{issues:?}");
+    let error = issues.error.as_deref().unwrap();
+    assert!(error.starts_with("gave up after"), "{error}");
+}
