@@ -261,3 +261,36 @@ async fn the_archive_the_status_points_at_is_never_pruned() {
     assert!(strict.blobs.get(&download.key).await.is_ok());
     assert!(strict.blobs.get(&replaced_key).await.is_err(), "pruned");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_past_its_last_attempt_fails_its_job_without_running_it() {
+    let (app, _dir) = embedded_app();
+    let user = app.users.create_user("dave", "Dave", false).await.unwrap();
+    let key = service::upload_key("crashing");
+    app.blobs
+        .put(&key, shared::stream::from_bytes(e2e::synthetic_archive(10)))
+        .await
+        .unwrap();
+    let request = service::ImportRequest {
+        path: "crashing".into(),
+        ..service::ImportRequest::default()
+    };
+    let (project, job) = service::start_import(&app, &user, &request, &key)
+        .await
+        .unwrap();
+    // Every earlier delivery crashed the worker: this one only fails the job.
+    assert_eq!(
+        worker::attempt(&app, &Message::for_job(&job), MAX_RECEIVES + 1).await,
+        Outcome::Done
+    );
+    let failed = app.jobs.job(&job.id).await.unwrap().unwrap();
+    assert_eq!(failed.status, JobStatus::Failed);
+    assert_eq!(failed.attempt, 0, "never run");
+    let error = failed.error.unwrap();
+    assert!(
+        error.contains("the worker stopped during each of them"),
+        "{error}"
+    );
+    let project = app.projects.project(project.id).await.unwrap().unwrap();
+    assert_eq!(project.content, None);
+}

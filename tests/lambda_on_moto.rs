@@ -828,4 +828,40 @@ async fn large_uploads_and_s3_imports_on_aws() {
     let show = api_gateway_event("GET", &format!("/api/v4/projects/{id}/import"), None, None);
     let (_, _, imported) = invoke(&app, &STATUS, show).await;
     assert_eq!(imported["import_status"], "finished", "{imported}");
+
+    // An object that is not there: the import fails, and neither its error
+    // nor the stored job keeps the presigned URL's credential or signature.
+    let body = serde_urlencoded::to_string([
+        ("region", "us-east-1"),
+        ("bucket_name", source.as_str()),
+        ("file_key", "exports/missing.tar.gz"),
+        ("access_key_id", "AKIDSECRETLOOKING"),
+        ("secret_access_key", "testing"),
+        ("path", "missing-from-s3"),
+    ])
+    .unwrap();
+    let request = api_gateway_event(
+        "POST",
+        "/api/v4/projects/remote-import-s3",
+        Some("application/x-www-form-urlencoded"),
+        Some(body.as_bytes()),
+    );
+    let (status, _, created) = invoke(&app, &IMPORT, request).await;
+    assert_eq!(status, 201, "{created}");
+    while deliver_twice(&app, &clients, &queue_url).await > 0 {}
+    let id = created["id"].as_u64().unwrap();
+    let show = api_gateway_event("GET", &format!("/api/v4/projects/{id}/import"), None, None);
+    let (_, _, failed) = invoke(&app, &STATUS, show).await;
+    assert_eq!(failed["import_status"], "failed", "{failed}");
+    let error = failed["import_error"].as_str().unwrap();
+    for secret in ["X-Amz-Signature", "X-Amz-Credential", "AKIDSECRETLOOKING"] {
+        assert!(!error.contains(secret), "{error}");
+    }
+    let job = app
+        .jobs
+        .job(created["correlation_id"].as_str().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(job.source_url, None, "{job:?}");
 }

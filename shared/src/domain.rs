@@ -379,6 +379,9 @@ impl Job {
         }
         if self.status.is_done() {
             self.lease_until = None;
+            // A remote import's URL may carry a credential (a presigned S3
+            // URL does): kept only while it may still be fetched.
+            self.source_url = None;
         }
         if update.upload_landed {
             self.awaiting_upload = false;

@@ -13,7 +13,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use sha2::{Digest, Sha256};
 
 pub use crate::domain::UploadTarget;
-use crate::{App, Error, Result};
+use crate::{redact, App, Error, Result};
 
 /// An `http`/`https` URL with a host, or a 400 naming the parameter. Unless
 /// `allow_local` (`ALLOW_LOCAL_REQUESTS`), a URL naming this machine or a
@@ -183,7 +183,10 @@ fn client(allow_local: bool) -> Result<reqwest::Client> {
             .no_proxy()
             .redirect(reqwest::redirect::Policy::custom(|attempt| {
                 if let Some(reason) = local_target(attempt.url()) {
-                    let message = format!("redirected to {}: {reason}", attempt.url());
+                    let message = format!(
+                        "redirected to {}: {reason}",
+                        redact::url(attempt.url().as_str())
+                    );
                     attempt.error(Blocked(message))
                 } else if attempt.previous().len() > MAX_REDIRECTS {
                     attempt.error("too many redirects")
@@ -214,9 +217,9 @@ fn transfer_error(what: &str, status: Option<reqwest::StatusCode>, detail: Strin
         Some(status)
             if status.is_client_error() && status != reqwest::StatusCode::TOO_MANY_REQUESTS =>
         {
-            Error::BadRequest(format!("{what}: {status} {detail}"))
+            Error::BadRequest(format!("{what}: {status} {}", redact::text(&detail)))
         }
-        _ => Error::Storage(format!("{what}: {detail}")),
+        _ => Error::Storage(format!("{what}: {}", redact::text(&detail))),
     }
 }
 
@@ -224,7 +227,7 @@ fn transfer_error(what: &str, status: Option<reqwest::StatusCode>, detail: Strin
 pub async fn fetch_into(app: &App, url: &str, key: &str, limit: u64) -> Result<u64> {
     // Checked again when used: it may have been accepted before local
     // requests were refused.
-    check_url(url, url, app.settings.allow_local_requests)?;
+    check_url(url, &redact::url(url), app.settings.allow_local_requests)?;
     let client = client(app.settings.allow_local_requests)?;
     let response = exchange("downloading the archive failed", client.get(url)).await?;
     if response.content_length().is_some_and(|size| size > limit) {
@@ -249,7 +252,11 @@ pub async fn fetch_into(app: &App, url: &str, key: &str, limit: u64) -> Result<u
 /// Sends the blob at `key` (`size` bytes) to the upload target, as GitLab
 /// does: `Content-Type: application/gzip` and a `Content-Length`.
 pub async fn send_blob(app: &App, key: &str, size: u64, target: &UploadTarget) -> Result<()> {
-    check_url(&target.url, &target.url, app.settings.allow_local_requests)?;
+    check_url(
+        &target.url,
+        &redact::url(&target.url),
+        app.settings.allow_local_requests,
+    )?;
     let method = reqwest::Method::from_bytes(target.method.as_bytes()).map_err(Error::internal)?;
     let body = reqwest::Body::wrap_stream(app.blobs.get(key).await?);
     let mut request = client(app.settings.allow_local_requests)?
@@ -272,7 +279,7 @@ async fn exchange(what: &str, request: reqwest::RequestBuilder) -> Result<reqwes
         .await
         .map_err(|err| match blocked_cause(&err) {
             Some(blocked) => Error::BadRequest(format!("{what}: {blocked}")),
-            None => transfer_error(what, None, err.to_string()),
+            None => transfer_error(what, None, err.without_url().to_string()),
         })?;
     let status = response.status();
     if !status.is_success() {

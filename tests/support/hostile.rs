@@ -65,6 +65,24 @@ pub fn raw_tar_gz(entries: &[RawEntry]) -> Vec<u8> {
     builder.into_inner().expect("tar").finish().expect("gzip")
 }
 
+/// The base entries, then an extension header (`kind`) claiming `claimed`
+/// bytes, followed by far fewer: the claim alone must be refused.
+fn claimed_extension(kind: tar::EntryType, claimed: u64) -> Vec<u8> {
+    let mut tar = Vec::new();
+    for entry in base() {
+        let header = header(&entry.path, entry.kind, None, entry.data.len() as u64);
+        tar.extend_from_slice(header.as_bytes());
+        tar.extend_from_slice(&entry.data);
+        tar.resize(tar.len().div_ceil(512) * 512, 0);
+    }
+    let header = header("././@LongLink", kind, None, claimed);
+    tar.extend_from_slice(header.as_bytes());
+    tar.extend(std::iter::repeat_n(b'a', 64 * 1024));
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&tar).expect("gzip");
+    gz.finish().expect("gzip")
+}
+
 /// The same bytes as a `.tar.gz` of several gzip members, each holding
 /// `piece` bytes of the tar stream (as pigz and parallel writers cut it).
 pub fn as_gzip_members(tar_gz: &[u8], piece: usize) -> Vec<u8> {
@@ -270,6 +288,62 @@ pub fn corpus() -> Vec<(&'static str, Vec<u8>, &'static str)> {
             "not a gzip archive",
         ),
         ("empty-file", Vec::new(), "not a gzip archive"),
+        (
+            "gnu-long-name-claiming-512-mib",
+            claimed_extension(tar::EntryType::GNULongName, 512 << 20),
+            "extension header of 536870912 bytes",
+        ),
+        (
+            "pax-header-claiming-512-mib",
+            claimed_extension(tar::EntryType::XHeader, 512 << 20),
+            "extension header of 536870912 bytes",
+        ),
+        (
+            "long-name-over-4-kib",
+            {
+                let mut tar = tar::Builder::new(Vec::new());
+                for entry in base() {
+                    let mut header = tar::Header::new_gnu();
+                    header.set_size(entry.data.len() as u64);
+                    header.set_mode(0o644);
+                    tar.append_data(&mut header, &entry.path, entry.data.as_slice())
+                        .expect("entry");
+                }
+                let mut header = tar::Header::new_gnu();
+                header.set_size(1);
+                header.set_mode(0o644);
+                let name = format!("uploads/{}", "d/".repeat(3000));
+                tar.append_data(&mut header, format!("{name}f"), &b"x"[..])
+                    .expect("long name");
+                let mut gz =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                gz.write_all(&tar.into_inner().expect("tar")).expect("gzip");
+                gz.finish().expect("gzip")
+            },
+            "unsafe path",
+        ),
+        (
+            "legacy-attributes-over-the-limit",
+            raw_tar_gz(&[
+                RawEntry::file("VERSION", "0.2.4"),
+                RawEntry::file(
+                    "project.json",
+                    format!("{{\"description\":\"{}\"}}", "x".repeat(9 << 20)),
+                ),
+            ]),
+            "the project attributes are larger than the limit of 8388608 bytes",
+        ),
+        (
+            "legacy-record-over-the-limit",
+            raw_tar_gz(&[
+                RawEntry::file("VERSION", "0.2.4"),
+                RawEntry::file(
+                    "project.json",
+                    format!("{{\"issues\":[{{\"title\":\"{}\"}}]}}", "x".repeat(1 << 20)),
+                ),
+            ]),
+            "a record larger than the limit of 4096 bytes",
+        ),
         (
             "trailing-garbage",
             {

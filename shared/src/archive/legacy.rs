@@ -2,8 +2,10 @@
 //! relation as an array (or an object, for `has_one` relations). Parsed as a
 //! stream: one record at a time is in memory, never the whole document.
 
+use std::cell::Cell;
 use std::fmt;
 use std::io::{BufReader, Read};
+use std::rc::Rc;
 
 use bytes::Bytes;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -20,19 +22,30 @@ pub(super) fn read_project_json(
     limits: &Limits,
     sink: &mut Sink<'_>,
 ) -> Result<(), ArchiveError> {
-    let mut de = serde_json::Deserializer::from_reader(BufReader::with_capacity(64 * 1024, entry));
+    let budget = Rc::new(Budget::default());
+    budget.allow("the start of the document", MAX_KEY_BYTES, 0);
+    let input = Budgeted {
+        inner: BufReader::with_capacity(64 * 1024, entry),
+        budget: budget.clone(),
+    };
+    let mut de = serde_json::Deserializer::from_reader(input);
     let mut state = State {
         limits,
         sink,
         failure: None,
+        budget,
+        attribute_bytes: 0,
     };
     let parsed = ProjectSeed { state: &mut state }.deserialize(&mut de);
     let attributes = match parsed {
         Ok(attributes) => attributes,
         Err(err) => {
+            if let Some(exceeded) = state.budget.exceeded.take() {
+                return Err(exceeded);
+            }
             return Err(state.failure.take().unwrap_or_else(|| {
                 invalid(LEGACY_PROJECT_JSON, err.line() as u64, err.to_string())
-            }))
+            }));
         }
     };
     de.end()
@@ -43,14 +56,77 @@ pub(super) fn read_project_json(
         .map_err(|_| ArchiveError::Aborted)
 }
 
+/// How far the parser may read before the value it is on is too large: a
+/// record or the attributes are refused when they pass their limit, before
+/// they are held whole.
+#[derive(Default)]
+struct Budget {
+    read: Cell<u64>,
+    stop_at: Cell<u64>,
+    what: Cell<&'static str>,
+    limit: Cell<u64>,
+    exceeded: Cell<Option<ArchiveError>>,
+}
+
+impl Budget {
+    /// From here on, at most `limit` more bytes for `what` (and `slack` for
+    /// what surrounds it).
+    fn allow(&self, what: &'static str, limit: u64, slack: u64) {
+        self.stop_at
+            .set(self.read.get().saturating_add(limit).saturating_add(slack));
+        self.what.set(what);
+        self.limit.set(limit);
+    }
+}
+
+/// The entry as the JSON parser reads it, counted against the budget.
+struct Budgeted<R> {
+    inner: R,
+    budget: Rc<Budget>,
+}
+
+impl<R: Read> Read for Budgeted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let budget = &self.budget;
+        let room = budget.stop_at.get().saturating_sub(budget.read.get());
+        if room == 0 {
+            let reason = format!(
+                "{} larger than the limit of {} bytes",
+                budget.what.get(),
+                budget.limit.get()
+            );
+            budget
+                .exceeded
+                .set(Some(invalid(LEGACY_PROJECT_JSON, 1, reason.clone())));
+            return Err(std::io::Error::other(reason));
+        }
+        let window = buf.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..window])?;
+        budget.read.set(budget.read.get() + n as u64);
+        Ok(n)
+    }
+}
+
+/// The longest key of the document's top-level object.
+const MAX_KEY_BYTES: u64 = 64 * 1024;
+
 struct State<'s, 'k> {
     limits: &'s Limits,
     sink: &'s mut Sink<'k>,
     /// The real reason when a visitor had to stop with a serde error.
     failure: Option<ArchiveError>,
+    budget: Rc<Budget>,
+    /// Bytes of attributes read so far (the limit of `tree/project.json`).
+    attribute_bytes: u64,
 }
 
 impl State<'_, '_> {
+    /// One record of a relation may be read next (with a little room for
+    /// the separator and white space around it).
+    fn allow_record(&self) {
+        self.budget
+            .allow("a record", self.limits.max_record_bytes as u64, 64);
+    }
     fn emit(&mut self, relation: &str, index: u64, raw: &str) -> Result<(), ArchiveError> {
         // A pretty-printed document spreads records over lines; NDJSON needs one.
         let compact;
@@ -108,14 +184,28 @@ impl<'de> Visitor<'de> for ProjectSeed<'_, '_, '_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut attributes = Map::new();
-        while let Some(key) = map.next_key::<String>()? {
+        let limit = self.state.limits.max_attributes_bytes as u64;
+        loop {
+            self.state.budget.allow("a key", MAX_KEY_BYTES, 0);
+            let Some(key) = map.next_key::<String>()? else {
+                break;
+            };
             if relations::find(&key).is_some() {
+                self.state.allow_record();
                 map.next_value_seed(RelationSeed {
                     relation: &key,
                     state: self.state,
                 })?;
             } else {
+                let budget = &self.state.budget;
+                let before = budget.read.get();
+                budget.allow(
+                    "the project attributes are",
+                    limit.saturating_sub(self.state.attribute_bytes),
+                    0,
+                );
                 let value: Value = map.next_value()?;
+                self.state.attribute_bytes += budget.read.get() - before + key.len() as u64;
                 attributes.insert(key, value);
             }
         }
@@ -154,6 +244,7 @@ impl<'de> Visitor<'de> for RelationSeed<'_, '_, '_> {
             if let Err(failure) = self.state.emit(self.relation, index, raw.get()) {
                 return Err(self.state.fail(failure));
             }
+            self.state.allow_record();
         }
         Ok(())
     }

@@ -91,4 +91,6 @@ pub enum ArchiveError {
     },
     #[error("the import was stopped")]
     Aborted,
+    #[error("an extension header of {size} bytes in the archive (the limit is {limit})")]
+    ExtensionTooLarge { size: u64, limit: u64 },
 }

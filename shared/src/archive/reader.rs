@@ -118,7 +118,10 @@ fn read_entries(
     let mut has_project = false;
     let mut seen = HashSet::new();
     let mut count = 0u64;
-    for entry in archive.entries().map_err(corrupt)? {
+    // Raw entries: extension headers (long names, PAX) come to us as entries,
+    // so that their size is checked before anything of them is held.
+    let mut extended = Extensions::default();
+    for entry in archive.entries().map_err(corrupt)?.raw(true) {
         let mut entry = entry.map_err(corrupt)?;
         count += 1;
         if count > limits.max_entries {
@@ -126,11 +129,21 @@ fn read_entries(
                 limit: limits.max_entries,
             });
         }
-        let raw_path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let entry_type = entry.header().entry_type();
-        if entry_type.is_pax_global_extensions() {
+        if extended.take_extension(&mut entry, entry_type)? {
             continue;
         }
+        let (long_name, pax_size) = extended.for_next_entry()?;
+        if pax_size.is_some_and(|size| Some(size) != entry.header().entry_size().ok()) {
+            return Err(ArchiveError::UnsupportedEntry {
+                path: shown(&String::from_utf8_lossy(&entry.path_bytes())),
+                kind: "a PAX size that differs from its header".into(),
+            });
+        }
+        let raw_path = match long_name {
+            Some(name) => name,
+            None => String::from_utf8_lossy(&entry.path_bytes()).into_owned(),
+        };
         let Some(path) = normalize(&raw_path)? else {
             continue;
         };
@@ -139,9 +152,12 @@ fn read_entries(
         }
         if !(entry_type.is_file() || entry_type.is_contiguous()) {
             return Err(ArchiveError::UnsupportedEntry {
-                path: raw_path,
+                path: shown(&raw_path),
                 kind: entry_kind(entry_type),
             });
+        }
+        if path.len() > MAX_PATH_BYTES {
+            return Err(ArchiveError::UnsafePath(shown(&raw_path)));
         }
         if !seen.insert(path.clone()) {
             return Err(ArchiveError::DuplicateEntry(path));
@@ -190,6 +206,99 @@ fn read_entries(
     Ok(version)
 }
 
+/// The longest entry path kept: GitLab's upload paths are far shorter, and
+/// a path is echoed in errors and becomes a blob key.
+const MAX_PATH_BYTES: usize = 4096;
+
+/// The largest extension header (GNU long name or link, PAX) read: one of
+/// 512 MiB must not become an allocation of 512 MiB.
+const MAX_EXTENSION_BYTES: u64 = 64 * 1024;
+
+/// A name as it is echoed in an error: at most 256 characters of it.
+fn shown(name: &str) -> String {
+    const SHOWN: usize = 256;
+    match name.char_indices().nth(SHOWN) {
+        Some((at, _)) => format!("{}…", &name[..at]),
+        None => name.to_owned(),
+    }
+}
+
+/// Extension headers seen since the last real entry: what they say about
+/// the next one.
+#[derive(Default)]
+struct Extensions {
+    long_name: Option<Vec<u8>>,
+    pax: Option<Vec<u8>>,
+}
+
+impl Extensions {
+    /// Reads the entry if it is an extension header (within the size cap);
+    /// false for a real entry.
+    fn take_extension(
+        &mut self,
+        entry: &mut tar::Entry<'_, impl Read>,
+        entry_type: tar::EntryType,
+    ) -> Result<bool, ArchiveError> {
+        let slot = if entry_type.is_gnu_longname() {
+            Some(&mut self.long_name)
+        } else if entry_type.is_pax_local_extensions() {
+            Some(&mut self.pax)
+        } else if entry_type.is_gnu_longlink() || entry_type.is_pax_global_extensions() {
+            None
+        } else {
+            return Ok(false);
+        };
+        let size = entry.header().entry_size().map_err(corrupt)?;
+        if size > MAX_EXTENSION_BYTES {
+            return Err(ArchiveError::ExtensionTooLarge {
+                size,
+                limit: MAX_EXTENSION_BYTES,
+            });
+        }
+        let mut bytes = Vec::with_capacity(size as usize);
+        entry.read_to_end(&mut bytes).map_err(corrupt)?;
+        if let Some(slot) = slot {
+            if slot.replace(bytes).is_some() {
+                return Err(ArchiveError::Corrupt(
+                    "two extension headers describe the same entry".into(),
+                ));
+            }
+        }
+        Ok(true)
+    }
+
+    /// The next entry's name and size as the extensions give them (a PAX
+    /// path wins over a GNU long name, as in GNU tar), clearing them.
+    fn for_next_entry(&mut self) -> Result<(Option<String>, Option<u64>), ArchiveError> {
+        let mut name = self.long_name.take().map(|mut bytes| {
+            while bytes.last() == Some(&0) {
+                bytes.pop();
+            }
+            String::from_utf8_lossy(&bytes).into_owned()
+        });
+        let mut size = None;
+        if let Some(pax) = self.pax.take() {
+            for extension in tar::PaxExtensions::new(&pax) {
+                let extension = extension.map_err(corrupt)?;
+                match extension.key() {
+                    Ok("path") => {
+                        name = Some(String::from_utf8_lossy(extension.value_bytes()).into_owned())
+                    }
+                    Ok("size") => {
+                        let value = extension.value().ok().and_then(|v| v.parse().ok());
+                        size = Some(
+                            value
+                                .ok_or_else(|| ArchiveError::Corrupt("invalid PAX size".into()))?,
+                        );
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok((name, size))
+    }
+}
+
 /// `tree/project/<relation>.ndjson` → the relation; other paths are blobs.
 fn relation_of(path: &str) -> Result<Option<String>, ArchiveError> {
     let Some(name) = path
@@ -207,7 +316,7 @@ fn relation_of(path: &str) -> Result<Option<String>, ArchiveError> {
 /// The entry's path relative to the archive root, or `None` for the root
 /// itself. Anything that could point outside the root is refused.
 fn normalize(raw: &str) -> Result<Option<String>, ArchiveError> {
-    let unsafe_path = || ArchiveError::UnsafePath(raw.to_owned());
+    let unsafe_path = || ArchiveError::UnsafePath(shown(raw));
     if raw.contains('\0') || raw.contains('\\') {
         return Err(unsafe_path());
     }

@@ -152,13 +152,11 @@ impl<S: Send + Sync> FromRequest<S> for Params {
                 let Some(name) = field.name().map(str::to_owned) else {
                     continue;
                 };
-                let text = field.text().await.map_err(|_| bad_body("multipart"))?;
+                let text = field_text(field, &name).await?;
                 params.insert(name, text);
             }
         } else if content_type.starts_with("application/json") {
-            let body = Bytes::from_request(req, state)
-                .await
-                .map_err(|_| bad_body("JSON"))?;
+            let body = small_body(req).await?;
             if !body.is_empty() {
                 let object: serde_json::Map<String, Value> =
                     serde_json::from_slice(&body).map_err(|_| bad_body("JSON"))?;
@@ -167,15 +165,51 @@ impl<S: Send + Sync> FromRequest<S> for Params {
                 }
             }
         } else if content_type.starts_with("application/x-www-form-urlencoded") {
-            let body = Bytes::from_request(req, state)
-                .await
-                .map_err(|_| bad_body("form"))?;
+            let body = small_body(req).await?;
             let pairs: Vec<(String, String)> =
                 serde_urlencoded::from_bytes(&body).map_err(|_| bad_body("form"))?;
             params.extend(pairs);
         }
         Ok(Params(params))
     }
+}
+
+/// The largest JSON or form body of parameters (uploads stream, and are
+/// limited on their own).
+pub const MAX_PARAMS_BYTES: usize = 1024 * 1024;
+/// The largest single form field besides an upload's file.
+pub const MAX_FIELD_BYTES: usize = 64 * 1024;
+
+async fn small_body(req: Request) -> Result<Bytes, Error> {
+    axum::body::to_bytes(req.into_body(), MAX_PARAMS_BYTES)
+        .await
+        .map_err(|_| {
+            Error::PayloadTooLarge(format!(
+                "the request's parameters are larger than {MAX_PARAMS_BYTES} bytes"
+            ))
+        })
+}
+
+/// A multipart field's text, read only up to its limit. Grape answers a
+/// field that is not UTF-8 as invalid, not missing.
+pub async fn field_text(
+    mut field: axum::extract::multipart::Field<'_>,
+    name: &str,
+) -> Result<String, Error> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field
+        .chunk()
+        .await
+        .map_err(|_| Error::BadRequest("invalid multipart body".into()))?
+    {
+        if bytes.len() + chunk.len() > MAX_FIELD_BYTES {
+            return Err(Error::PayloadTooLarge(format!(
+                "{name} is larger than {MAX_FIELD_BYTES} bytes"
+            )));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    String::from_utf8(bytes).map_err(|_| Error::BadRequest(format!("{name} is invalid")))
 }
 
 /// A JSON parameter as the form field(s) Grape would see: nested objects

@@ -304,7 +304,8 @@ impl UploadForm {
                     has_file = true;
                     store_upload(app, &key, field).await?;
                 } else {
-                    fields.insert(name, field.text().await.map_err(bad_multipart)?);
+                    let text = super::extract::field_text(field, &name).await?;
+                    fields.insert(name, text);
                 }
             }
             if !has_file {

@@ -169,7 +169,8 @@ impl Lease {
                 When::OwnedBy(self.attempt),
                 JobStatus::Failed,
                 JobUpdate {
-                    error: Some(reason),
+                    // Shown as `import_error`: no user URL's secrets in it.
+                    error: Some(crate::redact::text(&reason).into_owned()),
                     failures: Some(failures),
                     ..JobUpdate::default()
                 },

@@ -16,7 +16,10 @@ use tracing::Instrument;
 use crate::domain::{JobKind, JobStatus, JobUpdate, Message, When};
 use crate::{App, Result};
 
-/// Deliveries of one message before it is given up (the dead-letter rule).
+/// Attempts at one message before it is given up. The queue delivers it
+/// once more after that (its dead-letter rule is `MAX_RECEIVES + 1`), so
+/// that a message whose every attempt crashed the worker still fails its
+/// job, without running it again.
 pub const MAX_RECEIVES: u32 = 5;
 
 /// Long work records its progress each time it passes a multiple of this
@@ -64,7 +67,7 @@ pub async fn give_up(app: &App, message: &Message, reason: &str) -> Result<()> {
             When::Unleased(crate::domain::now()),
             JobStatus::Failed,
             JobUpdate {
-                error: Some(reason.to_owned()),
+                error: Some(crate::redact::text(reason).into_owned()),
                 ..JobUpdate::default()
             },
         )
@@ -113,6 +116,18 @@ pub enum Outcome {
 /// One attempt at a message, deciding between done and retry. After
 /// `MAX_RECEIVES` deliveries the job is failed with the last error.
 pub async fn attempt(app: &App, message: &Message, receive_count: u32) -> Outcome {
+    if receive_count > MAX_RECEIVES {
+        // Every earlier delivery ended without a word: the worker died on it
+        // (out of memory, killed). Running it again would only crash again.
+        let reason = format!(
+            "gave up after {} attempts: the worker stopped during each of them",
+            receive_count - 1
+        );
+        return match give_up(app, message, &reason).await {
+            Ok(()) => Outcome::Done,
+            Err(_) => Outcome::Retry,
+        };
+    }
     match handle(app, message).await {
         Ok(()) => Outcome::Done,
         Err(err) if receive_count >= MAX_RECEIVES => {
@@ -123,7 +138,7 @@ pub async fn attempt(app: &App, message: &Message, receive_count: u32) -> Outcom
             }
         }
         Err(err) => {
-            tracing::warn!(job_id = %message.job_id, attempt = receive_count, error = %err, "job will be retried");
+            tracing::warn!(job_id = %message.job_id, attempt = receive_count, error = %crate::redact::text(&err.to_string()), "job will be retried");
             Outcome::Retry
         }
     }
