@@ -294,3 +294,146 @@ async fn a_message_past_its_last_attempt_fails_its_job_without_running_it() {
     let project = app.projects.project(project.id).await.unwrap().unwrap();
     assert_eq!(project.content, None);
 }
+
+/// A project whose archive has `relations` one-record unknown relations,
+/// imported; and its owner.
+async fn project_with_relations(
+    app: &shared::App,
+    username: &str,
+    relations: usize,
+) -> (shared::domain::User, shared::domain::Project) {
+    let user = app
+        .users
+        .create_user(username, username, false)
+        .await
+        .unwrap();
+    let mut entries: Vec<(String, Vec<u8>)> = vec![
+        ("VERSION".into(), b"0.2.4".to_vec()),
+        ("tree/project.json".into(), b"{}".to_vec()),
+    ];
+    for i in 0..relations {
+        entries.push((
+            format!("tree/project/extra_{i:04}.ndjson"),
+            b"{\"n\":1}\n".to_vec(),
+        ));
+    }
+    let borrowed: Vec<(&str, &[u8])> = entries
+        .iter()
+        .map(|(p, d)| (p.as_str(), d.as_slice()))
+        .collect();
+    let key = service::upload_key(&shared::domain::new_id());
+    app.blobs
+        .put(&key, shared::stream::from_bytes(e2e::tar_gz(&borrowed)))
+        .await
+        .unwrap();
+    let request = service::ImportRequest {
+        path: format!("{username}-project"),
+        ..service::ImportRequest::default()
+    };
+    let (project, job) = service::start_import(app, &user, &request, &key)
+        .await
+        .unwrap();
+    drain(app).await;
+    let done = app.jobs.job(&job.id).await.unwrap().unwrap();
+    assert_eq!(done.status, JobStatus::Finished, "{done:?}");
+    (
+        user,
+        app.projects.project(project.id).await.unwrap().unwrap(),
+    )
+}
+
+/// Runs the queue until it is empty; returns the messages in the order run.
+async fn drain(app: &shared::App) -> Vec<Message> {
+    let mut ran = Vec::new();
+    loop {
+        let deliveries = app
+            .queue
+            .receive(1, std::time::Duration::from_secs(60))
+            .await
+            .unwrap();
+        let Some(delivery) = deliveries.into_iter().next() else {
+            return ran;
+        };
+        worker::process_delivery(app, &delivery).await;
+        ran.push(delivery.message);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_relations_export_never_holds_the_queue_against_other_projects() {
+    let (app, _dir) = embedded_app();
+    let window = app.settings.relation_export_window;
+    let (_, big) = project_with_relations(&app, "erin", 200).await;
+    service::relation_export::start_run(&app, &big, false)
+        .await
+        .unwrap();
+    // Another user's import arrives after the export was scheduled.
+    let other = app
+        .users
+        .create_user("frank", "Frank", false)
+        .await
+        .unwrap();
+    let key = service::upload_key("fair");
+    app.blobs
+        .put(&key, shared::stream::from_bytes(e2e::synthetic_archive(1)))
+        .await
+        .unwrap();
+    let request = service::ImportRequest {
+        path: "small".into(),
+        ..service::ImportRequest::default()
+    };
+    let (_, small) = service::start_import(&app, &other, &request, &key)
+        .await
+        .unwrap();
+    let ran = drain(&app).await;
+    let position = ran
+        .iter()
+        .position(|m| m.job_id == small.id)
+        .expect("the import ran");
+    assert!(
+        position <= window,
+        "the import waited behind {position} messages (window {window})"
+    );
+    // Every part of the export still ran, once each, and the run ended.
+    let parts = app.jobs.relation_export_parts(big.id).await.unwrap();
+    assert!(parts.len() > 200);
+    assert!(
+        parts.iter().all(|p| p.status == JobStatus::Finished),
+        "{parts:?}"
+    );
+    let run = app.jobs.job(&parts[0].run_id).await.unwrap().unwrap();
+    assert_eq!(run.status, JobStatus::Finished);
+    let part_messages = ran.iter().filter(|m| m.job_id == run.id).count();
+    assert_eq!(part_messages, parts.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_relation_export_part_is_found_by_the_sweep() {
+    use shared::service::sweep::{sweep_stale_jobs, STALE_AFTER};
+    let (app, _dir) = embedded_app();
+    let (_, project) = project_with_relations(&app, "gina", 3).await;
+    service::relation_export::start_run(&app, &project, false)
+        .await
+        .unwrap();
+    // Every message is lost.
+    let lost = app
+        .queue
+        .receive(100, std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    for delivery in &lost {
+        app.queue.ack(&delivery.receipt).await.unwrap();
+    }
+    assert!(!lost.is_empty());
+    let later = shared::domain::now() + chrono::Duration::minutes(31);
+    let swept = sweep_stale_jobs(&app, later, STALE_AFTER).await.unwrap();
+    assert!(swept.requeued >= lost.len(), "{swept:?}");
+    drain(&app).await;
+    let parts = app.jobs.relation_export_parts(project.id).await.unwrap();
+    assert!(
+        parts.iter().all(|p| p.status == JobStatus::Finished),
+        "{parts:?}"
+    );
+    let run = app.jobs.job(&parts[0].run_id).await.unwrap().unwrap();
+    assert_eq!(run.status, JobStatus::Finished);
+}

@@ -83,6 +83,8 @@ fn unknown_relations_are_kept_as_data_and_uploads_are_size_limited() {
         RawEntry::file("VERSION", "0.2.4"),
         RawEntry::file("tree/project.json", "{}"),
         RawEntry::file("tree/project/future_relation.ndjson", "{\"kept\":true}\n"),
+        // A name the local store uses at its root is a plain name below it.
+        RawEntry::file("uploads/.staging/kept.txt", "kept"),
     ]);
     let status = server.import_and_wait(ROOT_TOKEN, archive, &[("path", "future")]);
     assert_eq!(status["import_status"], "finished", "{status}");
@@ -90,6 +92,10 @@ fn unknown_relations_are_kept_as_data_and_uploads_are_size_limited() {
     assert_eq!(
         read_archive(&exported).relations["future_relation"],
         vec![serde_json::json!({"kept": true})]
+    );
+    assert_eq!(
+        read_archive(&exported).files["uploads/.staging/kept.txt"],
+        b"kept"
     );
 
     let too_big = vec![0u8; 3_500_000];

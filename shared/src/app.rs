@@ -31,6 +31,10 @@ pub struct Settings {
     pub export_page_records: usize,
     /// Records per batch of a batched relations export (GitLab: 1,000).
     pub relation_batch_records: u64,
+    /// Messages of one relations export on the queue at a time; each part
+    /// that ends queues the next. Bounds how far other projects' work can
+    /// fall behind one export.
+    pub relation_export_window: usize,
     /// The S3 endpoint when it is not AWS's (an emulator): where
     /// `remote-import-s3` fetches from, path-style.
     pub s3_endpoint: Option<String>,
@@ -59,6 +63,7 @@ impl Default for Settings {
             import_batch_records: 250,
             export_page_records: 256,
             relation_batch_records: 1000,
+            relation_export_window: 16,
             export_rate_limit: 6,
             s3_endpoint: None,
             allow_local_requests: false,

@@ -29,6 +29,16 @@ pub fn settings_from_env() -> Settings {
         relation_batch_records: number("RELATION_BATCH_SIZE")
             .filter(|n| *n > 0)
             .unwrap_or(defaults.relation_batch_records),
+        relation_export_window: number("RELATION_EXPORT_WINDOW")
+            .filter(|n| *n > 0)
+            .map(|n| n as usize)
+            .unwrap_or(defaults.relation_export_window),
+        limits: crate::archive::Limits {
+            max_relations: number("MAX_RELATIONS")
+                .map(|n| n as usize)
+                .unwrap_or(defaults.limits.max_relations),
+            ..defaults.limits.clone()
+        },
         export_retention: number("EXPORT_RETENTION_DAYS")
             .map(|days| Duration::from_secs(days * 24 * 3600))
             .unwrap_or(defaults.export_retention),

@@ -37,6 +37,7 @@ fn limits() -> Limits {
         max_record_bytes: 64 * 1024,
         max_attributes_bytes: 64 * 1024,
         max_json_depth: 32,
+        max_relations: 100,
     }
 }
 

@@ -146,6 +146,8 @@ pub const LIMIT_FLAGS: &[&str] = &[
     "16",
     "--max-upload-bytes",
     "3000000",
+    "--max-relations",
+    "20",
 ];
 
 /// (name, archive, what the import error must say)
@@ -343,6 +345,58 @@ pub fn corpus() -> Vec<(&'static str, Vec<u8>, &'static str)> {
                 ),
             ]),
             "a record larger than the limit of 4096 bytes",
+        ),
+        (
+            "file-and-directory",
+            with(vec![
+                RawEntry::file("uploads/a", "x"),
+                RawEntry::file("uploads/a/b", "y"),
+            ]),
+            "both a file and a directory named \"uploads/a\"",
+        ),
+        (
+            "directory-then-file",
+            with(vec![
+                RawEntry::file("uploads/c/d", "x"),
+                RawEntry::file("uploads/c", "y"),
+            ]),
+            "both a file and a directory named \"uploads/c\"",
+        ),
+        (
+            "component-over-255-bytes",
+            {
+                let mut tar = tar::Builder::new(Vec::new());
+                for entry in base() {
+                    let mut header = tar::Header::new_gnu();
+                    header.set_size(entry.data.len() as u64);
+                    header.set_mode(0o644);
+                    tar.append_data(&mut header, &entry.path, entry.data.as_slice())
+                        .expect("entry");
+                }
+                let mut header = tar::Header::new_gnu();
+                header.set_size(1);
+                header.set_mode(0o644);
+                tar.append_data(
+                    &mut header,
+                    format!("uploads/{}", "n".repeat(300)),
+                    &b"x"[..],
+                )
+                .expect("long component");
+                let mut gz =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                gz.write_all(&tar.into_inner().expect("tar")).expect("gzip");
+                gz.finish().expect("gzip")
+            },
+            "unsafe path",
+        ),
+        (
+            "too-many-relations",
+            with(
+                (0..25)
+                    .map(|i| RawEntry::file(&format!("tree/project/r{i}.ndjson"), "{}\n"))
+                    .collect(),
+            ),
+            "more than 20 relation files",
         ),
         (
             "trailing-garbage",

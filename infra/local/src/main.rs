@@ -73,6 +73,11 @@ struct ServeArgs {
     /// Records per batch of a batched relations export.
     #[arg(long, default_value_t = Settings::default().relation_batch_records, env = "RELATION_BATCH_SIZE")]
     relation_batch_size: u64,
+    /// Messages one relations export has on the queue at a time: the rest
+    /// follow as parts finish, so other projects' work is never behind a
+    /// whole export.
+    #[arg(long, default_value_t = Settings::default().relation_export_window, env = "RELATION_EXPORT_WINDOW")]
+    relation_export_window: usize,
     /// Seconds between ticks of the export schedule (projects opt in with
     /// PUT /projects/:id/export_schedule); ticks fall on multiples of it
     /// since the epoch. 0 turns the schedule off.
@@ -102,6 +107,9 @@ struct LimitArgs {
     /// Nesting depth of one record.
     #[arg(long, default_value_t = Limits::default().max_json_depth, env = "MAX_JSON_DEPTH")]
     max_json_depth: usize,
+    /// Relation files in the archive (each is a message of every relations export).
+    #[arg(long, default_value_t = Limits::default().max_relations, env = "MAX_RELATIONS")]
+    max_relations: usize,
 }
 
 impl LimitArgs {
@@ -111,6 +119,7 @@ impl LimitArgs {
             max_entries: self.max_entries,
             max_record_bytes: self.max_record_bytes,
             max_json_depth: self.max_json_depth,
+            max_relations: self.max_relations,
             ..Limits::default()
         }
     }
@@ -243,6 +252,7 @@ async fn serve(args: ServeArgs) -> Result<(), shared::Error> {
         download_redirect: args.download_redirect,
         max_upload_bytes: args.max_upload_bytes,
         relation_batch_records: args.relation_batch_size.max(1),
+        relation_export_window: args.relation_export_window.max(1),
         export_rate_limit: args.export_rate_limit,
         limits: args.limits.limits(),
         s3_endpoint: Settings::s3_endpoint_from_env(),

@@ -44,6 +44,9 @@ pub struct Limits {
     pub max_attributes_bytes: usize,
     /// Nesting of objects and arrays in one record.
     pub max_json_depth: usize,
+    /// Relation files (`tree/project/*.ndjson`): each becomes a part of
+    /// every relations export, a queue message each.
+    pub max_relations: usize,
 }
 
 impl Default for Limits {
@@ -54,6 +57,7 @@ impl Default for Limits {
             max_record_bytes: 32 * 1024 * 1024,
             max_attributes_bytes: 8 * 1024 * 1024,
             max_json_depth: 64,
+            max_relations: 1_000,
         }
     }
 }
@@ -69,12 +73,16 @@ pub enum ArchiveError {
     TooLarge { limit: u64 },
     #[error("the archive has more than {limit} entries")]
     TooManyEntries { limit: u64 },
+    #[error("the archive has more than {limit} relation files")]
+    TooManyRelations { limit: usize },
     #[error("unsafe path in archive: {0:?}")]
     UnsafePath(String),
     #[error("unsupported entry {path:?} in archive: {kind} (only regular files and directories are allowed)")]
     UnsupportedEntry { path: String, kind: String },
     #[error("duplicate entry in archive: {0:?}")]
     DuplicateEntry(String),
+    #[error("the archive holds both a file and a directory named {0:?}")]
+    PathConflict(String),
     #[error("the archive has no VERSION file")]
     MissingVersion,
     #[error("unsupported export version {0:?} (supported: 0.2.x)")]

@@ -116,8 +116,9 @@ fn read_entries(
     let mut archive = tar::Archive::new(expanded);
     let mut version = None;
     let mut has_project = false;
-    let mut seen = HashSet::new();
+    let mut tree = Tree::default();
     let mut count = 0u64;
+    let mut relation_files = 0usize;
     // Raw entries: extension headers (long names, PAX) come to us as entries,
     // so that their size is checked before anything of them is held.
     let mut extended = Extensions::default();
@@ -148,6 +149,7 @@ fn read_entries(
             continue;
         };
         if entry_type.is_dir() {
+            tree.add_dir(&path)?;
             continue;
         }
         if !(entry_type.is_file() || entry_type.is_contiguous()) {
@@ -159,9 +161,7 @@ fn read_entries(
         if path.len() > MAX_PATH_BYTES {
             return Err(ArchiveError::UnsafePath(shown(&raw_path)));
         }
-        if !seen.insert(path.clone()) {
-            return Err(ArchiveError::DuplicateEntry(path));
-        }
+        tree.add_file(&path)?;
         match path.as_str() {
             "VERSION" => {
                 let text = read_small(&mut entry, 64, "VERSION")?;
@@ -187,7 +187,16 @@ fn read_entries(
                 has_project = true;
             }
             _ => {
-                match (relation_of(&path)?, only) {
+                let relation = relation_of(&path)?;
+                if relation.is_some() {
+                    relation_files += 1;
+                    if relation_files > limits.max_relations {
+                        return Err(ArchiveError::TooManyRelations {
+                            limit: limits.max_relations,
+                        });
+                    }
+                }
+                match (relation, only) {
                     (Some(relation), None) => read_ndjson(&mut entry, &relation, limits, sink)?,
                     (Some(relation), Some(only)) if relation == only => {
                         read_ndjson(&mut entry, &relation, limits, sink)?
@@ -220,6 +229,58 @@ fn shown(name: &str) -> String {
     match name.char_indices().nth(SHOWN) {
         Some((at, _)) => format!("{}…", &name[..at]),
         None => name.to_owned(),
+    }
+}
+
+/// The longest path component a file system holds.
+const MAX_COMPONENT_BYTES: usize = 255;
+
+/// The paths seen so far: an archive must unpack on any file system, so no
+/// path is both a file and a directory, none repeats, and no component is
+/// longer than a file system takes.
+#[derive(Default)]
+struct Tree {
+    files: HashSet<String>,
+    dirs: HashSet<String>,
+}
+
+impl Tree {
+    fn add_dir(&mut self, path: &str) -> Result<(), ArchiveError> {
+        self.add_parents(path)?;
+        if self.files.contains(path) {
+            return Err(ArchiveError::PathConflict(shown(path)));
+        }
+        self.dirs.insert(path.to_owned());
+        Ok(())
+    }
+
+    fn add_file(&mut self, path: &str) -> Result<(), ArchiveError> {
+        self.add_parents(path)?;
+        if self.dirs.contains(path) {
+            return Err(ArchiveError::PathConflict(shown(path)));
+        }
+        if !self.files.insert(path.to_owned()) {
+            return Err(ArchiveError::DuplicateEntry(shown(path)));
+        }
+        Ok(())
+    }
+
+    fn add_parents(&mut self, path: &str) -> Result<(), ArchiveError> {
+        if path.split('/').any(|part| part.len() > MAX_COMPONENT_BYTES) {
+            return Err(ArchiveError::UnsafePath(shown(path)));
+        }
+        let mut end = 0;
+        while let Some(at) = path[end..].find('/') {
+            let dir = &path[..end + at];
+            if self.files.contains(dir) {
+                return Err(ArchiveError::PathConflict(shown(dir)));
+            }
+            if !self.dirs.contains(dir) {
+                self.dirs.insert(dir.to_owned());
+            }
+            end += at + 1;
+        }
+        Ok(())
     }
 }
 

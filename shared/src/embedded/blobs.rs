@@ -48,10 +48,13 @@ impl DirBlobStore {
     /// Keys are ours, but are still checked: a key is a relative path of
     /// plain components and never reaches outside the root.
     fn path_of(&self, key: &str) -> Result<PathBuf> {
+        // Only the root holds the staging directory: a deeper `.staging`
+        // (an upload's own name) is a plain name.
         let plain = !key.is_empty()
-            && key.split('/').all(|part| {
-                !part.is_empty() && part != "." && part != ".." && !part.starts_with(".staging")
-            })
+            && !key.starts_with(".staging")
+            && key
+                .split('/')
+                .all(|part| !part.is_empty() && part != "." && part != "..")
             && !key.contains(['\\', '\0']);
         if !plain {
             return Err(Error::Internal(format!("invalid blob key {key:?}")));

@@ -4,7 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use crate::domain::{new_id, now, JobKind, JobStatus, Message, Project, RelationExportPart, User};
+use crate::domain::{
+    new_id, now, Job, JobKind, JobStatus, JobUpdate, Message, Project, RelationExportPart, User,
+    When,
+};
 use crate::relations::{self, FILE_RELATIONS, SELF_RELATION};
 use crate::service::content_files_prefix;
 use crate::{App, Error, Result};
@@ -102,19 +105,80 @@ pub async fn start_run(app: &App, project: &Project, batched: bool) -> Result<()
             parts.push(batch);
         }
     }
-    let messages: Vec<Message> = parts
-        .iter()
-        .filter(|p| p.status == JobStatus::Queued && !(p.batched && p.batch.is_none()))
-        .map(|p| Message {
-            kind: JobKind::RelationExport,
-            job_id: run_id.clone(),
-            project_id: project.id,
-            relation: Some(p.relation.clone()),
-            batch: p.batch,
-        })
+    // The store's order (relation, then batch): the order parts are sent in.
+    parts.sort_by(|a, b| {
+        (&a.relation, a.batch.unwrap_or(0)).cmp(&(&b.relation, b.batch.unwrap_or(0)))
+    });
+    // The run as a job of its own: what the stale-job sweep watches.
+    let mut run = Job::new(JobKind::RelationExport, project.id, project.owner_id);
+    run.id = run_id.clone();
+    app.jobs.create_job(&run).await?;
+    let window = app.settings.relation_export_window.max(1);
+    let messages: Vec<Message> = sent_in_order(&parts)
+        .filter(|p| p.status == JobStatus::Queued)
+        .take(window)
+        .map(message_for)
         .collect();
     app.jobs.replace_relation_export(project.id, parts).await?;
     app.queue.send(&messages).await
+}
+
+/// The parts that get a message of their own, in the order they are sent:
+/// all but a batched relation's own row (its batches do the work).
+pub fn sent_in_order(parts: &[RelationExportPart]) -> impl Iterator<Item = &RelationExportPart> {
+    parts.iter().filter(|p| !(p.batched && p.batch.is_none()))
+}
+
+pub fn message_for(part: &RelationExportPart) -> Message {
+    Message {
+        kind: JobKind::RelationExport,
+        job_id: part.run_id.clone(),
+        project_id: part.project_id,
+        relation: Some(part.relation.clone()),
+        batch: part.batch,
+    }
+}
+
+/// After the part a message names has ended (finished or failed): queues the
+/// part a window after it, and ends the run once every part has. Safe to
+/// call twice: a part queued twice is built once.
+pub async fn advance(app: &App, message: &Message) -> Result<()> {
+    let parts = app.jobs.relation_export_parts(message.project_id).await?;
+    if parts.first().is_none_or(|p| p.run_id != message.job_id) {
+        return Ok(()); // a newer run replaced this one
+    }
+    let order: Vec<&RelationExportPart> = sent_in_order(&parts).collect();
+    let Some(at) = order
+        .iter()
+        .position(|p| Some(&p.relation) == message.relation.as_ref() && p.batch == message.batch)
+    else {
+        return Ok(());
+    };
+    if !order[at].status.is_done() {
+        return Ok(());
+    }
+    let window = app.settings.relation_export_window.max(1);
+    if let Some(next) = order
+        .get(at + window)
+        .filter(|p| p.status == JobStatus::Queued)
+    {
+        app.queue.send(&[message_for(next)]).await?;
+    }
+    let to = if order.iter().all(|p| p.status.is_done()) {
+        JobStatus::Finished
+    } else {
+        JobStatus::Started
+    };
+    // Also a sign of life for the sweep while the run goes on.
+    app.jobs
+        .transition(
+            &message.job_id,
+            When::status_in(&[JobStatus::Queued, JobStatus::Started]),
+            to,
+            JobUpdate::default(),
+        )
+        .await?;
+    Ok(())
 }
 
 /// GitLab's status of one relation: `0` started, `1` finished, `-1` failed.

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::{JobKind, JobStatus, JobUpdate, Message, When};
+use crate::domain::{Job, JobKind, JobStatus, JobUpdate, Message, RelationExportPart, When};
+use crate::service::relation_export;
 use crate::worker::VISIBILITY;
 use crate::{App, Result};
 
@@ -39,6 +40,9 @@ pub async fn sweep_stale_jobs(
     let mut summary = SweepSummary::default();
     for job in app.jobs.stale_jobs(before, BATCH).await? {
         if job.kind == JobKind::RelationExport {
+            let swept = sweep_relation_export(app, &job, before).await?;
+            summary.requeued += swept.requeued;
+            summary.failed += swept.failed;
             continue;
         }
         // Never a job a live run holds: it is slow, not lost.
@@ -92,6 +96,81 @@ pub async fn sweep_stale_jobs(
             failed = summary.failed,
             "stale-job sweep"
         );
+    }
+    Ok(summary)
+}
+
+/// A relations export run nothing moved for a while: its unfinished parts
+/// (a window of them) are queued again, or failed after `MAX_STALLS`; a run
+/// that ended or was replaced is closed.
+async fn sweep_relation_export(
+    app: &App,
+    run: &Job,
+    before: DateTime<Utc>,
+) -> Result<SweepSummary> {
+    let mut summary = SweepSummary::default();
+    let parts = app.jobs.relation_export_parts(run.project_id).await?;
+    let current = parts.first().is_some_and(|p| p.run_id == run.id);
+    let open: Vec<&RelationExportPart> = relation_export::sent_in_order(&parts)
+        .filter(|p| !p.status.is_done())
+        .collect();
+    if !current || open.is_empty() {
+        let (to, reason) = if current {
+            (JobStatus::Finished, None)
+        } else {
+            (
+                JobStatus::Failed,
+                Some("replaced by a newer relations export".to_owned()),
+            )
+        };
+        let update = JobUpdate {
+            error: reason,
+            ..JobUpdate::default()
+        };
+        app.jobs
+            .transition(&run.id, When::Unleased(before), to, update)
+            .await?;
+        return Ok(summary);
+    }
+    let window = app.settings.relation_export_window.max(1);
+    let stalled: Vec<&RelationExportPart> = open
+        .into_iter()
+        .filter(|p| p.updated_at < before)
+        .take(window)
+        .collect();
+    if run.stalls >= MAX_STALLS {
+        let reason = format!("the part stalled {} times", run.stalls + 1);
+        for part in &stalled {
+            let message = relation_export::message_for(part);
+            crate::worker::give_up(app, &message, &reason).await?;
+            summary.failed += 1;
+        }
+        return Ok(summary);
+    }
+    let touched = app
+        .jobs
+        .transition(
+            &run.id,
+            When::Unleased(before),
+            JobStatus::Started,
+            JobUpdate {
+                stalls: Some(run.stalls + 1),
+                ..JobUpdate::default()
+            },
+        )
+        .await?;
+    if touched.is_some() && !stalled.is_empty() {
+        let messages: Vec<Message> = stalled
+            .iter()
+            .map(|p| relation_export::message_for(p))
+            .collect();
+        tracing::warn!(
+            run = run.id,
+            parts = messages.len(),
+            "stale relation export parts queued again"
+        );
+        summary.requeued += messages.len();
+        app.queue.send(&messages).await?;
     }
     Ok(summary)
 }

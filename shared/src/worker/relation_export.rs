@@ -12,7 +12,7 @@ use crate::domain::{JobStatus, JobUpdate, Message, RelationExportPart};
 use crate::ports::RecordPages;
 use crate::relations::{self, SELF_RELATION};
 use crate::service::content_files_prefix;
-use crate::service::relation_export::part_key;
+use crate::service::relation_export::{self, part_key};
 use crate::{App, Error, Result};
 
 pub(super) async fn run(app: &App, message: &Message) -> Result<()> {
@@ -39,7 +39,9 @@ pub(super) async fn run(app: &App, message: &Message) -> Result<()> {
     )
     .await?
     else {
-        return Ok(());
+        // Done already (a repeated delivery, or a run that stopped before
+        // queuing the next part): make sure the run goes on.
+        return relation_export::advance(app, message).await;
     };
     let key = part_key(part.project_id, &part.run_id, relation, part.batch);
     let started = Instant::now();
@@ -69,7 +71,7 @@ pub(super) async fn run(app: &App, message: &Message) -> Result<()> {
                 },
             )
             .await?;
-            Ok(())
+            relation_export::advance(app, message).await
         }
         Err(err) if err.is_permanent() => {
             tracing::warn!(relation, error = %err, "relation export failed");
@@ -82,7 +84,7 @@ pub(super) async fn run(app: &App, message: &Message) -> Result<()> {
                 },
             )
             .await?;
-            Ok(())
+            relation_export::advance(app, message).await
         }
         Err(err) => Err(err),
     }
@@ -199,10 +201,10 @@ pub(super) async fn give_up(app: &App, message: &Message, reason: &str) -> Resul
             &[JobStatus::Queued, JobStatus::Started],
             JobStatus::Failed,
             JobUpdate {
-                error: Some(reason.to_owned()),
+                error: Some(crate::redact::text(reason).into_owned()),
                 ..JobUpdate::default()
             },
         )
         .await?;
-    Ok(())
+    relation_export::advance(app, message).await
 }
