@@ -26,6 +26,10 @@ pub enum Error {
     TooManyRequests { retry_after: u64 },
     #[error(transparent)]
     Archive(#[from] ArchiveError),
+    /// The disk (or the store's reserve of it) is full: the work that hit
+    /// it fails rather than filling it again on every retry.
+    #[error("507 Insufficient Storage: {0}")]
+    InsufficientStorage(String),
     /// A backend (database, blob store, queue) failed; worth a retry.
     #[error("storage error: {0}")]
     Storage(String),
@@ -60,6 +64,23 @@ impl Error {
 
 impl From<std::io::Error> for Error {
     fn from(err: std::io::Error) -> Self {
+        if is_disk_full(&err) {
+            return Error::InsufficientStorage(format!("the disk is full ({err})"));
+        }
         Error::Storage(err.to_string())
     }
+}
+
+/// ENOSPC and EDQUOT, whatever wraps them.
+pub fn is_disk_full(err: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        err.kind(),
+        ErrorKind::StorageFull | ErrorKind::QuotaExceeded
+    ) || err.get_ref().is_some_and(|inner| {
+        inner
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(is_disk_full)
+            || inner.to_string().contains("No space left on device")
+    })
 }

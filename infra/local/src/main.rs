@@ -90,6 +90,24 @@ struct ServeArgs {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "LOG_JSON")]
     log_json: bool,
+    #[command(flatten)]
+    connections: ConnectionArgs,
+}
+
+/// What one client may hold of the server: a client that sends a request
+/// slowly, or never finishes it, is cut off instead of holding a
+/// connection forever.
+#[derive(Args)]
+struct ConnectionArgs {
+    /// Seconds a client has to send a request's headers.
+    #[arg(long, default_value_t = 30, env = "HEADER_READ_TIMEOUT_SECONDS")]
+    header_read_timeout: u64,
+    /// Seconds a request body (an upload) may stall without a byte.
+    #[arg(long, default_value_t = 60, env = "BODY_IDLE_TIMEOUT_SECONDS")]
+    body_idle_timeout: u64,
+    /// Connections served at once; more wait to be accepted.
+    #[arg(long, default_value_t = 512, env = "MAX_CONNECTIONS")]
+    max_connections: usize,
 }
 
 /// What an imported archive may cost (a violating import fails cleanly).
@@ -289,10 +307,51 @@ async fn serve(args: ServeArgs) -> Result<(), shared::Error> {
     }
     println!("ready");
 
-    axum::serve(listener, shared::http::router(app))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
-    Ok(())
+    let router =
+        shared::http::router(app).layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            Duration::from_secs(args.connections.body_idle_timeout),
+        ));
+    serve_connections(listener, router, &args.connections).await
+}
+
+/// Accepts connections, at most `max_connections` at once, each with a
+/// deadline for its request headers, until the process is asked to stop.
+async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    limits: &ConnectionArgs,
+) -> Result<(), shared::Error> {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let header_timeout = Duration::from_secs(limits.header_read_timeout.max(1));
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.map_err(shared::Error::internal)?,
+            () = &mut shutdown => return Ok(()),
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(err) => {
+                    // Out of descriptors, most likely: wait rather than spin.
+                    tracing::warn!(error = %err, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return Ok(()),
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        tokio::spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+            drop(slot);
+        });
+    }
 }
 
 /// The local stand-in for the EventBridge schedule: a tick at every multiple

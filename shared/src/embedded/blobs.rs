@@ -15,6 +15,33 @@ use crate::signing::{Action, Signer};
 use crate::stream::{BorrowedStream, ByteStream};
 use crate::{Error, Result};
 
+/// How often a blob being written checks the disk's free space.
+const FREE_SPACE_CHECK_EVERY: u64 = 1024 * 1024;
+/// The free space blobs leave to the state database: 5 % of the disk, at
+/// most this much.
+const MAX_RESERVE_BYTES: u64 = 256 * 1024 * 1024;
+
+struct Space {
+    total: u64,
+    available: u64,
+}
+
+/// The file system's size and the space an unprivileged writer has left.
+fn free_space(path: &Path) -> Option<Space> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid C string and a zeroed statvfs to fill.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
+    let block = stat.f_frsize as u64;
+    Some(Space {
+        total: stat.f_blocks as u64 * block,
+        available: stat.f_bavail as u64 * block,
+    })
+}
+
 /// Characters escaped in the query string of a signed URL.
 const QUERY: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
@@ -45,6 +72,26 @@ impl DirBlobStore {
         })
     }
 
+    /// Fails once the file system has less than its reserve left: a blob
+    /// never takes the last of the disk, so the state database can still
+    /// commit the cleanup of whatever was cut short.
+    fn check_free_space(&self) -> std::io::Result<()> {
+        let Some(space) = free_space(&self.root) else {
+            return Ok(());
+        };
+        let reserve = (space.total / 20).min(MAX_RESERVE_BYTES);
+        if space.available < reserve {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                format!(
+                    "{} bytes free on the data directory's disk, below its reserve of {reserve}",
+                    space.available
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Keys are ours, but are still checked: a key is a relative path of
     /// plain components and never reaches outside the root.
     fn path_of(&self, key: &str) -> Result<PathBuf> {
@@ -71,9 +118,14 @@ impl BlobStore for DirBlobStore {
         let written = async {
             let mut file = tokio::fs::File::create(&temp).await?;
             let mut size = 0u64;
+            let mut checked_at = 0u64;
             while let Some(chunk) = body.next().await {
                 let chunk = chunk?;
                 size += chunk.len() as u64;
+                if size - checked_at >= FREE_SPACE_CHECK_EVERY {
+                    checked_at = size;
+                    self.check_free_space()?;
+                }
                 file.write_all(&chunk).await?;
             }
             file.sync_all().await?;

@@ -20,8 +20,20 @@ use crate::signing::Signer;
 use crate::{Error, Result};
 
 /// A shared handle on the database. Every operation runs on a blocking thread.
+///
+/// After an I/O error (a full disk, most often) redb refuses every later
+/// transaction until the database is opened again; the handle does that by
+/// itself, so one failed write never leaves the server answering 500 until
+/// a restart. What the failed transaction wrote is lost; what was committed
+/// before stays.
 #[derive(Clone)]
-pub(crate) struct Db(Arc<Database>);
+pub(crate) struct Db(Arc<DbShared>);
+
+struct DbShared {
+    path: PathBuf,
+    /// `None` while it is being opened again.
+    current: std::sync::RwLock<Option<Arc<Database>>>,
+}
 
 /// redb's page cache and write buffer. Its default (1 GiB) lets the process
 /// grow with the project; records are streamed in 64 KiB chunks, so a small
@@ -32,20 +44,94 @@ pub(crate) struct Db(Arc<Database>);
 /// 200k-issue import peaked 0.5 MB higher than at 256 KiB.
 const CACHE_BYTES: usize = 256 * 1024;
 
+fn open_database(path: &Path) -> Result<Database> {
+    Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .create(path)
+        .map_err(|err| {
+            Error::Storage(format!(
+                "cannot open {} (is another server using this data directory?): {err}",
+                path.display()
+            ))
+        })
+}
+
+/// Errors after which redb wants the database opened again.
+fn needs_reopen(err: &Error) -> bool {
+    matches!(err, Error::Storage(text) if text.contains("I/O error"))
+        || matches!(err, Error::InsufficientStorage(_))
+}
+
+/// A storage error that is really a full disk.
+fn classify(err: Error) -> Error {
+    match err {
+        Error::Storage(text)
+            if text.contains("No space left on device") || text.contains("os error 28") =>
+        {
+            Error::InsufficientStorage(format!("the disk is full ({text})"))
+        }
+        other => other,
+    }
+}
+
 impl Db {
     fn open(path: &Path) -> Result<Self> {
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(path)
-            .map_err(|err| {
-                Error::Storage(format!(
-                    "cannot open {} (is another server using this data directory?): {err}",
-                    path.display()
-                ))
-            })?;
-        let db = Db(Arc::new(db));
+        let db = Db(Arc::new(DbShared {
+            path: path.to_owned(),
+            current: std::sync::RwLock::new(Some(Arc::new(open_database(path)?))),
+        }));
         db.write_now(|txn| stores::create_tables(txn).and_then(|_| queue::create_tables(txn)))?;
         Ok(db)
+    }
+
+    /// The open database, opening it again if a failure closed it.
+    fn database(&self) -> Result<Arc<Database>> {
+        let current = self.0.current.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(db) = current.as_ref() {
+            return Ok(db.clone());
+        }
+        drop(current);
+        let mut current = self.0.current.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(db) = current.as_ref() {
+            return Ok(db.clone());
+        }
+        let db = Arc::new(open_database(&self.0.path)?);
+        *current = Some(db.clone());
+        tracing::info!(path = %self.0.path.display(), "state database opened again");
+        Ok(db)
+    }
+
+    /// Closes the database that failed (once every operation still using
+    /// it let go), so that the next operation opens it again.
+    fn reopen_after(&self, failed: Arc<Database>) {
+        let mut current = self.0.current.write().unwrap_or_else(|e| e.into_inner());
+        if !current.as_ref().is_some_and(|db| Arc::ptr_eq(db, &failed)) {
+            return; // another thread did it already
+        }
+        let held = current.take();
+        drop(current);
+        drop(held);
+        // redb locks its file: the old handle must be gone before a new one.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while Arc::strong_count(&failed) > 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        drop(failed);
+        tracing::warn!(path = %self.0.path.display(), "state database closed after an I/O error");
+    }
+
+    fn settle<T>(&self, db: Arc<Database>, out: Result<T>) -> Result<T> {
+        match out {
+            Ok(value) => Ok(value),
+            Err(err) => {
+                let err = classify(err);
+                if needs_reopen(&err) {
+                    tracing::error!(error = %err, "state database I/O error");
+                    self.reopen_after(db);
+                }
+                Err(err)
+            }
+        }
     }
 
     fn write_now<T>(&self, f: impl FnOnce(&WriteTransaction) -> Result<T>) -> Result<T> {
@@ -57,11 +143,15 @@ impl Db {
         durability: Durability,
         f: impl FnOnce(&WriteTransaction) -> Result<T>,
     ) -> Result<T> {
-        let mut txn = self.0.begin_write().map_err(Error::storage)?;
-        txn.set_durability(durability).map_err(Error::storage)?;
-        let out = f(&txn)?;
-        txn.commit().map_err(Error::storage)?;
-        Ok(out)
+        let db = self.database()?;
+        let out = (|| {
+            let mut txn = db.begin_write().map_err(Error::storage)?;
+            txn.set_durability(durability).map_err(Error::storage)?;
+            let out = f(&txn)?;
+            txn.commit().map_err(Error::storage)?;
+            Ok(out)
+        })();
+        self.settle(db, out)
     }
 
     async fn write<T: Send + 'static>(
@@ -92,10 +182,14 @@ impl Db {
         &self,
         f: impl FnOnce(&ReadTransaction) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let db = self.0.clone();
+        let handle = self.clone();
         tokio::task::spawn_blocking(move || {
-            let txn = db.begin_read().map_err(Error::storage)?;
-            f(&txn)
+            let db = handle.database()?;
+            let out = db
+                .begin_read()
+                .map_err(Error::storage)
+                .and_then(|txn| f(&txn));
+            handle.settle(db, out)
         })
         .await
         .map_err(Error::internal)?

@@ -16,9 +16,12 @@ pub fn error_response(err: &Error) -> Response {
         Error::Conflict(_) => StatusCode::CONFLICT,
         Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+        Error::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
         Error::Storage(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    let message = if status.is_server_error() {
+    // A full disk is said as it is: the client can do something about it
+    // (wait, or send less); other server errors say nothing of the inside.
+    let message = if status.is_server_error() && status != StatusCode::INSUFFICIENT_STORAGE {
         tracing::error!(error = %err, "request failed");
         "500 Internal Server Error".to_owned()
     } else {

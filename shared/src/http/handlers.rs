@@ -322,7 +322,10 @@ impl UploadForm {
         match received {
             Ok(()) => Ok(form),
             Err(err) => {
-                if matches!(err, Error::PayloadTooLarge(_)) {
+                if matches!(
+                    err,
+                    Error::PayloadTooLarge(_) | Error::InsufficientStorage(_)
+                ) {
                     // Read on a little, so the client gets to read the 413
                     // instead of a connection closed under its upload.
                     drain(&mut multipart, 64 * 1024 * 1024).await;
