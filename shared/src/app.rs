@@ -49,6 +49,9 @@ pub struct Settings {
     /// How long a worker owns a job without renewing its claim: a run that
     /// died is taken over after at most this long. Renewed every third.
     pub job_lease: Duration,
+    /// Links are built from `X-Forwarded-Host`/`-Proto`: only behind a
+    /// proxy that sets them (API Gateway; locally `--trust-forwarded-headers`).
+    pub trust_forwarded_headers: bool,
 }
 
 impl Default for Settings {
@@ -68,6 +71,7 @@ impl Default for Settings {
             s3_endpoint: None,
             allow_local_requests: false,
             job_lease: Duration::from_secs(60),
+            trust_forwarded_headers: false,
         }
     }
 }

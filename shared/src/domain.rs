@@ -513,6 +513,12 @@ pub fn export_file_name(project: &Project, at: &DateTime<Utc>) -> String {
     )
 }
 
+/// The key a username or namespace path is looked up by: GitLab treats
+/// `Alice` and `alice` as one name.
+pub fn name_key(name: &str) -> String {
+    name.to_ascii_lowercase()
+}
+
 /// A GitLab path: letters, digits, `_`, `-` and `.`, not starting with `-`
 /// or `.`, not ending in `.git` or `.atom`.
 pub fn is_valid_path(path: &str) -> bool {

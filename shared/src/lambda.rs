@@ -44,6 +44,9 @@ pub fn settings_from_env() -> Settings {
             .unwrap_or(defaults.export_retention),
         s3_endpoint: Settings::s3_endpoint_from_env(),
         allow_local_requests: std::env::var("ALLOW_LOCAL_REQUESTS").is_ok_and(|v| v == "true"),
+        // API Gateway is in front of every function and sets them.
+        trust_forwarded_headers: std::env::var("TRUST_FORWARDED_HEADERS")
+            .map_or(true, |v| v != "false"),
         ..defaults
     }
 }

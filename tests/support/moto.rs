@@ -126,6 +126,8 @@ pub async fn app() -> (App, AwsClients, AwsNames) {
         s3_endpoint: Some(endpoint().to_owned()),
         // remote-import-s3 fetches from moto, on 127.0.0.1.
         allow_local_requests: true,
+        // As on Lambda: API Gateway sets the forwarded headers.
+        trust_forwarded_headers: shared::lambda::settings_from_env().trust_forwarded_headers,
         ..Settings::default()
     };
     let app = aws::app(&clients, &names, settings);

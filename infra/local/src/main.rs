@@ -87,6 +87,10 @@ struct ServeArgs {
     /// private networks (off: such URLs are refused with a 400).
     #[arg(long, env = "ALLOW_LOCAL_REQUESTS")]
     allow_local_requests: bool,
+    /// Build links from X-Forwarded-Host/-Proto: only behind a proxy that
+    /// sets them (otherwise any client could choose the links others see).
+    #[arg(long, env = "TRUST_FORWARDED_HEADERS")]
+    trust_forwarded_headers: bool,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "LOG_JSON")]
     log_json: bool,
@@ -275,6 +279,7 @@ async fn serve(args: ServeArgs) -> Result<(), shared::Error> {
         limits: args.limits.limits(),
         s3_endpoint: Settings::s3_endpoint_from_env(),
         allow_local_requests: args.allow_local_requests,
+        trust_forwarded_headers: args.trust_forwarded_headers,
         ..Settings::default()
     };
     let app = App::embedded(&backend, settings);

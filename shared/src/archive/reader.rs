@@ -215,6 +215,8 @@ fn read_entries(
     Ok(version)
 }
 
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// The longest entry path kept: GitLab's upload paths are far shorter, and
 /// a path is echoed in errors and becomes a blob key.
 const MAX_PATH_BYTES: usize = 4096;
@@ -426,6 +428,10 @@ fn read_ndjson(
                     limits.max_record_bytes
                 ),
             ));
+        }
+        if number == 1 && line.starts_with(UTF8_BOM) {
+            // Editors on Windows start files with one; it is no JSON.
+            line.drain(..UTF8_BOM.len());
         }
         if line.trim_ascii().is_empty() {
             continue;

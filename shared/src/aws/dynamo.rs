@@ -385,9 +385,10 @@ impl UserStore for DynamoStore {
             name: name.to_owned(),
             owner_id: id,
         };
-        let mut by_name = key(format!("USERNAME#{username}"), "USER");
+        let lookup = crate::domain::name_key(username);
+        let mut by_name = key(format!("USERNAME#{lookup}"), "USER");
         by_name.insert("id".into(), n(id));
-        let mut by_path = key(format!("NSPATH#{username}"), "NS");
+        let mut by_path = key(format!("NSPATH#{lookup}"), "NS");
         by_path.insert("id".into(), n(id));
         let unique = Some("attribute_not_exists(pk)");
         let created = self
@@ -409,10 +410,17 @@ impl UserStore for DynamoStore {
     }
 
     async fn user_by_username(&self, username: &str) -> Result<Option<User>> {
-        match self
-            .indexed_id(&format!("USERNAME#{username}"), "USER")
-            .await?
-        {
+        let lookup = crate::domain::name_key(username);
+        let mut id = self
+            .indexed_id(&format!("USERNAME#{lookup}"), "USER")
+            .await?;
+        if id.is_none() && lookup != username {
+            // Written before names were keyed in lower case.
+            id = self
+                .indexed_id(&format!("USERNAME#{username}"), "USER")
+                .await?;
+        }
+        match id {
             Some(id) => self.user(id).await,
             None => Ok(None),
         }
@@ -482,7 +490,12 @@ impl UserStore for DynamoStore {
     }
 
     async fn namespace_by_path(&self, path: &str) -> Result<Option<Namespace>> {
-        match self.indexed_id(&format!("NSPATH#{path}"), "NS").await? {
+        let lookup = crate::domain::name_key(path);
+        let mut id = self.indexed_id(&format!("NSPATH#{lookup}"), "NS").await?;
+        if id.is_none() && lookup != path {
+            id = self.indexed_id(&format!("NSPATH#{path}"), "NS").await?;
+        }
+        match id {
             Some(id) => self.namespace(id).await,
             None => Ok(None),
         }

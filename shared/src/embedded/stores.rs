@@ -74,7 +74,33 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<()> {
         RATE_WINDOWS,
     );
     chunks::migrate(txn)?;
+    for index in [USERS_BY_NAME, NAMESPACES_BY_PATH] {
+        key_names_in_lower_case(txn, index)?;
+    }
     release_leases(txn)
+}
+
+/// Indexes written before names were looked up case-insensitively get
+/// their lower-case keys.
+fn key_names_in_lower_case(
+    txn: &WriteTransaction,
+    index: TableDefinition<&str, u64>,
+) -> Result<()> {
+    let mut table = txn.open_table(index).map_err(Error::storage)?;
+    let mut missing = Vec::new();
+    for entry in table.iter().map_err(Error::storage)? {
+        let (name, id) = entry.map_err(Error::storage)?;
+        let key = crate::domain::name_key(name.value());
+        if key != name.value() {
+            missing.push((key, id.value()));
+        }
+    }
+    for (key, id) in missing {
+        if table.get(key.as_str()).map_err(Error::storage)?.is_none() {
+            table.insert(key.as_str(), id).map_err(Error::storage)?;
+        }
+    }
+    Ok(())
 }
 
 /// One process at a time opens the data directory, so a lease found at
@@ -144,16 +170,17 @@ impl EmbeddedStore {
 impl UserStore for EmbeddedStore {
     async fn create_user(&self, username: &str, name: &str, is_admin: bool) -> Result<User> {
         let (username, name) = (username.to_owned(), name.to_owned());
+        let lookup = crate::domain::name_key(&username);
         self.db
             .write(move |txn| {
                 let mut by_name = txn.open_table(USERS_BY_NAME).map_err(Error::storage)?;
                 let mut ns_by_path = txn.open_table(NAMESPACES_BY_PATH).map_err(Error::storage)?;
                 if by_name
-                    .get(username.as_str())
+                    .get(lookup.as_str())
                     .map_err(Error::storage)?
                     .is_some()
                     || ns_by_path
-                        .get(username.as_str())
+                        .get(lookup.as_str())
                         .map_err(Error::storage)?
                         .is_some()
                 {
@@ -178,14 +205,14 @@ impl UserStore for EmbeddedStore {
                     .insert(id, encode(&user)?.as_slice())
                     .map_err(Error::storage)?;
                 by_name
-                    .insert(username.as_str(), id)
+                    .insert(lookup.as_str(), id)
                     .map_err(Error::storage)?;
                 txn.open_table(NAMESPACES)
                     .map_err(Error::storage)?
                     .insert(id, encode(&namespace)?.as_slice())
                     .map_err(Error::storage)?;
                 ns_by_path
-                    .insert(username.as_str(), id)
+                    .insert(lookup.as_str(), id)
                     .map_err(Error::storage)?;
                 Ok(user)
             })
@@ -197,7 +224,7 @@ impl UserStore for EmbeddedStore {
     }
 
     async fn user_by_username(&self, username: &str) -> Result<Option<User>> {
-        let username = username.to_owned();
+        let username = crate::domain::name_key(username);
         self.db
             .read(move |txn| {
                 let by_name = txn.open_table(USERS_BY_NAME).map_err(Error::storage)?;
@@ -288,7 +315,7 @@ impl UserStore for EmbeddedStore {
     }
 
     async fn namespace_by_path(&self, path: &str) -> Result<Option<Namespace>> {
-        let path = path.to_owned();
+        let path = crate::domain::name_key(path);
         self.db
             .read(move |txn| {
                 let by_path = txn.open_table(NAMESPACES_BY_PATH).map_err(Error::storage)?;

@@ -81,18 +81,36 @@ impl FromRequestParts<App> for CallerProject {
 /// `scheme://host` as the client addressed us.
 pub struct BaseUrl(pub String);
 
-impl<S: Send + Sync> FromRequestParts<S> for BaseUrl {
+impl FromRequestParts<App> for BaseUrl {
     type Rejection = Error;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Error> {
+    /// `X-Forwarded-*` only from a proxy the operator put in front (API
+    /// Gateway on AWS, `--trust-forwarded-headers` locally): from anyone
+    /// else they would let a client choose the links others are shown.
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Error> {
         let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
-        let host = header("x-forwarded-host")
+        let trusted = |name: &str| header(name).filter(|_| app.settings.trust_forwarded_headers);
+        let host = trusted("x-forwarded-host")
             .or(header(HOST.as_str()))
             .or(parts.uri.authority().map(|a| a.as_str()))
+            .filter(|host| is_host(host))
             .unwrap_or("localhost");
-        let scheme = header("x-forwarded-proto").unwrap_or("http");
+        let scheme = match trusted("x-forwarded-proto") {
+            Some("https") => "https",
+            _ => "http",
+        };
         Ok(BaseUrl(format!("{scheme}://{host}")))
     }
+}
+
+/// A host name or address with an optional port: nothing that could end
+/// the URL early or smuggle a path into it.
+fn is_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 255
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
 }
 
 /// Request parameters from the query string and the body, whatever its form.

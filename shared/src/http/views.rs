@@ -187,7 +187,7 @@ pub fn token(token: &Token, secret: &str) -> Value {
         "created_at": gitlab_time(&token.created_at),
         "scopes": ["api"],
         "user_id": token.user_id,
-        "active": true,
+        "active": token.is_usable(crate::domain::now()),
         "expires_at": token.expires_at.map(|at| at.format("%Y-%m-%d").to_string()),
         "token": secret,
     })

@@ -168,11 +168,42 @@ async fn resolve_namespace(app: &App, user: &User, namespace: Option<&str>) -> R
 }
 
 /// Creates (or, with `overwrite`, reuses) the project an import goes to.
+/// GitLab's rule for project names: at most 255 characters; letters,
+/// digits, emoji, `_`, `.`, `+`, `-` and spaces; starting with a letter,
+/// digit, emoji or `_`.
+fn check_project_name(name: &str) -> Result<()> {
+    if name.chars().count() > 255 {
+        return Err(Error::BadRequest(
+            "name is too long (maximum is 255 characters)".into(),
+        ));
+    }
+    let allowed =
+        |c: char| c.is_alphanumeric() || matches!(c, '_' | '.' | '+' | '-' | ' ') || is_emoji(c);
+    let starts_well = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_alphanumeric() || c == '_' || is_emoji(c));
+    if !starts_well || !name.chars().all(allowed) {
+        return Err(Error::BadRequest(
+            "name can contain only letters, digits, emojis, '_', '.', '+', dashes, or spaces. It must start with a letter, digit, emoji, or '_'.".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Pictographs, as GitLab's name rule admits them.
+fn is_emoji(c: char) -> bool {
+    matches!(c as u32, 0x1F000..=0x1FAFF | 0x2600..=0x27BF | 0xFE0F | 0x200D)
+}
+
 async fn import_target(app: &App, user: &User, request: &ImportRequest) -> Result<Project> {
     if !is_valid_path(&request.path) {
         return Err(Error::BadRequest(
             "path can contain only letters, digits, '_', '-' and '.', and cannot start with '-' or '.'".into(),
         ));
+    }
+    if let Some(name) = &request.name {
+        check_project_name(name)?;
     }
     let namespace = resolve_namespace(app, user, request.namespace.as_deref()).await?;
     let full_path = format!("{}/{}", namespace.path, request.path);
