@@ -408,6 +408,7 @@ fn read_ndjson(
     let file = relation_file(relation);
     let relation: Arc<str> = relation.into();
     let mut copies = RecordCopies::default();
+    let big_records = BigRecords::default();
     let mut lines = BufReader::with_capacity(64 * 1024, entry);
     let mut line = Vec::new();
     let mut number = 0u64;
@@ -438,11 +439,65 @@ fn read_ndjson(
         }
         let record =
             check_record(&line, limits).map_err(|reason| invalid(&file, number, reason))?;
+        let json = if record.len() > RecordCopies::BLOCK_BYTES {
+            // A big record keeps the line's own buffer rather than a second
+            // copy of it; the next line starts with a small one.
+            let start = record.as_ptr() as usize - line.as_ptr() as usize;
+            let end = start + record.len();
+            big_records
+                .hand_out(std::mem::take(&mut line))
+                .slice(start..end)
+        } else {
+            copies.copy(record)
+        };
         sink(ImportEvent::Record {
             relation: relation.clone(),
-            json: copies.copy(record),
+            json,
         })
         .map_err(|_| ArchiveError::Aborted)?;
+    }
+}
+
+/// Big records (near the size limit) are handed out one at a time: the
+/// next is read only once the one before it was dropped, that is stored.
+/// However many stages the pipeline has, one such record is in memory, and
+/// the line being read.
+#[derive(Clone, Default)]
+struct BigRecords(Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>);
+
+/// A big record's buffer; dropping it lets the next one go.
+struct HandedOut {
+    bytes: Vec<u8>,
+    gate: BigRecords,
+}
+
+impl AsRef<[u8]> for HandedOut {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for HandedOut {
+    fn drop(&mut self) {
+        let (out, freed) = &*self.gate.0;
+        *out.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        freed.notify_all();
+    }
+}
+
+impl BigRecords {
+    fn hand_out(&self, bytes: Vec<u8>) -> Bytes {
+        let (out, freed) = &*self.0;
+        let mut busy = out.lock().unwrap_or_else(|e| e.into_inner());
+        while *busy {
+            busy = freed.wait(busy).unwrap_or_else(|e| e.into_inner());
+        }
+        *busy = true;
+        drop(busy);
+        Bytes::from_owner(HandedOut {
+            bytes,
+            gate: self.clone(),
+        })
     }
 }
 

@@ -16,6 +16,8 @@ const BATCH_BYTES: usize = 128 * 1024;
 /// faster than two of 128 KiB, but a long import filled them where a short
 /// one did not, and its peak RSS grew with the archive.
 const BATCHES_AHEAD: usize = 2;
+/// An event this big is sent on its own (see `Batch::push`).
+const BIG_EVENT_BYTES: usize = 1024 * 1024;
 
 pub(super) struct ArchiveEvents {
     batches: mpsc::Receiver<Vec<ImportEvent>>,
@@ -79,15 +81,35 @@ struct Batch {
 
 impl Batch {
     fn push(&mut self, event: ImportEvent) -> std::result::Result<(), SinkClosed> {
-        self.bytes += match &event {
+        let size = match &event {
             ImportEvent::Record { json, .. } => json.len(),
             ImportEvent::Attributes(json) => json.len(),
             ImportEvent::BlobChunk(chunk) => chunk.len(),
             ImportEvent::BlobStart { .. } | ImportEvent::BlobEnd => 0,
         };
+        let big = size >= BIG_EVENT_BYTES;
+        if big {
+            // A record near the size limit travels alone, and only once the
+            // consumer took everything before it: memory holds a few of
+            // them at most, not a channel full.
+            self.wait_until_taken()?;
+        }
+        self.bytes += size;
         self.events.push(event);
-        if self.events.len() >= BATCH_EVENTS || self.bytes >= BATCH_BYTES {
+        if big || self.events.len() >= BATCH_EVENTS || self.bytes >= BATCH_BYTES {
             self.send()?;
+        }
+        Ok(())
+    }
+
+    /// Waits (on the reader's own thread) until the channel is empty.
+    fn wait_until_taken(&mut self) -> std::result::Result<(), SinkClosed> {
+        self.send()?;
+        while self.sender.capacity() < self.sender.max_capacity() {
+            if self.sender.is_closed() {
+                return Err(SinkClosed);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
         Ok(())
     }

@@ -298,8 +298,13 @@ impl<'a> RecordWriter<'a> {
     }
 
     pub async fn push(&mut self, relation: &str, json: Bytes) -> Result<()> {
-        if relation != self.batch_relation {
+        if relation != self.batch_relation || json.len() >= Self::MAX_BATCH_BYTES {
+            // A big record is written on its own, and not beside another
+            // write: two of them in memory at most, not three.
             self.start_write().await?;
+            if json.len() >= Self::MAX_BATCH_BYTES {
+                self.wait_for_write().await?;
+            }
             relation.clone_into(&mut self.batch_relation);
         }
         self.batch_bytes += json.len();
