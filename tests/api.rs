@@ -307,7 +307,7 @@ fn import_rejects_bad_requests() {
         assert_eq!(response.status(), status, "{fields:?}");
         let body: Value = response.json().unwrap();
         assert!(
-            body["message"].as_str().unwrap().contains(message),
+            e2e::error_text(&body).contains(message),
             "{fields:?}: {body}"
         );
     }
@@ -472,8 +472,9 @@ fn admin_api_is_for_administrators() {
     assert_eq!(response.status(), 409);
     let me: Value = server.get(Some(&alice), "/user").json().unwrap();
     assert_eq!(me["username"], "alice");
+    // Grape's catch-all route (GitLab's lib/api/api.rb): `error!('404 Not Found')`.
     let (status, body) = call(&server, Some(&alice), "GET", "/no/such/route");
-    assert_eq!((status, body), (404, json!({"message": "404 Not Found"})));
+    assert_eq!((status, body), (404, json!({"error": "404 Not Found"})));
 }
 
 #[test]
@@ -511,7 +512,8 @@ fn export_scheduling_is_rate_limited_per_user() {
     assert!((1..=60).contains(&retry_after), "{retry_after}");
     assert_eq!(
         refused.json::<Value>().unwrap(),
-        json!({"message": "This endpoint has been requested too many times. Try again later."})
+        // GitLab's rate limiter helper: render_api_error!({ error: … }, 429).
+        json!({"message": {"error": "This endpoint has been requested too many times. Try again later."}})
     );
     // Another user has a limit of their own.
     assert_eq!(
@@ -658,7 +660,8 @@ fn revoked_tokens_are_refused() {
     assert_eq!(wrong.status(), 405);
     assert_eq!(
         wrong.json::<Value>().unwrap(),
-        json!({"message": "405 Method Not Allowed"})
+        // Grape's own answer for a known path and another method.
+        json!({"error": "405 Not Allowed"})
     );
     assert_eq!(revoke(ROOT_TOKEN, "/personal_access_tokens/nope"), 404);
 

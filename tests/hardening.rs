@@ -56,7 +56,7 @@ fn non_utf8_form_fields_are_invalid_not_missing() {
         .unwrap();
     assert_eq!(response.status(), 400);
     let body: Value = response.json().unwrap();
-    assert_eq!(body["message"], "path is invalid", "{body}");
+    assert_eq!(body, json!({"error": "path is invalid"}));
 }
 
 fn export_links(server: &Server, id: u64, headers: &[(&str, &str)]) -> Value {

@@ -457,7 +457,7 @@ async fn lambda_routes_answer_like_the_local_server() {
         api_gateway_event("GET", "/api/v4/projects/42/import", None, None),
     )
     .await;
-    assert_eq!((status, body), (404, json!({"message": "404 Not Found"})));
+    assert_eq!((status, body), (404, json!({"error": "404 Not Found"})));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -294,7 +294,7 @@ fn urls_into_this_machine_or_a_private_network_are_refused_by_default() {
     );
     assert_eq!(response.status(), 400);
     let body: Value = response.json().unwrap();
-    assert_eq!(body["message"], "bucket_name is invalid");
+    assert_eq!(body["error"], "bucket_name is invalid");
     // Nothing was created or scheduled by the refused requests.
     assert_eq!(
         server

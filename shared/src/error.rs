@@ -16,6 +16,14 @@ pub enum Error {
     NotFound(String),
     #[error("{0}")]
     BadRequest(String),
+    /// A parameter Grape's validation refuses (missing, invalid, not one of
+    /// the values, all or none): GitLab answers `400 {"error": …}`.
+    #[error("{0}")]
+    InvalidParameter(String),
+    /// A route Grape does not know (`404`) or a method it does not serve
+    /// there (`405`): GitLab answers `{"error": "404 Not Found"}`.
+    #[error("{1}")]
+    NoRoute(u16, &'static str),
     /// Something that exists already (a username, a job id).
     #[error("{0}")]
     Conflict(String),

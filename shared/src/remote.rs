@@ -20,7 +20,7 @@ use crate::{redact, App, Error, Result};
 /// private network is refused here too; one whose name only resolves there
 /// is refused when the worker connects (`client`).
 pub fn check_url(raw: &str, parameter: &str, allow_local: bool) -> Result<reqwest::Url> {
-    let invalid = || Error::BadRequest(format!("{parameter} is invalid"));
+    let invalid = || Error::InvalidParameter(format!("{parameter} is invalid"));
     let url = reqwest::Url::parse(raw).map_err(|_| invalid())?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err(invalid());
@@ -334,7 +334,7 @@ pub fn presign_s3_get(
             .starts_with(|c: char| c.is_ascii_alphanumeric())
         && object.bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
     if !bucket_ok {
-        return Err(Error::BadRequest("bucket_name is invalid".into()));
+        return Err(Error::InvalidParameter("bucket_name is invalid".into()));
     }
     let region_ok = (1..=32).contains(&object.region.len())
         && object
@@ -342,7 +342,7 @@ pub fn presign_s3_get(
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if !region_ok {
-        return Err(Error::BadRequest("region is invalid".into()));
+        return Err(Error::InvalidParameter("region is invalid".into()));
     }
     let (base, host, path) = match endpoint {
         Some(endpoint) => {
@@ -524,7 +524,10 @@ mod tests {
             ("bucket", ""),
         ] {
             assert!(
-                matches!(presign(&object(bucket, region)), Err(Error::BadRequest(_))),
+                matches!(
+                    presign(&object(bucket, region)),
+                    Err(Error::InvalidParameter(_))
+                ),
                 "{bucket} {region}"
             );
         }

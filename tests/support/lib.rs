@@ -574,6 +574,16 @@ pub fn synthetic_archive(issues: usize) -> Vec<u8> {
     ])
 }
 
+/// The text of an error answer, whichever of GitLab's two shapes it has:
+/// Grape's `{"error": …}` (parameter validation, unknown routes) or
+/// `render_api_error!`'s `{"message": …}`.
+pub fn error_text(body: &Value) -> &str {
+    body["error"]
+        .as_str()
+        .or(body["message"].as_str())
+        .unwrap_or_else(|| panic!("not an error body: {body}"))
+}
+
 pub fn gunzip(bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     flate2::read::GzDecoder::new(bytes)

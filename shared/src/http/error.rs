@@ -12,7 +12,10 @@ pub fn error_response(err: &Error) -> Response {
         Error::Unauthorized => StatusCode::UNAUTHORIZED,
         Error::Forbidden => StatusCode::FORBIDDEN,
         Error::NotFound(_) => StatusCode::NOT_FOUND,
-        Error::BadRequest(_) | Error::Archive(_) => StatusCode::BAD_REQUEST,
+        Error::BadRequest(_) | Error::Archive(_) | Error::InvalidParameter(_) => {
+            StatusCode::BAD_REQUEST
+        }
+        Error::NoRoute(status, _) => StatusCode::from_u16(*status).unwrap_or(StatusCode::NOT_FOUND),
         Error::Conflict(_) => StatusCode::CONFLICT,
         Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -27,7 +30,14 @@ pub fn error_response(err: &Error) -> Response {
     } else {
         err.to_string()
     };
-    let mut response = (status, Json(json!({ "message": message }))).into_response();
+    // Grape's own errors are `{"error": …}`; GitLab's `render_api_error!`
+    // is `{"message": …}`, and its rate limit nests `{"error": …}` in it.
+    let body = match err {
+        Error::InvalidParameter(_) | Error::NoRoute(..) => json!({ "error": message }),
+        Error::TooManyRequests { .. } => json!({ "message": { "error": message } }),
+        _ => json!({ "message": message }),
+    };
+    let mut response = (status, Json(body)).into_response();
     if let Error::TooManyRequests { retry_after } = err {
         response
             .headers_mut()

@@ -128,7 +128,7 @@ impl Params {
             None | Some("") => Ok(false),
             Some("true" | "1" | "yes" | "t") => Ok(true),
             Some("false" | "0" | "no" | "f") => Ok(false),
-            Some(_) => Err(Error::BadRequest(format!("{name} is invalid"))),
+            Some(_) => Err(Error::InvalidParameter(format!("{name} is invalid"))),
         }
     }
 
@@ -140,7 +140,7 @@ impl Params {
                 .parse::<usize>()
                 .ok()
                 .filter(|n| *n > 0)
-                .ok_or_else(|| Error::BadRequest(format!("{name} is invalid"))),
+                .ok_or_else(|| Error::InvalidParameter(format!("{name} is invalid"))),
         }
     }
 }
@@ -227,7 +227,7 @@ pub async fn field_text(
         }
         bytes.extend_from_slice(&chunk);
     }
-    String::from_utf8(bytes).map_err(|_| Error::BadRequest(format!("{name} is invalid")))
+    String::from_utf8(bytes).map_err(|_| Error::InvalidParameter(format!("{name} is invalid")))
 }
 
 /// A JSON parameter as the form field(s) Grape would see: nested objects

@@ -25,8 +25,9 @@ use crate::{auth, remote, App, Error, Result};
 
 type JsonResponse = Result<(StatusCode, Json<Value>)>;
 
+/// Grape's answer for a path no route has (GitLab's `lib/api/api.rb`).
 pub async fn not_found() -> Error {
-    Error::NotFound("404 Not Found".into())
+    Error::NoRoute(404, "404 Not Found")
 }
 
 pub async fn openapi() -> Response {
@@ -37,11 +38,9 @@ pub async fn openapi() -> Response {
         .into_response()
 }
 
-pub async fn method_not_allowed() -> (StatusCode, Json<Value>) {
-    (
-        StatusCode::METHOD_NOT_ALLOWED,
-        Json(json!({ "message": "405 Method Not Allowed" })),
-    )
+/// Grape's answer for a known path with another method.
+pub async fn method_not_allowed() -> Error {
+    Error::NoRoute(405, "405 Not Allowed")
 }
 
 fn accepted() -> JsonResponse {
@@ -75,7 +74,7 @@ fn upload_target(params: &Params, allow_local: bool) -> Result<Option<UploadTarg
         .unwrap_or("PUT")
         .to_ascii_uppercase();
     if method != "PUT" && method != "POST" {
-        return Err(Error::BadRequest(
+        return Err(Error::InvalidParameter(
             "upload[http_method] does not have a valid value".into(),
         ));
     }
@@ -247,17 +246,17 @@ pub async fn relations_export_download(
 ) -> Result<Response> {
     let relation = params
         .get("relation")
-        .ok_or_else(|| Error::BadRequest("relation is missing".into()))?;
+        .ok_or_else(|| Error::InvalidParameter("relation is missing".into()))?;
     let batch = match (params.flag("batched")?, params.get("batch_number")) {
         (false, None) => None,
         (true, Some(n)) => Some(
             n.parse::<u32>()
                 .ok()
                 .filter(|n| *n > 0)
-                .ok_or_else(|| Error::BadRequest("batch_number is invalid".into()))?,
+                .ok_or_else(|| Error::InvalidParameter("batch_number is invalid".into()))?,
         ),
         _ => {
-            return Err(Error::BadRequest(
+            return Err(Error::InvalidParameter(
                 "batched, batch_number provide all or none of parameters".into(),
             ))
         }
@@ -287,9 +286,9 @@ struct UploadForm {
 
 impl UploadForm {
     async fn receive(app: &App, request: Request) -> Result<Self> {
-        let mut multipart = Multipart::from_request(request, app).await.map_err(|_| {
-            Error::BadRequest("file is missing (send a multipart/form-data body)".into())
-        })?;
+        let mut multipart = Multipart::from_request(request, app)
+            .await
+            .map_err(|_| Error::InvalidParameter("file is missing".into()))?;
         let upload_id = new_id();
         let key = service::upload_key(&upload_id);
         let mut fields = HashMap::new();
@@ -309,7 +308,7 @@ impl UploadForm {
                 }
             }
             if !has_file {
-                return Err(Error::BadRequest("file is missing".into()));
+                return Err(Error::InvalidParameter("file is missing".into()));
             }
             Ok(())
         }
@@ -384,7 +383,7 @@ fn import_request(params: &Params) -> Result<ImportRequest> {
             .map(str::to_owned)
     };
     Ok(ImportRequest {
-        path: field("path").ok_or_else(|| Error::BadRequest("path is missing".into()))?,
+        path: field("path").ok_or_else(|| Error::InvalidParameter("path is missing".into()))?,
         namespace: field("namespace"),
         name: field("name"),
         overwrite: params.flag("overwrite")?,
@@ -396,7 +395,7 @@ fn required<'a>(params: &'a Params, name: &str) -> Result<&'a str> {
         .get(name)
         .map(str::trim)
         .filter(|v| !v.is_empty())
-        .ok_or_else(|| Error::BadRequest(format!("{name} is missing")))
+        .ok_or_else(|| Error::InvalidParameter(format!("{name} is missing")))
 }
 
 fn scheduled_import(project: &crate::domain::Project, job: crate::domain::Job) -> Value {
@@ -482,16 +481,29 @@ pub async fn blob_upload(
 ) -> Result<StatusCode> {
     verify_signed(&app, Action::Upload, &key, &query)?;
     if !service::upload_awaited(&app, &key).await? {
-        return Err(Error::Forbidden);
+        return Err(refuse_upload(body, Error::Forbidden).await);
     }
     let Some(_slot) = UploadSlot::take(&key) else {
-        return Err(Error::Conflict(
-            "409 the upload URL is already in use".into(),
-        ));
+        let in_use = Error::Conflict("409 the upload URL is already in use".into());
+        return Err(refuse_upload(body, in_use).await);
     };
     put_limited(&app, &key, body.into_data_stream(), None).await?;
     service::upload_landed(&app, &key).await?;
     Ok(StatusCode::OK)
+}
+
+/// Reads on (a little) before refusing an upload, so that the client gets
+/// to read the answer instead of a connection closed under its body.
+async fn refuse_upload(body: Body, err: Error) -> Error {
+    let mut stream = body.into_data_stream();
+    let mut left = 64 * 1024 * 1024usize;
+    while let Some(Ok(chunk)) = stream.next().await {
+        left = left.saturating_sub(chunk.len());
+        if left == 0 {
+            break;
+        }
+    }
+    err
 }
 
 /// A key being uploaded to in this process: one upload per URL at a time.
@@ -687,7 +699,7 @@ pub async fn create_user(
     let username = params
         .get("username")
         .filter(|u| crate::domain::is_valid_path(u))
-        .ok_or_else(|| Error::BadRequest("username is missing or invalid".into()))?;
+        .ok_or_else(|| Error::InvalidParameter("username is missing".into()))?;
     let name = params.get("name").unwrap_or(username);
     let user = app
         .users
@@ -710,12 +722,12 @@ pub async fn create_token(
     .ok_or_else(|| Error::not_found("User"))?;
     let name = params
         .get("name")
-        .ok_or_else(|| Error::BadRequest("name is missing".into()))?;
+        .ok_or_else(|| Error::InvalidParameter("name is missing".into()))?;
     let expires_at = match params.get("expires_at").filter(|v| !v.is_empty()) {
         None => None,
         Some(date) => {
             let day = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d")
-                .map_err(|_| Error::BadRequest("expires_at is invalid".into()))?;
+                .map_err(|_| Error::InvalidParameter("expires_at is invalid".into()))?;
             Some(day.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc())
         }
     };

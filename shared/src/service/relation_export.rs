@@ -288,7 +288,7 @@ pub async fn state(app: &App, project: &Project, relation: &str) -> Result<Relat
         .await?
         .into_iter()
         .find(|s| s.part.relation == relation)
-        .ok_or_else(|| Error::NotFound("404 Export not found".into()))
+        .ok_or_else(|| Error::NotFound("Export not found".into()))
 }
 
 /// Where to download a finished relation (or batch) from.
@@ -307,11 +307,11 @@ pub async fn download(
             .batches
             .iter()
             .find(|b| b.batch == Some(n))
-            .ok_or_else(|| Error::NotFound("404 Batch not found".into()))?,
+            .ok_or_else(|| Error::NotFound("Batch not found".into()))?,
     };
     let missing = || match batch {
-        Some(_) => Error::NotFound("404 Batch file not found".into()),
-        None => Error::NotFound("404 Export file not found".into()),
+        Some(_) => Error::NotFound("Batch file not found".into()),
+        None => Error::NotFound("Export file not found".into()),
     };
     if target.status != JobStatus::Finished {
         return Err(missing());
