@@ -350,3 +350,143 @@ async fn a_relation_export_part_failing_every_delivery_ends_failed() {
     let error = issues.error.as_deref().unwrap();
     assert!(error.starts_with("gave up after"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relation_import_whose_run_died_is_redone_or_finished() {
+    let (app, _dir) = embedded_app();
+    let user = admin(&app).await;
+    let (project, job) = start_import(&app, &user, "relations", false).await;
+    worker::attempt(&app, &Message::for_job(&job), 1).await;
+    let path = format!("{}/relations", user.username);
+    let bigger = synthetic_archive(ISSUES + 10);
+
+    // Died before switching, leaving a partial merge and staging area.
+    let key = put_upload(&app, bigger.clone()).await;
+    let (_, before) = service::start_relation_import(&app, &user, &path, "issues", &key)
+        .await
+        .unwrap();
+    let dead = claimed_by_a_dead_run(&app, &before).await;
+    let partial = dead.generation(dead.attempt);
+    for generation in [partial.clone(), format!("{partial}-staged")] {
+        app.projects
+            .put_records(
+                &generation,
+                "issues",
+                0,
+                vec![Bytes::from_static(b"{\"iid\":1}")],
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        worker::attempt(&app, &Message::for_job(&before), 2).await,
+        Outcome::Done
+    );
+    let done = app.jobs.job(&before.id).await.unwrap().unwrap();
+    assert_eq!(done.status, JobStatus::Finished, "{done:?}");
+    let mut expected = expected_counts();
+    expected.insert("issues".into(), (ISSUES + 10) as u64);
+    assert_eq!(shown(&app, project.id).await, expected);
+    for generation in [partial.clone(), format!("{partial}-staged")] {
+        assert!(app
+            .projects
+            .relations(&generation)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
+    // Died after switching: finished as it is, not merged again.
+    let key = put_upload(&app, synthetic_archive(ISSUES + 20)).await;
+    let (_, after) = service::start_relation_import(&app, &user, &path, "issues", &key)
+        .await
+        .unwrap();
+    let dead = claimed_by_a_dead_run(&app, &after).await;
+    let published = dead.generation(dead.attempt);
+    app.projects
+        .put_records(
+            &published,
+            "issues",
+            0,
+            vec![Bytes::from_static(b"{\"iid\":1}")],
+        )
+        .await
+        .unwrap();
+    let mut switched = app.projects.project(project.id).await.unwrap().unwrap();
+    switched
+        .relation_content
+        .insert("issues".into(), published.clone());
+    assert!(app.projects.switch_content(&switched).await.unwrap());
+    assert_eq!(
+        worker::attempt(&app, &Message::for_job(&after), 2).await,
+        Outcome::Done
+    );
+    let done = app.jobs.job(&after.id).await.unwrap().unwrap();
+    assert_eq!(done.status, JobStatus::Finished);
+    assert_eq!(shown(&app, project.id).await["issues"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_whose_run_died_is_built_again() {
+    let (app, _dir) = embedded_app();
+    let user = admin(&app).await;
+    let (project, job) = start_import(&app, &user, "died-export", false).await;
+    worker::attempt(&app, &Message::for_job(&job), 1).await;
+    let project = app.projects.project(project.id).await.unwrap().unwrap();
+    let export = service::schedule_export(&app, &user, &project, None, None)
+        .await
+        .unwrap();
+    claimed_by_a_dead_run(&app, &export).await;
+    assert_eq!(
+        worker::attempt(&app, &Message::for_job(&export), 2).await,
+        Outcome::Done
+    );
+    let download = service::export_download(&app, &project).await.unwrap();
+    let bytes = stream::collect(app.blobs.get(&download.key).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(read_archive(&bytes).relations["issues"].len(), ISSUES);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relation_export_part_whose_run_died_is_built_again() {
+    let (app, _dir) = embedded_app();
+    let user = admin(&app).await;
+    let (project, job) = start_import(&app, &user, "died-part", false).await;
+    worker::attempt(&app, &Message::for_job(&job), 1).await;
+    let project = app.projects.project(project.id).await.unwrap().unwrap();
+    service::relation_export::start_run(&app, &project, false)
+        .await
+        .unwrap();
+    let deliveries = app
+        .queue
+        .receive(100, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let message = deliveries
+        .iter()
+        .map(|d| d.message.clone())
+        .find(|m| m.relation.as_deref() == Some("issues"))
+        .unwrap();
+    // A run took the part and died.
+    app.jobs
+        .transition_relation_export_part(
+            project.id,
+            "issues",
+            None,
+            &message.job_id,
+            &[JobStatus::Queued],
+            JobStatus::Started,
+            JobUpdate::default(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(worker::attempt(&app, &message, 2).await, Outcome::Done);
+    let parts = app.jobs.relation_export_parts(project.id).await.unwrap();
+    let issues = parts.iter().find(|p| p.relation == "issues").unwrap();
+    assert_eq!(
+        (issues.status, issues.exported),
+        (JobStatus::Finished, ISSUES as u64)
+    );
+}

@@ -116,6 +116,8 @@ impl BlobStore for DirBlobStore {
         let target = self.path_of(key)?;
         let temp = self.staging.join(crate::domain::new_id());
         let written = async {
+            // Before anything is written, then every MiB.
+            self.check_free_space()?;
             let mut file = tokio::fs::File::create(&temp).await?;
             let mut size = 0u64;
             let mut checked_at = 0u64;
