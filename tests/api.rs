@@ -493,12 +493,23 @@ fn export_scheduling_is_rate_limited_per_user() {
             .status(),
         202
     );
+    // Relations exports are not limited (GitLab's lib/api/project_export.rb
+    // applies `project_export` to full exports only): direct transfer calls
+    // them once per project.
+    for _ in 0..3 {
+        assert_eq!(
+            server
+                .post(
+                    Some(ROOT_TOKEN),
+                    &format!("/projects/{id}/export_relations")
+                )
+                .status(),
+            202
+        );
+    }
     assert_eq!(
         server
-            .post(
-                Some(ROOT_TOKEN),
-                &format!("/projects/{id}/export_relations")
-            )
+            .post(Some(ROOT_TOKEN), &format!("/projects/{id}/export"))
             .status(),
         202
     );

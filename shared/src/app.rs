@@ -38,8 +38,8 @@ pub struct Settings {
     /// The S3 endpoint when it is not AWS's (an emulator): where
     /// `remote-import-s3` fetches from, path-style.
     pub s3_endpoint: Option<String>,
-    /// Exports (full or relations) a user may schedule per minute (GitLab:
-    /// 6); 0 turns the limit off.
+    /// Full exports a user may schedule per minute (GitLab: 6; relations
+    /// exports are not limited); 0 turns the limit off.
     pub export_rate_limit: u32,
     /// Remote imports and exports sent to a URL may reach this machine and
     /// private networks (GitLab's "allow requests to the local network").

@@ -67,7 +67,8 @@ struct ServeArgs {
     max_upload_bytes: u64,
     #[command(flatten)]
     limits: LimitArgs,
-    /// Exports a user may schedule per minute (GitLab: 6); 0 turns the limit off.
+    /// Full exports a user may schedule per minute (GitLab: 6; relations
+    /// exports are not limited); 0 turns the limit off.
     #[arg(long, default_value_t = Settings::default().export_rate_limit, env = "EXPORT_RATE_LIMIT_PER_MINUTE")]
     export_rate_limit: u32,
     /// Records per batch of a batched relations export.
