@@ -41,6 +41,40 @@ async fn start_import(app: &App, user: &User, path: &str, overwrite: bool) -> (P
         .unwrap()
 }
 
+/// A project of `user` at `path` with the synthetic archive imported.
+async fn imported_project(app: &App, user: &User, path: &str) -> Project {
+    let (project, job) = start_import(app, user, path, false).await;
+    worker::attempt(app, &Message::for_job(&job), 1).await;
+    app.projects.project(project.id).await.unwrap().unwrap()
+}
+
+/// Starts an unbatched relations export and takes its messages off the
+/// queue: the one for `issues`.
+async fn issues_part_message(app: &App, project: &Project) -> Message {
+    service::relation_export::start_run(app, project, false)
+        .await
+        .unwrap();
+    let deliveries = app
+        .queue
+        .receive(100, Duration::from_secs(60))
+        .await
+        .unwrap();
+    deliveries
+        .into_iter()
+        .map(|d| d.message)
+        .find(|m| m.relation.as_deref() == Some("issues"))
+        .unwrap()
+}
+
+/// Issues in the project's downloadable export.
+async fn downloaded_issues(app: &App, project: &Project) -> usize {
+    let download = service::export_download(app, project).await.unwrap();
+    let bytes = stream::collect(app.blobs.get(&download.key).await.unwrap())
+        .await
+        .unwrap();
+    read_archive(&bytes).relations["issues"].len()
+}
+
 /// The same message handled by two workers at once: both settle it.
 async fn twice_at_once(app: &App, message: &Message) {
     let (a, b) = tokio::join!(
@@ -108,6 +142,15 @@ async fn an_import_delivered_twice_at_once_publishes_once_and_loses_nothing() {
     }
 }
 
+/// One issue record in `generation`: what a run wrote before it stopped.
+async fn write_one_issue(app: &App, generation: &str) {
+    let record = Bytes::from_static(b"{\"iid\":1}");
+    app.projects
+        .put_records(generation, "issues", 0, vec![record])
+        .await
+        .unwrap();
+}
+
 /// Claims the job as a run that then died: its lease has run out.
 async fn claimed_by_a_dead_run(app: &App, job: &Job) -> Job {
     let claimed = app
@@ -135,15 +178,7 @@ async fn a_run_that_died_before_switching_is_redone_and_its_leftovers_removed() 
     let (project, job) = start_import(&app, &user, "died", false).await;
     let dead = claimed_by_a_dead_run(&app, &job).await;
     let partial = dead.generation(dead.attempt);
-    app.projects
-        .put_records(
-            &partial,
-            "issues",
-            0,
-            vec![Bytes::from_static(b"{\"iid\":1}")],
-        )
-        .await
-        .unwrap();
+    write_one_issue(&app, &partial).await;
 
     assert_eq!(
         worker::attempt(&app, &Message::for_job(&job), 2).await,
@@ -226,8 +261,7 @@ async fn a_job_a_live_run_holds_is_left_to_it() {
 async fn a_relation_import_delivered_twice_at_once_merges_once() {
     let (app, _dir) = embedded_app();
     let user = admin(&app).await;
-    let (project, job) = start_import(&app, &user, "merged", false).await;
-    worker::attempt(&app, &Message::for_job(&job), 1).await;
+    let project = imported_project(&app, &user, "merged").await;
     let path = format!("{}/merged", user.username);
     // The same issues and 500 new ones.
     let bigger = e2e::synthetic_archive(ISSUES + 500);
@@ -250,9 +284,7 @@ async fn a_relation_import_delivered_twice_at_once_merges_once() {
 async fn an_export_delivered_twice_at_once_gives_one_whole_archive() {
     let (app, _dir) = embedded_app();
     let user = admin(&app).await;
-    let (project, job) = start_import(&app, &user, "exported", false).await;
-    worker::attempt(&app, &Message::for_job(&job), 1).await;
-    let project = app.projects.project(project.id).await.unwrap().unwrap();
+    let project = imported_project(&app, &user, "exported").await;
     let export = service::schedule_export(&app, &user, &project, None, None)
         .await
         .unwrap();
@@ -261,20 +293,14 @@ async fn an_export_delivered_twice_at_once_gives_one_whole_archive() {
         worker::attempt(&app, &Message::for_job(&export), 2).await,
         Outcome::Done
     );
-    let download = service::export_download(&app, &project).await.unwrap();
-    let bytes = stream::collect(app.blobs.get(&download.key).await.unwrap())
-        .await
-        .unwrap();
-    assert_eq!(read_archive(&bytes).relations["issues"].len(), ISSUES);
+    assert_eq!(downloaded_issues(&app, &project).await, ISSUES);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relation_export_parts_delivered_twice_at_once_each_finish_once() {
     let (app, _dir) = embedded_app();
     let user = admin(&app).await;
-    let (project, job) = start_import(&app, &user, "parts", false).await;
-    worker::attempt(&app, &Message::for_job(&job), 1).await;
-    let project = app.projects.project(project.id).await.unwrap().unwrap();
+    let project = imported_project(&app, &user, "parts").await;
     service::relation_export::start_run(&app, &project, true)
         .await
         .unwrap();
@@ -314,22 +340,8 @@ async fn relation_export_parts_delivered_twice_at_once_each_finish_once() {
 async fn a_relation_export_part_failing_every_delivery_ends_failed() {
     let (app, dir) = embedded_app();
     let user = admin(&app).await;
-    let (project, job) = start_import(&app, &user, "failing", false).await;
-    worker::attempt(&app, &Message::for_job(&job), 1).await;
-    let project = app.projects.project(project.id).await.unwrap().unwrap();
-    service::relation_export::start_run(&app, &project, false)
-        .await
-        .unwrap();
-    let deliveries = app
-        .queue
-        .receive(100, Duration::from_secs(60))
-        .await
-        .unwrap();
-    let message = deliveries
-        .iter()
-        .map(|d| d.message.clone())
-        .find(|m| m.relation.as_deref() == Some("issues"))
-        .unwrap();
+    let project = imported_project(&app, &user, "failing").await;
+    let message = issues_part_message(&app, &project).await;
     // The blob store breaks: every delivery fails.
     let blobs = dir.path().join("blobs");
     std::fs::rename(&blobs, dir.path().join("blobs-saved")).unwrap();
@@ -355,8 +367,7 @@ async fn a_relation_export_part_failing_every_delivery_ends_failed() {
 async fn a_relation_import_whose_run_died_is_redone_or_finished() {
     let (app, _dir) = embedded_app();
     let user = admin(&app).await;
-    let (project, job) = start_import(&app, &user, "relations", false).await;
-    worker::attempt(&app, &Message::for_job(&job), 1).await;
+    let project = imported_project(&app, &user, "relations").await;
     let path = format!("{}/relations", user.username);
     let bigger = synthetic_archive(ISSUES + 10);
 
@@ -368,15 +379,7 @@ async fn a_relation_import_whose_run_died_is_redone_or_finished() {
     let dead = claimed_by_a_dead_run(&app, &before).await;
     let partial = dead.generation(dead.attempt);
     for generation in [partial.clone(), format!("{partial}-staged")] {
-        app.projects
-            .put_records(
-                &generation,
-                "issues",
-                0,
-                vec![Bytes::from_static(b"{\"iid\":1}")],
-            )
-            .await
-            .unwrap();
+        write_one_issue(&app, &generation).await;
     }
     assert_eq!(
         worker::attempt(&app, &Message::for_job(&before), 2).await,
@@ -403,15 +406,7 @@ async fn a_relation_import_whose_run_died_is_redone_or_finished() {
         .unwrap();
     let dead = claimed_by_a_dead_run(&app, &after).await;
     let published = dead.generation(dead.attempt);
-    app.projects
-        .put_records(
-            &published,
-            "issues",
-            0,
-            vec![Bytes::from_static(b"{\"iid\":1}")],
-        )
-        .await
-        .unwrap();
+    write_one_issue(&app, &published).await;
     let mut switched = app.projects.project(project.id).await.unwrap().unwrap();
     switched
         .relation_content
@@ -430,9 +425,7 @@ async fn a_relation_import_whose_run_died_is_redone_or_finished() {
 async fn an_export_whose_run_died_is_built_again() {
     let (app, _dir) = embedded_app();
     let user = admin(&app).await;
-    let (project, job) = start_import(&app, &user, "died-export", false).await;
-    worker::attempt(&app, &Message::for_job(&job), 1).await;
-    let project = app.projects.project(project.id).await.unwrap().unwrap();
+    let project = imported_project(&app, &user, "died-export").await;
     let export = service::schedule_export(&app, &user, &project, None, None)
         .await
         .unwrap();
@@ -441,33 +434,15 @@ async fn an_export_whose_run_died_is_built_again() {
         worker::attempt(&app, &Message::for_job(&export), 2).await,
         Outcome::Done
     );
-    let download = service::export_download(&app, &project).await.unwrap();
-    let bytes = stream::collect(app.blobs.get(&download.key).await.unwrap())
-        .await
-        .unwrap();
-    assert_eq!(read_archive(&bytes).relations["issues"].len(), ISSUES);
+    assert_eq!(downloaded_issues(&app, &project).await, ISSUES);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relation_export_part_whose_run_died_is_built_again() {
     let (app, _dir) = embedded_app();
     let user = admin(&app).await;
-    let (project, job) = start_import(&app, &user, "died-part", false).await;
-    worker::attempt(&app, &Message::for_job(&job), 1).await;
-    let project = app.projects.project(project.id).await.unwrap().unwrap();
-    service::relation_export::start_run(&app, &project, false)
-        .await
-        .unwrap();
-    let deliveries = app
-        .queue
-        .receive(100, Duration::from_secs(60))
-        .await
-        .unwrap();
-    let message = deliveries
-        .iter()
-        .map(|d| d.message.clone())
-        .find(|m| m.relation.as_deref() == Some("issues"))
-        .unwrap();
+    let project = imported_project(&app, &user, "died-part").await;
+    let message = issues_part_message(&app, &project).await;
     // A run took the part and died.
     app.jobs
         .transition_relation_export_part(

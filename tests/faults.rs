@@ -7,12 +7,16 @@ use shared::domain::{Job, JobKind, JobStatus, Message, NewProject, When};
 use shared::service;
 use shared::worker::{self, Outcome, MAX_RECEIVES};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_message_failing_every_time_ends_its_job_failed() {
-    let (app, dir) = embedded_app();
+/// A new user (`username`, display name the same) and an empty project of
+/// theirs at `path`.
+async fn user_with_project(
+    app: &shared::App,
+    username: &str,
+    path: &str,
+) -> (shared::domain::User, shared::domain::Project) {
     let user = app
         .users
-        .create_user("alice", "Alice", false)
+        .create_user(username, username, false)
         .await
         .unwrap();
     let namespace = app.users.namespace(user.id).await.unwrap().unwrap();
@@ -20,13 +24,20 @@ async fn a_message_failing_every_time_ends_its_job_failed() {
         .projects
         .create_project(NewProject {
             namespace,
-            path: "p".into(),
-            name: "p".into(),
+            path: path.into(),
+            name: path.into(),
             description: None,
             owner_id: user.id,
         })
         .await
         .unwrap();
+    (user, project)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_failing_every_time_ends_its_job_failed() {
+    let (app, dir) = embedded_app();
+    let (user, project) = user_with_project(&app, "alice", "p").await;
 
     // A first export works and is downloadable.
     let first = service::schedule_export(&app, &user, &project, None, None)
@@ -102,19 +113,7 @@ async fn a_message_failing_every_time_ends_its_job_failed() {
 async fn a_job_whose_message_was_lost_is_queued_again_then_failed() {
     use shared::service::sweep::{sweep_stale_jobs, SweepSummary, MAX_STALLS, STALE_AFTER};
     let (app, _dir) = embedded_app();
-    let user = app.users.create_user("bob", "Bob", false).await.unwrap();
-    let namespace = app.users.namespace(user.id).await.unwrap().unwrap();
-    let project = app
-        .projects
-        .create_project(NewProject {
-            namespace,
-            path: "lost".into(),
-            name: "lost".into(),
-            description: None,
-            owner_id: user.id,
-        })
-        .await
-        .unwrap();
+    let (user, project) = user_with_project(&app, "bob", "lost").await;
     let started = |job: &Job| {
         let app = app.clone();
         let id = job.id.clone();
@@ -198,23 +197,7 @@ async fn a_job_whose_message_was_lost_is_queued_again_then_failed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_archive_the_status_points_at_is_never_pruned() {
     let (app, _dir) = embedded_app();
-    let user = app
-        .users
-        .create_user("carol", "Carol", false)
-        .await
-        .unwrap();
-    let namespace = app.users.namespace(user.id).await.unwrap().unwrap();
-    let project = app
-        .projects
-        .create_project(NewProject {
-            namespace,
-            path: "served".into(),
-            name: "served".into(),
-            description: None,
-            owner_id: user.id,
-        })
-        .await
-        .unwrap();
+    let (user, project) = user_with_project(&app, "carol", "served").await;
     // Two exports in flight; the newer one finishes first.
     let older = service::schedule_export(&app, &user, &project, None, None)
         .await
@@ -266,18 +249,8 @@ async fn the_archive_the_status_points_at_is_never_pruned() {
 async fn a_message_past_its_last_attempt_fails_its_job_without_running_it() {
     let (app, _dir) = embedded_app();
     let user = app.users.create_user("dave", "Dave", false).await.unwrap();
-    let key = service::upload_key("crashing");
-    app.blobs
-        .put(&key, shared::stream::from_bytes(e2e::synthetic_archive(10)))
-        .await
-        .unwrap();
-    let request = service::ImportRequest {
-        path: "crashing".into(),
-        ..service::ImportRequest::default()
-    };
-    let (project, job) = service::start_import(&app, &user, &request, &key)
-        .await
-        .unwrap();
+    let (project, job) =
+        upload_and_import(&app, &user, "crashing", e2e::synthetic_archive(10)).await;
     // Every earlier delivery crashed the worker: this one only fails the job.
     assert_eq!(
         worker::attempt(&app, &Message::for_job(&job), MAX_RECEIVES + 1).await,
@@ -293,6 +266,27 @@ async fn a_message_past_its_last_attempt_fails_its_job_without_running_it() {
     );
     let project = app.projects.project(project.id).await.unwrap().unwrap();
     assert_eq!(project.content, None);
+}
+
+/// Stores `archive` as an upload and queues its import as `path`.
+async fn upload_and_import(
+    app: &shared::App,
+    user: &shared::domain::User,
+    path: &str,
+    archive: Vec<u8>,
+) -> (shared::domain::Project, Job) {
+    let key = service::upload_key(&shared::domain::new_id());
+    app.blobs
+        .put(&key, shared::stream::from_bytes(archive))
+        .await
+        .unwrap();
+    let request = service::ImportRequest {
+        path: path.into(),
+        ..service::ImportRequest::default()
+    };
+    service::start_import(app, user, &request, &key)
+        .await
+        .unwrap()
 }
 
 /// A project whose archive has `relations` one-record unknown relations,
@@ -321,18 +315,13 @@ async fn project_with_relations(
         .iter()
         .map(|(p, d)| (p.as_str(), d.as_slice()))
         .collect();
-    let key = service::upload_key(&shared::domain::new_id());
-    app.blobs
-        .put(&key, shared::stream::from_bytes(e2e::tar_gz(&borrowed)))
-        .await
-        .unwrap();
-    let request = service::ImportRequest {
-        path: format!("{username}-project"),
-        ..service::ImportRequest::default()
-    };
-    let (project, job) = service::start_import(app, &user, &request, &key)
-        .await
-        .unwrap();
+    let (project, job) = upload_and_import(
+        app,
+        &user,
+        &format!("{username}-project"),
+        e2e::tar_gz(&borrowed),
+    )
+    .await;
     drain(app).await;
     let done = app.jobs.job(&job.id).await.unwrap().unwrap();
     assert_eq!(done.status, JobStatus::Finished, "{done:?}");
@@ -373,18 +362,7 @@ async fn one_relations_export_never_holds_the_queue_against_other_projects() {
         .create_user("frank", "Frank", false)
         .await
         .unwrap();
-    let key = service::upload_key("fair");
-    app.blobs
-        .put(&key, shared::stream::from_bytes(e2e::synthetic_archive(1)))
-        .await
-        .unwrap();
-    let request = service::ImportRequest {
-        path: "small".into(),
-        ..service::ImportRequest::default()
-    };
-    let (_, small) = service::start_import(&app, &other, &request, &key)
-        .await
-        .unwrap();
+    let (_, small) = upload_and_import(&app, &other, "small", e2e::synthetic_archive(1)).await;
     let ran = drain(&app).await;
     let position = ran
         .iter()

@@ -742,6 +742,35 @@ fn s3_event_body(bucket: &str, key: &str) -> String {
     .to_string()
 }
 
+/// `POST /projects/remote-import-s3` of `key` in `bucket` (on moto, in
+/// us-east-1) as project `path`; the `201` answer.
+async fn remote_import_s3(
+    app: &App,
+    bucket: &str,
+    key: &str,
+    access_key_id: &str,
+    path: &str,
+) -> Value {
+    let body = serde_urlencoded::to_string([
+        ("region", "us-east-1"),
+        ("bucket_name", bucket),
+        ("file_key", key),
+        ("access_key_id", access_key_id),
+        ("secret_access_key", "testing"),
+        ("path", path),
+    ])
+    .unwrap();
+    let request = api_gateway_event(
+        "POST",
+        "/api/v4/projects/remote-import-s3",
+        Some("application/x-www-form-urlencoded"),
+        Some(body.as_bytes()),
+    );
+    let (status, _, created) = invoke(app, &IMPORT, request).await;
+    assert_eq!(status, 201, "{created}");
+    created
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_uploads_and_s3_imports_on_aws() {
     let (app, clients, names) = setup().await;
@@ -806,23 +835,14 @@ async fn large_uploads_and_s3_imports_on_aws() {
         .send()
         .await
         .unwrap();
-    let body = serde_urlencoded::to_string([
-        ("region", "us-east-1"),
-        ("bucket_name", source.as_str()),
-        ("file_key", "exports/complex export.tar.gz"),
-        ("access_key_id", "testing"),
-        ("secret_access_key", "testing"),
-        ("path", "from-s3"),
-    ])
-    .unwrap();
-    let request = api_gateway_event(
-        "POST",
-        "/api/v4/projects/remote-import-s3",
-        Some("application/x-www-form-urlencoded"),
-        Some(body.as_bytes()),
-    );
-    let (status, _, created) = invoke(&app, &IMPORT, request).await;
-    assert_eq!(status, 201, "{created}");
+    let created = remote_import_s3(
+        &app,
+        &source,
+        "exports/complex export.tar.gz",
+        "testing",
+        "from-s3",
+    )
+    .await;
     assert!(run_worker_once(&app, &clients, &queue_url).await.is_empty());
     let id = created["id"].as_u64().unwrap();
     let show = api_gateway_event("GET", &format!("/api/v4/projects/{id}/import"), None, None);
@@ -831,23 +851,14 @@ async fn large_uploads_and_s3_imports_on_aws() {
 
     // An object that is not there: the import fails, and neither its error
     // nor the stored job keeps the presigned URL's credential or signature.
-    let body = serde_urlencoded::to_string([
-        ("region", "us-east-1"),
-        ("bucket_name", source.as_str()),
-        ("file_key", "exports/missing.tar.gz"),
-        ("access_key_id", "AKIDSECRETLOOKING"),
-        ("secret_access_key", "testing"),
-        ("path", "missing-from-s3"),
-    ])
-    .unwrap();
-    let request = api_gateway_event(
-        "POST",
-        "/api/v4/projects/remote-import-s3",
-        Some("application/x-www-form-urlencoded"),
-        Some(body.as_bytes()),
-    );
-    let (status, _, created) = invoke(&app, &IMPORT, request).await;
-    assert_eq!(status, 201, "{created}");
+    let created = remote_import_s3(
+        &app,
+        &source,
+        "exports/missing.tar.gz",
+        "AKIDSECRETLOOKING",
+        "missing-from-s3",
+    )
+    .await;
     while deliver_twice(&app, &clients, &queue_url).await > 0 {}
     let id = created["id"].as_u64().unwrap();
     let show = api_gateway_event("GET", &format!("/api/v4/projects/{id}/import"), None, None);

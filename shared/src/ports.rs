@@ -183,7 +183,12 @@ pub trait JobStore: Send + Sync {
     ) -> Result<Option<Job>>;
     /// Progress of a started job (records processed so far, counts); a job
     /// that is no longer started is left alone.
-    async fn record_progress(&self, id: &str, progress: JobUpdate) -> Result<()>;
+    async fn record_progress(&self, id: &str, progress: JobUpdate) -> Result<()> {
+        let started = When::status_in(&[JobStatus::Started]);
+        self.transition(id, started, JobStatus::Started, progress)
+            .await?;
+        Ok(())
+    }
     /// The project's jobs of a kind, newest first, at most `limit`.
     async fn project_jobs(
         &self,

@@ -83,6 +83,25 @@ fn claimed_extension(kind: tar::EntryType, claimed: u64) -> Vec<u8> {
     gz.finish().expect("gzip")
 }
 
+/// The base entries and one file at `path`, a name longer than a tar
+/// header holds (written with a GNU long-name entry).
+fn with_long_path(path: &str) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut append = |path: &str, data: &[u8]| {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        tar.append_data(&mut header, path, data).expect("entry");
+    };
+    for entry in base() {
+        append(&entry.path, &entry.data);
+    }
+    append(path, b"x");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&tar.into_inner().expect("tar")).expect("gzip");
+    gz.finish().expect("gzip")
+}
+
 /// The same bytes as a `.tar.gz` of several gzip members, each holding
 /// `piece` bytes of the tar stream (as pigz and parallel writers cut it).
 pub fn as_gzip_members(tar_gz: &[u8], piece: usize) -> Vec<u8> {
@@ -302,26 +321,7 @@ pub fn corpus() -> Vec<(&'static str, Vec<u8>, &'static str)> {
         ),
         (
             "long-name-over-4-kib",
-            {
-                let mut tar = tar::Builder::new(Vec::new());
-                for entry in base() {
-                    let mut header = tar::Header::new_gnu();
-                    header.set_size(entry.data.len() as u64);
-                    header.set_mode(0o644);
-                    tar.append_data(&mut header, &entry.path, entry.data.as_slice())
-                        .expect("entry");
-                }
-                let mut header = tar::Header::new_gnu();
-                header.set_size(1);
-                header.set_mode(0o644);
-                let name = format!("uploads/{}", "d/".repeat(3000));
-                tar.append_data(&mut header, format!("{name}f"), &b"x"[..])
-                    .expect("long name");
-                let mut gz =
-                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-                gz.write_all(&tar.into_inner().expect("tar")).expect("gzip");
-                gz.finish().expect("gzip")
-            },
+            with_long_path(&format!("uploads/{}f", "d/".repeat(3000))),
             "unsafe path",
         ),
         (
@@ -364,29 +364,7 @@ pub fn corpus() -> Vec<(&'static str, Vec<u8>, &'static str)> {
         ),
         (
             "component-over-255-bytes",
-            {
-                let mut tar = tar::Builder::new(Vec::new());
-                for entry in base() {
-                    let mut header = tar::Header::new_gnu();
-                    header.set_size(entry.data.len() as u64);
-                    header.set_mode(0o644);
-                    tar.append_data(&mut header, &entry.path, entry.data.as_slice())
-                        .expect("entry");
-                }
-                let mut header = tar::Header::new_gnu();
-                header.set_size(1);
-                header.set_mode(0o644);
-                tar.append_data(
-                    &mut header,
-                    format!("uploads/{}", "n".repeat(300)),
-                    &b"x"[..],
-                )
-                .expect("long component");
-                let mut gz =
-                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-                gz.write_all(&tar.into_inner().expect("tar")).expect("gzip");
-                gz.finish().expect("gzip")
-            },
+            with_long_path(&format!("uploads/{}", "n".repeat(300))),
             "unsafe path",
         ),
         (

@@ -912,17 +912,6 @@ impl JobStore for DynamoStore {
         Ok(job)
     }
 
-    async fn record_progress(&self, id: &str, progress: JobUpdate) -> Result<()> {
-        self.transition(
-            id,
-            When::status_in(&[JobStatus::Started]),
-            JobStatus::Started,
-            progress,
-        )
-        .await?;
-        Ok(())
-    }
-
     async fn project_jobs(
         &self,
         project_id: ProjectId,

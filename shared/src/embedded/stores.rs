@@ -788,17 +788,6 @@ impl JobStore for EmbeddedStore {
             .await
     }
 
-    async fn record_progress(&self, id: &str, progress: JobUpdate) -> Result<()> {
-        self.transition(
-            id,
-            When::status_in(&[JobStatus::Started]),
-            JobStatus::Started,
-            progress,
-        )
-        .await?;
-        Ok(())
-    }
-
     async fn project_jobs(
         &self,
         project_id: ProjectId,

@@ -211,11 +211,11 @@ pub async fn export_download(
 
 pub async fn schedule_relations_export(
     State(app): State<App>,
-    CallerProject { user, project }: CallerProject,
+    CallerProject { project, .. }: CallerProject,
     params: Params,
 ) -> JsonResponse {
     let batched = params.flag("batched")?;
-    relation_export::schedule(&app, &user, &project, batched).await?;
+    relation_export::start_run(&app, &project, batched).await?;
     accepted()
 }
 

@@ -5,8 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::domain::{
-    new_id, now, Job, JobKind, JobStatus, JobUpdate, Message, Project, RelationExportPart, User,
-    When,
+    new_id, now, Job, JobKind, JobStatus, JobUpdate, Message, Project, RelationExportPart, When,
 };
 use crate::relations::{self, FILE_RELATIONS, SELF_RELATION};
 use crate::service::content_files_prefix;
@@ -54,15 +53,10 @@ async fn portable_relations(app: &App, project: &Project) -> Result<Vec<(String,
     Ok(out)
 }
 
-/// Starts a new run for a user. Not rate limited: GitLab's limits are on
-/// full exports and their downloads, and direct transfer calls this once
-/// per project it migrates.
-pub async fn schedule(app: &App, _user: &User, project: &Project, batched: bool) -> Result<()> {
-    start_run(app, project, batched).await
-}
-
 /// Starts a new run: replaces the previous one and queues one message per
-/// relation (per batch when `batched`).
+/// relation (per batch when `batched`). Not rate limited: GitLab's limits
+/// are on full exports and their downloads, and direct transfer calls this
+/// once per project it migrates.
 pub async fn start_run(app: &App, project: &Project, batched: bool) -> Result<()> {
     let run_id = new_id();
     let batch_size = app.settings.relation_batch_records.max(1);
