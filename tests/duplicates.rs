@@ -9,6 +9,7 @@ use bytes::Bytes;
 use e2e::contract::embedded_app;
 use e2e::{read_archive, synthetic_archive};
 use shared::domain::{now, Job, JobStatus, JobUpdate, LeaseChange, Message, Project, User, When};
+use shared::ports::GenerationRef;
 use shared::service::{self, ImportRequest};
 use shared::worker::{self, Outcome, MAX_RECEIVES};
 use shared::{stream, App};
@@ -115,7 +116,8 @@ async fn only_the_shown_generation_is_left(app: &App, job: &Job) {
         if shown.contains(&generation) {
             continue;
         }
-        let left = app.projects.relations(&generation).await.unwrap();
+        let at = GenerationRef::new(job.project_id, &generation);
+        let left = app.content.relations(at).await.unwrap();
         assert!(left.is_empty(), "{generation} left behind: {left:?}");
     }
 }
@@ -143,10 +145,15 @@ async fn an_import_delivered_twice_at_once_publishes_once_and_loses_nothing() {
 }
 
 /// One issue record in `generation`: what a run wrote before it stopped.
-async fn write_one_issue(app: &App, generation: &str) {
+async fn write_one_issue(app: &App, project_id: u64, generation: &str) {
     let record = Bytes::from_static(b"{\"iid\":1}");
-    app.projects
-        .put_records(generation, "issues", 0, vec![record])
+    app.content
+        .put_records(
+            GenerationRef::new(project_id, generation),
+            "issues",
+            0,
+            vec![record],
+        )
         .await
         .unwrap();
 }
@@ -178,7 +185,7 @@ async fn a_run_that_died_before_switching_is_redone_and_its_leftovers_removed() 
     let (project, job) = start_import(&app, &user, "died", false).await;
     let dead = claimed_by_a_dead_run(&app, &job).await;
     let partial = dead.generation(dead.attempt);
-    write_one_issue(&app, &partial).await;
+    write_one_issue(&app, project.id, &partial).await;
 
     assert_eq!(
         worker::attempt(&app, &Message::for_job(&job), 2).await,
@@ -187,7 +194,12 @@ async fn a_run_that_died_before_switching_is_redone_and_its_leftovers_removed() 
     let done = app.jobs.job(&job.id).await.unwrap().unwrap();
     assert_eq!((done.status, done.attempt), (JobStatus::Finished, 2));
     assert_eq!(shown(&app, project.id).await, expected_counts());
-    assert!(app.projects.relations(&partial).await.unwrap().is_empty());
+    assert!(app
+        .content
+        .relations(GenerationRef::new(project.id, &partial))
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,8 +210,13 @@ async fn a_run_that_died_after_switching_is_finished_without_redoing_it() {
     let dead = claimed_by_a_dead_run(&app, &job).await;
     let published = dead.generation(dead.attempt);
     let record = Bytes::from_static(b"{\"iid\":1,\"title\":\"kept\"}");
-    app.projects
-        .put_records(&published, "issues", 0, vec![record])
+    app.content
+        .put_records(
+            GenerationRef::new(project.id, &published),
+            "issues",
+            0,
+            vec![record],
+        )
         .await
         .unwrap();
     let mut switched = app.projects.project(project.id).await.unwrap().unwrap();
@@ -379,7 +396,7 @@ async fn a_relation_import_whose_run_died_is_redone_or_finished() {
     let dead = claimed_by_a_dead_run(&app, &before).await;
     let partial = dead.generation(dead.attempt);
     for generation in [partial.clone(), format!("{partial}-staged")] {
-        write_one_issue(&app, &generation).await;
+        write_one_issue(&app, project.id, &generation).await;
     }
     assert_eq!(
         worker::attempt(&app, &Message::for_job(&before), 2).await,
@@ -392,8 +409,8 @@ async fn a_relation_import_whose_run_died_is_redone_or_finished() {
     assert_eq!(shown(&app, project.id).await, expected);
     for generation in [partial.clone(), format!("{partial}-staged")] {
         assert!(app
-            .projects
-            .relations(&generation)
+            .content
+            .relations(GenerationRef::new(project.id, &generation))
             .await
             .unwrap()
             .is_empty());
@@ -406,7 +423,7 @@ async fn a_relation_import_whose_run_died_is_redone_or_finished() {
         .unwrap();
     let dead = claimed_by_a_dead_run(&app, &after).await;
     let published = dead.generation(dead.attempt);
-    write_one_issue(&app, &published).await;
+    write_one_issue(&app, project.id, &published).await;
     let mut switched = app.projects.project(project.id).await.unwrap().unwrap();
     switched
         .relation_content

@@ -359,21 +359,19 @@ async fn only_the_failed_message_is_reported() {
     // The generation its first run wrote (`Job::generation`).
     let generation = format!("{}.1", project["correlation_id"].as_str().unwrap());
 
-    // A record vanishes from under the store's statistics: the export of this
+    // The records of a relation vanish from under the store's manifest: the export of this
     // project cannot be built and must be retried, while an import beside it
     // in the same batch goes through.
     clients
-        .dynamodb
-        .delete_item()
-        .table_name(&names.table)
-        .key(
-            "pk",
-            aws_sdk_dynamodb::types::AttributeValue::S(format!("REC#{generation}#issues")),
-        )
-        .key(
-            "sk",
-            aws_sdk_dynamodb::types::AttributeValue::S(format!("{:020}", 0)),
-        )
+        .s3
+        .delete_object()
+        .bucket(&names.bucket)
+        .key(shared::keys::content_chunk_key(
+            id,
+            &generation,
+            "issues",
+            0,
+        ))
         .send()
         .await
         .unwrap();

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::archive::Limits;
 use crate::embedded::EmbeddedBackend;
-use crate::ports::{BlobStore, JobStore, ProjectStore, Queue, UserStore};
+use crate::ports::{BlobStore, ContentStore, JobStore, ProjectStore, Queue, UserStore};
 use crate::signing::Signer;
 
 #[derive(Debug, Clone)]
@@ -25,8 +25,6 @@ pub struct Settings {
     pub limits: Limits,
     /// gzip level of export archives.
     pub compression_level: u32,
-    /// Records written to the store together during an import.
-    pub import_batch_records: usize,
     /// Records read from the store together during an export.
     pub export_page_records: usize,
     /// Records per batch of a batched relations export (GitLab: 1,000).
@@ -63,7 +61,6 @@ impl Default for Settings {
             export_retention: Duration::from_secs(7 * 24 * 3600),
             limits: Limits::default(),
             compression_level: 6,
-            import_batch_records: 250,
             export_page_records: 256,
             relation_batch_records: 1000,
             relation_export_window: 16,
@@ -90,6 +87,7 @@ impl Settings {
 pub struct App {
     pub users: Arc<dyn UserStore>,
     pub projects: Arc<dyn ProjectStore>,
+    pub content: Arc<dyn ContentStore>,
     pub jobs: Arc<dyn JobStore>,
     pub blobs: Arc<dyn BlobStore>,
     pub queue: Arc<dyn Queue>,
@@ -104,6 +102,7 @@ impl App {
         App {
             users: backend.store.clone(),
             projects: backend.store.clone(),
+            content: backend.store.clone(),
             jobs: backend.store.clone(),
             blobs: backend.blobs.clone(),
             queue: backend.queue.clone(),

@@ -11,6 +11,7 @@ pub mod domain;
 pub mod embedded;
 pub mod error;
 pub mod http;
+pub mod keys;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 pub mod ports;

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::StreamExt;
 
 use crate::domain::{
     ExportSchedule, Job, JobKind, JobStatus, JobUpdate, Message, Namespace, NamespaceId,
@@ -61,61 +63,119 @@ pub struct StoredRecord {
     pub json: Bytes,
 }
 
+/// One content generation: a name no other generation has, and the project
+/// it belongs to (stores group a project's content under it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GenerationRef<'a> {
+    pub project_id: ProjectId,
+    pub name: &'a str,
+}
+
+impl<'a> GenerationRef<'a> {
+    pub fn new(project_id: ProjectId, name: &'a str) -> Self {
+        GenerationRef { project_id, name }
+    }
+}
+
+/// Which records of a relation to read, and how many per page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRange {
+    pub first: u64,
+    pub count: u64,
+    pub page_records: usize,
+}
+
+/// Pages of records in order; each page holds at least one record.
+pub type RecordStream<'a> = BoxStream<'a, Result<Vec<StoredRecord>>>;
+
+/// How many records a writer gathers into one `put_records`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchSize {
+    pub records: usize,
+    pub bytes: usize,
+}
+
 /// A relation's records, a page at a time in order: `next` gives the next
 /// page, or `None` at the end.
 pub struct RecordPages<'a> {
-    projects: &'a dyn ProjectStore,
-    generation: &'a str,
+    content: &'a dyn ContentStore,
+    at: GenerationRef<'a>,
     relation: &'a str,
-    page_size: usize,
-    after: Option<u64>,
-    remaining: u64,
+    range: RecordRange,
+    pages: Option<RecordStream<'a>>,
 }
 
 impl<'a> RecordPages<'a> {
     pub fn new(
-        projects: &'a dyn ProjectStore,
-        generation: &'a str,
+        content: &'a dyn ContentStore,
+        at: GenerationRef<'a>,
         relation: &'a str,
-        page_size: usize,
+        page_records: usize,
     ) -> Self {
         RecordPages {
-            projects,
-            generation,
+            content,
+            at,
             relation,
-            page_size,
-            after: None,
-            remaining: u64::MAX,
+            range: RecordRange {
+                first: 0,
+                count: u64::MAX,
+                page_records: page_records.max(1),
+            },
+            pages: None,
         }
     }
 
     /// Only the `count` records from seq `first` on: one batch of a relation.
     pub fn within(mut self, first: u64, count: u64) -> Self {
-        self.after = first.checked_sub(1);
-        self.remaining = count;
+        self.range.first = first;
+        self.range.count = count;
         self
     }
 
     pub async fn next(&mut self) -> Result<Option<Vec<StoredRecord>>> {
-        if self.remaining == 0 {
+        if self.range.count == 0 {
             return Ok(None);
         }
-        let limit = self.remaining.min(self.page_size as u64) as usize;
-        let page = self
-            .projects
-            .records(self.generation, self.relation, self.after, limit)
-            .await?;
-        let Some(last) = page.last() else {
-            return Ok(None);
-        };
-        self.after = Some(last.seq);
-        self.remaining -= page.len() as u64;
-        Ok(Some(page))
+        let pages = self.pages.get_or_insert_with(|| {
+            self.content
+                .read_records(self.at, self.relation, self.range)
+        });
+        pages.next().await.transpose()
     }
 }
 
-/// Projects, and their content: project attributes and relation records,
-/// grouped in immutable generations (see `Project::content`).
+/// Content of generations: project attributes and relation records. A
+/// generation is written once, read by many, and deleted whole.
+#[async_trait]
+pub trait ContentStore: Send + Sync {
+    /// The batches `put_records` is best given.
+    fn batch_size(&self) -> BatchSize;
+    async fn put_attributes(&self, at: GenerationRef<'_>, attributes: Bytes) -> Result<()>;
+    async fn attributes(&self, at: GenerationRef<'_>) -> Result<Option<Bytes>>;
+    /// Appends records at `first_seq..`; writing the same batch twice is harmless.
+    async fn put_records(
+        &self,
+        at: GenerationRef<'_>,
+        relation: &str,
+        first_seq: u64,
+        records: Vec<Bytes>,
+    ) -> Result<()>;
+    /// The relations with records, by name.
+    async fn relations(&self, at: GenerationRef<'_>) -> Result<Vec<RelationStats>>;
+    /// The records of `range` in order, in pages of at most
+    /// `range.page_records` (fewer if the store bounds a page's bytes);
+    /// it ends early at the relation's end.
+    fn read_records<'a>(
+        &'a self,
+        at: GenerationRef<'a>,
+        relation: &'a str,
+        range: RecordRange,
+    ) -> RecordStream<'a>;
+    async fn delete_content(&self, at: GenerationRef<'_>) -> Result<()>;
+}
+
+/// Projects, which generations of content they show (see `Project::content`),
+/// and their export schedules.
 #[async_trait]
 pub trait ProjectStore: Send + Sync {
     /// Assigns the id; `Conflict` if the path is taken in the namespace.
@@ -135,28 +195,6 @@ pub trait ProjectStore: Send + Sync {
     /// its `content_rev` is still `updated.content_rev`; bumps the rev.
     /// Returns false if someone else switched it meanwhile.
     async fn switch_content(&self, updated: &Project) -> Result<bool>;
-
-    async fn put_attributes(&self, generation: &str, attributes: Bytes) -> Result<()>;
-    async fn attributes(&self, generation: &str) -> Result<Option<Bytes>>;
-    /// Appends records at `first_seq..`; writing the same batch twice is harmless.
-    async fn put_records(
-        &self,
-        generation: &str,
-        relation: &str,
-        first_seq: u64,
-        records: Vec<Bytes>,
-    ) -> Result<()>;
-    async fn relations(&self, generation: &str) -> Result<Vec<RelationStats>>;
-    /// Up to `limit` records of a relation after `after` (exclusive), in
-    /// order; fewer if the store bounds a page's bytes, none past the end.
-    async fn records(
-        &self,
-        generation: &str,
-        relation: &str,
-        after: Option<u64>,
-        limit: usize,
-    ) -> Result<Vec<StoredRecord>>;
-    async fn delete_content(&self, generation: &str) -> Result<()>;
 
     /// Scheduled exports: a project's opt-in, replaced whole.
     async fn put_export_schedule(&self, schedule: &ExportSchedule) -> Result<()>;

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use shared::domain::{
     now, Job, JobKind, JobStatus, JobUpdate, Message, NewProject, RelationExportPart, When,
 };
-use shared::ports::RelationStats;
+use shared::ports::{ContentStore, GenerationRef, RecordPages, RelationStats, StoredRecord};
 use shared::{stream, App, Error};
 
 /// Which adapters a contract runs against.
@@ -170,121 +170,6 @@ pub async fn project_store(app: &App, _backend: Backend) {
     let (page, total) = projects.list_projects(None, 0, 100).await.unwrap();
     assert_eq!((page.len(), total), (5, 5));
 
-    // Records: batches, a retried batch counted once, pages in order.
-    projects
-        .put_records("g1", "issues", 0, records(0..3))
-        .await
-        .unwrap();
-    projects
-        .put_records("g1", "issues", 0, records(0..3))
-        .await
-        .unwrap();
-    projects
-        .put_records("g1", "issues", 3, records(3..5))
-        .await
-        .unwrap();
-    let big = Bytes::from(format!("{{\"big\":\"{}\"}}", "x".repeat(500 * 1024)));
-    projects
-        .put_records("g1", "merge_requests", 0, vec![big.clone()])
-        .await
-        .unwrap();
-    let mut stats = projects.relations("g1").await.unwrap();
-    stats.sort_by(|a, b| a.relation.cmp(&b.relation));
-    let issue_bytes: u64 = records(0..5).iter().map(|r| r.len() as u64 + 1).sum();
-    assert_eq!(
-        stats,
-        vec![
-            RelationStats {
-                relation: "issues".into(),
-                records: 5,
-                ndjson_bytes: issue_bytes
-            },
-            RelationStats {
-                relation: "merge_requests".into(),
-                records: 1,
-                ndjson_bytes: big.len() as u64 + 1
-            },
-        ]
-    );
-    let first = projects.records("g1", "issues", None, 2).await.unwrap();
-    assert_eq!(first.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![0, 1]);
-    assert_eq!(first[1].json, records(1..2)[0]);
-    let rest = projects
-        .records("g1", "issues", Some(1), 100)
-        .await
-        .unwrap();
-    assert_eq!(
-        rest.iter().map(|r| r.seq).collect::<Vec<_>>(),
-        vec![2, 3, 4]
-    );
-    let large = projects
-        .records("g1", "merge_requests", None, 10)
-        .await
-        .unwrap();
-    assert_eq!(
-        large[0].json, big,
-        "a record over the item size comes back whole"
-    );
-    assert!(projects
-        .records("g1", "labels", None, 10)
-        .await
-        .unwrap()
-        .is_empty());
-    assert!(projects.relations("g2").await.unwrap().is_empty());
-
-    // Many records over several batches: a store may pack them and bound a
-    // page's bytes, but paging gives each back once, in order.
-    let notes: Vec<Bytes> = (0..300)
-        .map(|n| Bytes::from(format!("{{\"id\":{n},\"note\":\"{}\"}}", "n".repeat(4000))))
-        .collect();
-    projects
-        .put_records("g1", "notes", 0, notes[..120].to_vec())
-        .await
-        .unwrap();
-    projects
-        .put_records("g1", "notes", 120, notes[120..].to_vec())
-        .await
-        .unwrap();
-    let mut pages = shared::ports::RecordPages::new(projects.as_ref(), "g1", "notes", 1000);
-    let mut paged = Vec::new();
-    while let Some(page) = pages.next().await.unwrap() {
-        paged.extend(page);
-    }
-    assert_eq!(
-        paged.iter().map(|r| r.seq).collect::<Vec<_>>(),
-        (0..300).collect::<Vec<u64>>()
-    );
-    assert!(paged.iter().zip(&notes).all(|(got, sent)| got.json == sent));
-    // One batch of a relation: its range only, over several pages.
-    let mut batch =
-        shared::ports::RecordPages::new(projects.as_ref(), "g1", "notes", 7).within(110, 25);
-    let mut in_batch = Vec::new();
-    while let Some(page) = batch.next().await.unwrap() {
-        assert!(page.len() <= 7);
-        in_batch.extend(page.into_iter().map(|r| r.seq));
-    }
-    assert_eq!(in_batch, (110..135).collect::<Vec<u64>>());
-    let mut last_batch =
-        shared::ports::RecordPages::new(projects.as_ref(), "g1", "notes", 100).within(290, 1000);
-    assert_eq!(last_batch.next().await.unwrap().unwrap().len(), 10);
-    assert!(last_batch.next().await.unwrap().is_none());
-    let from_middle = projects.records("g1", "notes", Some(149), 3).await.unwrap();
-    assert_eq!(
-        from_middle.iter().map(|r| r.seq).collect::<Vec<_>>(),
-        vec![150, 151, 152]
-    );
-
-    let attributes = Bytes::from(format!(
-        "{{\"description\":\"{}\"}}",
-        "d".repeat(600 * 1024)
-    ));
-    projects
-        .put_attributes("g1", attributes.clone())
-        .await
-        .unwrap();
-    assert_eq!(projects.attributes("g1").await.unwrap(), Some(attributes));
-    assert_eq!(projects.attributes("g2").await.unwrap(), None);
-
     // Switching content is conditional on what the project showed before.
     let mut renamed = project.clone();
     renamed.description = Some("imported".into());
@@ -308,15 +193,165 @@ pub async fn project_store(app: &App, _backend: Backend) {
     assert_eq!(stored.relation_generation("issues"), Some("g3"));
     assert_eq!(stored.relation_generation("labels"), Some("g1"));
     assert_eq!(stored.content_rev, 2);
+}
 
-    projects.delete_content("g1").await.unwrap();
-    assert!(projects.relations("g1").await.unwrap().is_empty());
-    assert!(projects
-        .records("g1", "issues", None, 10)
+async fn read_all(
+    content: &dyn ContentStore,
+    at: GenerationRef<'_>,
+    relation: &str,
+    first: u64,
+    count: u64,
+    page_records: usize,
+) -> Vec<StoredRecord> {
+    let mut pages = RecordPages::new(content, at, relation, page_records).within(first, count);
+    let mut all = Vec::new();
+    while let Some(page) = pages.next().await.unwrap() {
+        assert!(!page.is_empty() && page.len() <= page_records);
+        all.extend(page);
+    }
+    all
+}
+
+fn seqs(records: &[StoredRecord]) -> Vec<u64> {
+    records.iter().map(|r| r.seq).collect()
+}
+
+pub async fn content_store(app: &App, _backend: Backend) {
+    let content = app.content.as_ref();
+    let g1 = GenerationRef::new(1, "g1");
+    let g2 = GenerationRef::new(1, "g2");
+
+    // Records: batches, a retried batch counted once, pages in order.
+    content
+        .put_records(g1, "issues", 0, records(0..3))
         .await
-        .unwrap()
+        .unwrap();
+    content
+        .put_records(g1, "issues", 0, records(0..3))
+        .await
+        .unwrap();
+    content
+        .put_records(g1, "issues", 3, records(3..5))
+        .await
+        .unwrap();
+    let big = Bytes::from(format!("{{\"big\":\"{}\"}}", "x".repeat(500 * 1024)));
+    content
+        .put_records(g1, "merge_requests", 0, vec![big.clone()])
+        .await
+        .unwrap();
+    // A relation whose name starts like another's stays apart from it.
+    content
+        .put_records(g1, "issues#x", 0, records(10..12))
+        .await
+        .unwrap();
+    let mut stats = content.relations(g1).await.unwrap();
+    stats.sort_by(|a, b| a.relation.cmp(&b.relation));
+    let issue_bytes: u64 = records(0..5).iter().map(|r| r.len() as u64 + 1).sum();
+    let lookalike_bytes: u64 = records(10..12).iter().map(|r| r.len() as u64 + 1).sum();
+    assert_eq!(
+        stats,
+        vec![
+            RelationStats {
+                relation: "issues".into(),
+                records: 5,
+                ndjson_bytes: issue_bytes
+            },
+            RelationStats {
+                relation: "issues#x".into(),
+                records: 2,
+                ndjson_bytes: lookalike_bytes
+            },
+            RelationStats {
+                relation: "merge_requests".into(),
+                records: 1,
+                ndjson_bytes: big.len() as u64 + 1
+            },
+        ]
+    );
+    let first = read_all(content, g1, "issues", 0, 2, 100).await;
+    assert_eq!(seqs(&first), vec![0, 1]);
+    assert_eq!(first[1].json, records(1..2)[0]);
+    let rest = read_all(content, g1, "issues", 2, u64::MAX, 100).await;
+    assert_eq!(seqs(&rest), vec![2, 3, 4]);
+    assert!(rest
+        .iter()
+        .zip(records(2..5))
+        .all(|(got, sent)| got.json == sent));
+    let large = read_all(content, g1, "merge_requests", 0, u64::MAX, 10).await;
+    assert_eq!(large[0].json, big, "a big record comes back whole");
+    assert!(read_all(content, g1, "labels", 0, u64::MAX, 10)
+        .await
         .is_empty());
-    assert_eq!(projects.attributes("g1").await.unwrap(), None);
+    assert!(read_all(content, g1, "issues", 5, 10, 10).await.is_empty());
+    assert!(content.relations(g2).await.unwrap().is_empty());
+
+    // Many records over several batches: a store may pack them and bound a
+    // page's bytes, but paging gives each back once, in order, from any
+    // record on.
+    let notes: Vec<Bytes> = (0..3000)
+        .map(|n| {
+            Bytes::from(format!(
+                "{{\"id\":{n},\"note\":\"{}\"}}",
+                "n".repeat(n % 7 * 900)
+            ))
+        })
+        .collect();
+    for (first, batch) in [
+        (0, 0..120),
+        (120, 120..1700),
+        (1700, 1700..1701),
+        (1701, 1701..3000),
+    ] {
+        content
+            .put_records(g1, "notes", first, notes[batch].to_vec())
+            .await
+            .unwrap();
+    }
+    let paged = read_all(content, g1, "notes", 0, u64::MAX, 1000).await;
+    assert_eq!(seqs(&paged), (0..3000).collect::<Vec<u64>>());
+    assert!(paged.iter().zip(&notes).all(|(got, sent)| got.json == sent));
+    // Batches of a relation: their range only, over several pages, across
+    // the batches it was written in.
+    for (first, count) in [
+        (110, 25),
+        (119, 2),
+        (1000, 1000),
+        (1699, 3),
+        (2990, 1000),
+        (0, 1),
+    ] {
+        let batch = read_all(content, g1, "notes", first, count, 7).await;
+        let expected: Vec<u64> = (first..(first + count).min(3000)).collect();
+        assert_eq!(seqs(&batch), expected, "records {first}+{count}");
+        assert!(batch.iter().all(|r| r.json == notes[r.seq as usize]));
+    }
+
+    let attributes = Bytes::from(format!(
+        "{{\"description\":\"{}\"}}",
+        "d".repeat(600 * 1024)
+    ));
+    content
+        .put_attributes(g1, attributes.clone())
+        .await
+        .unwrap();
+    assert_eq!(content.attributes(g1).await.unwrap(), Some(attributes));
+    assert_eq!(content.attributes(g2).await.unwrap(), None);
+
+    content
+        .put_records(g2, "issues", 0, records(0..1))
+        .await
+        .unwrap();
+    content.delete_content(g1).await.unwrap();
+    assert!(content.relations(g1).await.unwrap().is_empty());
+    assert!(read_all(content, g1, "issues", 0, u64::MAX, 10)
+        .await
+        .is_empty());
+    assert_eq!(content.attributes(g1).await.unwrap(), None);
+    assert_eq!(
+        read_all(content, g2, "issues", 0, u64::MAX, 10).await.len(),
+        1,
+        "another generation is left alone"
+    );
 }
 
 pub async fn job_store(app: &App, _backend: Backend) {

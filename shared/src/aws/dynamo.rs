@@ -1,4 +1,4 @@
-//! Users, projects, records and jobs in one DynamoDB table (`pk`, `sk`).
+//! Users, projects, jobs and content manifests in one DynamoDB table (`pk`, `sk`).
 //!
 //! | item                 | pk                          | sk               |
 //! | -------------------- | --------------------------- | ---------------- |
@@ -14,14 +14,11 @@
 //! | project's jobs       | `PROJECT#<id>`              | `JOBS#<kind>#<created µs>#<job>` |
 //! | job                  | `JOB#<id>`                  | `JOB`            |
 //! | unfinished jobs      | `ACTIVE`                    | `JOB#<id>`       |
-//! | attributes           | `GEN#<generation>`          | `ATTRIBUTES`     |
-//! | relation stats       | `GEN#<generation>`          | `STATS#<rel>`    |
-//! | record               | `REC#<generation>#<rel>`    | seq, 20 digits   |
+//! | content chunk        | `GEN#<generation>`          | `CHUNK#<rel>#<first seq, 20 digits>` |
 //! | relation export part | `RELEXP#<project>`          | `<rel>#<batch, 10 digits>` |
 //! | rate limit window    | `RATE#<user>#<action>`      | window start     |
 //!
-//! Values over `INLINE_LIMIT` (items are at most 400 KB) go to S3 and the
-//! item keeps a pointer, transparently.
+//! Content chunks are `content`'s: the records themselves are in S3.
 
 use std::collections::HashMap;
 
@@ -32,51 +29,46 @@ use aws_sdk_dynamodb::types::{
     Put, PutRequest, ReturnValue, ScalarAttributeType, TransactWriteItem, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::s3::S3BlobStore;
 use crate::domain::{
     now, ExportSchedule, Job, JobKind, JobStatus, JobUpdate, Namespace, NamespaceId, NewProject,
     Project, ProjectId, RelationExportPart, Token, User, UserId, When,
 };
-use crate::ports::{JobStore, ProjectStore, RelationStats, StoredRecord, UserStore};
+use crate::ports::{JobStore, ProjectStore, UserStore};
 use crate::{Error, Result};
 
-type Item = HashMap<String, AttributeValue>;
+pub(super) type Item = HashMap<String, AttributeValue>;
 
-/// Bytes kept inside an item; more goes to S3.
-const INLINE_LIMIT: usize = 300 * 1024;
-
-fn ddb_error(err: impl std::error::Error) -> Error {
+pub(super) fn ddb_error(err: impl std::error::Error) -> Error {
     Error::Storage(format!("DynamoDB: {}", DisplayErrorContext(err)))
 }
 
-fn s(value: impl Into<String>) -> AttributeValue {
+pub(super) fn s(value: impl Into<String>) -> AttributeValue {
     AttributeValue::S(value.into())
 }
 
-fn n(value: u64) -> AttributeValue {
+pub(super) fn n(value: u64) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 
-fn key(pk: impl Into<String>, sk: impl Into<String>) -> Item {
+pub(super) fn key(pk: impl Into<String>, sk: impl Into<String>) -> Item {
     HashMap::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))])
 }
 
-fn seq_key(seq: u64) -> String {
+pub(super) fn seq_key(seq: u64) -> String {
     format!("{seq:020}")
 }
 
-fn get_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
+pub(super) fn get_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
     item.get(name)
         .and_then(|v| v.as_s().ok())
         .map(String::as_str)
 }
 
-fn get_n(item: &Item, name: &str) -> Option<u64> {
+pub(super) fn get_n(item: &Item, name: &str) -> Option<u64> {
     item.get(name)
         .and_then(|v| v.as_n().ok())
         .and_then(|v| v.parse().ok())
@@ -125,30 +117,23 @@ pub(super) async fn create_table(client: &Client, table: &str) -> Result<()> {
 }
 
 pub struct DynamoStore {
-    client: Client,
-    table: String,
-    overflow: S3BlobStore,
+    pub(super) client: Client,
+    pub(super) table: String,
     /// Finished export jobs expire (DynamoDB TTL on `expires_at`) with their
     /// archives.
     export_retention: std::time::Duration,
 }
 
 impl DynamoStore {
-    pub fn new(
-        client: Client,
-        table: &str,
-        overflow: S3BlobStore,
-        export_retention: std::time::Duration,
-    ) -> Self {
+    pub fn new(client: Client, table: &str, export_retention: std::time::Duration) -> Self {
         DynamoStore {
             client,
             table: table.to_owned(),
-            overflow,
             export_retention,
         }
     }
 
-    async fn get_item(&self, pk: &str, sk: &str) -> Result<Option<Item>> {
+    pub(super) async fn get_item(&self, pk: &str, sk: &str) -> Result<Option<Item>> {
         let output = self
             .client
             .get_item()
@@ -176,7 +161,7 @@ impl DynamoStore {
             .transpose()
     }
 
-    async fn put_item(&self, item: Item) -> Result<()> {
+    pub(super) async fn put_item(&self, item: Item) -> Result<()> {
         self.client
             .put_item()
             .table_name(&self.table)
@@ -278,7 +263,7 @@ impl DynamoStore {
     }
 
     /// Writes items in chunks of 25, retrying what DynamoDB left unprocessed.
-    async fn batch_write(&self, requests: Vec<WriteRequest>) -> Result<()> {
+    pub(super) async fn batch_write(&self, requests: Vec<WriteRequest>) -> Result<()> {
         for chunk in requests.chunks(25) {
             let mut pending = HashMap::from([(self.table.clone(), chunk.to_vec())]);
             let mut attempt = 0u32;
@@ -302,7 +287,7 @@ impl DynamoStore {
     }
 
     /// Every item of a partition (after `after`, up to `limit`), following pages.
-    async fn query(
+    pub(super) async fn query(
         &self,
         pk: &str,
         sk_prefix: Option<&str>,
@@ -337,33 +322,6 @@ impl DynamoStore {
             if start.is_none() || limit.is_some_and(|l| out.len() >= l) {
                 return Ok(out);
             }
-        }
-    }
-
-    fn overflow_key(generation: &str, name: &str) -> String {
-        format!("overflow/{generation}/{name}")
-    }
-
-    /// A value inline when small, else in S3 with a pointer.
-    async fn body_attributes(&self, generation: &str, name: &str, body: &Bytes) -> Result<Item> {
-        if body.len() <= INLINE_LIMIT {
-            return Ok(HashMap::from([(
-                "body".to_owned(),
-                AttributeValue::B(aws_smithy_types::Blob::new(body.to_vec())),
-            )]));
-        }
-        let key = Self::overflow_key(generation, name);
-        self.overflow.put_bytes(&key, body.clone()).await?;
-        Ok(HashMap::from([("s3".to_owned(), s(key))]))
-    }
-
-    async fn body_of(&self, item: &Item) -> Result<Bytes> {
-        if let Some(AttributeValue::B(blob)) = item.get("body") {
-            return Ok(Bytes::copy_from_slice(blob.as_ref()));
-        }
-        match get_s(item, "s3") {
-            Some(key) => self.overflow.get_bytes(key).await,
-            None => Err(Error::Storage("record item without body".into())),
         }
     }
 }
@@ -650,155 +608,6 @@ impl ProjectStore for DynamoStore {
                 e => Err(ddb_error(e)),
             },
         }
-    }
-
-    async fn put_attributes(&self, generation: &str, attributes: Bytes) -> Result<()> {
-        let mut item = key(format!("GEN#{generation}"), "ATTRIBUTES");
-        item.extend(
-            self.body_attributes(generation, "attributes", &attributes)
-                .await?,
-        );
-        self.put_item(item).await
-    }
-
-    async fn attributes(&self, generation: &str) -> Result<Option<Bytes>> {
-        match self
-            .get_item(&format!("GEN#{generation}"), "ATTRIBUTES")
-            .await?
-        {
-            Some(item) => Ok(Some(self.body_of(&item).await?)),
-            None => Ok(None),
-        }
-    }
-
-    async fn put_records(
-        &self,
-        generation: &str,
-        relation: &str,
-        first_seq: u64,
-        records: Vec<Bytes>,
-    ) -> Result<()> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        let pk = format!("REC#{generation}#{relation}");
-        let mut requests = Vec::with_capacity(records.len());
-        let mut bytes = 0u64;
-        for (seq, record) in (first_seq..).zip(&records) {
-            bytes += record.len() as u64 + 1;
-            let mut item = key(&pk, seq_key(seq));
-            let name = format!("{relation}/{}", seq_key(seq));
-            item.extend(self.body_attributes(generation, &name, record).await?);
-            let put = PutRequest::builder()
-                .set_item(Some(item))
-                .build()
-                .map_err(Error::internal)?;
-            requests.push(WriteRequest::builder().put_request(put).build());
-        }
-        self.batch_write(requests).await?;
-        // Counted once per batch: a batch applied again (a retry) is skipped
-        // because its first record is not past the last one counted.
-        let last = first_seq + records.len() as u64 - 1;
-        let counted = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(
-                format!("GEN#{generation}"),
-                format!("STATS#{relation}"),
-            )))
-            .update_expression("ADD records :count, ndjson_bytes :bytes SET last_seq = :last")
-            .condition_expression("attribute_not_exists(last_seq) OR last_seq < :first")
-            .expression_attribute_values(":count", n(records.len() as u64))
-            .expression_attribute_values(":bytes", n(bytes))
-            .expression_attribute_values(":last", n(last))
-            .expression_attribute_values(":first", n(first_seq))
-            .send()
-            .await;
-        match counted {
-            Ok(_) => Ok(()),
-            Err(err) => match err.into_service_error() {
-                e if e.is_conditional_check_failed_exception() => Ok(()),
-                e => Err(ddb_error(e)),
-            },
-        }
-    }
-
-    async fn relations(&self, generation: &str) -> Result<Vec<RelationStats>> {
-        let items = self
-            .query(&format!("GEN#{generation}"), Some("STATS#"), None, None)
-            .await?;
-        Ok(items
-            .iter()
-            .filter_map(|item| {
-                Some(RelationStats {
-                    relation: get_s(item, "sk")?.strip_prefix("STATS#")?.to_owned(),
-                    records: get_n(item, "records").unwrap_or(0),
-                    ndjson_bytes: get_n(item, "ndjson_bytes").unwrap_or(0),
-                })
-            })
-            .collect())
-    }
-
-    async fn records(
-        &self,
-        generation: &str,
-        relation: &str,
-        after: Option<u64>,
-        limit: usize,
-    ) -> Result<Vec<StoredRecord>> {
-        let after = after.map(seq_key);
-        let items = self
-            .query(
-                &format!("REC#{generation}#{relation}"),
-                None,
-                after.as_deref(),
-                Some(limit),
-            )
-            .await?;
-        let mut out = Vec::with_capacity(items.len());
-        for item in &items {
-            let seq = get_s(item, "sk")
-                .and_then(|sk| sk.parse().ok())
-                .ok_or_else(|| Error::Storage("record without sequence".into()))?;
-            out.push(StoredRecord {
-                seq,
-                json: self.body_of(item).await?,
-            });
-        }
-        Ok(out)
-    }
-
-    async fn delete_content(&self, generation: &str) -> Result<()> {
-        let delete = |item: &Item| -> Result<WriteRequest> {
-            let key = key(
-                get_s(item, "pk").unwrap_or_default(),
-                get_s(item, "sk").unwrap_or_default(),
-            );
-            let request = DeleteRequest::builder()
-                .set_key(Some(key))
-                .build()
-                .map_err(Error::internal)?;
-            Ok(WriteRequest::builder().delete_request(request).build())
-        };
-        for stats in self.relations(generation).await? {
-            let pk = format!("REC#{generation}#{}", stats.relation);
-            loop {
-                let page = self.query(&pk, None, None, Some(1000)).await?;
-                if page.is_empty() {
-                    break;
-                }
-                self.batch_write(page.iter().map(delete).collect::<Result<_>>()?)
-                    .await?;
-            }
-        }
-        let generation_items = self
-            .query(&format!("GEN#{generation}"), None, None, None)
-            .await?;
-        self.batch_write(generation_items.iter().map(delete).collect::<Result<_>>()?)
-            .await?;
-        crate::ports::BlobStore::delete_prefix(&self.overflow, &format!("overflow/{generation}/"))
-            .await
     }
 
     async fn put_export_schedule(&self, schedule: &ExportSchedule) -> Result<()> {

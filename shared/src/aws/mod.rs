@@ -1,13 +1,15 @@
-//! The AWS adapters: DynamoDB for users, projects, records and jobs; S3 for
-//! blobs; SQS for work. Each honours `AWS_ENDPOINT_URL` so the same code runs
+//! The AWS adapters: DynamoDB for users, projects, jobs and content
+//! manifests; S3 for blobs and content records; SQS for work. Each honours `AWS_ENDPOINT_URL` so the same code runs
 //! against moto in the tests.
 
+mod content;
 mod dynamo;
 mod s3;
 mod sqs;
 
 use std::sync::Arc;
 
+pub use content::S3ContentStore;
 pub use dynamo::DynamoStore;
 pub use s3::S3BlobStore;
 pub use sqs::{parse_message, SqsQueue};
@@ -78,17 +80,21 @@ pub fn config_loader() -> aws_config::ConfigLoader {
 
 /// The application on AWS adapters.
 pub fn app(clients: &AwsClients, names: &AwsNames, settings: Settings) -> App {
-    let store = Arc::new(DynamoStore::new(
-        clients.dynamodb.clone(),
-        &names.table,
-        S3BlobStore::new(clients.s3.clone(), &names.bucket),
-        settings.export_retention,
-    ));
+    let table = || {
+        DynamoStore::new(
+            clients.dynamodb.clone(),
+            &names.table,
+            settings.export_retention,
+        )
+    };
+    let blobs = S3BlobStore::new(clients.s3.clone(), &names.bucket);
+    let store = Arc::new(table());
     App {
         users: store.clone(),
         projects: store.clone(),
+        content: Arc::new(S3ContentStore::new(table(), blobs.clone())),
         jobs: store,
-        blobs: Arc::new(S3BlobStore::new(clients.s3.clone(), &names.bucket)),
+        blobs: Arc::new(blobs),
         queue: Arc::new(SqsQueue::new(clients.sqs.clone(), &names.queue_url)),
         signer: None,
         settings: Arc::new(settings),

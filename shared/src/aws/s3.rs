@@ -55,6 +55,34 @@ impl S3BlobStore {
         Ok(Bytes::from(crate::stream::collect(body).await?))
     }
 
+    /// The object from byte `offset` on (a ranged GET unless 0).
+    pub(crate) async fn get_from(&self, key: &str, offset: u64) -> Result<ByteStream> {
+        let range = (offset > 0).then(|| format!("bytes={offset}-"));
+        let object = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_range(range)
+            .send()
+            .await
+            .map_err(|err| match err.into_service_error() {
+                e if e.is_no_such_key() => Error::not_found("File"),
+                e => s3_error(e),
+            })?;
+        let body = object.body;
+        Ok(Box::pin(futures::stream::unfold(
+            body,
+            |mut body| async move {
+                match body.try_next().await {
+                    Ok(Some(chunk)) => Some((Ok(chunk), body)),
+                    Ok(None) => None,
+                    Err(err) => Some((Err(io::Error::other(err)), body)),
+                }
+            },
+        )))
+    }
+
     async fn multipart(
         &self,
         key: &str,
@@ -174,28 +202,7 @@ impl BlobStore for S3BlobStore {
     }
 
     async fn get(&self, key: &str) -> Result<ByteStream> {
-        let object = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|err| match err.into_service_error() {
-                e if e.is_no_such_key() => Error::not_found("File"),
-                e => s3_error(e),
-            })?;
-        let body = object.body;
-        Ok(Box::pin(futures::stream::unfold(
-            body,
-            |mut body| async move {
-                match body.try_next().await {
-                    Ok(Some(chunk)) => Some((Ok(chunk), body)),
-                    Ok(None) => None,
-                    Err(err) => Some((Err(io::Error::other(err)), body)),
-                }
-            },
-        )))
+        self.get_from(key, 0).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<BlobInfo>> {

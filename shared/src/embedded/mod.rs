@@ -4,6 +4,7 @@
 
 mod blobs;
 mod chunks;
+mod content;
 mod queue;
 mod stores;
 

@@ -1,19 +1,21 @@
-//! Users, projects with their content, and jobs, in the embedded database.
+//! Users, projects and jobs in the embedded database (their content is in
+//! `content`).
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+
 use chrono::{DateTime, Utc};
 use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::chunks::{self, CHUNK_BYTES, RECORD_CHUNKS};
+use super::chunks::{self, RECORD_CHUNKS};
+use super::content::{ATTRIBUTES, RELATION_STATS};
 use super::Db;
 use crate::domain::{
     now, ExportSchedule, Job, JobKind, JobStatus, JobUpdate, Namespace, NamespaceId, NewProject,
     Project, ProjectId, RelationExportPart, Token, User, UserId, When,
 };
-use crate::ports::{JobStore, ProjectStore, RelationStats, StoredRecord, UserStore};
+use crate::ports::{JobStore, ProjectStore, UserStore};
 use crate::{Error, Result};
 
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
@@ -26,13 +28,6 @@ const NAMESPACES: TableDefinition<u64, &[u8]> = TableDefinition::new("namespaces
 const NAMESPACES_BY_PATH: TableDefinition<&str, u64> = TableDefinition::new("namespaces_by_path");
 const PROJECTS: TableDefinition<u64, &[u8]> = TableDefinition::new("projects");
 const PROJECTS_BY_PATH: TableDefinition<&str, u64> = TableDefinition::new("projects_by_path");
-const ATTRIBUTES: TableDefinition<&str, &[u8]> = TableDefinition::new("attributes");
-/// A page of records stops growing past this many bytes, whatever its
-/// limit, so a relation of large records does not make pages large.
-const PAGE_BYTES: usize = 256 * 1024;
-/// (generation, relation) → (records, NDJSON bytes)
-const RELATION_STATS: TableDefinition<(&str, &str), (u64, u64)> =
-    TableDefinition::new("relation_stats");
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 const LATEST_JOB: TableDefinition<(u64, &str), &str> = TableDefinition::new("latest_job");
 const LATEST_FINISHED_JOB: TableDefinition<(u64, &str), &str> =
@@ -157,7 +152,7 @@ fn get_json<K: redb::Key + 'static, T: DeserializeOwned>(
 /// Users, projects and jobs: one adapter over one database, implementing
 /// three ports.
 pub struct EmbeddedStore {
-    db: Db,
+    pub(super) db: Db,
 }
 
 impl EmbeddedStore {
@@ -476,198 +471,6 @@ impl ProjectStore for EmbeddedStore {
                     .insert(merged.id, encode(&merged)?.as_slice())
                     .map_err(Error::storage)?;
                 Ok(true)
-            })
-            .await
-    }
-
-    async fn put_attributes(&self, generation: &str, attributes: Bytes) -> Result<()> {
-        let generation = generation.to_owned();
-        self.db
-            .write(move |txn| {
-                txn.open_table(ATTRIBUTES)
-                    .map_err(Error::storage)?
-                    .insert(generation.as_str(), attributes.as_ref())
-                    .map_err(Error::storage)?;
-                Ok(())
-            })
-            .await
-    }
-
-    async fn attributes(&self, generation: &str) -> Result<Option<Bytes>> {
-        let generation = generation.to_owned();
-        self.db
-            .read(move |txn| {
-                let table = txn.open_table(ATTRIBUTES).map_err(Error::storage)?;
-                let value = table.get(generation.as_str()).map_err(Error::storage)?;
-                Ok(value.map(|v| Bytes::copy_from_slice(v.value())))
-            })
-            .await
-    }
-
-    async fn put_records(
-        &self,
-        generation: &str,
-        relation: &str,
-        first_seq: u64,
-        records: Vec<Bytes>,
-    ) -> Result<()> {
-        let (generation, relation) = (generation.to_owned(), relation.to_owned());
-        // A generation's records are read only once a durable switch points
-        // a project at it, which persists them too.
-        self.db
-            .write_deferred(move |txn| {
-                let mut table = txn.open_table(RECORD_CHUNKS).map_err(Error::storage)?;
-                let mut stats = txn.open_table(RELATION_STATS).map_err(Error::storage)?;
-                let key = (generation.as_str(), relation.as_str());
-                let (mut count, mut bytes) = stats
-                    .get(key)
-                    .map_err(Error::storage)?
-                    .map(|v| v.value())
-                    .unwrap_or((0, 0));
-                chunks::pack_each(&records, |first, packed, chunk| {
-                    let seq = first_seq + first as u64;
-                    let previous = table
-                        .insert((key.0, key.1, seq), chunk)
-                        .map_err(Error::storage)?;
-                    // A retried batch rewrites the same chunks: count each once.
-                    if let Some(old) = previous {
-                        let (old_count, old_bytes) = chunks::tally(old.value())?;
-                        count -= old_count;
-                        bytes -= old_bytes;
-                    }
-                    let (new_count, new_bytes) = chunks::tally_records(packed);
-                    count += new_count;
-                    bytes += new_bytes;
-                    Ok(())
-                })?;
-                stats.insert(key, (count, bytes)).map_err(Error::storage)?;
-                Ok(())
-            })
-            .await
-    }
-
-    async fn relations(&self, generation: &str) -> Result<Vec<RelationStats>> {
-        let generation = generation.to_owned();
-        self.db
-            .read(move |txn| {
-                let stats = txn.open_table(RELATION_STATS).map_err(Error::storage)?;
-                let range = stats
-                    .range((generation.as_str(), "")..)
-                    .map_err(Error::storage)?;
-                let mut out = Vec::new();
-                for item in range {
-                    let (key, value) = item.map_err(Error::storage)?;
-                    let (gen, relation) = key.value();
-                    if gen != generation {
-                        break;
-                    }
-                    let (records, ndjson_bytes) = value.value();
-                    out.push(RelationStats {
-                        relation: relation.to_owned(),
-                        records,
-                        ndjson_bytes,
-                    });
-                }
-                Ok(out)
-            })
-            .await
-    }
-
-    async fn records(
-        &self,
-        generation: &str,
-        relation: &str,
-        after: Option<u64>,
-        limit: usize,
-    ) -> Result<Vec<StoredRecord>> {
-        let (generation, relation) = (generation.to_owned(), relation.to_owned());
-        self.db
-            .read(move |txn| {
-                let table = txn.open_table(RECORD_CHUNKS).map_err(Error::storage)?;
-                let start = after.map_or(0, |seq| seq + 1);
-                let (g, r) = (generation.as_str(), relation.as_str());
-                // The chunk holding `start` is the last one beginning at or before it.
-                let from = table
-                    .range((g, r, 0)..=(g, r, start))
-                    .map_err(Error::storage)?
-                    .next_back()
-                    .transpose()
-                    .map_err(Error::storage)?
-                    .map_or(start, |(key, _)| key.value().2);
-                let mut out = Vec::with_capacity(limit.min(1024));
-                let mut bytes = 0;
-                let chunks_from = table
-                    .range((g, r, from)..=(g, r, u64::MAX))
-                    .map_err(Error::storage)?;
-                'chunks: for item in chunks_from {
-                    let (key, value) = item.map_err(Error::storage)?;
-                    // Copied at one size whatever the chunk's length, so that
-                    // the copies reuse each other's memory.
-                    let mut copy = BytesMut::with_capacity(CHUNK_BYTES.max(value.value().len()));
-                    copy.extend_from_slice(value.value());
-                    let chunk = copy.freeze();
-                    let first = key.value().2;
-                    for (seq, range) in (first..).zip(chunks::unpack(&chunk)?) {
-                        if out.len() == limit || bytes >= PAGE_BYTES {
-                            break 'chunks;
-                        }
-                        if seq >= start {
-                            bytes += range.len();
-                            out.push(StoredRecord {
-                                seq,
-                                json: chunk.slice(range),
-                            });
-                        }
-                    }
-                }
-                Ok(out)
-            })
-            .await
-    }
-
-    async fn delete_content(&self, generation: &str) -> Result<()> {
-        // Chunks removed per transaction.
-        const CHUNK: usize = 1_000;
-        for stats in self.relations(generation).await? {
-            loop {
-                let (generation, relation) = (generation.to_owned(), stats.relation.clone());
-                let removed = self
-                    .db
-                    .write(move |txn| {
-                        let mut table = txn.open_table(RECORD_CHUNKS).map_err(Error::storage)?;
-                        let (g, r) = (generation.as_str(), relation.as_str());
-                        let seqs: Vec<u64> = table
-                            .range((g, r, 0)..=(g, r, u64::MAX))
-                            .map_err(Error::storage)?
-                            .take(CHUNK)
-                            .map(|item| item.map(|(key, _)| key.value().2))
-                            .collect::<Result<_, _>>()
-                            .map_err(Error::storage)?;
-                        for seq in &seqs {
-                            table.remove((g, r, *seq)).map_err(Error::storage)?;
-                        }
-                        if seqs.len() < CHUNK {
-                            txn.open_table(RELATION_STATS)
-                                .map_err(Error::storage)?
-                                .remove((g, r))
-                                .map_err(Error::storage)?;
-                        }
-                        Ok(seqs.len())
-                    })
-                    .await?;
-                if removed < CHUNK {
-                    break;
-                }
-            }
-        }
-        let generation = generation.to_owned();
-        self.db
-            .write(move |txn| {
-                txn.open_table(ATTRIBUTES)
-                    .map_err(Error::storage)?
-                    .remove(generation.as_str())
-                    .map_err(Error::storage)?;
-                Ok(())
             })
             .await
     }

@@ -10,6 +10,7 @@ use crate::domain::{
     is_valid_path, ImportFailure, Job, JobKind, JobStatus, JobUpdate, Message, Namespace,
     NewProject, Project, User, When,
 };
+use crate::ports::GenerationRef;
 use crate::{relations, App, Error, Result};
 
 /// `:id` of a route: a numeric id or a URL-decoded full path.
@@ -427,14 +428,22 @@ pub async fn content_relations(
 ) -> Result<Vec<(String, crate::ports::RelationStats)>> {
     let mut out = Vec::new();
     if let Some(content) = &project.content {
-        for stats in app.projects.relations(content).await? {
+        for stats in app
+            .content
+            .relations(GenerationRef::new(project.id, content))
+            .await?
+        {
             if !project.relation_content.contains_key(&stats.relation) {
                 out.push((content.clone(), stats));
             }
         }
     }
     for (relation, generation) in &project.relation_content {
-        for stats in app.projects.relations(generation).await? {
+        for stats in app
+            .content
+            .relations(GenerationRef::new(project.id, generation))
+            .await?
+        {
             if &stats.relation == relation {
                 out.push((generation.clone(), stats));
             }
@@ -443,25 +452,6 @@ pub async fn content_relations(
     Ok(out)
 }
 
-/// Where a project's content lives in the blob store.
-pub fn content_files_prefix(project_id: u64, generation: &str) -> String {
-    format!("projects/{project_id}/content/{generation}/files/")
-}
-
-/// Export archives live under `exports/` and uploads under `imports/` so that
-/// bucket lifecycle rules can expire each by prefix.
-pub fn exports_prefix(project_id: u64) -> String {
-    format!("exports/{project_id}/")
-}
-
-pub fn export_key(project_id: u64, job_id: &str) -> String {
-    format!("{}{job_id}/export.tar.gz", exports_prefix(project_id))
-}
-
-pub fn upload_prefix(upload_id: &str) -> String {
-    format!("imports/{upload_id}/")
-}
-
-pub fn upload_key(upload_id: &str) -> String {
-    format!("{}archive.tar.gz", upload_prefix(upload_id))
-}
+pub use crate::keys::{
+    content_files_prefix, export_key, exports_prefix, upload_key, upload_prefix,
+};

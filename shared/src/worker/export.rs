@@ -9,7 +9,7 @@ use super::lease::{claim, Lease};
 use super::pipeline::{self, Entries};
 use crate::archive::{self, ExportItem};
 use crate::domain::{export_file_name, now, Job, JobUpdate, Project};
-use crate::ports::RecordPages;
+use crate::ports::{GenerationRef, RecordPages};
 use crate::service::{
     content_files_prefix, content_relations, export_key, exports_prefix, schedule,
 };
@@ -99,7 +99,11 @@ async fn write_entries(app: &App, project: &Project, job: &Job, entries: &Entrie
         .await?;
     let generation = project.content.as_deref();
     let stored = match generation {
-        Some(generation) => app.projects.attributes(generation).await?,
+        Some(generation) => {
+            app.content
+                .attributes(GenerationRef::new(project.id, generation))
+                .await?
+        }
         None => None,
     };
     entries
@@ -117,8 +121,8 @@ async fn write_entries(app: &App, project: &Project, job: &Job, entries: &Entrie
             })
             .await?;
         let mut pages = RecordPages::new(
-            app.projects.as_ref(),
-            &generation,
+            app.content.as_ref(),
+            GenerationRef::new(project.id, &generation),
             &stats.relation,
             app.settings.export_page_records,
         );

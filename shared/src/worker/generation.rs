@@ -4,6 +4,7 @@
 //! never discarded while the project shows it.
 
 use crate::domain::{Job, Project};
+use crate::ports::GenerationRef;
 use crate::service::content_files_prefix;
 use crate::{App, Result};
 
@@ -16,7 +17,9 @@ pub(super) async fn discard(app: &App, project_id: u64, generation: &str) -> Res
             return Ok(());
         }
     }
-    app.projects.delete_content(generation).await?;
+    app.content
+        .delete_content(GenerationRef::new(project_id, generation))
+        .await?;
     app.blobs
         .delete_prefix(&content_files_prefix(project_id, generation))
         .await

@@ -14,6 +14,7 @@ use super::generation;
 use super::lease::{claim, Lease};
 use crate::archive::{self, ArchiveError, ImportEvent};
 use crate::domain::{now, ImportFailure, Job, JobUpdate, Project, RelationCounts};
+use crate::ports::{BatchSize, GenerationRef};
 use crate::service::content_files_prefix;
 use crate::{remote, stream, App, Error, Result};
 
@@ -179,7 +180,7 @@ async fn ingest(
     archive: stream::ByteStream,
 ) -> Result<Summary> {
     let mut events = ArchiveEvents::read(archive, app.settings.limits.clone(), None);
-    let mut writer = RecordWriter::new(app, generation);
+    let mut writer = RecordWriter::new(app, GenerationRef::new(project.id, generation));
     let mut description = None;
     let mut blob: Option<BlobUpload> = None;
     let stored: Result<()> = async {
@@ -187,7 +188,9 @@ async fn ingest(
             match event {
                 ImportEvent::Attributes(json) => {
                     description = description_of(&json);
-                    app.projects.put_attributes(generation, json).await?;
+                    app.content
+                        .put_attributes(GenerationRef::new(project.id, generation), json)
+                        .await?;
                 }
                 ImportEvent::Record { relation, json } => {
                     writer.push(&relation, json).await?;
@@ -247,7 +250,8 @@ fn description_of(attributes: &[u8]) -> Option<String> {
 /// one fills.
 pub(super) struct RecordWriter<'a> {
     app: &'a App,
-    generation: &'a str,
+    at: GenerationRef<'a>,
+    batch_size: BatchSize,
     batch_relation: String,
     batch: Vec<Bytes>,
     batch_bytes: usize,
@@ -258,14 +262,11 @@ pub(super) struct RecordWriter<'a> {
 }
 
 impl<'a> RecordWriter<'a> {
-    /// 1 MiB batches were no faster (one transaction per batch either way
-    /// costs little) and held four times the memory.
-    const MAX_BATCH_BYTES: usize = 256 * 1024;
-
-    pub fn new(app: &'a App, generation: &'a str) -> Self {
+    pub fn new(app: &'a App, at: GenerationRef<'a>) -> Self {
         RecordWriter {
             app,
-            generation,
+            at,
+            batch_size: app.content.batch_size(),
             batch_relation: String::new(),
             batch: Vec::new(),
             batch_bytes: 0,
@@ -298,11 +299,12 @@ impl<'a> RecordWriter<'a> {
     }
 
     pub async fn push(&mut self, relation: &str, json: Bytes) -> Result<()> {
-        if relation != self.batch_relation || json.len() >= Self::MAX_BATCH_BYTES {
+        let big = json.len() >= self.batch_size.bytes;
+        if relation != self.batch_relation || big {
             // A big record is written on its own, and not beside another
             // write: two of them in memory at most, not three.
             self.start_write().await?;
-            if json.len() >= Self::MAX_BATCH_BYTES {
+            if big {
                 self.wait_for_write().await?;
             }
             relation.clone_into(&mut self.batch_relation);
@@ -310,8 +312,7 @@ impl<'a> RecordWriter<'a> {
         self.batch_bytes += json.len();
         self.batch.push(json);
         self.records += 1;
-        if self.batch.len() >= self.app.settings.import_batch_records
-            || self.batch_bytes >= Self::MAX_BATCH_BYTES
+        if self.batch.len() >= self.batch_size.records || self.batch_bytes >= self.batch_size.bytes
         {
             self.start_write().await?;
         }
@@ -342,15 +343,15 @@ impl<'a> RecordWriter<'a> {
             .or_insert(0);
         let first = *seq;
         *seq += self.batch.len() as u64;
-        let capacity = self.app.settings.import_batch_records;
+        let capacity = self.batch_size.records.min(1024);
         let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(capacity));
         self.batch_bytes = 0;
-        let projects = self.app.projects.clone();
-        let (generation, relation) = (self.generation.to_owned(), self.batch_relation.clone());
+        let content = self.app.content.clone();
+        let (project_id, generation) = (self.at.project_id, self.at.name.to_owned());
+        let relation = self.batch_relation.clone();
         self.writing = Some(tokio::spawn(async move {
-            projects
-                .put_records(&generation, &relation, first, batch)
-                .await
+            let at = GenerationRef::new(project_id, &generation);
+            content.put_records(at, &relation, first, batch).await
         }));
         Ok(())
     }

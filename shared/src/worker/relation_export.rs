@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::pipeline;
 use crate::domain::{JobStatus, JobUpdate, Message, RelationExportPart};
-use crate::ports::RecordPages;
+use crate::ports::{GenerationRef, RecordPages};
 use crate::relations::{self, SELF_RELATION};
 use crate::service::content_files_prefix;
 use crate::service::relation_export::{self, part_key};
@@ -92,9 +92,13 @@ pub(super) async fn run(app: &App, message: &Message) -> Result<()> {
 
 async fn export_self(app: &App, part: &RelationExportPart, key: &str) -> Result<u64> {
     let attributes = match &part.content {
-        Some(content) => app.projects.attributes(content).await?.ok_or_else(|| {
-            Error::BadRequest("the project changed during the export: schedule it again".into())
-        })?,
+        Some(content) => app
+            .content
+            .attributes(GenerationRef::new(part.project_id, content))
+            .await?
+            .ok_or_else(|| {
+                Error::BadRequest("the project changed during the export: schedule it again".into())
+            })?,
         None => Bytes::from_static(b"{}"),
     };
     pipeline::gzip(app, key, |chunks| async move {
@@ -111,8 +115,8 @@ async fn export_records(app: &App, part: &RelationExportPart, key: &str) -> Resu
         let mut written = 0u64;
         if let Some(content) = &part.content {
             let mut pages = RecordPages::new(
-                app.projects.as_ref(),
-                content,
+                app.content.as_ref(),
+                GenerationRef::new(part.project_id, content),
                 &part.relation,
                 app.settings.export_page_records,
             )

@@ -19,7 +19,7 @@ use super::import::{failures_of, upload_prefix, RecordWriter};
 use super::lease::{claim, Lease};
 use crate::archive::ImportEvent;
 use crate::domain::{Job, JobUpdate, Project, RelationCounts};
-use crate::ports::RecordPages;
+use crate::ports::{GenerationRef, RecordPages, StoredRecord};
 use crate::{relations, stream, App, Error, Result};
 
 /// Where the new records wait, in archive order, until the merge.
@@ -216,10 +216,14 @@ impl Merge<'_> {
         Ok([(self.relation.to_owned(), counts)].into())
     }
 
+    fn at<'g>(&'g self, generation: &'g str) -> GenerationRef<'g> {
+        GenerationRef::new(self.project.id, generation)
+    }
+
     fn pages<'g>(&'g self, generation: &'g str) -> RecordPages<'g> {
         RecordPages::new(
-            self.app.projects.as_ref(),
-            generation,
+            self.app.content.as_ref(),
+            self.at(generation),
             self.relation,
             self.app.settings.export_page_records,
         )
@@ -245,7 +249,7 @@ impl Merge<'_> {
         let limits = self.app.settings.limits.clone();
         let relation = Some(self.relation.to_owned());
         let mut events = ArchiveEvents::read(archive, limits, relation);
-        let mut writer = RecordWriter::new(self.app, self.staged);
+        let mut writer = RecordWriter::new(self.app, self.at(self.staged));
         let mut counts = RelationCounts::default();
         let mut runs = Runs::new();
         let mut anchor: Option<RecordKey> = None;
@@ -307,10 +311,11 @@ impl Merge<'_> {
     /// The existing records in their order, each followed by the new ones
     /// anchored on it.
     async fn write_merged(&self, base: Option<&str>, mut runs: Runs) -> Result<()> {
-        let mut out = RecordWriter::new(self.app, self.generation);
+        let mut out = RecordWriter::new(self.app, self.at(self.generation));
+        let mut staged = StagedReader::new(self);
         let written = async {
             if let Some(head) = runs.remove(&None) {
-                self.copy_staged(&head, &mut out).await?;
+                staged.copy(&head, &mut out).await?;
             }
             if let Some(base) = base {
                 let mut pages = self.pages(base);
@@ -319,7 +324,7 @@ impl Merge<'_> {
                         let key = record_key(self.relation, &record.json);
                         out.push(self.relation, record.json).await?;
                         if let Some(following) = runs.remove(&Some(key)) {
-                            self.copy_staged(&following, &mut out).await?;
+                            staged.copy(&following, &mut out).await?;
                         }
                     }
                 }
@@ -331,23 +336,55 @@ impl Merge<'_> {
         out.settle().await;
         written
     }
+}
 
-    async fn copy_staged(&self, runs: &[(u64, u64)], out: &mut RecordWriter<'_>) -> Result<()> {
+/// Reads staged records by their seqs. Runs mostly come in staging order
+/// (an archive keeps the project's order), so one stream of pages serves
+/// them one after another; a run behind it, or far ahead, opens a new one.
+struct StagedReader<'g> {
+    merge: &'g Merge<'g>,
+    pages: Option<RecordPages<'g>>,
+    page: std::collections::VecDeque<StoredRecord>,
+    /// The seq the stream gives next.
+    position: u64,
+}
+
+impl<'g> StagedReader<'g> {
+    /// Records skipped rather than read anew when a run starts ahead.
+    const SKIP_RECORDS: u64 = 4096;
+
+    fn new(merge: &'g Merge<'g>) -> Self {
+        StagedReader {
+            merge,
+            pages: None,
+            page: Default::default(),
+            position: 0,
+        }
+    }
+
+    async fn copy(&mut self, runs: &[(u64, u64)], out: &mut RecordWriter<'_>) -> Result<()> {
+        let missing = || Error::Storage("staged records went missing".into());
         for &(start, end) in runs {
-            let mut next = start;
-            while next < end {
-                let limit = ((end - next) as usize).min(self.app.settings.export_page_records);
-                let page = self
-                    .app
-                    .projects
-                    .records(self.staged, self.relation, next.checked_sub(1), limit)
-                    .await?;
-                if page.is_empty() {
-                    return Err(Error::Storage("staged records went missing".into()));
+            let behind = start < self.position;
+            if self.pages.is_none() || behind || start - self.position > Self::SKIP_RECORDS {
+                let merge = self.merge;
+                let pages = merge.pages(merge.staged).within(start, u64::MAX - start);
+                self.pages = Some(pages);
+                self.page.clear();
+                self.position = start;
+            }
+            while self.position < end {
+                let Some(record) = self.page.pop_front() else {
+                    let pages = self.pages.as_mut().ok_or_else(missing)?;
+                    self.page = pages.next().await?.ok_or_else(missing)?.into();
+                    continue;
+                };
+                if record.seq != self.position {
+                    return Err(missing());
                 }
-                for record in page {
-                    next = record.seq + 1;
-                    out.push(self.relation, record.json).await?;
+                self.position += 1;
+                if record.seq >= start {
+                    out.push(self.merge.relation, record.json).await?;
                 }
             }
         }

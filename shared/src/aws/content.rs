@@ -1,0 +1,532 @@
+//! Content generations on S3, indexed by a small manifest in DynamoDB.
+//!
+//! Each batch a writer gives (`CHUNK_BYTES` of records) becomes one S3 object
+//! holding the relation's NDJSON lines for its seqs (`keys::content_chunk_key`)
+//! and one manifest item (`GEN#<generation>`, `CHUNK#<relation>#<first seq>`)
+//! with its record count, its bytes and a sparse index of where records start,
+//! so that a batch of a relation is read from near its first record with one
+//! ranged GET. There is no item per record: a 1 GB relation is about 250
+//! objects and 250 small items, whatever its record count, so no partition
+//! key comes near DynamoDB's 1,000 write units per second.
+//!
+//! The attributes are one more object; everything of a generation lives under
+//! `keys::content_prefix` and goes with one prefix delete.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{DeleteRequest, WriteRequest};
+use bytes::{Bytes, BytesMut};
+use futures::{stream, StreamExt};
+
+use super::dynamo::{ddb_error, get_n, get_s, key, n, s, seq_key, DynamoStore, Item};
+use super::s3::S3BlobStore;
+use crate::keys;
+use crate::ports::{
+    BatchSize, BlobStore, ContentStore, GenerationRef, RecordRange, RecordStream, RelationStats,
+    StoredRecord,
+};
+use crate::stream::ByteStream;
+use crate::{Error, Result};
+
+/// One S3 PUT per this many bytes of records: about 250 requests per GB
+/// (a few tenths of a cent), in memory twice while one is written and the
+/// next one fills.
+const CHUNK_BYTES: usize = 4 * 1024 * 1024;
+/// The manifest notes where a record starts about this often, so a read
+/// from the middle of a chunk skips less than this.
+const INDEX_STRIDE_BYTES: u64 = 64 * 1024;
+/// Manifest items read at a time while streaming a relation.
+const MANIFEST_PAGE: i32 = 64;
+/// A page of records stops growing past this many bytes.
+const PAGE_BYTES: usize = 256 * 1024;
+
+pub struct S3ContentStore {
+    table: DynamoStore,
+    blobs: S3BlobStore,
+}
+
+impl S3ContentStore {
+    pub fn new(table: DynamoStore, blobs: S3BlobStore) -> Self {
+        S3ContentStore { table, blobs }
+    }
+}
+
+fn manifest_pk(at: GenerationRef<'_>) -> String {
+    format!("GEN#{}", at.name)
+}
+
+fn chunk_sk(relation: &str, first_seq: u64) -> String {
+    format!("CHUNK#{relation}#{}", seq_key(first_seq))
+}
+
+/// One chunk as the manifest describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Chunk {
+    relation: String,
+    first: u64,
+    records: u64,
+    bytes: u64,
+    /// (record index in the chunk, byte offset of its line), ascending.
+    index: Vec<(u64, u64)>,
+}
+
+impl Chunk {
+    fn end(&self) -> u64 {
+        self.first + self.records
+    }
+
+    fn of_batch(relation: &str, first: u64, records: &[Bytes]) -> Self {
+        let mut index = Vec::new();
+        let mut offset = 0u64;
+        let mut noted = 0u64;
+        for (i, record) in records.iter().enumerate() {
+            if offset - noted >= INDEX_STRIDE_BYTES {
+                index.push((i as u64, offset));
+                noted = offset;
+            }
+            offset += record.len() as u64 + 1;
+        }
+        Chunk {
+            relation: relation.to_owned(),
+            first,
+            records: records.len() as u64,
+            bytes: offset,
+            index,
+        }
+    }
+
+    /// Where to start reading for record `seq`: the record the read starts
+    /// at and its byte offset.
+    fn start_for(&self, seq: u64) -> (u64, u64) {
+        let wanted = seq.saturating_sub(self.first);
+        self.index
+            .iter()
+            .take_while(|(i, _)| *i <= wanted)
+            .last()
+            .map_or((self.first, 0), |&(i, offset)| (self.first + i, offset))
+    }
+
+    fn to_item(&self, at: GenerationRef<'_>) -> Item {
+        let mut item = key(manifest_pk(at), chunk_sk(&self.relation, self.first));
+        item.insert("records".into(), n(self.records));
+        item.insert("bytes".into(), n(self.bytes));
+        let index: Vec<String> = self
+            .index
+            .iter()
+            .map(|(i, offset)| format!("{i}:{offset}"))
+            .collect();
+        if !index.is_empty() {
+            item.insert("index".into(), s(index.join(",")));
+        }
+        item
+    }
+
+    /// `None` for an item that is not a chunk (or belongs to a relation
+    /// whose name only starts like the one asked for).
+    fn from_item(item: &Item) -> Option<Self> {
+        let sk = get_s(item, "sk")?.strip_prefix("CHUNK#")?;
+        let (relation, first) = sk.rsplit_once('#')?;
+        if first.len() != 20 {
+            return None;
+        }
+        let index = match get_s(item, "index") {
+            Some(text) => text
+                .split(',')
+                .map(|pair| {
+                    let (i, offset) = pair.split_once(':')?;
+                    Some((i.parse().ok()?, offset.parse().ok()?))
+                })
+                .collect::<Option<Vec<_>>>()?,
+            None => Vec::new(),
+        };
+        Some(Chunk {
+            relation: relation.to_owned(),
+            first: first.parse().ok()?,
+            records: get_n(item, "records")?,
+            bytes: get_n(item, "bytes")?,
+            index,
+        })
+    }
+}
+
+impl S3ContentStore {
+    /// The chunk holding `seq`'s sort key, or the relation's first chunk.
+    async fn start_chunk(
+        &self,
+        at: GenerationRef<'_>,
+        relation: &str,
+        seq: u64,
+    ) -> Result<Option<String>> {
+        let output = self
+            .table
+            .client
+            .query()
+            .table_name(&self.table.table)
+            .consistent_read(true)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :low AND :high")
+            .expression_attribute_values(":pk", s(manifest_pk(at)))
+            .expression_attribute_values(":low", s(chunk_sk(relation, 0)))
+            .expression_attribute_values(":high", s(chunk_sk(relation, seq)))
+            .scan_index_forward(false)
+            .limit(1)
+            .send()
+            .await
+            .map_err(ddb_error)?;
+        Ok(output
+            .items()
+            .first()
+            .and_then(|item| get_s(item, "sk"))
+            .map(str::to_owned))
+    }
+
+    /// Up to `MANIFEST_PAGE` chunk items from `from` (inclusive) on, or
+    /// after the page that ended at `after`.
+    async fn manifest_page(
+        &self,
+        at: GenerationRef<'_>,
+        relation: &str,
+        from: &str,
+        after: Option<Item>,
+    ) -> Result<(Vec<Chunk>, Option<Item>)> {
+        let output = self
+            .table
+            .client
+            .query()
+            .table_name(&self.table.table)
+            .consistent_read(true)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :low AND :high")
+            .expression_attribute_values(":pk", s(manifest_pk(at)))
+            .expression_attribute_values(":low", s(from))
+            .expression_attribute_values(":high", s(chunk_sk(relation, u64::MAX)))
+            .set_exclusive_start_key(after)
+            .limit(MANIFEST_PAGE)
+            .send()
+            .await
+            .map_err(ddb_error)?;
+        let chunks = output
+            .items()
+            .iter()
+            .filter_map(Chunk::from_item)
+            .filter(|chunk| chunk.relation == relation)
+            .collect();
+        Ok((chunks, output.last_evaluated_key))
+    }
+
+    async fn chunks(&self, at: GenerationRef<'_>) -> Result<Vec<Chunk>> {
+        let items = self
+            .table
+            .query(&manifest_pk(at), Some("CHUNK#"), None, None)
+            .await?;
+        Ok(items.iter().filter_map(Chunk::from_item).collect())
+    }
+}
+
+#[async_trait]
+impl ContentStore for S3ContentStore {
+    fn batch_size(&self) -> BatchSize {
+        BatchSize {
+            records: usize::MAX,
+            bytes: CHUNK_BYTES,
+        }
+    }
+
+    async fn put_attributes(&self, at: GenerationRef<'_>, attributes: Bytes) -> Result<()> {
+        let key = keys::content_attributes_key(at.project_id, at.name);
+        self.blobs.put_bytes(&key, attributes).await
+    }
+
+    async fn attributes(&self, at: GenerationRef<'_>) -> Result<Option<Bytes>> {
+        let key = keys::content_attributes_key(at.project_id, at.name);
+        match self.blobs.get_bytes(&key).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(Error::NotFound(_)) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    async fn put_records(
+        &self,
+        at: GenerationRef<'_>,
+        relation: &str,
+        first_seq: u64,
+        records: Vec<Bytes>,
+    ) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        if records.iter().any(|record| record.contains(&b'\n')) {
+            // Chunks are NDJSON: a line is a record.
+            return Err(Error::Internal("a record spans lines".into()));
+        }
+        let chunk = Chunk::of_batch(relation, first_seq, &records);
+        let mut body = BytesMut::with_capacity(chunk.bytes as usize);
+        for record in records {
+            body.extend_from_slice(&record);
+            body.extend_from_slice(b"\n");
+        }
+        let key = keys::content_chunk_key(at.project_id, at.name, relation, first_seq);
+        self.blobs.put_bytes(&key, body.freeze()).await?;
+        // The item last: a chunk the manifest names is always there. The
+        // same batch again rewrites the same object and item.
+        self.table.put_item(chunk.to_item(at)).await
+    }
+
+    async fn relations(&self, at: GenerationRef<'_>) -> Result<Vec<RelationStats>> {
+        let mut stats: BTreeMap<String, RelationStats> = BTreeMap::new();
+        for chunk in self.chunks(at).await? {
+            let entry = stats
+                .entry(chunk.relation.clone())
+                .or_insert_with(|| RelationStats {
+                    relation: chunk.relation.clone(),
+                    records: 0,
+                    ndjson_bytes: 0,
+                });
+            entry.records += chunk.records;
+            entry.ndjson_bytes += chunk.bytes;
+        }
+        Ok(stats.into_values().collect())
+    }
+
+    fn read_records<'a>(
+        &'a self,
+        at: GenerationRef<'a>,
+        relation: &'a str,
+        range: RecordRange,
+    ) -> RecordStream<'a> {
+        let reader = ChunkReader {
+            store: self,
+            at,
+            relation,
+            page_records: range.page_records.max(1),
+            next: range.first,
+            end: range.first.saturating_add(range.count),
+            manifest: Manifest::NotRead,
+            chunks: VecDeque::new(),
+            lines: None,
+        };
+        stream::try_unfold(reader, |mut reader| async move {
+            Ok(reader.next_page().await?.map(|page| (page, reader)))
+        })
+        .boxed()
+    }
+
+    async fn delete_content(&self, at: GenerationRef<'_>) -> Result<()> {
+        self.blobs
+            .delete_prefix(&keys::content_prefix(at.project_id, at.name))
+            .await?;
+        let items = self.table.query(&manifest_pk(at), None, None, None).await?;
+        let deletes = items
+            .iter()
+            .map(|item| {
+                let key = key(
+                    get_s(item, "pk").unwrap_or_default(),
+                    get_s(item, "sk").unwrap_or_default(),
+                );
+                let request = DeleteRequest::builder()
+                    .set_key(Some(key))
+                    .build()
+                    .map_err(Error::internal)?;
+                Ok(WriteRequest::builder().delete_request(request).build())
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.table.batch_write(deletes).await
+    }
+}
+
+/// How far the manifest has been read.
+enum Manifest {
+    NotRead,
+    /// Read from this sort key on; more after this page's last key.
+    Reading {
+        from: String,
+        after: Option<Item>,
+    },
+    Done,
+}
+
+/// Streams records `next..end` of a relation chunk by chunk.
+struct ChunkReader<'a> {
+    store: &'a S3ContentStore,
+    at: GenerationRef<'a>,
+    relation: &'a str,
+    page_records: usize,
+    next: u64,
+    end: u64,
+    manifest: Manifest,
+    chunks: VecDeque<Chunk>,
+    lines: Option<(Chunk, Lines)>,
+}
+
+impl ChunkReader<'_> {
+    async fn next_page(&mut self) -> Result<Option<Vec<StoredRecord>>> {
+        let mut page = Vec::new();
+        let mut bytes = 0;
+        while self.next < self.end && page.len() < self.page_records && bytes < PAGE_BYTES {
+            let Some((chunk, lines)) = &mut self.lines else {
+                match self.next_chunk().await? {
+                    Some(chunk) => self.open(chunk).await?,
+                    None => {
+                        // The relation ended before `end`.
+                        self.end = self.next;
+                    }
+                }
+                continue;
+            };
+            let seq = lines.seq;
+            match lines.next_line().await? {
+                Some(json) if seq >= self.next => {
+                    bytes += json.len();
+                    page.push(StoredRecord { seq, json });
+                    self.next = seq + 1;
+                }
+                Some(_) => {}
+                None if seq == chunk.end() => self.lines = None,
+                None => {
+                    return Err(Error::Storage(format!(
+                        "chunk {} of {} ended at record {seq} of {}",
+                        chunk.first,
+                        chunk.relation,
+                        chunk.end()
+                    )))
+                }
+            }
+        }
+        Ok((!page.is_empty()).then_some(page))
+    }
+
+    async fn next_chunk(&mut self) -> Result<Option<Chunk>> {
+        loop {
+            if let Some(chunk) = self.chunks.pop_front() {
+                if chunk.end() <= self.next {
+                    continue;
+                }
+                if chunk.first > self.next {
+                    return Err(Error::Storage(format!(
+                        "records {}..{} of {} are missing",
+                        self.next, chunk.first, chunk.relation
+                    )));
+                }
+                return Ok(Some(chunk));
+            }
+            match std::mem::replace(&mut self.manifest, Manifest::Done) {
+                Manifest::Done => return Ok(None),
+                Manifest::NotRead => {
+                    let start = self
+                        .store
+                        .start_chunk(self.at, self.relation, self.next)
+                        .await?;
+                    let from = start.unwrap_or_else(|| chunk_sk(self.relation, 0));
+                    self.manifest = Manifest::Reading { from, after: None };
+                }
+                Manifest::Reading { from, after } => {
+                    let (chunks, last) = self
+                        .store
+                        .manifest_page(self.at, self.relation, &from, after)
+                        .await?;
+                    self.chunks.extend(chunks);
+                    if last.is_some() {
+                        self.manifest = Manifest::Reading { from, after: last };
+                    }
+                }
+            }
+        }
+    }
+
+    async fn open(&mut self, chunk: Chunk) -> Result<()> {
+        let (seq, offset) = chunk.start_for(self.next);
+        let key =
+            keys::content_chunk_key(self.at.project_id, self.at.name, self.relation, chunk.first);
+        let body = match self.store.blobs.get_from(&key, offset).await {
+            Ok(body) => body,
+            // The manifest names it, so it was written: a storage fault,
+            // not a missing file of the user's.
+            Err(Error::NotFound(_)) => {
+                return Err(Error::Storage(format!("content chunk {key} is missing")))
+            }
+            Err(err) => return Err(err),
+        };
+        self.lines = Some((chunk, Lines::new(body, seq)));
+        Ok(())
+    }
+}
+
+/// The lines of a chunk body, numbered.
+struct Lines {
+    body: ByteStream,
+    buffer: BytesMut,
+    /// Bytes of `buffer` known to hold no newline.
+    scanned: usize,
+    /// The seq of the next line.
+    seq: u64,
+}
+
+impl Lines {
+    fn new(body: ByteStream, seq: u64) -> Self {
+        Lines {
+            body,
+            buffer: BytesMut::new(),
+            scanned: 0,
+            seq,
+        }
+    }
+
+    async fn next_line(&mut self) -> Result<Option<Bytes>> {
+        loop {
+            if let Some(at) = self.buffer[self.scanned..].iter().position(|&b| b == b'\n') {
+                let mut line = self.buffer.split_to(self.scanned + at + 1);
+                line.truncate(line.len() - 1);
+                self.scanned = 0;
+                self.seq += 1;
+                return Ok(Some(line.freeze()));
+            }
+            self.scanned = self.buffer.len();
+            match self.body.next().await {
+                Some(piece) => self.buffer.extend_from_slice(&piece?),
+                None if self.buffer.is_empty() => return Ok(None),
+                None => return Err(Error::Storage("a chunk ends inside a record".into())),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records(sizes: &[usize]) -> Vec<Bytes> {
+        sizes
+            .iter()
+            .map(|&len| Bytes::from(vec![b'x'; len]))
+            .collect()
+    }
+
+    #[test]
+    fn the_index_notes_a_record_about_every_stride() {
+        let batch = records(&[40_000; 10]);
+        let chunk = Chunk::of_batch("issues", 100, &batch);
+        assert_eq!(chunk.records, 10);
+        assert_eq!(chunk.bytes, 10 * 40_001);
+        // Offsets 80,002 (record 2), 160,004 (4), ...: each at least a
+        // stride past the one before.
+        assert_eq!(
+            chunk.index,
+            vec![(2, 80_002), (4, 160_004), (6, 240_006), (8, 320_008)]
+        );
+        assert_eq!(chunk.start_for(100), (100, 0));
+        assert_eq!(chunk.start_for(101), (100, 0));
+        assert_eq!(chunk.start_for(105), (104, 160_004));
+        assert_eq!(chunk.start_for(109), (108, 320_008));
+    }
+
+    #[test]
+    fn manifest_items_round_trip_and_reject_lookalike_relations() {
+        let at = GenerationRef::new(7, "g1");
+        let chunk = Chunk::of_batch("a#b", 5, &records(&[70_000, 3, 4]));
+        let item = chunk.to_item(at);
+        assert_eq!(Chunk::from_item(&item), Some(chunk));
+        let mut alien = item.clone();
+        alien.insert("sk".into(), s("CHUNK#a#b#00000000000000000005#x"));
+        assert_eq!(Chunk::from_item(&alien), None);
+    }
+}

@@ -1,0 +1,251 @@
+//! Content generations in the embedded database: attributes, and each
+//! relation's records packed in chunks (`chunks`) with per-relation counts.
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures::{stream, StreamExt};
+use redb::{ReadableTable, TableDefinition};
+
+use super::chunks::{self, CHUNK_BYTES, RECORD_CHUNKS};
+use super::stores::EmbeddedStore;
+use crate::ports::{
+    BatchSize, ContentStore, GenerationRef, RecordRange, RecordStream, RelationStats, StoredRecord,
+};
+use crate::{Error, Result};
+
+pub(super) const ATTRIBUTES: TableDefinition<&str, &[u8]> = TableDefinition::new("attributes");
+/// (generation, relation) → (records, NDJSON bytes)
+pub(super) const RELATION_STATS: TableDefinition<(&str, &str), (u64, u64)> =
+    TableDefinition::new("relation_stats");
+/// A page of records stops growing past this many bytes, whatever its
+/// limit, so a relation of large records does not make pages large.
+const PAGE_BYTES: usize = 256 * 1024;
+
+impl EmbeddedStore {
+    /// Up to `limit` records of a relation from `start` on, in order;
+    /// fewer once a page holds `PAGE_BYTES`, none past the end.
+    async fn records(
+        &self,
+        generation: &str,
+        relation: &str,
+        start: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredRecord>> {
+        let (generation, relation) = (generation.to_owned(), relation.to_owned());
+        self.db
+            .read(move |txn| {
+                let table = txn.open_table(RECORD_CHUNKS).map_err(Error::storage)?;
+                let (g, r) = (generation.as_str(), relation.as_str());
+                // The chunk holding `start` is the last one beginning at or before it.
+                let from = table
+                    .range((g, r, 0)..=(g, r, start))
+                    .map_err(Error::storage)?
+                    .next_back()
+                    .transpose()
+                    .map_err(Error::storage)?
+                    .map_or(start, |(key, _)| key.value().2);
+                let mut out = Vec::with_capacity(limit.min(1024));
+                let mut bytes = 0;
+                let chunks_from = table
+                    .range((g, r, from)..=(g, r, u64::MAX))
+                    .map_err(Error::storage)?;
+                'chunks: for item in chunks_from {
+                    let (key, value) = item.map_err(Error::storage)?;
+                    // Copied at one size whatever the chunk's length, so that
+                    // the copies reuse each other's memory.
+                    let mut copy = BytesMut::with_capacity(CHUNK_BYTES.max(value.value().len()));
+                    copy.extend_from_slice(value.value());
+                    let chunk = copy.freeze();
+                    let first = key.value().2;
+                    for (seq, range) in (first..).zip(chunks::unpack(&chunk)?) {
+                        if out.len() == limit || bytes >= PAGE_BYTES {
+                            break 'chunks;
+                        }
+                        if seq >= start {
+                            bytes += range.len();
+                            out.push(StoredRecord {
+                                seq,
+                                json: chunk.slice(range),
+                            });
+                        }
+                    }
+                }
+                Ok(out)
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl ContentStore for EmbeddedStore {
+    /// 1 MiB batches were no faster (one transaction per batch either way
+    /// costs little) and held four times the memory.
+    fn batch_size(&self) -> BatchSize {
+        BatchSize {
+            records: 250,
+            bytes: 256 * 1024,
+        }
+    }
+
+    async fn put_attributes(&self, at: GenerationRef<'_>, attributes: Bytes) -> Result<()> {
+        let generation = at.name.to_owned();
+        self.db
+            .write(move |txn| {
+                txn.open_table(ATTRIBUTES)
+                    .map_err(Error::storage)?
+                    .insert(generation.as_str(), attributes.as_ref())
+                    .map_err(Error::storage)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn attributes(&self, at: GenerationRef<'_>) -> Result<Option<Bytes>> {
+        let generation = at.name.to_owned();
+        self.db
+            .read(move |txn| {
+                let table = txn.open_table(ATTRIBUTES).map_err(Error::storage)?;
+                let value = table.get(generation.as_str()).map_err(Error::storage)?;
+                Ok(value.map(|v| Bytes::copy_from_slice(v.value())))
+            })
+            .await
+    }
+
+    async fn put_records(
+        &self,
+        at: GenerationRef<'_>,
+        relation: &str,
+        first_seq: u64,
+        records: Vec<Bytes>,
+    ) -> Result<()> {
+        let (generation, relation) = (at.name.to_owned(), relation.to_owned());
+        // A generation's records are read only once a durable switch points
+        // a project at it, which persists them too.
+        self.db
+            .write_deferred(move |txn| {
+                let mut table = txn.open_table(RECORD_CHUNKS).map_err(Error::storage)?;
+                let mut stats = txn.open_table(RELATION_STATS).map_err(Error::storage)?;
+                let key = (generation.as_str(), relation.as_str());
+                let (mut count, mut bytes) = stats
+                    .get(key)
+                    .map_err(Error::storage)?
+                    .map(|v| v.value())
+                    .unwrap_or((0, 0));
+                chunks::pack_each(&records, |first, packed, chunk| {
+                    let seq = first_seq + first as u64;
+                    let previous = table
+                        .insert((key.0, key.1, seq), chunk)
+                        .map_err(Error::storage)?;
+                    // A retried batch rewrites the same chunks: count each once.
+                    if let Some(old) = previous {
+                        let (old_count, old_bytes) = chunks::tally(old.value())?;
+                        count -= old_count;
+                        bytes -= old_bytes;
+                    }
+                    let (new_count, new_bytes) = chunks::tally_records(packed);
+                    count += new_count;
+                    bytes += new_bytes;
+                    Ok(())
+                })?;
+                stats.insert(key, (count, bytes)).map_err(Error::storage)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn relations(&self, at: GenerationRef<'_>) -> Result<Vec<RelationStats>> {
+        let generation = at.name.to_owned();
+        self.db
+            .read(move |txn| {
+                let stats = txn.open_table(RELATION_STATS).map_err(Error::storage)?;
+                let range = stats
+                    .range((generation.as_str(), "")..)
+                    .map_err(Error::storage)?;
+                let mut out = Vec::new();
+                for item in range {
+                    let (key, value) = item.map_err(Error::storage)?;
+                    let (gen, relation) = key.value();
+                    if gen != generation {
+                        break;
+                    }
+                    let (records, ndjson_bytes) = value.value();
+                    out.push(RelationStats {
+                        relation: relation.to_owned(),
+                        records,
+                        ndjson_bytes,
+                    });
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    fn read_records<'a>(
+        &'a self,
+        at: GenerationRef<'a>,
+        relation: &'a str,
+        range: RecordRange,
+    ) -> RecordStream<'a> {
+        let end = range.first.saturating_add(range.count);
+        let pages = stream::try_unfold(range.first, move |next| async move {
+            if next >= end {
+                return Ok(None);
+            }
+            let left = usize::try_from(end - next).unwrap_or(usize::MAX);
+            let page = self
+                .records(at.name, relation, next, range.page_records.min(left))
+                .await?;
+            let after = page.last().map(|last| last.seq + 1);
+            Ok(after.map(|after| (page, after)))
+        });
+        pages.boxed()
+    }
+
+    async fn delete_content(&self, at: GenerationRef<'_>) -> Result<()> {
+        let generation = at.name;
+        // Chunks removed per transaction.
+        const CHUNK: usize = 1_000;
+        for stats in self.relations(at).await? {
+            loop {
+                let (generation, relation) = (generation.to_owned(), stats.relation.clone());
+                let removed = self
+                    .db
+                    .write(move |txn| {
+                        let mut table = txn.open_table(RECORD_CHUNKS).map_err(Error::storage)?;
+                        let (g, r) = (generation.as_str(), relation.as_str());
+                        let seqs: Vec<u64> = table
+                            .range((g, r, 0)..=(g, r, u64::MAX))
+                            .map_err(Error::storage)?
+                            .take(CHUNK)
+                            .map(|item| item.map(|(key, _)| key.value().2))
+                            .collect::<Result<_, _>>()
+                            .map_err(Error::storage)?;
+                        for seq in &seqs {
+                            table.remove((g, r, *seq)).map_err(Error::storage)?;
+                        }
+                        if seqs.len() < CHUNK {
+                            txn.open_table(RELATION_STATS)
+                                .map_err(Error::storage)?
+                                .remove((g, r))
+                                .map_err(Error::storage)?;
+                        }
+                        Ok(seqs.len())
+                    })
+                    .await?;
+                if removed < CHUNK {
+                    break;
+                }
+            }
+        }
+        let generation = generation.to_owned();
+        self.db
+            .write(move |txn| {
+                txn.open_table(ATTRIBUTES)
+                    .map_err(Error::storage)?
+                    .remove(generation.as_str())
+                    .map_err(Error::storage)?;
+                Ok(())
+            })
+            .await
+    }
+}

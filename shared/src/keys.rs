@@ -1,0 +1,50 @@
+//! Where things live in the blob store: every key and prefix is built here,
+//! and `template.yaml`'s lifecycle rules are written against these prefixes
+//! (`exports/`, `imports/`; `projects/` is never expired by age).
+
+/// Everything a content generation stores in the blob store (S3 holds its
+/// records there too; the embedded store only its files).
+pub fn content_prefix(project_id: u64, generation: &str) -> String {
+    format!("projects/{project_id}/content/{generation}/")
+}
+
+/// The archive's opaque files (bundles, uploads) of a generation.
+pub fn content_files_prefix(project_id: u64, generation: &str) -> String {
+    format!("{}files/", content_prefix(project_id, generation))
+}
+
+/// A generation's project attributes (`tree/project.json`).
+pub fn content_attributes_key(project_id: u64, generation: &str) -> String {
+    format!("{}project.json", content_prefix(project_id, generation))
+}
+
+/// One chunk of a relation's records: its NDJSON lines from `first_seq` on.
+pub fn content_chunk_key(
+    project_id: u64,
+    generation: &str,
+    relation: &str,
+    first_seq: u64,
+) -> String {
+    format!(
+        "{}tree/{relation}/{first_seq:020}.ndjson",
+        content_prefix(project_id, generation)
+    )
+}
+
+/// Export archives live under `exports/` and uploads under `imports/` so that
+/// bucket lifecycle rules can expire each by prefix.
+pub fn exports_prefix(project_id: u64) -> String {
+    format!("exports/{project_id}/")
+}
+
+pub fn export_key(project_id: u64, job_id: &str) -> String {
+    format!("{}{job_id}/export.tar.gz", exports_prefix(project_id))
+}
+
+pub fn upload_prefix(upload_id: &str) -> String {
+    format!("imports/{upload_id}/")
+}
+
+pub fn upload_key(upload_id: &str) -> String {
+    format!("{}archive.tar.gz", upload_prefix(upload_id))
+}
