@@ -449,19 +449,22 @@ class Server:
     is read by a thread (to find the API root URL, `base`, and "ready", and so
     the pipe never fills); its stderr goes to `log_path`."""
 
-    def __init__(self, binary, data_dir, log_path):
+    def __init__(self, binary, data_dir, log_path, args=None, env=None):
         self.binary, self.data_dir, self.log_path = binary, data_dir, log_path
+        self.args = args if args is not None else ["--data-dir", data_dir]
+        self.extra_env = env or {}
         self.lines = queue.Queue()
         self.base = None
         self.ready_seconds = None
 
     def __enter__(self):
         """Starts the server and waits for its "ready" line (timed from Popen)."""
-        env = {**os.environ, "LOCAL_ROOT_TOKEN": TOKEN, "RUST_LOG": "warn", "EXPORT_RATE_LIMIT_PER_MINUTE": "0"}
+        env = {**os.environ, "LOCAL_ROOT_TOKEN": TOKEN, "RUST_LOG": "warn", "EXPORT_RATE_LIMIT_PER_MINUTE": "0",
+               **self.extra_env}
         with open(self.log_path, "ab") as log:
             start = time.perf_counter()
             self.process = subprocess.Popen(
-                [self.binary, "serve", "--bind", "127.0.0.1:0", "--data-dir", self.data_dir],
+                [self.binary, "serve", "--bind", "127.0.0.1:0"] + self.args,
                 env=env, stdout=subprocess.PIPE, stderr=log,
             )
         threading.Thread(target=self._read_stdout, daemon=True).start()
@@ -963,6 +966,30 @@ def report(command, binary, results, ready, functions, artifacts):
     return "\n".join(out) + "\n"
 
 
+SECTION = re.compile(r"<!-- (\w+) begin -->.*?<!-- \1 end -->\n?", re.S)
+
+
+def write_keeping_sections(path, text):
+    """Writes the report to `path`, keeping the sections other benches keep
+    in it (`<!-- name begin -->` ... `<!-- name end -->`, e.g. aws_model.py's)."""
+    kept = []
+    if os.path.exists(path):
+        with open(path) as f:
+            kept = [m.group(0) for m in SECTION.finditer(f.read())]
+    with open(path, "w") as f:
+        f.write(text + "".join("\n" + section for section in kept))
+
+
+def replace_section(path, name, body):
+    """Puts `body` in the file's `name` section, replacing the one there."""
+    section = "<!-- %s begin -->\n%s<!-- %s end -->\n" % (name, body, name)
+    text = open(path).read() if os.path.exists(path) else ""
+    match = re.search(r"<!-- %s begin -->.*?<!-- %s end -->\n?" % (name, name), text, re.S)
+    text = text[:match.start()] + section + text[match.end():] if match else text.rstrip("\n") + "\n\n" + section
+    with open(path, "w") as f:
+        f.write(text)
+
+
 def main():
     """Parses the command line, runs every size and start-up, writes the report."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -990,8 +1017,7 @@ def main():
     command = "python3 " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
     text = report(command, binary, results, ready, functions, lambda_artifacts())
     print(text)
-    with open(out, "w") as f:
-        f.write(text)
+    write_keeping_sections(out, text)
     progress("report written to " + out)
     if ("error" in ready or any("error" in r for r in functions.values())
             or any("error" in p for r in results for p in r.values() if isinstance(p, dict))):

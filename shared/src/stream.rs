@@ -22,9 +22,12 @@ pub fn from_bytes(bytes: impl Into<Bytes>) -> ByteStream {
 }
 
 pub fn from_receiver(rx: mpsc::Receiver<io::Result<Bytes>>) -> ByteStream {
-    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    }))
+    Box::pin(
+        futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        })
+        .fuse(),
+    )
 }
 
 /// Reads a whole stream; for small blobs and tests only.
@@ -36,9 +39,15 @@ pub async fn collect(mut stream: ByteStream) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
+// Every stream made here is fused: consumers (S3 part readers, decoders
+// looking for another member) may poll again after the end.
+
 /// A blocking `Read` over an async stream, for use on a blocking thread.
 pub fn blocking_reader(stream: ByteStream) -> impl Read + Send {
     let handle = tokio::runtime::Handle::current();
+    // Readers may read again after the end (a decoder checking for more
+    // members); a fused stream answers that instead of panicking.
+    let stream = stream.fuse();
     tokio_util::io::SyncIoBridge::new_with_handle(tokio_util::io::StreamReader::new(stream), handle)
 }
 
@@ -72,7 +81,7 @@ pub fn blocking_writer() -> (ChannelWriter, ByteStream) {
             pieces: Pieces::new(CHUNK),
             finished,
         },
-        Box::pin(stream),
+        Box::pin(stream.fuse()),
     )
 }
 

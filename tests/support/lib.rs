@@ -476,7 +476,7 @@ fn collect_files(root: &Path, dir: &Path, out: &mut Vec<String>) {
 }
 
 /// What an archive holds: project attributes, records per relation, other files.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 pub struct ArchiveContent {
     pub attributes: serde_json::Map<String, Value>,
     pub relations: BTreeMap<String, Vec<Value>>,

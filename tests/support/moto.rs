@@ -83,8 +83,13 @@ pub fn endpoint() -> &'static str {
 
 /// SDK clients pointed at moto, with dummy credentials.
 pub async fn clients() -> AwsClients {
+    clients_at(endpoint()).await
+}
+
+/// SDK clients pointed at `endpoint` (moto, or a proxy in front of it).
+pub async fn clients_at(endpoint: &str) -> AwsClients {
     let config = shared::aws::config_loader()
-        .endpoint_url(endpoint())
+        .endpoint_url(endpoint)
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_credential_types::Credentials::new(
             "testing", "testing", None, None, "moto",
@@ -132,4 +137,58 @@ pub async fn app() -> (App, AwsClients, AwsNames) {
     };
     let app = aws::app(&clients, &names, settings);
     (app, clients, names)
+}
+
+/// `bench/aws_proxy.py` in front of moto, answering `fault_rate` of the
+/// calls as AWS does under load (throttling, `503 SlowDown`, a dropped
+/// connection), chosen by a generator seeded with `seed`.
+pub struct FaultyProxy {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl Drop for FaultyProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl FaultyProxy {
+    pub fn start(fault_rate: f64, seed: u64) -> Self {
+        use std::io::BufRead;
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/aws_proxy.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .args(["--target", endpoint()])
+            .args(["--fault-rate", &fault_rate.to_string()])
+            .args(["--seed", &seed.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 runs bench/aws_proxy.py");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("the proxy says where it listens");
+        let endpoint = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected proxy output: {line:?}"))
+            .to_owned();
+        FaultyProxy { child, endpoint }
+    }
+
+    /// Faults injected so far, by service and kind.
+    pub async fn faults(&self) -> std::collections::BTreeMap<String, u64> {
+        let counts: serde_json::Value = reqwest::get(format!("{}/__counts", self.endpoint))
+            .await
+            .and_then(|r| r.error_for_status())
+            .expect("the proxy answers its counts")
+            .json()
+            .await
+            .expect("JSON counts");
+        serde_json::from_value(counts["faults"].clone()).expect("faults by kind")
+    }
 }

@@ -1,6 +1,6 @@
 //! `local`: the GitLab-compatible export/import API on one machine, with no
 //! AWS. Same routes and workers as the Lambda functions, on the embedded
-//! adapters.
+//! adapters (or, built with `--features aws`, on the AWS adapters).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -42,8 +42,25 @@ struct DataDir {
     data_dir: PathBuf,
 }
 
+/// Which adapters the server runs on.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Backend {
+    /// Embedded storage in the data directory, in-process queue: no AWS.
+    Embedded,
+    /// DynamoDB, S3 and SQS named by TABLE_NAME, BUCKET_NAME and QUEUE_URL
+    /// (with `AWS_ENDPOINT_URL` for an emulator); needs `--features aws`.
+    Aws,
+}
+
 #[derive(Args)]
 struct ServeArgs {
+    /// The storage the server runs on.
+    #[arg(long, value_enum, default_value = "embedded", env = "LOCAL_BACKEND")]
+    backend: Backend,
+    /// With `--backend aws`: create the table, bucket and a queue named
+    /// after the table first (for emulators).
+    #[arg(long)]
+    provision: bool,
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:8080", env = "LOCAL_BIND")]
     bind: SocketAddr,
@@ -269,10 +286,9 @@ async fn serve(args: ServeArgs) -> Result<(), shared::Error> {
     let public_url = args
         .public_url
         .unwrap_or_else(|| format!("http://{address}"));
-    let backend = EmbeddedBackend::open(&args.data.data_dir, &public_url)?;
     let settings = Settings {
         download_ttl: Duration::from_secs(args.download_ttl),
-        download_redirect: args.download_redirect,
+        download_redirect: args.download_redirect || args.backend == Backend::Aws,
         max_upload_bytes: args.max_upload_bytes,
         relation_batch_records: args.relation_batch_size.max(1),
         relation_export_window: args.relation_export_window.max(1),
@@ -283,17 +299,32 @@ async fn serve(args: ServeArgs) -> Result<(), shared::Error> {
         trust_forwarded_headers: args.trust_forwarded_headers,
         ..Settings::default()
     };
-    let app = App::embedded(&backend, settings);
+    let app = match args.backend {
+        Backend::Embedded => {
+            let backend = EmbeddedBackend::open(&args.data.data_dir, &public_url)?;
+            let app = App::embedded(&backend, settings);
+            for _ in 0..args.workers {
+                let queue = backend.queue.clone();
+                tokio::spawn(shared::worker::poll_loop(app.clone(), move || {
+                    let queue = queue.clone();
+                    async move { queue.wait_for_message(Duration::from_millis(500)).await }
+                }));
+            }
+            app
+        }
+        Backend::Aws => {
+            let app = aws_app(settings, args.provision).await?;
+            for _ in 0..args.workers {
+                tokio::spawn(shared::worker::poll_loop(app.clone(), || {
+                    tokio::time::sleep(Duration::from_millis(200))
+                }));
+            }
+            app
+        }
+    };
 
     let configured = std::env::var("LOCAL_ROOT_TOKEN").ok();
     let root_token = auth::ensure_root(&app, configured.as_deref()).await?;
-    for _ in 0..args.workers {
-        let queue = backend.queue.clone();
-        tokio::spawn(shared::worker::poll_loop(app.clone(), move || {
-            let queue = queue.clone();
-            async move { queue.wait_for_message(Duration::from_millis(500)).await }
-        }));
-    }
 
     if args.export_schedule_every > 0 {
         tokio::spawn(schedule_timer(app.clone(), args.export_schedule_every));
@@ -301,7 +332,9 @@ async fn serve(args: ServeArgs) -> Result<(), shared::Error> {
     tokio::spawn(sweep_timer(app.clone()));
 
     println!("GitLab export/import API listening on {public_url}/api/v4");
-    println!("data directory: {}", args.data.data_dir.display());
+    if args.backend == Backend::Embedded {
+        println!("data directory: {}", args.data.data_dir.display());
+    }
     match root_token {
         RootToken::Generated(token) => println!(
             "root token (shown once, keep it): {token}\n  try: curl -H \"PRIVATE-TOKEN: {token}\" {public_url}/api/v4/user"
@@ -318,6 +351,34 @@ async fn serve(args: ServeArgs) -> Result<(), shared::Error> {
             Duration::from_secs(args.connections.body_idle_timeout),
         ));
     serve_connections(listener, router, &args.connections).await
+}
+
+#[cfg(feature = "aws")]
+async fn aws_app(settings: Settings, provision: bool) -> Result<App, shared::Error> {
+    use shared::aws::{self, AwsClients, AwsNames};
+    let clients = AwsClients::from_env().await;
+    let mut names = if provision {
+        let var = |name: &str| std::env::var(name).unwrap_or_default();
+        AwsNames {
+            table: var("TABLE_NAME"),
+            bucket: var("BUCKET_NAME"),
+            queue_url: String::new(),
+        }
+    } else {
+        AwsNames::from_env()?
+    };
+    if provision {
+        let queue = format!("{}-queue", names.table);
+        names.queue_url = aws::provision(&clients, &names.table, &names.bucket, &queue).await?;
+    }
+    Ok(aws::app(&clients, &names, settings))
+}
+
+#[cfg(not(feature = "aws"))]
+async fn aws_app(_settings: Settings, _provision: bool) -> Result<App, shared::Error> {
+    Err(shared::Error::Internal(
+        "this build has no AWS adapters: cargo build --release -p local --features aws".into(),
+    ))
 }
 
 /// Accepts connections, at most `max_connections` at once, each with a

@@ -308,6 +308,7 @@ impl ContentStore for S3ContentStore {
         stream::try_unfold(reader, |mut reader| async move {
             Ok(reader.next_page().await?.map(|page| (page, reader)))
         })
+        .fuse()
         .boxed()
     }
 

@@ -71,16 +71,16 @@ impl S3BlobStore {
                 e => s3_error(e),
             })?;
         let body = object.body;
-        Ok(Box::pin(futures::stream::unfold(
-            body,
-            |mut body| async move {
+        Ok(Box::pin(
+            futures::stream::unfold(body, |mut body| async move {
                 match body.try_next().await {
                     Ok(Some(chunk)) => Some((Ok(chunk), body)),
                     Ok(None) => None,
                     Err(err) => Some((Err(io::Error::other(err)), body)),
                 }
-            },
-        )))
+            })
+            .fuse(),
+        ))
     }
 
     async fn multipart(
@@ -190,7 +190,9 @@ async fn read_part(body: &mut BorrowedStream<'_>) -> Result<Option<Bytes>> {
 
 #[async_trait]
 impl BlobStore for S3BlobStore {
-    async fn put(&self, key: &str, mut body: BorrowedStream<'_>) -> Result<u64> {
+    async fn put(&self, key: &str, body: BorrowedStream<'_>) -> Result<u64> {
+        // Parts are read until a short one: the stream is polled past its end.
+        let mut body: BorrowedStream<'_> = Box::pin(body.fuse());
         let first = read_part(&mut body).await?.unwrap_or_default();
         if first.len() < PART_BYTES {
             // All of it fits one part: a plain PUT.

@@ -198,7 +198,7 @@ impl ContentStore for EmbeddedStore {
             let after = page.last().map(|last| last.seq + 1);
             Ok(after.map(|after| (page, after)))
         });
-        pages.boxed()
+        pages.fuse().boxed()
     }
 
     async fn delete_content(&self, at: GenerationRef<'_>) -> Result<()> {
