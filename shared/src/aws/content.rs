@@ -107,6 +107,16 @@ impl Chunk {
             .map_or((self.first, 0), |&(i, offset)| (self.first + i, offset))
     }
 
+    /// Where a read ending before record `end` may stop: the offset of the
+    /// first noted record at or after it, or the chunk's end.
+    fn stop_for(&self, end: u64) -> u64 {
+        let wanted = end.saturating_sub(self.first);
+        self.index
+            .iter()
+            .find(|(i, _)| *i >= wanted)
+            .map_or(self.bytes, |&(_, offset)| offset)
+    }
+
     fn to_item(&self, at: GenerationRef<'_>) -> Item {
         let mut item = key(manifest_pk(at), chunk_sk(&self.relation, self.first));
         item.insert("records".into(), n(self.records));
@@ -436,9 +446,12 @@ impl ChunkReader<'_> {
 
     async fn open(&mut self, chunk: Chunk) -> Result<()> {
         let (seq, offset) = chunk.start_for(self.next);
+        // Only the bytes the range needs: a batch reads its own records,
+        // not the rest of the chunk.
+        let stop = chunk.stop_for(self.end);
         let key =
             keys::content_chunk_key(self.at.project_id, self.at.name, self.relation, chunk.first);
-        let body = match self.store.blobs.get_from(&key, offset).await {
+        let body = match self.store.blobs.get_range(&key, offset..stop).await {
             Ok(body) => body,
             // The manifest names it, so it was written: a storage fault,
             // not a missing file of the user's.
@@ -518,6 +531,11 @@ mod tests {
         assert_eq!(chunk.start_for(101), (100, 0));
         assert_eq!(chunk.start_for(105), (104, 160_004));
         assert_eq!(chunk.start_for(109), (108, 320_008));
+        assert_eq!(chunk.stop_for(101), 80_002);
+        assert_eq!(chunk.stop_for(102), 80_002);
+        assert_eq!(chunk.stop_for(103), 160_004);
+        assert_eq!(chunk.stop_for(109), chunk.bytes);
+        assert_eq!(chunk.stop_for(u64::MAX), chunk.bytes);
     }
 
     #[test]

@@ -55,9 +55,18 @@ impl S3BlobStore {
         Ok(Bytes::from(crate::stream::collect(body).await?))
     }
 
-    /// The object from byte `offset` on (a ranged GET unless 0).
-    pub(crate) async fn get_from(&self, key: &str, offset: u64) -> Result<ByteStream> {
-        let range = (offset > 0).then(|| format!("bytes={offset}-"));
+    /// The object's bytes `range` (a ranged GET unless all of it); an end
+    /// past the object's is its end.
+    pub(crate) async fn get_range(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<ByteStream> {
+        let range = match (range.start, range.end) {
+            (0, u64::MAX) => None,
+            (start, u64::MAX) => Some(format!("bytes={start}-")),
+            (start, end) => Some(format!("bytes={start}-{}", end.max(start + 1) - 1)),
+        };
         let object = self
             .client
             .get_object()
@@ -204,7 +213,7 @@ impl BlobStore for S3BlobStore {
     }
 
     async fn get(&self, key: &str) -> Result<ByteStream> {
-        self.get_from(key, 0).await
+        self.get_range(key, 0..u64::MAX).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<BlobInfo>> {
