@@ -263,6 +263,15 @@ pub trait JobStore: Send + Sync {
     /// relation, the relation's own part before its batches.
     async fn relation_export_parts(&self, project_id: ProjectId)
         -> Result<Vec<RelationExportPart>>;
+    /// Up to `limit` parts of the project's latest relations export, in the
+    /// same order, from the part of `relation` and `batch` on.
+    async fn relation_export_parts_from(
+        &self,
+        project_id: ProjectId,
+        relation: &str,
+        batch: Option<u32>,
+        limit: usize,
+    ) -> Result<Vec<RelationExportPart>>;
     /// Moves one part to `to` if it still belongs to `run_id` and its status
     /// is one of `from`; `None` otherwise. `processed` sets `exported`.
     #[allow(clippy::too_many_arguments)]

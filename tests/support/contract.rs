@@ -583,6 +583,42 @@ async fn relation_export_parts(app: &App) {
             ("labels".into(), None, "r1".into()),
         ]
     );
+    // From one part on, a few at a time, never into another project's.
+    assert_eq!(
+        keys(
+            jobs.relation_export_parts_from(9, "issues", Some(1), 2)
+                .await
+                .unwrap()
+        ),
+        vec![
+            ("issues".into(), Some(1), "r1".into()),
+            ("issues".into(), Some(2), "r1".into()),
+        ]
+    );
+    assert_eq!(
+        keys(
+            jobs.relation_export_parts_from(9, "issues", Some(2), 10)
+                .await
+                .unwrap()
+        ),
+        vec![
+            ("issues".into(), Some(2), "r1".into()),
+            ("labels".into(), None, "r1".into()),
+        ]
+    );
+    assert_eq!(
+        keys(
+            jobs.relation_export_parts_from(9, "issues", None, 1)
+                .await
+                .unwrap()
+        ),
+        vec![("issues".into(), None, "r1".into())]
+    );
+    assert!(jobs
+        .relation_export_parts_from(9, "milestones", None, 10)
+        .await
+        .unwrap()
+        .is_empty());
     let move_part = |run: &'static str, from: &'static [JobStatus], to, update| {
         jobs.transition_relation_export_part(9, "issues", Some(2), run, from, to, update)
     };

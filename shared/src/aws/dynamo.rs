@@ -838,6 +838,40 @@ impl JobStore for DynamoStore {
         items.iter().map(data_of).collect()
     }
 
+    async fn relation_export_parts_from(
+        &self,
+        project_id: ProjectId,
+        relation: &str,
+        batch: Option<u32>,
+        limit: usize,
+    ) -> Result<Vec<RelationExportPart>> {
+        let mut parts = Vec::new();
+        let mut start = None;
+        while parts.len() < limit {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .key_condition_expression("pk = :pk AND sk >= :from")
+                .expression_attribute_values(":pk", s(format!("RELEXP#{project_id}")))
+                .expression_attribute_values(":from", s(part_sk(relation, batch)))
+                .limit((limit - parts.len()) as i32)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(ddb_error)?;
+            for item in page.items() {
+                parts.push(data_of(item)?);
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        Ok(parts)
+    }
+
     async fn transition_relation_export_part(
         &self,
         project_id: ProjectId,

@@ -712,6 +712,29 @@ impl JobStore for EmbeddedStore {
             .await
     }
 
+    async fn relation_export_parts_from(
+        &self,
+        project_id: ProjectId,
+        relation: &str,
+        batch: Option<u32>,
+        limit: usize,
+    ) -> Result<Vec<RelationExportPart>> {
+        let relation = relation.to_owned();
+        self.db
+            .read(move |txn| {
+                let table = txn.open_table(RELATION_EXPORTS).map_err(Error::storage)?;
+                let from = (project_id, relation.as_str(), batch.unwrap_or(0));
+                let range = table
+                    .range(from..(project_id + 1, "", 0))
+                    .map_err(Error::storage)?;
+                range
+                    .take(limit)
+                    .map(|item| decode(item.map_err(Error::storage)?.1.value()))
+                    .collect()
+            })
+            .await
+    }
+
     async fn transition_relation_export_part(
         &self,
         project_id: ProjectId,

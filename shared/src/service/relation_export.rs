@@ -137,32 +137,48 @@ pub fn message_for(part: &RelationExportPart) -> Message {
 /// After the part a message names has ended (finished or failed): queues the
 /// part a window after it, and ends the run once every part has. Safe to
 /// call twice: a part queued twice is built once.
+///
+/// It reads the part and the few after it, not the whole run: a run of P
+/// parts costs O(P) reads, not O(P²). Only the parts of the last window,
+/// which have no successor to queue, read the whole run to see whether it
+/// has ended; the part that ends last is always one of them, since every
+/// other part's successor starts only once it has ended.
 pub async fn advance(app: &App, message: &Message) -> Result<()> {
-    let parts = app.jobs.relation_export_parts(message.project_id).await?;
-    if parts.first().is_none_or(|p| p.run_id != message.job_id) {
-        return Ok(()); // a newer run replaced this one
-    }
-    let order: Vec<&RelationExportPart> = sent_in_order(&parts).collect();
-    let Some(at) = order
-        .iter()
-        .position(|p| Some(&p.relation) == message.relation.as_ref() && p.batch == message.batch)
+    let Some(relation) = message.relation.as_deref() else {
+        return Ok(());
+    };
+    let window = app.settings.relation_export_window.max(1);
+    // A batched relation's own row is not sent: at most every other row.
+    let limit = 2 * window + 2;
+    let ahead = app
+        .jobs
+        .relation_export_parts_from(message.project_id, relation, message.batch, limit)
+        .await?;
+    let Some(part) = ahead
+        .first()
+        .filter(|p| p.relation == relation && p.batch == message.batch)
     else {
         return Ok(());
     };
-    if !order[at].status.is_done() {
-        return Ok(());
+    if part.run_id != message.job_id || !part.status.is_done() {
+        return Ok(()); // a newer run replaced this one, or it is not done
     }
-    let window = app.settings.relation_export_window.max(1);
-    if let Some(next) = order
-        .get(at + window)
-        .filter(|p| p.status == JobStatus::Queued)
-    {
-        app.queue.send(&[message_for(next)]).await?;
-    }
-    let to = if order.iter().all(|p| p.status.is_done()) {
-        JobStatus::Finished
-    } else {
-        JobStatus::Started
+    let successors: Vec<&RelationExportPart> = sent_in_order(&ahead[1..]).collect();
+    let to = match successors.get(window - 1) {
+        Some(next) => {
+            if next.status == JobStatus::Queued && next.run_id == part.run_id {
+                app.queue.send(&[message_for(next)]).await?;
+            }
+            JobStatus::Started
+        }
+        None => {
+            let parts = app.jobs.relation_export_parts(message.project_id).await?;
+            if sent_in_order(&parts).all(|p| p.status.is_done()) {
+                JobStatus::Finished
+            } else {
+                JobStatus::Started
+            }
+        }
     };
     // Also a sign of life for the sweep while the run goes on.
     app.jobs
