@@ -296,6 +296,16 @@ async fn project_with_relations(
     username: &str,
     relations: usize,
 ) -> (shared::domain::User, shared::domain::Project) {
+    project_with_records(app, username, relations, |_| 1).await
+}
+
+/// A project of `relations` relations, relation `i` holding `records(i)`.
+async fn project_with_records(
+    app: &shared::App,
+    username: &str,
+    relations: usize,
+    records: impl Fn(usize) -> usize,
+) -> (shared::domain::User, shared::domain::Project) {
     let user = app
         .users
         .create_user(username, username, false)
@@ -308,7 +318,7 @@ async fn project_with_relations(
     for i in 0..relations {
         entries.push((
             format!("tree/project/extra_{i:04}.ndjson"),
-            b"{\"n\":1}\n".to_vec(),
+            b"{\"n\":1}\n".repeat(records(i)),
         ));
     }
     let borrowed: Vec<(&str, &[u8])> = entries
@@ -383,6 +393,36 @@ async fn one_relations_export_never_holds_the_queue_against_other_projects() {
     assert_eq!(run.status, JobStatus::Finished);
     let part_messages = ran.iter().filter(|m| m.job_id == run.id).count();
     assert_eq!(part_messages, parts.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_reaches_past_any_number_of_relations_without_messages() {
+    // Empty relations of a batched export get no message: nineteen of them
+    // between two that do, with a window of two.
+    let (app, _dir) = embedded_app();
+    let settings = shared::Settings {
+        relation_export_window: 2,
+        ..(*app.settings).clone()
+    };
+    let app = shared::App {
+        settings: std::sync::Arc::new(settings),
+        ..app
+    };
+    let (_, project) =
+        project_with_records(&app, "hana", 80, |i| if i % 20 == 0 { 3 } else { 0 }).await;
+    service::relation_export::start_run(&app, &project, true)
+        .await
+        .unwrap();
+    drain(&app).await;
+    let parts = app.jobs.relation_export_parts(project.id).await.unwrap();
+    let batches: Vec<_> = parts.iter().filter(|p| p.batch.is_some()).collect();
+    assert_eq!(batches.len(), 4);
+    assert!(
+        batches.iter().all(|p| p.status == JobStatus::Finished),
+        "{batches:?}"
+    );
+    let run = app.jobs.job(&parts[0].run_id).await.unwrap().unwrap();
+    assert_eq!(run.status, JobStatus::Finished);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -148,20 +148,35 @@ pub async fn advance(app: &App, message: &Message) -> Result<()> {
         return Ok(());
     };
     let window = app.settings.relation_export_window.max(1);
-    // A batched relation's own row is not sent: at most every other row.
-    let limit = 2 * window + 2;
-    let ahead = app
+    let page = window + 1;
+    let mut ahead = app
         .jobs
-        .relation_export_parts_from(message.project_id, relation, message.batch, limit)
+        .relation_export_parts_from(message.project_id, relation, message.batch, page)
         .await?;
     let Some(part) = ahead
         .first()
         .filter(|p| p.relation == relation && p.batch == message.batch)
+        .cloned()
     else {
         return Ok(());
     };
     if part.run_id != message.job_id || !part.status.is_done() {
         return Ok(()); // a newer run replaced this one, or it is not done
+    }
+    // Rows that get no message (a batched relation's own row, empty
+    // relations) may come in any number: read on until `window` rows that
+    // do, or the end.
+    let mut fetched = ahead.len();
+    while fetched == page && sent_in_order(&ahead[1..]).count() < window {
+        let last = ahead.last().expect("a full page");
+        let (from, batch) = (last.relation.clone(), last.batch);
+        let more = app
+            .jobs
+            .relation_export_parts_from(message.project_id, &from, batch, page)
+            .await?;
+        fetched = more.len();
+        // The page starts with the row it was read from.
+        ahead.extend(more.into_iter().skip(1));
     }
     let successors: Vec<&RelationExportPart> = sent_in_order(&ahead[1..]).collect();
     let to = match successors.get(window - 1) {
