@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::{stream, StreamExt};
-use redb::{ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use super::chunks::{self, CHUNK_BYTES, RECORD_CHUNKS};
 use super::stores::EmbeddedStore;
@@ -13,10 +13,18 @@ use crate::ports::{
 };
 use crate::{Error, Result};
 
-pub(super) const ATTRIBUTES: TableDefinition<&str, &[u8]> = TableDefinition::new("attributes");
+const ATTRIBUTES: TableDefinition<&str, &[u8]> = TableDefinition::new("attributes");
 /// (generation, relation) → (records, NDJSON bytes)
-pub(super) const RELATION_STATS: TableDefinition<(&str, &str), (u64, u64)> =
+const RELATION_STATS: TableDefinition<(&str, &str), (u64, u64)> =
     TableDefinition::new("relation_stats");
+
+pub(super) fn create_tables(txn: &WriteTransaction) -> Result<()> {
+    // Every table exists from the start, so reads never meet a missing one.
+    txn.open_table(ATTRIBUTES).map_err(Error::storage)?;
+    txn.open_table(RECORD_CHUNKS).map_err(Error::storage)?;
+    txn.open_table(RELATION_STATS).map_err(Error::storage)?;
+    chunks::migrate(txn)
+}
 /// A page of records stops growing past this many bytes, whatever its
 /// limit, so a relation of large records does not make pages large.
 const PAGE_BYTES: usize = 256 * 1024;

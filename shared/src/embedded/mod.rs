@@ -81,7 +81,11 @@ impl Db {
             path: path.to_owned(),
             current: std::sync::RwLock::new(Some(Arc::new(open_database(path)?))),
         }));
-        db.write_now(|txn| stores::create_tables(txn).and_then(|_| queue::create_tables(txn)))?;
+        db.write_now(|txn| {
+            stores::create_tables(txn)?;
+            content::create_tables(txn)?;
+            queue::create_tables(txn)
+        })?;
         Ok(db)
     }
 

@@ -8,8 +8,6 @@ use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::chunks::{self, RECORD_CHUNKS};
-use super::content::{ATTRIBUTES, RELATION_STATS};
 use super::Db;
 use crate::domain::{
     now, ExportSchedule, Job, JobKind, JobStatus, JobUpdate, Namespace, NamespaceId, NewProject,
@@ -57,9 +55,6 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<()> {
         NAMESPACES_BY_PATH,
         PROJECTS,
         PROJECTS_BY_PATH,
-        ATTRIBUTES,
-        RECORD_CHUNKS,
-        RELATION_STATS,
         JOBS,
         LATEST_JOB,
         LATEST_FINISHED_JOB,
@@ -68,7 +63,6 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<()> {
         RELATION_EXPORTS,
         RATE_WINDOWS,
     );
-    chunks::migrate(txn)?;
     for index in [USERS_BY_NAME, NAMESPACES_BY_PATH] {
         key_names_in_lower_case(txn, index)?;
     }

@@ -307,13 +307,30 @@ async fn check_portable(app: &App, project: &Project, relation: &str) -> Result<
     )))
 }
 
-/// The state of one relation, for `?relation=`.
+/// The state of one relation, for `?relation=`: its rows only, not the run's.
 pub async fn state(app: &App, project: &Project, relation: &str) -> Result<RelationState> {
     check_portable(app, project, relation).await?;
-    states(app, project)
+    let part = own_row(app, project, relation).await?;
+    let batches = if part.batched && part.batches_count > 0 {
+        app.jobs
+            .relation_export_parts_from(project.id, relation, Some(1), part.batches_count as usize)
+            .await?
+            .into_iter()
+            .filter(|p| p.relation == relation && p.batch.is_some())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(RelationState { part, batches })
+}
+
+/// The relation's own row of the latest run.
+async fn own_row(app: &App, project: &Project, relation: &str) -> Result<RelationExportPart> {
+    app.jobs
+        .relation_export_parts_from(project.id, relation, None, 1)
         .await?
         .into_iter()
-        .find(|s| s.part.relation == relation)
+        .find(|p| p.relation == relation && p.batch.is_none())
         .ok_or_else(|| Error::NotFound("Export not found".into()))
 }
 
@@ -324,15 +341,20 @@ pub async fn download(
     relation: &str,
     batch: Option<u32>,
 ) -> Result<super::Download> {
-    let state = state(app, project, relation).await?;
-    let target = match (state.part.batched, batch) {
+    check_portable(app, project, relation).await?;
+    // Two rows read, whatever the run's size: direct transfer downloads
+    // every batch of every relation.
+    let own = own_row(app, project, relation).await?;
+    let target = match (own.batched, batch) {
         (true, None) => return Err(Error::BadRequest("Export is batched".into())),
         (false, Some(_)) => return Err(Error::BadRequest("Export is not batched".into())),
-        (false, None) => &state.part,
-        (true, Some(n)) => state
-            .batches
-            .iter()
-            .find(|b| b.batch == Some(n))
+        (false, None) => own,
+        (true, Some(n)) => app
+            .jobs
+            .relation_export_parts_from(project.id, relation, Some(n), 1)
+            .await?
+            .into_iter()
+            .find(|b| b.relation == relation && b.batch == Some(n) && b.run_id == own.run_id)
             .ok_or_else(|| Error::NotFound("Batch not found".into()))?,
     };
     let missing = || match batch {
