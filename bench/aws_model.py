@@ -149,7 +149,7 @@ def model(counts, cpu_seconds):
             sqs_messages += figures.get("messages", 0) if operation.startswith("Send") else 0
             chunks = max(1, -(-figures.get("bytes_sent", 0) // 65536)) if operation.startswith("Send") else 0
             cost += max(figures["calls"], chunks) * PRICES["sqs_request"]
-    calls = [c for c in counts["calls"] if not (c[0] == "sqs" and c[1] == "ReceiveMessage" and c[3] < 200)]
+    calls = [c for c in counts["calls"] if c[1] != "ReceiveMessage(empty)"]
     sequential = sum(call_seconds(service, operation, sent, received)
                      for service, operation, sent, received, _, _ in calls)
     prefix_s = max([max(v.get("put", 0) / PREFIX_PUTS_PER_S, v.get("get", 0) / PREFIX_GETS_PER_S)

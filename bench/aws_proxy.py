@@ -261,9 +261,11 @@ class Counter:
                       bytes_sent=sum(len(e.get("MessageBody", "").encode()) for e in entries))
         elif operation == "ReceiveMessage":
             received = len((response or {}).get("Messages", []))
-            self.note("sqs", operation if received else "ReceiveMessage(empty)", messages=received)
+            operation = operation if received else "ReceiveMessage(empty)"
+            self.note("sqs", operation, messages=received)
         else:
             self.note("sqs", operation)
+        return operation
 
 
 def s3_prefix(key):
@@ -409,7 +411,7 @@ def make_handler(target, counter, faults):
                     elif service == "dynamodb":
                         counter.dynamodb(operation, request, answer)
                     else:
-                        counter.sqs(operation, request, answer)
+                        operation = counter.sqs(operation, request, answer)
                 counter.calls.append((service, operation, len(body), len(payload), started, seconds))
             self.answer(response.status, response.getheaders(), payload)
 

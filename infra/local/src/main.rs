@@ -357,20 +357,22 @@ async fn serve(args: ServeArgs) -> Result<(), shared::Error> {
 async fn aws_app(settings: Settings, provision: bool) -> Result<App, shared::Error> {
     use shared::aws::{self, AwsClients, AwsNames};
     let clients = AwsClients::from_env().await;
-    let mut names = if provision {
-        let var = |name: &str| std::env::var(name).unwrap_or_default();
+    let names = if provision {
+        let var = |name: &str| {
+            std::env::var(name)
+                .map_err(|_| shared::Error::Internal(format!("--provision needs {name}")))
+        };
+        let (table, bucket) = (var("TABLE_NAME")?, var("BUCKET_NAME")?);
+        let queue = format!("{table}-queue");
+        let queue_url = aws::provision(&clients, &table, &bucket, &queue).await?;
         AwsNames {
-            table: var("TABLE_NAME"),
-            bucket: var("BUCKET_NAME"),
-            queue_url: String::new(),
+            table,
+            bucket,
+            queue_url,
         }
     } else {
         AwsNames::from_env()?
     };
-    if provision {
-        let queue = format!("{}-queue", names.table);
-        names.queue_url = aws::provision(&clients, &names.table, &names.bucket, &queue).await?;
-    }
     Ok(aws::app(&clients, &names, settings))
 }
 

@@ -168,7 +168,7 @@ pub async fn advance(app: &App, message: &Message) -> Result<()> {
     // do, or the end.
     let mut fetched = ahead.len();
     while fetched == page && sent_in_order(&ahead[1..]).count() < window {
-        let last = ahead.last().expect("a full page");
+        let Some(last) = ahead.last() else { break };
         let (from, batch) = (last.relation.clone(), last.batch);
         let more = app
             .jobs
