@@ -15,11 +15,10 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{DeleteRequest, WriteRequest};
 use bytes::{Bytes, BytesMut};
 use futures::{stream, StreamExt};
 
-use super::dynamo::{ddb_error, get_n, get_s, key, n, s, seq_key, DynamoStore, Item};
+use super::dynamo::{ddb_error, delete_of, get_n, get_s, key, n, s, seq_key, DynamoStore, Item};
 use super::s3::S3BlobStore;
 use crate::keys;
 use crate::ports::{
@@ -161,6 +160,25 @@ impl Chunk {
 }
 
 impl S3ContentStore {
+    /// A consistent query of the generation's manifest items whose sort
+    /// keys lie in `low..=high`.
+    fn manifest_between(
+        &self,
+        at: GenerationRef<'_>,
+        low: &str,
+        high: &str,
+    ) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
+        self.table
+            .client
+            .query()
+            .table_name(&self.table.table)
+            .consistent_read(true)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :low AND :high")
+            .expression_attribute_values(":pk", s(manifest_pk(at)))
+            .expression_attribute_values(":low", s(low))
+            .expression_attribute_values(":high", s(high))
+    }
+
     /// The chunk holding `seq`'s sort key, or the relation's first chunk.
     async fn start_chunk(
         &self,
@@ -169,15 +187,7 @@ impl S3ContentStore {
         seq: u64,
     ) -> Result<Option<String>> {
         let output = self
-            .table
-            .client
-            .query()
-            .table_name(&self.table.table)
-            .consistent_read(true)
-            .key_condition_expression("pk = :pk AND sk BETWEEN :low AND :high")
-            .expression_attribute_values(":pk", s(manifest_pk(at)))
-            .expression_attribute_values(":low", s(chunk_sk(relation, 0)))
-            .expression_attribute_values(":high", s(chunk_sk(relation, seq)))
+            .manifest_between(at, &chunk_sk(relation, 0), &chunk_sk(relation, seq))
             .scan_index_forward(false)
             .limit(1)
             .send()
@@ -200,15 +210,7 @@ impl S3ContentStore {
         after: Option<Item>,
     ) -> Result<(Vec<Chunk>, Option<Item>)> {
         let output = self
-            .table
-            .client
-            .query()
-            .table_name(&self.table.table)
-            .consistent_read(true)
-            .key_condition_expression("pk = :pk AND sk BETWEEN :low AND :high")
-            .expression_attribute_values(":pk", s(manifest_pk(at)))
-            .expression_attribute_values(":low", s(from))
-            .expression_attribute_values(":high", s(chunk_sk(relation, u64::MAX)))
+            .manifest_between(at, from, &chunk_sk(relation, u64::MAX))
             .set_exclusive_start_key(after)
             .limit(MANIFEST_PAGE)
             .send()
@@ -327,20 +329,7 @@ impl ContentStore for S3ContentStore {
             .delete_prefix(&keys::content_prefix(at.project_id, at.name))
             .await?;
         let items = self.table.query(&manifest_pk(at), None, None, None).await?;
-        let deletes = items
-            .iter()
-            .map(|item| {
-                let key = key(
-                    get_s(item, "pk").unwrap_or_default(),
-                    get_s(item, "sk").unwrap_or_default(),
-                );
-                let request = DeleteRequest::builder()
-                    .set_key(Some(key))
-                    .build()
-                    .map_err(Error::internal)?;
-                Ok(WriteRequest::builder().delete_request(request).build())
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let deletes = items.iter().map(delete_of).collect::<Result<Vec<_>>>()?;
         self.table.batch_write(deletes).await
     }
 }

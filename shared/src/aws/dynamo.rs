@@ -62,6 +62,19 @@ pub(super) fn seq_key(seq: u64) -> String {
     format!("{seq:020}")
 }
 
+/// The batch request deleting a queried item (by its `pk` and `sk`).
+pub(super) fn delete_of(item: &Item) -> Result<WriteRequest> {
+    let key = key(
+        get_s(item, "pk").unwrap_or_default(),
+        get_s(item, "sk").unwrap_or_default(),
+    );
+    let request = DeleteRequest::builder()
+        .set_key(Some(key))
+        .build()
+        .map_err(Error::internal)?;
+    Ok(WriteRequest::builder().delete_request(request).build())
+}
+
 pub(super) fn get_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
     item.get(name)
         .and_then(|v| v.as_s().ok())
@@ -801,17 +814,7 @@ impl JobStore for DynamoStore {
         // holding a message of the old run finds its run id gone and stops.
         let pk = format!("RELEXP#{project_id}");
         let old = self.query(&pk, None, None, None).await?;
-        let deletes = old
-            .iter()
-            .map(|item| {
-                let key = key(&pk, get_s(item, "sk").unwrap_or_default());
-                let request = DeleteRequest::builder()
-                    .set_key(Some(key))
-                    .build()
-                    .map_err(Error::internal)?;
-                Ok(WriteRequest::builder().delete_request(request).build())
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let deletes = old.iter().map(delete_of).collect::<Result<Vec<_>>>()?;
         self.batch_write(deletes).await?;
         let puts = parts
             .iter()
