@@ -27,6 +27,7 @@ macro_rules! both_backends {
 both_backends!(user_store);
 both_backends!(project_store);
 both_backends!(content_store);
+both_backends!(content_writers);
 both_backends!(job_store);
 both_backends!(blob_store);
 both_backends!(queue);

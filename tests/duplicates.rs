@@ -147,13 +147,15 @@ async fn an_import_delivered_twice_at_once_publishes_once_and_loses_nothing() {
 /// One issue record in `generation`: what a run wrote before it stopped.
 async fn write_one_issue(app: &App, project_id: u64, generation: &str) {
     let record = Bytes::from_static(b"{\"iid\":1}");
+    let at = GenerationRef::new(project_id, generation);
+    let writer = 1;
+    assert!(app
+        .content
+        .claim_generation(at, writer, &Default::default())
+        .await
+        .unwrap());
     app.content
-        .put_records(
-            GenerationRef::new(project_id, generation),
-            "issues",
-            0,
-            vec![record],
-        )
+        .put_records(at, writer, "issues", 0, vec![record])
         .await
         .unwrap();
 }
@@ -210,13 +212,14 @@ async fn a_run_that_died_after_switching_is_finished_without_redoing_it() {
     let dead = claimed_by_a_dead_run(&app, &job).await;
     let published = dead.generation(dead.attempt);
     let record = Bytes::from_static(b"{\"iid\":1,\"title\":\"kept\"}");
+    let at = GenerationRef::new(project.id, &published);
+    assert!(app
+        .content
+        .claim_generation(at, dead.attempt, &Default::default())
+        .await
+        .unwrap());
     app.content
-        .put_records(
-            GenerationRef::new(project.id, &published),
-            "issues",
-            0,
-            vec![record],
-        )
+        .put_records(at, dead.attempt, "issues", 0, vec![record])
         .await
         .unwrap();
     let mut switched = app.projects.project(project.id).await.unwrap().unwrap();

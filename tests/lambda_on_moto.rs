@@ -161,7 +161,7 @@ async fn sqs_event_from_queue(clients: &AwsClients, queue_url: &str) -> (SqsEven
 async fn run_worker_once(app: &App, clients: &AwsClients, queue_url: &str) -> Vec<String> {
     let (event, receipts) = sqs_event_from_queue(clients, queue_url).await;
     assert!(!event.records.is_empty(), "a message was queued");
-    let response = shared::lambda::handle_sqs_event(app, event).await;
+    let response = shared::lambda::handle_sqs_event(app, event, None).await;
     // Lambda deletes the messages that did not fail.
     let failed: Vec<String> = response
         .batch_item_failures
@@ -188,7 +188,7 @@ async fn deliver_twice(app: &App, clients: &AwsClients, queue_url: &str) -> usiz
     let count = event.records.len();
     let again: SqsEvent = serde_json::from_value(serde_json::to_value(&event).unwrap()).unwrap();
     for event in [event, again] {
-        let response = shared::lambda::handle_sqs_event(app, event).await;
+        let response = shared::lambda::handle_sqs_event(app, event, None).await;
         assert!(response.batch_item_failures.is_empty());
     }
     for receipt in receipts {
@@ -371,6 +371,7 @@ async fn only_the_failed_message_is_reported() {
             &generation,
             "issues",
             0,
+            Some(1),
         ))
         .send()
         .await
@@ -404,7 +405,7 @@ async fn only_the_failed_message_is_reported() {
         .find(|r| r.body.as_deref().unwrap().contains("\"export\""))
         .and_then(|r| r.message_id.clone())
         .unwrap();
-    let response = shared::lambda::handle_sqs_event(&app, event).await;
+    let response = shared::lambda::handle_sqs_event(&app, event, None).await;
     let failed: Vec<String> = response
         .batch_item_failures
         .iter()

@@ -50,6 +50,10 @@ pub struct Settings {
     /// Links are built from `X-Forwarded-Host`/`-Proto`: only behind a
     /// proxy that sets them (API Gateway; locally `--trust-forwarded-headers`).
     pub trust_forwarded_headers: bool,
+    /// How long one worker invocation works on an import before it stops at
+    /// a safe point and continues in a fresh message (besides a Lambda's own
+    /// deadline, which always counts). `None`: no limit of its own.
+    pub invocation_budget: Option<Duration>,
 }
 
 impl Default for Settings {
@@ -69,6 +73,7 @@ impl Default for Settings {
             allow_local_requests: false,
             job_lease: Duration::from_secs(60),
             trust_forwarded_headers: false,
+            invocation_budget: None,
         }
     }
 }

@@ -201,6 +201,10 @@ pub struct Job {
     /// `None` when no run holds it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_until: Option<DateTime<Utc>>,
+    /// Import: where a run that stopped before its invocation's deadline
+    /// left off; the next run continues from there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<ImportResume>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -261,6 +265,7 @@ impl Job {
             stalls: 0,
             attempt: 0,
             lease_until: None,
+            resume: None,
             created_at: at,
             updated_at: at,
         }
@@ -280,6 +285,27 @@ pub struct JobUpdate {
     pub lease: Option<LeaseChange>,
     /// Import: the upload arrived (its URL is spent).
     pub upload_landed: bool,
+    /// Import: the run stops here and a later run continues.
+    pub resume: Option<ImportResume>,
+}
+
+/// How far an import got in the invocations before: everything before it is
+/// durable in `generation`, which the continuing run goes on writing.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct ImportResume {
+    pub generation: String,
+    /// Per relation: its first records, stored.
+    pub records: BTreeMap<String, u64>,
+    /// The archive's first files (uploads, LFS objects…), stored.
+    pub files: u64,
+    /// Invocations that worked on the import so far.
+    pub invocations: u32,
+}
+
+impl ImportResume {
+    pub fn total_records(&self) -> u64 {
+        self.records.values().sum()
+    }
 }
 
 /// How a transition changes who owns a job.
@@ -367,6 +393,9 @@ impl Job {
         }
         if let Some(stalls) = update.stalls {
             self.stalls = stalls;
+        }
+        if update.resume.is_some() {
+            self.resume = update.resume;
         }
         match update.lease {
             Some(LeaseChange::Claim { until }) => {

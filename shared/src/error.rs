@@ -46,6 +46,13 @@ pub enum Error {
 }
 
 impl Error {
+    /// A write into a content generation by a writer that no longer owns it.
+    pub fn not_the_writer(generation: &str, writer: u32) -> Self {
+        Error::Conflict(format!(
+            "writer {writer} no longer owns content generation {generation}"
+        ))
+    }
+
     pub fn storage(err: impl std::fmt::Display) -> Self {
         Error::Storage(err.to_string())
     }

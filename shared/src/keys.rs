@@ -18,15 +18,20 @@ pub fn content_attributes_key(project_id: u64, generation: &str) -> String {
     format!("{}project.json", content_prefix(project_id, generation))
 }
 
-/// One chunk of a relation's records: its NDJSON lines from `first_seq` on.
+/// One chunk of a relation's records: its NDJSON lines from `first_seq` on,
+/// as `writer` wrote them (chunks of earlier versions name none). Two
+/// writers never write the same object: a chunk the manifest names is the
+/// one its owner wrote.
 pub fn content_chunk_key(
     project_id: u64,
     generation: &str,
     relation: &str,
     first_seq: u64,
+    writer: Option<u32>,
 ) -> String {
+    let by = writer.map(|w| format!(".w{w}")).unwrap_or_default();
     format!(
-        "{}tree/{relation}/{first_seq:020}.ndjson",
+        "{}tree/{relation}/{first_seq:020}{by}.ndjson",
         content_prefix(project_id, generation)
     )
 }

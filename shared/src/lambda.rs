@@ -47,6 +47,7 @@ pub fn settings_from_env() -> Settings {
         // API Gateway is in front of every function and sets them.
         trust_forwarded_headers: std::env::var("TRUST_FORWARDED_HEADERS")
             .map_or(true, |v| v != "false"),
+        invocation_budget: number("INVOCATION_BUDGET_SECONDS").map(Duration::from_secs),
         ..defaults
     }
 }
@@ -90,7 +91,8 @@ pub async fn run_worker() -> Result<(), Error> {
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: lambda_runtime::LambdaEvent<SqsEvent>| {
             let app = app.clone();
-            async move { Ok::<_, Error>(handle_sqs_event(&app, event.payload).await) }
+            let ends = event.context.deadline();
+            async move { Ok::<_, Error>(handle_sqs_event(&app, event.payload, Some(ends)).await) }
         },
     ))
     .await
@@ -168,7 +170,14 @@ pub async fn handle_scheduled_event(
 }
 
 /// One SQS batch: the failed messages' ids, for `ReportBatchItemFailures`.
-pub async fn handle_sqs_event(app: &App, event: SqsEvent) -> SqsBatchResponse {
+/// Long work stops before the invocation `ends` and continues in a fresh
+/// message.
+pub async fn handle_sqs_event(
+    app: &App,
+    event: SqsEvent,
+    ends: Option<std::time::SystemTime>,
+) -> SqsBatchResponse {
+    let deadline = worker::Deadline::for_invocation(app, ends);
     let mut failures = Vec::new();
     for record in event.records {
         let id = record.message_id.clone().unwrap_or_default();
@@ -193,7 +202,7 @@ pub async fn handle_sqs_event(app: &App, event: SqsEvent) -> SqsBatchResponse {
             .get("ApproximateReceiveCount")
             .and_then(|v| v.parse().ok())
             .unwrap_or(1);
-        if worker::attempt(app, &message, receive_count).await == Outcome::Retry {
+        if worker::attempt_until(app, &message, receive_count, deadline).await == Outcome::Retry {
             let mut failure = BatchItemFailure::default();
             failure.item_identifier = id;
             failures.push(failure);

@@ -1,6 +1,7 @@
 //! The storage ports. Each has an embedded adapter (`embedded`) and an AWS
 //! adapter; services and workers only ever see these traits.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -152,10 +153,23 @@ pub trait ContentStore: Send + Sync {
     fn batch_size(&self) -> BatchSize;
     async fn put_attributes(&self, at: GenerationRef<'_>, attributes: Bytes) -> Result<()>;
     async fn attributes(&self, at: GenerationRef<'_>) -> Result<Option<Bytes>>;
-    /// Appends records at `first_seq..`; writing the same batch twice is harmless.
+    /// Makes `writer` the generation's one writer from now on, and cuts each
+    /// relation back to its first `keep` records (a relation not in `keep`
+    /// to none): what an earlier writer left past the point its successor
+    /// continues from. `false` if a later writer (a higher number) owns it.
+    async fn claim_generation(
+        &self,
+        at: GenerationRef<'_>,
+        writer: u32,
+        keep: &BTreeMap<String, u64>,
+    ) -> Result<bool>;
+    /// Appends records at `first_seq..`; writing the same batch twice is
+    /// harmless. Refused (`Error::Conflict`) unless `writer` owns the
+    /// generation: a run that lost its job cannot write into its successor's.
     async fn put_records(
         &self,
         at: GenerationRef<'_>,
+        writer: u32,
         relation: &str,
         first_seq: u64,
         records: Vec<Bytes>,

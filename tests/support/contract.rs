@@ -1,6 +1,7 @@
 //! One contract per port: the same assertions run against the embedded
 //! adapter and the AWS adapter (on moto).
 
+use std::collections::BTreeMap;
 use std::io;
 
 use bytes::Bytes;
@@ -220,28 +221,33 @@ pub async fn content_store(app: &App, _backend: Backend) {
     let content = app.content.as_ref();
     let g1 = GenerationRef::new(1, "g1");
     let g2 = GenerationRef::new(1, "g2");
+    const W: u32 = 1;
+    let none = BTreeMap::new();
+    for at in [g1, g2] {
+        assert!(content.claim_generation(at, W, &none).await.unwrap());
+    }
 
     // Records: batches, a retried batch counted once, pages in order.
     content
-        .put_records(g1, "issues", 0, records(0..3))
+        .put_records(g1, W, "issues", 0, records(0..3))
         .await
         .unwrap();
     content
-        .put_records(g1, "issues", 0, records(0..3))
+        .put_records(g1, W, "issues", 0, records(0..3))
         .await
         .unwrap();
     content
-        .put_records(g1, "issues", 3, records(3..5))
+        .put_records(g1, W, "issues", 3, records(3..5))
         .await
         .unwrap();
     let big = Bytes::from(format!("{{\"big\":\"{}\"}}", "x".repeat(500 * 1024)));
     content
-        .put_records(g1, "merge_requests", 0, vec![big.clone()])
+        .put_records(g1, W, "merge_requests", 0, vec![big.clone()])
         .await
         .unwrap();
     // A relation whose name starts like another's stays apart from it.
     content
-        .put_records(g1, "issues#x", 0, records(10..12))
+        .put_records(g1, W, "issues#x", 0, records(10..12))
         .await
         .unwrap();
     let mut stats = content.relations(g1).await.unwrap();
@@ -303,7 +309,7 @@ pub async fn content_store(app: &App, _backend: Backend) {
         (1701, 1701..3000),
     ] {
         content
-            .put_records(g1, "notes", first, notes[batch].to_vec())
+            .put_records(g1, W, "notes", first, notes[batch].to_vec())
             .await
             .unwrap();
     }
@@ -338,10 +344,17 @@ pub async fn content_store(app: &App, _backend: Backend) {
     assert_eq!(content.attributes(g2).await.unwrap(), None);
 
     content
-        .put_records(g2, "issues", 0, records(0..1))
+        .put_records(g2, W, "issues", 0, records(0..1))
         .await
         .unwrap();
     content.delete_content(g1).await.unwrap();
+    assert!(
+        matches!(
+            content.put_records(g1, W, "issues", 0, records(0..1)).await,
+            Err(Error::Conflict(_))
+        ),
+        "a deleted generation takes no more records"
+    );
     assert!(content.relations(g1).await.unwrap().is_empty());
     assert!(read_all(content, g1, "issues", 0, u64::MAX, 10)
         .await
@@ -352,6 +365,91 @@ pub async fn content_store(app: &App, _backend: Backend) {
         1,
         "another generation is left alone"
     );
+}
+
+/// One writer at a time: a run that continues another's generation claims
+/// it, cuts it back to the checkpoint, and from then on the other's writes
+/// are refused, whatever they would have added.
+pub async fn content_writers(app: &App, _backend: Backend) {
+    let content = app.content.as_ref();
+    let g = GenerationRef::new(2, "continued");
+    let (first, second) = (3, 4);
+    let none = BTreeMap::new();
+    assert!(
+        matches!(
+            content
+                .put_records(g, first, "issues", 0, records(0..1))
+                .await,
+            Err(Error::Conflict(_))
+        ),
+        "an unclaimed generation takes no records"
+    );
+    assert!(content.claim_generation(g, first, &none).await.unwrap());
+    for (from, range) in [(0, 0..4), (4, 4..6)] {
+        content
+            .put_records(g, first, "issues", from, records(range))
+            .await
+            .unwrap();
+    }
+    content
+        .put_records(g, first, "labels", 0, records(20..22))
+        .await
+        .unwrap();
+    content
+        .put_records(g, first, "notes", 0, records(30..31))
+        .await
+        .unwrap();
+    // The first writer's checkpoint: four issues, two labels; then it went
+    // on writing past it (issues 4 and 5, a note) before it was replaced.
+    let keep = BTreeMap::from([("issues".to_owned(), 4), ("labels".to_owned(), 2)]);
+    assert!(content.claim_generation(g, second, &keep).await.unwrap());
+    assert!(
+        !content.claim_generation(g, first, &none).await.unwrap(),
+        "the older writer cannot take it back"
+    );
+    assert!(matches!(
+        content
+            .put_records(g, first, "issues", 4, records(90..92))
+            .await,
+        Err(Error::Conflict(_))
+    ));
+    let mut stats = content.relations(g).await.unwrap();
+    stats.sort_by(|a, b| a.relation.cmp(&b.relation));
+    let counts: Vec<(String, u64)> = stats
+        .iter()
+        .map(|s| (s.relation.clone(), s.records))
+        .collect();
+    assert_eq!(
+        counts,
+        vec![("issues".to_owned(), 4), ("labels".to_owned(), 2)]
+    );
+    content
+        .put_records(g, second, "issues", 4, records(4..7))
+        .await
+        .unwrap();
+    let issues = read_all(content, g, "issues", 0, u64::MAX, 100).await;
+    assert_eq!(seqs(&issues), (0..7).collect::<Vec<u64>>());
+    assert!(issues
+        .iter()
+        .zip(records(0..7))
+        .all(|(got, sent)| got.json == sent));
+    assert!(read_all(content, g, "notes", 0, u64::MAX, 10)
+        .await
+        .is_empty());
+    // Claiming again as the same writer (a retried claim) keeps what it wrote.
+    let keep = BTreeMap::from([("issues".to_owned(), 7), ("labels".to_owned(), 2)]);
+    assert!(content.claim_generation(g, second, &keep).await.unwrap());
+    assert_eq!(
+        read_all(content, g, "issues", 0, u64::MAX, 100).await.len(),
+        7
+    );
+    // A cut that would split a batch is refused, not rounded.
+    let inside = BTreeMap::from([("issues".to_owned(), 5)]);
+    assert!(content
+        .claim_generation(g, second + 1, &inside)
+        .await
+        .is_err());
+    content.delete_content(g).await.unwrap();
 }
 
 pub async fn job_store(app: &App, _backend: Backend) {

@@ -18,6 +18,8 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::{stream, StreamExt};
 
+use aws_sdk_dynamodb::types::{ConditionCheck, Put, TransactWriteItem};
+
 use super::dynamo::{ddb_error, delete_of, get_n, get_s, key, n, s, seq_key, DynamoStore, Item};
 use super::s3::S3BlobStore;
 use crate::keys;
@@ -55,6 +57,9 @@ fn manifest_pk(at: GenerationRef<'_>) -> String {
     format!("GEN#{}", at.name)
 }
 
+/// The manifest item naming the generation's one writer.
+const WRITER_SK: &str = "WRITER";
+
 fn chunk_sk(relation: &str, first_seq: u64) -> String {
     format!("CHUNK#{relation}#{}", seq_key(first_seq))
 }
@@ -63,6 +68,8 @@ fn chunk_sk(relation: &str, first_seq: u64) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Chunk {
     relation: String,
+    /// Who wrote its object (`None`: written before writers were named).
+    writer: Option<u32>,
     first: u64,
     records: u64,
     bytes: u64,
@@ -75,7 +82,7 @@ impl Chunk {
         self.first + self.records
     }
 
-    fn of_batch(relation: &str, first: u64, records: &[Bytes]) -> Self {
+    fn of_batch(relation: &str, writer: u32, first: u64, records: &[Bytes]) -> Self {
         let mut index = Vec::new();
         let mut offset = 0u64;
         let mut noted = 0u64;
@@ -88,6 +95,7 @@ impl Chunk {
         }
         Chunk {
             relation: relation.to_owned(),
+            writer: Some(writer),
             first,
             records: records.len() as u64,
             bytes: offset,
@@ -116,10 +124,23 @@ impl Chunk {
             .map_or(self.bytes, |&(_, offset)| offset)
     }
 
+    fn key(&self, at: GenerationRef<'_>) -> String {
+        keys::content_chunk_key(
+            at.project_id,
+            at.name,
+            &self.relation,
+            self.first,
+            self.writer,
+        )
+    }
+
     fn to_item(&self, at: GenerationRef<'_>) -> Item {
         let mut item = key(manifest_pk(at), chunk_sk(&self.relation, self.first));
         item.insert("records".into(), n(self.records));
         item.insert("bytes".into(), n(self.bytes));
+        if let Some(writer) = self.writer {
+            item.insert("writer".into(), n(u64::from(writer)));
+        }
         let index: Vec<String> = self
             .index
             .iter()
@@ -151,6 +172,7 @@ impl Chunk {
         };
         Some(Chunk {
             relation: relation.to_owned(),
+            writer: get_n(item, "writer").and_then(|w| u32::try_from(w).ok()),
             first: first.parse().ok()?,
             records: get_n(item, "records")?,
             bytes: get_n(item, "bytes")?,
@@ -257,9 +279,67 @@ impl ContentStore for S3ContentStore {
         }
     }
 
+    async fn claim_generation(
+        &self,
+        at: GenerationRef<'_>,
+        writer: u32,
+        keep: &BTreeMap<String, u64>,
+    ) -> Result<bool> {
+        let mut owner = key(manifest_pk(at), WRITER_SK);
+        owner.insert("writer".into(), n(u64::from(writer)));
+        let claimed = self
+            .table
+            .client
+            .put_item()
+            .table_name(&self.table.table)
+            .set_item(Some(owner))
+            .condition_expression("attribute_not_exists(pk) OR writer <= :writer")
+            .expression_attribute_values(":writer", n(u64::from(writer)))
+            .send()
+            .await;
+        if let Err(err) = claimed {
+            return match err.into_service_error() {
+                e if e.is_conditional_check_failed_exception() => Ok(false),
+                e => Err(ddb_error(e)),
+            };
+        }
+        // From here on only `writer`'s chunks enter the manifest: what the
+        // earlier writers left past `keep` can go.
+        let mut cut = Vec::new();
+        let mut end_of_kept: BTreeMap<&str, u64> = BTreeMap::new();
+        let chunks = self.chunks(at).await?;
+        for chunk in &chunks {
+            let kept = keep.get(&chunk.relation).copied().unwrap_or(0);
+            if chunk.first >= kept {
+                cut.push(chunk);
+            } else {
+                let end = end_of_kept.entry(&chunk.relation).or_default();
+                *end = (*end).max(chunk.end());
+            }
+        }
+        for (relation, &end) in &end_of_kept {
+            let kept = keep[*relation];
+            if end > kept {
+                return Err(Error::Storage(format!(
+                    "{relation} of {} cannot be cut at record {kept}: a chunk ends at {end}",
+                    at.name
+                )));
+            }
+        }
+        let objects: Vec<String> = cut.iter().map(|chunk| chunk.key(at)).collect();
+        let items = cut
+            .iter()
+            .map(|chunk| delete_of(&chunk.to_item(at)))
+            .collect::<Result<Vec<_>>>()?;
+        self.table.batch_write(items).await?;
+        self.blobs.delete_keys(&objects).await?;
+        Ok(true)
+    }
+
     async fn put_records(
         &self,
         at: GenerationRef<'_>,
+        writer: u32,
         relation: &str,
         first_seq: u64,
         records: Vec<Bytes>,
@@ -271,17 +351,46 @@ impl ContentStore for S3ContentStore {
             // Chunks are NDJSON: a line is a record.
             return Err(Error::Internal("a record spans lines".into()));
         }
-        let chunk = Chunk::of_batch(relation, first_seq, &records);
+        let chunk = Chunk::of_batch(relation, writer, first_seq, &records);
         let mut body = BytesMut::with_capacity(chunk.bytes as usize);
         for record in records {
             body.extend_from_slice(&record);
             body.extend_from_slice(b"\n");
         }
-        let key = keys::content_chunk_key(at.project_id, at.name, relation, first_seq);
-        self.blobs.put_bytes(&key, body.freeze()).await?;
+        self.blobs.put_bytes(&chunk.key(at), body.freeze()).await?;
         // The item last: a chunk the manifest names is always there. The
-        // same batch again rewrites the same object and item.
-        self.table.put_item(chunk.to_item(at)).await
+        // same batch again rewrites the same object and item. The item goes
+        // in only while `writer` owns the generation, in one transaction
+        // with that check.
+        let owned = ConditionCheck::builder()
+            .table_name(&self.table.table)
+            .set_key(Some(key(manifest_pk(at), WRITER_SK)))
+            .condition_expression("writer = :writer")
+            .expression_attribute_values(":writer", n(u64::from(writer)))
+            .build()
+            .map_err(Error::internal)?;
+        let put = Put::builder()
+            .table_name(&self.table.table)
+            .set_item(Some(chunk.to_item(at)))
+            .build()
+            .map_err(Error::internal)?;
+        let written = self
+            .table
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().condition_check(owned).build())
+            .transact_items(TransactWriteItem::builder().put(put).build())
+            .send()
+            .await;
+        match written {
+            Ok(_) => Ok(()),
+            Err(err) => match err.into_service_error() {
+                e if e.is_transaction_canceled_exception() => {
+                    Err(Error::not_the_writer(at.name, writer))
+                }
+                e => Err(ddb_error(e)),
+            },
+        }
     }
 
     async fn relations(&self, at: GenerationRef<'_>) -> Result<Vec<RelationStats>> {
@@ -438,8 +547,7 @@ impl ChunkReader<'_> {
         // Only the bytes the range needs: a batch reads its own records,
         // not the rest of the chunk.
         let stop = chunk.stop_for(self.end);
-        let key =
-            keys::content_chunk_key(self.at.project_id, self.at.name, self.relation, chunk.first);
+        let key = chunk.key(self.at);
         let body = match self.store.blobs.get_range(&key, offset..stop).await {
             Ok(body) => body,
             // The manifest names it, so it was written: a storage fault,
@@ -507,7 +615,7 @@ mod tests {
     #[test]
     fn the_index_notes_a_record_about_every_stride() {
         let batch = records(&[40_000; 10]);
-        let chunk = Chunk::of_batch("issues", 100, &batch);
+        let chunk = Chunk::of_batch("issues", 1, 100, &batch);
         assert_eq!(chunk.records, 10);
         assert_eq!(chunk.bytes, 10 * 40_001);
         // Offsets 80,002 (record 2), 160,004 (4), ...: each at least a
@@ -530,7 +638,7 @@ mod tests {
     #[test]
     fn manifest_items_round_trip_and_reject_lookalike_relations() {
         let at = GenerationRef::new(7, "g1");
-        let chunk = Chunk::of_batch("a#b", 5, &records(&[70_000, 3, 4]));
+        let chunk = Chunk::of_batch("a#b", 3, 5, &records(&[70_000, 3, 4]));
         let item = chunk.to_item(at);
         assert_eq!(Chunk::from_item(&item), Some(chunk));
         let mut alien = item.clone();

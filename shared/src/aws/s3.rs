@@ -50,6 +50,36 @@ impl S3BlobStore {
         Ok(())
     }
 
+    /// Deletes these objects (missing ones are no error).
+    pub(crate) async fn delete_keys(&self, keys: &[String]) -> Result<()> {
+        // DeleteObjects takes at most 1,000 keys.
+        for chunk in keys.chunks(1000) {
+            let objects = chunk
+                .iter()
+                .map(|key| {
+                    ObjectIdentifier::builder()
+                        .key(key)
+                        .build()
+                        .map_err(Error::internal)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            self.client
+                .delete_objects()
+                .bucket(&self.bucket)
+                .delete(
+                    Delete::builder()
+                        .set_objects(Some(objects))
+                        .quiet(true)
+                        .build()
+                        .map_err(Error::internal)?,
+                )
+                .send()
+                .await
+                .map_err(s3_error)?;
+        }
+        Ok(())
+    }
+
     pub(crate) async fn get_bytes(&self, key: &str) -> Result<Bytes> {
         let body = self.get(key).await?;
         Ok(Bytes::from(crate::stream::collect(body).await?))
@@ -247,33 +277,13 @@ impl BlobStore for S3BlobStore {
     }
 
     async fn delete_prefix(&self, prefix: &str) -> Result<()> {
-        let keys = self.list(prefix).await?;
-        // DeleteObjects takes at most 1,000 keys.
-        for chunk in keys.chunks(1000) {
-            let objects = chunk
-                .iter()
-                .map(|blob| {
-                    ObjectIdentifier::builder()
-                        .key(&blob.key)
-                        .build()
-                        .map_err(Error::internal)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            self.client
-                .delete_objects()
-                .bucket(&self.bucket)
-                .delete(
-                    Delete::builder()
-                        .set_objects(Some(objects))
-                        .quiet(true)
-                        .build()
-                        .map_err(Error::internal)?,
-                )
-                .send()
-                .await
-                .map_err(s3_error)?;
-        }
-        Ok(())
+        let keys: Vec<String> = self
+            .list(prefix)
+            .await?
+            .into_iter()
+            .map(|blob| blob.key)
+            .collect();
+        self.delete_keys(&keys).await
     }
 
     async fn download_url(&self, key: &str, file_name: &str, ttl: Duration) -> Result<String> {

@@ -1,6 +1,8 @@
 //! Content generations in the embedded database: attributes, and each
 //! relation's records packed in chunks (`chunks`) with per-relation counts.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::{stream, StreamExt};
@@ -17,12 +19,15 @@ const ATTRIBUTES: TableDefinition<&str, &[u8]> = TableDefinition::new("attribute
 /// (generation, relation) → (records, NDJSON bytes)
 const RELATION_STATS: TableDefinition<(&str, &str), (u64, u64)> =
     TableDefinition::new("relation_stats");
+/// generation → the one writer allowed to add records to it.
+const WRITERS: TableDefinition<&str, u32> = TableDefinition::new("generation_writers");
 
 pub(super) fn create_tables(txn: &WriteTransaction) -> Result<()> {
     // Every table exists from the start, so reads never meet a missing one.
     txn.open_table(ATTRIBUTES).map_err(Error::storage)?;
     txn.open_table(RECORD_CHUNKS).map_err(Error::storage)?;
     txn.open_table(RELATION_STATS).map_err(Error::storage)?;
+    txn.open_table(WRITERS).map_err(Error::storage)?;
     chunks::migrate(txn)
 }
 /// A page of records stops growing past this many bytes, whatever its
@@ -119,18 +124,56 @@ impl ContentStore for EmbeddedStore {
             .await
     }
 
+    async fn claim_generation(
+        &self,
+        at: GenerationRef<'_>,
+        writer: u32,
+        keep: &BTreeMap<String, u64>,
+    ) -> Result<bool> {
+        let generation = at.name.to_owned();
+        let keep = keep.clone();
+        self.db
+            .write(move |txn| {
+                let mut writers = txn.open_table(WRITERS).map_err(Error::storage)?;
+                let owner = writers
+                    .get(generation.as_str())
+                    .map_err(Error::storage)?
+                    .map(|v| v.value());
+                if owner.is_some_and(|owner| owner > writer) {
+                    return Ok(false);
+                }
+                writers
+                    .insert(generation.as_str(), writer)
+                    .map_err(Error::storage)?;
+                truncate(txn, &generation, &keep)?;
+                Ok(true)
+            })
+            .await
+    }
+
     async fn put_records(
         &self,
         at: GenerationRef<'_>,
+        writer: u32,
         relation: &str,
         first_seq: u64,
         records: Vec<Bytes>,
     ) -> Result<()> {
         let (generation, relation) = (at.name.to_owned(), relation.to_owned());
         // A generation's records are read only once a durable switch points
-        // a project at it, which persists them too.
+        // a project at it (or a durable checkpoint names them), which
+        // persists them too.
         self.db
             .write_deferred(move |txn| {
+                let owner = txn
+                    .open_table(WRITERS)
+                    .map_err(Error::storage)?
+                    .get(generation.as_str())
+                    .map_err(Error::storage)?
+                    .map(|v| v.value());
+                if owner != Some(writer) {
+                    return Err(Error::not_the_writer(&generation, writer));
+                }
                 let mut table = txn.open_table(RECORD_CHUNKS).map_err(Error::storage)?;
                 let mut stats = txn.open_table(RELATION_STATS).map_err(Error::storage)?;
                 let key = (generation.as_str(), relation.as_str());
@@ -252,8 +295,71 @@ impl ContentStore for EmbeddedStore {
                     .map_err(Error::storage)?
                     .remove(generation.as_str())
                     .map_err(Error::storage)?;
+                txn.open_table(WRITERS)
+                    .map_err(Error::storage)?
+                    .remove(generation.as_str())
+                    .map_err(Error::storage)?;
                 Ok(())
             })
             .await
     }
+}
+
+/// Removes the chunks of each relation from its `keep`-th record on.
+fn truncate(txn: &WriteTransaction, generation: &str, keep: &BTreeMap<String, u64>) -> Result<()> {
+    let mut table = txn.open_table(RECORD_CHUNKS).map_err(Error::storage)?;
+    let mut stats = txn.open_table(RELATION_STATS).map_err(Error::storage)?;
+    let mut relations = Vec::new();
+    for item in stats.range((generation, "")..).map_err(Error::storage)? {
+        let (key, _) = item.map_err(Error::storage)?;
+        let (g, relation) = key.value();
+        if g != generation {
+            break;
+        }
+        relations.push(relation.to_owned());
+    }
+    for relation in relations {
+        let kept = keep.get(&relation).copied().unwrap_or(0);
+        let (g, r) = (generation, relation.as_str());
+        let mut cut = Vec::new();
+        for item in table
+            .range((g, r, kept)..=(g, r, u64::MAX))
+            .map_err(Error::storage)?
+        {
+            let (key, value) = item.map_err(Error::storage)?;
+            cut.push((key.value().2, chunks::tally(value.value())?));
+        }
+        if let Some((key, value)) = table
+            .range((g, r, 0)..(g, r, kept))
+            .map_err(Error::storage)?
+            .next_back()
+            .transpose()
+            .map_err(Error::storage)?
+        {
+            let (records, _) = chunks::tally(value.value())?;
+            if key.value().2 + records > kept {
+                return Err(Error::Storage(format!(
+                    "{relation} of {generation} cannot be cut at record {kept}: a chunk spans it"
+                )));
+            }
+        }
+        let (mut count, mut bytes) = stats
+            .get((g, r))
+            .map_err(Error::storage)?
+            .map(|v| v.value())
+            .unwrap_or((0, 0));
+        for (seq, (records, ndjson_bytes)) in cut {
+            table.remove((g, r, seq)).map_err(Error::storage)?;
+            count -= records;
+            bytes -= ndjson_bytes;
+        }
+        if count == 0 {
+            stats.remove((g, r)).map_err(Error::storage)?;
+        } else {
+            stats
+                .insert((g, r), (count, bytes))
+                .map_err(Error::storage)?;
+        }
+    }
+    Ok(())
 }

@@ -64,6 +64,12 @@ impl ArchiveEvents {
         }
     }
 
+    /// Stops reading before the end, whatever the rest holds.
+    pub async fn stop(self) {
+        drop(self.batches);
+        let _ = self.reader.join().await;
+    }
+
     /// Stops reading if the consumer did not reach the end, and tells how
     /// reading went.
     pub async fn finish(self) -> Result<()> {

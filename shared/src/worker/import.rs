@@ -3,6 +3,7 @@
 //! project shows what it had before; on failure the generation is deleted.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde_json::Value;
@@ -12,21 +13,24 @@ use tokio::task::JoinHandle;
 use super::archive_events::ArchiveEvents;
 use super::generation;
 use super::lease::{claim, Lease};
+use super::Deadline;
 use crate::archive::{self, ArchiveError, ImportEvent};
-use crate::domain::{now, ImportFailure, Job, JobUpdate, Project, RelationCounts};
+use crate::domain::{
+    now, ImportFailure, ImportResume, Job, JobUpdate, Message, Project, RelationCounts,
+};
 use crate::ports::{BatchSize, GenerationRef};
 use crate::service::content_files_prefix;
 use crate::{remote, stream, App, Error, Result};
 
-pub(super) async fn run(app: &App, job_id: &str) -> Result<()> {
+pub(super) async fn run(app: &App, job_id: &str, deadline: Deadline) -> Result<()> {
     let Some((lease, job)) = claim(app, job_id).await? else {
         return Ok(());
     };
-    let outcome = import(app, &lease, job).await;
+    let outcome = import(app, &lease, job, deadline).await;
     lease.end(outcome).await
 }
 
-async fn import(app: &App, lease: &Lease, job: Job) -> Result<()> {
+async fn import(app: &App, lease: &Lease, job: Job, deadline: Deadline) -> Result<()> {
     let Some(project) = app.projects.project(job.project_id).await? else {
         return lease.fail("the project no longer exists".into()).await;
     };
@@ -37,9 +41,28 @@ async fn import(app: &App, lease: &Lease, job: Job) -> Result<()> {
     let Some(upload) = job.archive_key.clone() else {
         return lease.fail("the job has no uploaded archive".into()).await;
     };
-    generation::discard_earlier_runs(app, &project, &job, |_| Vec::new()).await?;
-    let generation = job.generation(lease.attempt());
-    if let Some(url) = &job.source_url {
+    let resume = match job.resume.clone() {
+        // Earlier invocations wrote part of it: go on where they stopped.
+        Some(resume) => resume,
+        None => {
+            generation::discard_earlier_runs(app, &project, &job, |_| Vec::new()).await?;
+            ImportResume {
+                generation: job.generation(lease.attempt()),
+                ..ImportResume::default()
+            }
+        }
+    };
+    let generation = resume.generation.clone();
+    let at = GenerationRef::new(project.id, &generation);
+    if !app
+        .content
+        .claim_generation(at, lease.attempt(), &resume.records)
+        .await?
+    {
+        tracing::info!(generation, "a later run writes this generation");
+        return Ok(());
+    }
+    if let Some(url) = job.source_url.as_ref().filter(|_| resume.invocations == 0) {
         tracing::info!(upload, "fetching the remote archive");
         let limit = app.settings.max_upload_bytes;
         match remote::fetch_into(app, url, &upload, limit).await {
@@ -55,10 +78,16 @@ async fn import(app: &App, lease: &Lease, job: Job) -> Result<()> {
         }
         Err(err) => return Err(err),
     };
-    tracing::info!(upload, generation, "import started");
-    let outcome = ingest(app, lease, &project, &generation, archive).await;
+    tracing::info!(
+        upload,
+        generation,
+        invocations = resume.invocations,
+        "import started"
+    );
+    let outcome = ingest(app, lease, &project, &resume, archive, deadline).await;
     let summary = match outcome {
-        Ok(summary) => summary,
+        Ok(Ingested::Done(summary)) => summary,
+        Ok(Ingested::Paused(checkpoint)) => return pause(app, lease, &job, checkpoint).await,
         Err(err) => {
             generation::discard(app, project.id, &generation).await?;
             if err.is_permanent() {
@@ -108,6 +137,46 @@ async fn import(app: &App, lease: &Lease, job: Job) -> Result<()> {
     app.blobs.delete_prefix(&upload_prefix(&upload)).await?;
     tracing::info!(records = summary.records, "import finished");
     Ok(())
+}
+
+/// Records where the import stands and hands the rest to a fresh message.
+/// Everything the checkpoint counts is durable: the records were flushed,
+/// and the checkpoint's own write is a durable commit.
+async fn pause(app: &App, lease: &Lease, job: &Job, checkpoint: ImportResume) -> Result<()> {
+    let records = checkpoint.total_records();
+    tracing::info!(
+        records,
+        files = checkpoint.files,
+        invocations = checkpoint.invocations,
+        "import continues in a fresh invocation"
+    );
+    let update = JobUpdate {
+        processed: Some(records),
+        relation_counts: Some(stored_counts(&checkpoint.records)),
+        resume: Some(checkpoint),
+        ..JobUpdate::default()
+    };
+    if lease.pause(update).await? {
+        app.queue.send(&[Message::for_job(job)]).await?;
+    }
+    Ok(())
+}
+
+/// Counts of a full import, which stores every record it reads.
+fn stored_counts<'r>(
+    records: impl IntoIterator<Item = (&'r String, &'r u64)>,
+) -> BTreeMap<String, RelationCounts> {
+    records
+        .into_iter()
+        .map(|(relation, &stored)| {
+            let count = RelationCounts {
+                read: stored,
+                stored,
+                skipped: 0,
+            };
+            (relation.clone(), count)
+        })
+        .collect()
 }
 
 async fn finish(
@@ -170,29 +239,57 @@ struct Summary {
     description: Option<String>,
 }
 
+enum Ingested {
+    Done(Summary),
+    /// Stopped before the deadline: a later run continues from here.
+    Paused(ImportResume),
+}
+
 /// Reads the archive on a blocking thread and stores what it finds, batching
-/// records per relation.
+/// records per relation. A run continuing an earlier one reads the archive
+/// again from its start and skips what `resume` says is stored (the gzip
+/// stream cannot be entered in the middle); past the deadline it stops at
+/// the first safe point: between files, where the records written so far
+/// end a batch.
 async fn ingest(
     app: &App,
     lease: &Lease,
     project: &Project,
-    generation: &str,
+    resume: &ImportResume,
     archive: stream::ByteStream,
-) -> Result<Summary> {
+    deadline: Deadline,
+) -> Result<Ingested> {
+    let generation = resume.generation.as_str();
+    let at = GenerationRef::new(project.id, generation);
     let mut events = ArchiveEvents::read(archive, app.settings.limits.clone(), None);
-    let mut writer = RecordWriter::new(app, GenerationRef::new(project.id, generation));
+    let mut writer = RecordWriter::continuing(app, at, lease.attempt(), &resume.records);
     let mut description = None;
     let mut blob: Option<BlobUpload> = None;
+    let mut read_of: HashMap<Arc<str>, u64> = HashMap::new();
+    let (mut files_read, mut files_stored) = (0u64, resume.files);
+    let mut paused = false;
     let stored: Result<()> = async {
+        // Past the deadline, with this run's share done: stop at a safe point.
+        let stop_here = |writer: &RecordWriter, files_stored: u64| {
+            let progressed = writer.records > resume.total_records() || files_stored > resume.files;
+            progressed && deadline.passed()
+        };
         while let Some(event) = events.next().await {
             match event {
                 ImportEvent::Attributes(json) => {
                     description = description_of(&json);
-                    app.content
-                        .put_attributes(GenerationRef::new(project.id, generation), json)
-                        .await?;
+                    app.content.put_attributes(at, json).await?;
                 }
                 ImportEvent::Record { relation, json } => {
+                    let read = read_of.entry(relation.clone()).or_default();
+                    *read += 1;
+                    if *read <= resume.records.get(&*relation).copied().unwrap_or(0) {
+                        continue;
+                    }
+                    if writer.at_batch_start(&relation) && stop_here(&writer, files_stored) {
+                        paused = true;
+                        break;
+                    }
                     writer.push(&relation, json).await?;
                     if super::progress_due(writer.records - 1, writer.records) {
                         tracing::info!(records = writer.records, "import progress");
@@ -205,6 +302,15 @@ async fn ingest(
                     }
                 }
                 ImportEvent::BlobStart { path } => {
+                    files_read += 1;
+                    if files_read <= resume.files {
+                        // Stored by an earlier run: its chunks pass by.
+                        continue;
+                    }
+                    if stop_here(&writer, files_stored) {
+                        paused = true;
+                        break;
+                    }
                     let key = format!("{}{path}", content_files_prefix(project.id, generation));
                     blob = Some(BlobUpload::start(app, key));
                 }
@@ -216,6 +322,7 @@ async fn ingest(
                 ImportEvent::BlobEnd => {
                     if let Some(upload) = blob.take() {
                         upload.finish().await?;
+                        files_stored += 1;
                     }
                 }
             }
@@ -223,8 +330,13 @@ async fn ingest(
         writer.flush().await
     }
     .await;
-    // Stop the reader if storing failed, then learn how reading went.
-    let parsed = events.finish().await;
+    // Stop the reader if storing failed or paused, then learn how reading went.
+    let parsed = if paused && stored.is_ok() {
+        events.stop().await;
+        Ok(())
+    } else {
+        events.finish().await
+    };
     // Nothing may still be writing when a failed import is cleaned up.
     writer.settle().await;
     if let Some(upload) = blob.take() {
@@ -233,11 +345,19 @@ async fn ingest(
     }
     stored?;
     parsed?;
-    Ok(Summary {
+    if paused {
+        return Ok(Ingested::Paused(ImportResume {
+            generation: generation.to_owned(),
+            records: writer.stored(),
+            files: files_stored,
+            invocations: resume.invocations + 1,
+        }));
+    }
+    Ok(Ingested::Done(Summary {
         records: writer.records,
         counts: writer.counts(),
         description,
-    })
+    }))
 }
 
 fn description_of(attributes: &[u8]) -> Option<String> {
@@ -251,6 +371,8 @@ fn description_of(attributes: &[u8]) -> Option<String> {
 pub(super) struct RecordWriter<'a> {
     app: &'a App,
     at: GenerationRef<'a>,
+    /// The run's number, which must own the generation for its writes.
+    writer: u32,
     batch_size: BatchSize,
     batch_relation: String,
     batch: Vec<Bytes>,
@@ -262,34 +384,50 @@ pub(super) struct RecordWriter<'a> {
 }
 
 impl<'a> RecordWriter<'a> {
-    pub fn new(app: &'a App, at: GenerationRef<'a>) -> Self {
+    /// Writes into a generation `writer` has claimed.
+    pub fn new(app: &'a App, at: GenerationRef<'a>, writer: u32) -> Self {
+        Self::continuing(app, at, writer, &BTreeMap::new())
+    }
+
+    /// Goes on after `stored`: the records an earlier run wrote.
+    pub fn continuing(
+        app: &'a App,
+        at: GenerationRef<'a>,
+        writer: u32,
+        stored: &BTreeMap<String, u64>,
+    ) -> Self {
         RecordWriter {
             app,
             at,
+            writer,
             batch_size: app.content.batch_size(),
             batch_relation: String::new(),
             batch: Vec::new(),
             batch_bytes: 0,
-            next_seq: HashMap::new(),
+            next_seq: stored.iter().map(|(r, &n)| (r.clone(), n)).collect(),
             writing: None,
-            records: 0,
+            records: stored.values().sum(),
         }
+    }
+
+    /// Whether `relation`'s next record would start a batch: after a flush
+    /// everything before it is stored and nothing of it is.
+    pub fn at_batch_start(&self, relation: &str) -> bool {
+        self.batch.is_empty() || relation != self.batch_relation
+    }
+
+    /// Per relation, the records given to the store (all of them stored
+    /// once `flush` returned).
+    pub fn stored(&self) -> BTreeMap<String, u64> {
+        self.next_seq
+            .iter()
+            .map(|(relation, &n)| (relation.clone(), n))
+            .collect()
     }
 
     /// Records per relation so far (a full import stores all it reads).
     pub fn counts(&self) -> BTreeMap<String, RelationCounts> {
-        let mut counts: BTreeMap<String, RelationCounts> = self
-            .next_seq
-            .iter()
-            .map(|(relation, &stored)| {
-                let count = RelationCounts {
-                    read: stored,
-                    stored,
-                    skipped: 0,
-                };
-                (relation.clone(), count)
-            })
-            .collect();
+        let mut counts = stored_counts(&self.next_seq);
         if !self.batch.is_empty() {
             let pending = counts.entry(self.batch_relation.clone()).or_default();
             pending.read += self.batch.len() as u64;
@@ -348,10 +486,12 @@ impl<'a> RecordWriter<'a> {
         self.batch_bytes = 0;
         let content = self.app.content.clone();
         let (project_id, generation) = (self.at.project_id, self.at.name.to_owned());
-        let relation = self.batch_relation.clone();
+        let (relation, writer) = (self.batch_relation.clone(), self.writer);
         self.writing = Some(tokio::spawn(async move {
             let at = GenerationRef::new(project_id, &generation);
-            content.put_records(at, &relation, first, batch).await
+            content
+                .put_records(at, writer, &relation, first, batch)
+                .await
         }));
         Ok(())
     }

@@ -140,6 +140,27 @@ impl Lease {
         Ok(())
     }
 
+    /// Stops the run before its job is done and lets go of the job, with
+    /// `update` saying where a later run continues; `false` if this run no
+    /// longer owned it. The caller sends the message for that later run.
+    pub async fn pause(&self, update: JobUpdate) -> Result<bool> {
+        self.heartbeat.abort();
+        let paused = self
+            .app
+            .jobs
+            .transition(
+                &self.job_id,
+                When::OwnedBy(self.attempt),
+                JobStatus::Started,
+                JobUpdate {
+                    lease: Some(LeaseChange::Release),
+                    ..update
+                },
+            )
+            .await?;
+        Ok(paused.is_some())
+    }
+
     /// Ends the owned job `finished`; `None` if this run no longer owned it.
     pub async fn finish(&self, update: JobUpdate) -> Result<Option<Job>> {
         self.app

@@ -11,6 +11,8 @@ mod pipeline;
 mod relation_export;
 mod relation_import;
 
+use std::time::{Duration, Instant, SystemTime};
+
 use tracing::Instrument;
 
 use crate::domain::{JobKind, JobStatus, JobUpdate, Message, When};
@@ -32,9 +34,54 @@ fn progress_due(before: u64, now: u64) -> bool {
     before / PROGRESS_EVERY_RECORDS != now / PROGRESS_EVERY_RECORDS
 }
 
+/// When a run stops at its next safe point and leaves the rest of its job to
+/// a fresh message: before its invocation's deadline, rather than being
+/// killed there and redone from the start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Deadline(Option<Instant>);
+
+/// Time kept back from a Lambda invocation's deadline: enough to finish
+/// the write under way and record where the job stands.
+const DEADLINE_MARGIN: Duration = Duration::from_secs(60);
+
+impl Deadline {
+    /// No deadline: the run goes on until its job is done.
+    pub fn none() -> Self {
+        Deadline(None)
+    }
+
+    /// For an invocation that ends at `ends` (a Lambda's), or never (the
+    /// local server's workers), whichever comes first of that less a
+    /// margin and the configured `invocation_budget` from now.
+    pub fn for_invocation(app: &App, ends: Option<SystemTime>) -> Self {
+        Self::within(ends, app.settings.invocation_budget)
+    }
+
+    fn within(ends: Option<SystemTime>, budget: Option<Duration>) -> Self {
+        let started = Instant::now();
+        let by_end = ends.map(|ends| {
+            let left = ends
+                .duration_since(SystemTime::now())
+                .unwrap_or_default()
+                .saturating_sub(DEADLINE_MARGIN);
+            started + left
+        });
+        let by_budget = budget.map(|budget| started + budget);
+        Deadline(match (by_end, by_budget) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
+    }
+
+    fn passed(&self) -> bool {
+        self.0.is_some_and(|at| Instant::now() >= at)
+    }
+}
+
 /// Handles one message. `Ok` means done (acknowledge it, whatever the job's
-/// outcome); `Err` means try again later.
-pub async fn handle(app: &App, message: &Message) -> Result<()> {
+/// outcome; a job that continues has sent its own message); `Err` means try
+/// again later.
+pub async fn handle(app: &App, message: &Message, deadline: Deadline) -> Result<()> {
     let span = tracing::info_span!(
         "job",
         job_id = %message.job_id,
@@ -44,7 +91,7 @@ pub async fn handle(app: &App, message: &Message) -> Result<()> {
     async {
         match message.kind {
             JobKind::Export => export::run(app, &message.job_id).await,
-            JobKind::Import => import::run(app, &message.job_id).await,
+            JobKind::Import => import::run(app, &message.job_id, deadline).await,
             JobKind::RelationExport => relation_export::run(app, message).await,
             JobKind::RelationImport => relation_import::run(app, &message.job_id).await,
         }
@@ -76,7 +123,7 @@ pub async fn give_up(app: &App, message: &Message, reason: &str) -> Result<()> {
 }
 
 /// How long a received message stays hidden while a worker is on it.
-pub const VISIBILITY: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+pub const VISIBILITY: Duration = Duration::from_secs(15 * 60);
 
 /// Consumes the queue until the process stops: the in-process stand-in for
 /// the SQS trigger. `idle` waits (briefly) for new messages.
@@ -90,7 +137,7 @@ where
             Ok(deliveries) => deliveries,
             Err(err) => {
                 tracing::error!(error = %err, "cannot read the queue");
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
         };
@@ -116,6 +163,17 @@ pub enum Outcome {
 /// One attempt at a message, deciding between done and retry. After
 /// `MAX_RECEIVES` deliveries the job is failed with the last error.
 pub async fn attempt(app: &App, message: &Message, receive_count: u32) -> Outcome {
+    let deadline = Deadline::for_invocation(app, None);
+    attempt_until(app, message, receive_count, deadline).await
+}
+
+/// `attempt`, in an invocation that ends at `deadline`.
+pub async fn attempt_until(
+    app: &App,
+    message: &Message,
+    receive_count: u32,
+    deadline: Deadline,
+) -> Outcome {
     if receive_count > MAX_RECEIVES {
         // Every earlier delivery ended without a word: the worker died on it
         // (out of memory, killed). Running it again would only crash again.
@@ -128,7 +186,7 @@ pub async fn attempt(app: &App, message: &Message, receive_count: u32) -> Outcom
             Err(_) => Outcome::Retry,
         };
     }
-    match handle(app, message).await {
+    match handle(app, message, deadline).await {
         Ok(()) => Outcome::Done,
         Err(err) if receive_count >= MAX_RECEIVES => {
             let reason = format!("gave up after {receive_count} attempts: {err}");
@@ -149,11 +207,33 @@ pub async fn process_delivery(app: &App, delivery: &crate::ports::Delivery) {
     let settled = match attempt(app, &delivery.message, delivery.receive_count).await {
         Outcome::Done => app.queue.ack(&delivery.receipt).await,
         Outcome::Retry => {
-            let backoff = std::time::Duration::from_secs(1 << delivery.receive_count.min(6));
+            let backoff = Duration::from_secs(1 << delivery.receive_count.min(6));
             app.queue.retry(&delivery.receipt, backoff).await
         }
     };
     if let Err(err) = settled {
         tracing::error!(job_id = %delivery.message.job_id, error = %err, "cannot settle a queue message");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deadline_keeps_a_margin_before_the_invocation_ends() {
+        let in_secs = |s| Some(SystemTime::now() + Duration::from_secs(s));
+        assert!(!Deadline::none().passed());
+        assert!(!Deadline::within(None, None).passed());
+        assert!(
+            Deadline::within(in_secs(30), None).passed(),
+            "inside the margin"
+        );
+        assert!(!Deadline::within(in_secs(900), None).passed());
+        assert!(Deadline::within(in_secs(900), Some(Duration::ZERO)).passed());
+        assert!(!Deadline::within(None, Some(Duration::from_secs(60))).passed());
+        // An invocation whose end has passed already.
+        let past = Some(SystemTime::now() - Duration::from_secs(5));
+        assert!(Deadline::within(past, None).passed());
     }
 }

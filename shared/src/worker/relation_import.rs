@@ -51,6 +51,16 @@ async fn import_relation(app: &App, lease: &Lease, job: Job) -> Result<()> {
     generation::discard_earlier_runs(app, &project, &job, |g| vec![staging_generation(g)]).await?;
     let generation = job.generation(lease.attempt());
     let staged = staging_generation(&generation);
+    for name in [&generation, &staged] {
+        let at = GenerationRef::new(project.id, name);
+        if !app
+            .content
+            .claim_generation(at, lease.attempt(), &Default::default())
+            .await?
+        {
+            return Ok(());
+        }
+    }
     let archive = match app.blobs.get(&upload).await {
         Ok(archive) => archive,
         Err(Error::NotFound(_)) => {
@@ -249,7 +259,7 @@ impl Merge<'_> {
         let limits = self.app.settings.limits.clone();
         let relation = Some(self.relation.to_owned());
         let mut events = ArchiveEvents::read(archive, limits, relation);
-        let mut writer = RecordWriter::new(self.app, self.at(self.staged));
+        let mut writer = RecordWriter::new(self.app, self.at(self.staged), self.lease.attempt());
         let mut counts = RelationCounts::default();
         let mut runs = Runs::new();
         let mut anchor: Option<RecordKey> = None;
@@ -311,7 +321,7 @@ impl Merge<'_> {
     /// The existing records in their order, each followed by the new ones
     /// anchored on it.
     async fn write_merged(&self, base: Option<&str>, mut runs: Runs) -> Result<()> {
-        let mut out = RecordWriter::new(self.app, self.at(self.generation));
+        let mut out = RecordWriter::new(self.app, self.at(self.generation), self.lease.attempt());
         let mut staged = StagedReader::new(self);
         let written = async {
             if let Some(head) = runs.remove(&None) {

@@ -1,0 +1,169 @@
+//! Imports longer than one invocation: a run past its deadline stops at a
+//! safe point, records where it is and continues in a fresh message. With a
+//! deadline of zero every invocation stores one batch (or one file) and
+//! stops, so an import takes many; it must end equal to a one-invocation run,
+//! on both backends, with every message delivered twice at the same moment.
+
+use std::time::Duration;
+
+use e2e::moto;
+use e2e::{read_archive, synthetic_archive, ArchiveContent};
+use shared::domain::{Job, JobStatus, Message, User};
+use shared::service::{self, ImportRequest};
+use shared::worker::{self, Outcome};
+use shared::{aws, stream, App, Settings};
+
+const ISSUES: usize = 1_200;
+
+fn cut_short(settings: &Settings) -> Settings {
+    Settings {
+        invocation_budget: Some(Duration::ZERO),
+        ..settings.clone()
+    }
+}
+
+fn embedded(settings: impl Fn(&Settings) -> Settings) -> (App, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let backend = shared::embedded::EmbeddedBackend::open(dir.path(), "http://127.0.0.1:9")
+        .expect("embedded backend");
+    let app = App::embedded(&backend, settings(&Settings::default()));
+    (app, dir)
+}
+
+async fn on_moto(settings: impl Fn(&Settings) -> Settings) -> App {
+    let (app, clients, names) = moto::app().await;
+    aws::app(&clients, &names, settings(&app.settings))
+}
+
+/// Imports the synthetic project, working the queue (each message twice at
+/// once) until the job is done; returns the job and what an export of the
+/// project holds.
+async fn import_and_export(app: &App) -> (Job, ArchiveContent) {
+    let user: User = app.users.create_user("root", "Root", true).await.unwrap();
+    let key = service::upload_key(&shared::domain::new_id());
+    let archive = synthetic_archive(ISSUES);
+    app.blobs
+        .put(&key, stream::from_bytes(archive))
+        .await
+        .unwrap();
+    let request = ImportRequest {
+        path: "long".into(),
+        namespace: None,
+        name: None,
+        overwrite: false,
+    };
+    let (project, import) = service::start_import(app, &user, &request, &key)
+        .await
+        .unwrap();
+    let job = work_until_done(app, &import.id).await;
+    assert_eq!(job.status, JobStatus::Finished, "{job:?}");
+
+    let project = app.projects.project(project.id).await.unwrap().unwrap();
+    let export = service::schedule_export(app, &user, &project, None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        work_until_done(app, &export.id).await.status,
+        JobStatus::Finished
+    );
+    let download = service::export_download(app, &project).await.unwrap();
+    let bytes = stream::collect(app.blobs.get(&download.key).await.unwrap())
+        .await
+        .unwrap();
+    (job, read_archive(&bytes))
+}
+
+async fn work_until_done(app: &App, job_id: &str) -> Job {
+    for _ in 0..2_000 {
+        let job = app.jobs.job(job_id).await.unwrap().unwrap();
+        if job.status.is_done() {
+            return job;
+        }
+        for delivery in app
+            .queue
+            .receive(10, Duration::from_secs(30))
+            .await
+            .unwrap()
+        {
+            let message = &delivery.message;
+            let (a, b) = tokio::join!(
+                worker::attempt(app, message, delivery.receive_count),
+                worker::attempt(app, message, delivery.receive_count)
+            );
+            assert_eq!((a, b), (Outcome::Done, Outcome::Done));
+            app.queue.ack(&delivery.receipt).await.unwrap();
+        }
+    }
+    panic!("job {job_id} is not done");
+}
+
+fn assert_continued(job: &Job, at_least: u32) {
+    let resume = job.resume.as_ref().expect("the import was cut short");
+    assert!(
+        resume.invocations >= at_least,
+        "{} invocations",
+        resume.invocations
+    );
+    let issues = &job.relation_counts["issues"];
+    assert_eq!((issues.read, issues.stored), (ISSUES as u64, ISSUES as u64));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_cut_short_continues_and_ends_equal_on_the_embedded_store() {
+    let (whole, _a) = embedded(Settings::clone);
+    let (_, in_one_run) = import_and_export(&whole).await;
+    let (cut, _b) = embedded(cut_short);
+    let (job, continued) = import_and_export(&cut).await;
+    // 250 records a batch: every relation's batches and both files.
+    assert_continued(&job, 6);
+    assert_eq!(continued, in_one_run);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_cut_short_continues_and_ends_equal_on_aws() {
+    let (_, in_one_run) = import_and_export(&on_moto(Settings::clone).await).await;
+    let (job, continued) = import_and_export(&on_moto(cut_short).await).await;
+    // 4 MiB chunks: each relation and each file is an invocation's share.
+    assert_continued(&job, 3);
+    assert_eq!(continued, in_one_run);
+}
+
+/// The run stopped and recorded where it was, but its message for the next
+/// invocation never left: the original message, delivered again, continues.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_continuation_whose_message_was_lost_goes_on_from_the_redelivered_one() {
+    let (app, _dir) = embedded(cut_short);
+    let user: User = app.users.create_user("root", "Root", true).await.unwrap();
+    let key = service::upload_key(&shared::domain::new_id());
+    app.blobs
+        .put(&key, stream::from_bytes(synthetic_archive(ISSUES)))
+        .await
+        .unwrap();
+    let request = ImportRequest {
+        path: "lost".into(),
+        namespace: None,
+        name: None,
+        overwrite: false,
+    };
+    let (_, import) = service::start_import(&app, &user, &request, &key)
+        .await
+        .unwrap();
+    let first = app.queue.receive(1, Duration::from_secs(30)).await.unwrap();
+    let original = first[0].message.clone();
+    assert_eq!(worker::attempt(&app, &original, 1).await, Outcome::Done);
+    let paused = app.jobs.job(&import.id).await.unwrap().unwrap();
+    assert_eq!(paused.status, JobStatus::Started);
+    assert_eq!(paused.resume.as_ref().map(|r| r.invocations), Some(1));
+    // The continuation message is lost.
+    app.queue.ack(&first[0].receipt).await.unwrap();
+    let next = app.queue.receive(1, Duration::from_secs(30)).await.unwrap();
+    app.queue.ack(&next[0].receipt).await.unwrap();
+    assert_eq!(worker::attempt(&app, &original, 2).await, Outcome::Done);
+    let continued = app.jobs.job(&import.id).await.unwrap().unwrap();
+    assert_eq!(continued.resume.as_ref().map(|r| r.invocations), Some(2));
+    assert!(continued.processed > paused.processed);
+    let done = work_until_done(&app, &import.id).await;
+    assert_eq!(done.status, JobStatus::Finished);
+    assert_eq!(done.relation_counts["issues"].stored, ISSUES as u64);
+    assert_eq!(Message::for_job(&done).job_id, import.id);
+}
