@@ -320,3 +320,92 @@ fn relations_export_routes_refuse_bad_requests() {
     );
     assert_eq!(response.status(), 400);
 }
+
+/// The runs whose files are on disk for project `id`.
+fn runs_on_disk(server: &Server, id: u64) -> Vec<String> {
+    let dir = server
+        .data_dir
+        .join(format!("blobs/exports/{id}/relations"));
+    let mut runs: Vec<String> = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    runs.sort();
+    runs
+}
+
+fn export_relations_and_wait(server: &Server, id: u64, query: &str) -> Vec<Value> {
+    schedule(server, id, query);
+    server.wait_relations_export(ROOT_TOKEN, id)
+}
+
+#[test]
+fn a_replaced_relations_export_is_deleted_once_no_url_to_it_can_be_live() {
+    // Download URLs live five minutes: a replaced run stays that long.
+    let server = Server::start();
+    let id = import(&server, synthetic_archive(30), "kept");
+    export_relations_and_wait(&server, id, "?batched=true");
+    let first = runs_on_disk(&server, id);
+    assert_eq!(first.len(), 1);
+    export_relations_and_wait(&server, id, "");
+    let both = runs_on_disk(&server, id);
+    assert_eq!(both.len(), 2, "the first run was replaced moments ago");
+    assert!(both.contains(&first[0]));
+    // A third start: the second run was replaced just now, the first when
+    // the second started, less than a URL's lifetime ago too.
+    export_relations_and_wait(&server, id, "");
+    assert_eq!(runs_on_disk(&server, id).len(), 3);
+
+    // URLs that expire at once: a run that finishes leaves only itself.
+    let server = server.restart(&["--download-ttl", "0"]);
+    let statuses = export_relations_and_wait(&server, id, "?batched=true");
+    assert!(statuses.iter().all(|e| e["status"] == 1), "{statuses:?}");
+    // The run ends (and prunes) just after its last relation reports done.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut last = runs_on_disk(&server, id);
+    while last.len() > 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        last = runs_on_disk(&server, id);
+    }
+    assert_eq!(last.len(), 1, "{last:?}");
+    assert!(!first.contains(&last[0]));
+    let (status, _, file) = server.download_relation(
+        ROOT_TOKEN,
+        id,
+        "relation=issues&batched=true&batch_number=1",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(ndjson(&gunzip(&file)).len(), 30);
+}
+
+#[test]
+fn a_relations_export_with_a_failed_relation_leaves_the_run_before_it() {
+    let temp = tempfile::tempdir().unwrap();
+    let server = Server::start_in(temp.path(), &["--download-ttl", "0"]);
+    let id = import(&server, synthetic_archive(30), "failing");
+    export_relations_and_wait(&server, id, "");
+    let good = runs_on_disk(&server, id);
+    assert_eq!(good.len(), 1);
+    // As in the test above: an overwrite that runs before the export makes
+    // its `issues` fail.
+    let server = server.restart(&["--workers", "0", "--download-ttl", "0"]);
+    let response = server.import(
+        ROOT_TOKEN,
+        synthetic_archive(5),
+        &[("path", "failing"), ("overwrite", "true")],
+    );
+    assert_eq!(response.status(), 201);
+    schedule(&server, id, "");
+    let server = server.restart(&["--workers", "1", "--download-ttl", "0"]);
+    assert_eq!(
+        server.wait_import(ROOT_TOKEN, id)["import_status"],
+        "finished"
+    );
+    let statuses = server.wait_relations_export(ROOT_TOKEN, id);
+    assert!(statuses.iter().any(|e| e["status"] == -1), "{statuses:?}");
+    let after = runs_on_disk(&server, id);
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert!(after.contains(&good[0]));
+}

@@ -42,6 +42,32 @@ pub fn exports_prefix(project_id: u64) -> String {
     format!("exports/{project_id}/")
 }
 
+/// Every relations export run of a project.
+pub fn relation_exports_prefix(project_id: u64) -> String {
+    format!("{}relations/", exports_prefix(project_id))
+}
+
+/// The files of one relations export run.
+pub fn relation_export_run_prefix(project_id: u64, run_id: &str) -> String {
+    format!("{}{run_id}/", relation_exports_prefix(project_id))
+}
+
+/// Where a relations export part's file goes: `file` in the run, or in
+/// the relation's batch `n`.
+pub fn relation_export_part_key(
+    project_id: u64,
+    run_id: &str,
+    relation: &str,
+    batch: Option<u32>,
+    file: &str,
+) -> String {
+    let run = relation_export_run_prefix(project_id, run_id);
+    match batch {
+        Some(n) => format!("{run}{relation}/{n}/{file}"),
+        None => format!("{run}{file}"),
+    }
+}
+
 pub fn export_key(project_id: u64, job_id: &str) -> String {
     format!("{}{job_id}/export.tar.gz", exports_prefix(project_id))
 }

@@ -9,15 +9,12 @@ use crate::domain::{
 };
 use crate::relations::{self, FILE_RELATIONS, SELF_RELATION};
 use crate::service::content_files_prefix;
-use crate::{App, Error, Result};
+use crate::{keys, App, Error, Result};
 
 /// Where a part's file goes.
 pub fn part_key(project_id: u64, run_id: &str, relation: &str, batch: Option<u32>) -> String {
     let file = relations::export_file_name(relation);
-    match batch {
-        Some(n) => format!("exports/{project_id}/relations/{run_id}/{relation}/{n}/{file}"),
-        None => format!("exports/{project_id}/relations/{run_id}/{file}"),
-    }
+    keys::relation_export_part_key(project_id, run_id, relation, batch, &file)
 }
 
 /// Every relation a project's relations export has, with its object count:
@@ -104,6 +101,10 @@ pub async fn start_run(app: &App, project: &Project, batched: bool) -> Result<()
     parts.sort_by(|a, b| {
         (&a.relation, a.batch.unwrap_or(0)).cmp(&(&b.relation, b.batch.unwrap_or(0)))
     });
+    let previous = app
+        .jobs
+        .latest_job(project.id, JobKind::RelationExport)
+        .await?;
     // The run as a job of its own: what the stale-job sweep watches.
     let mut run = Job::new(JobKind::RelationExport, project.id, project.owner_id);
     run.id = run_id.clone();
@@ -115,7 +116,56 @@ pub async fn start_run(app: &App, project: &Project, batched: bool) -> Result<()
         .map(message_for)
         .collect();
     app.jobs.replace_relation_export(project.id, parts).await?;
-    app.queue.send(&messages).await
+    app.queue.send(&messages).await?;
+    if let Some(previous) = previous {
+        // The runs before the previous one were replaced when it started.
+        let kept = [run_id.as_str(), previous.id.as_str()];
+        prune_runs(app, project.id, &kept, previous.created_at).await;
+    }
+    Ok(())
+}
+
+/// Deletes the files of the project's relations export runs but `kept`,
+/// if they were replaced (by a run's start: status and download then reach
+/// only the new run) at `replaced_at`, at least a download URL's lifetime
+/// ago: until then a client may hold a URL to one of their files, or be
+/// reading it. Runs replaced later go at a later prune (the next run's
+/// start or finish), so a project keeps at most two runs' files. A failure
+/// is only logged: the files go at the next prune.
+pub async fn prune_runs(
+    app: &App,
+    project_id: u64,
+    kept: &[&str],
+    replaced_at: chrono::DateTime<chrono::Utc>,
+) {
+    let grace = chrono::Duration::from_std(app.settings.download_ttl).unwrap_or_default();
+    if now() - replaced_at < grace {
+        return;
+    }
+    let pruned = async {
+        let prefix = keys::relation_exports_prefix(project_id);
+        let mut runs = std::collections::BTreeSet::new();
+        for blob in app.blobs.list(&prefix).await? {
+            if let Some((run, _)) = blob.key[prefix.len()..].split_once('/') {
+                if !kept.contains(&run) {
+                    runs.insert(run.to_owned());
+                }
+            }
+        }
+        for run in &runs {
+            let run_files = keys::relation_export_run_prefix(project_id, run);
+            app.blobs.delete_prefix(&run_files).await?;
+        }
+        Ok::<_, Error>(runs.len())
+    }
+    .await;
+    match pruned {
+        Ok(0) => {}
+        Ok(runs) => tracing::info!(project_id, runs, "replaced relations exports deleted"),
+        Err(err) => {
+            tracing::warn!(project_id, error = %err, "cannot delete replaced relations exports")
+        }
+    }
 }
 
 /// The parts that get a message of their own, in the order they are sent:
@@ -179,6 +229,7 @@ pub async fn advance(app: &App, message: &Message) -> Result<()> {
         ahead.extend(more.into_iter().skip(1));
     }
     let successors: Vec<&RelationExportPart> = sent_in_order(&ahead[1..]).collect();
+    let mut all_finished = false;
     let to = match successors.get(window - 1) {
         Some(next) => {
             if next.status == JobStatus::Queued && next.run_id == part.run_id {
@@ -188,7 +239,13 @@ pub async fn advance(app: &App, message: &Message) -> Result<()> {
         }
         None => {
             let parts = app.jobs.relation_export_parts(message.project_id).await?;
-            if sent_in_order(&parts).all(|p| p.status.is_done()) {
+            let sent: Vec<&RelationExportPart> = sent_in_order(&parts).collect();
+            // Rows of this run only: a newer run that replaced it meanwhile
+            // must not have its files taken for older ones.
+            all_finished = sent
+                .iter()
+                .all(|p| p.status == JobStatus::Finished && p.run_id == part.run_id);
+            if sent.iter().all(|p| p.status.is_done()) {
                 JobStatus::Finished
             } else {
                 JobStatus::Started
@@ -196,7 +253,8 @@ pub async fn advance(app: &App, message: &Message) -> Result<()> {
         }
     };
     // Also a sign of life for the sweep while the run goes on.
-    app.jobs
+    let run = app
+        .jobs
         .transition(
             &message.job_id,
             When::status_in(&[JobStatus::Queued, JobStatus::Started]),
@@ -204,6 +262,11 @@ pub async fn advance(app: &App, message: &Message) -> Result<()> {
             JobUpdate::default(),
         )
         .await?;
+    if let Some(run) = run.filter(|_| to == JobStatus::Finished && all_finished) {
+        // Every relation of the new run can be downloaded: the older runs
+        // can go. A run with a failed relation leaves them.
+        prune_runs(app, message.project_id, &[&run.id], run.created_at).await;
+    }
     Ok(())
 }
 
