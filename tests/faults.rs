@@ -455,3 +455,50 @@ async fn a_lost_relation_export_part_is_found_by_the_sweep() {
     let run = app.jobs.job(&parts[0].run_id).await.unwrap().unwrap();
     assert_eq!(run.status, JobStatus::Finished);
 }
+
+/// A late delivery for a replaced relations export (its run ends and
+/// prunes) never deletes the files of the run that replaced it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_prune_for_an_old_relations_export_leaves_the_newer_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = shared::embedded::EmbeddedBackend::open(dir.path(), "http://127.0.0.1:9")
+        .expect("embedded backend");
+    let settings = shared::Settings {
+        download_ttl: std::time::Duration::ZERO,
+        ..shared::Settings::default()
+    };
+    let app = shared::App::embedded(&backend, settings);
+    let (_, project) = project_with_relations(&app, "gail", 3).await;
+    let runs_with_files = || async {
+        let prefix = shared::keys::relation_exports_prefix(project.id);
+        let mut runs: Vec<String> = app
+            .blobs
+            .list(&prefix)
+            .await
+            .unwrap()
+            .iter()
+            .filter_map(|b| Some(b.key[prefix.len()..].split_once('/')?.0.to_owned()))
+            .collect();
+        runs.dedup();
+        runs
+    };
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        service::relation_export::start_run(&app, &project, false)
+            .await
+            .unwrap();
+        drain(&app).await;
+        let run = app
+            .jobs
+            .latest_job(project.id, JobKind::RelationExport)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(run.status, JobStatus::Finished);
+        runs.push(run);
+    }
+    let (first, second) = (&runs[0], &runs[1]);
+    assert_eq!(runs_with_files().await, vec![second.id.clone()]);
+    service::relation_export::prune_runs(&app, project.id, &[&first.id], first.created_at).await;
+    assert_eq!(runs_with_files().await, vec![second.id.clone()]);
+}

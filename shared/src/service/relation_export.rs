@@ -125,13 +125,15 @@ pub async fn start_run(app: &App, project: &Project, batched: bool) -> Result<()
     Ok(())
 }
 
-/// Deletes the files of the project's relations export runs but `kept`,
-/// if they were replaced (by a run's start: status and download then reach
-/// only the new run) at `replaced_at`, at least a download URL's lifetime
-/// ago: until then a client may hold a URL to one of their files, or be
-/// reading it. Runs replaced later go at a later prune (the next run's
-/// start or finish), so a project keeps at most two runs' files. A failure
-/// is only logged: the files go at the next prune.
+/// Deletes the files of the project's relations export runs that started
+/// before `replaced_at` (when a run replaced them: status and download then
+/// reach only the new run), but not `kept`, once that was at least a
+/// download URL's lifetime ago: until then a client may hold a URL to one
+/// of their files, or be reading it. A run that started later is newer and
+/// never touched, whoever prunes (a late delivery for an old run). Runs
+/// replaced later go at a later prune (the next run's start or finish), so
+/// a project keeps at most two runs' files. A failure is only logged: the
+/// files go at the next prune.
 pub async fn prune_runs(
     app: &App,
     project_id: u64,
@@ -152,11 +154,19 @@ pub async fn prune_runs(
                 }
             }
         }
+        let mut pruned = 0;
         for run in &runs {
+            // A run whose job is gone (expired) is older than any kept one.
+            if let Some(job) = app.jobs.job(run).await? {
+                if job.created_at >= replaced_at {
+                    continue;
+                }
+            }
             let run_files = keys::relation_export_run_prefix(project_id, run);
             app.blobs.delete_prefix(&run_files).await?;
+            pruned += 1;
         }
-        Ok::<_, Error>(runs.len())
+        Ok::<_, Error>(pruned)
     }
     .await;
     match pruned {
