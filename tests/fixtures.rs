@@ -50,7 +50,7 @@ fn complex_ndjson_fixture_survives_export_and_reimport() {
     // Records are kept byte for byte, not only in meaning.
     let fixture_issues =
         std::fs::read(fixtures_dir().join("complex/tree/project/issues.ndjson")).unwrap();
-    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(archive.as_slice()));
+    let mut tar = tar::Archive::new(flate2::read::MultiGzDecoder::new(archive.as_slice()));
     let issues = tar
         .entries()
         .unwrap()

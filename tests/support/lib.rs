@@ -485,7 +485,7 @@ pub struct ArchiveContent {
 
 pub fn read_archive(bytes: &[u8]) -> ArchiveContent {
     let mut content = ArchiveContent::default();
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
+    let mut archive = tar::Archive::new(flate2::read::MultiGzDecoder::new(bytes));
     for entry in archive.entries().expect("tar") {
         let mut entry = entry.expect("entry");
         let path = entry.path().expect("path").to_string_lossy().into_owned();
@@ -586,7 +586,7 @@ pub fn error_text(body: &Value) -> &str {
 
 pub fn gunzip(bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    flate2::read::GzDecoder::new(bytes)
+    flate2::read::MultiGzDecoder::new(bytes)
         .read_to_end(&mut out)
         .expect("gzip");
     out

@@ -5,10 +5,12 @@
 
 mod json;
 mod legacy;
+mod members;
 mod reader;
 mod writer;
 
 pub use json::check_record;
+pub use members::MemberWriter;
 pub use reader::{read_archive, read_relation, ImportEvent, SinkClosed};
 pub use writer::{write_archive, ExportItem};
 

@@ -6,8 +6,8 @@
 use std::io::{self, Read, Write};
 
 use bytes::Bytes;
-use flate2::write::GzEncoder;
-use flate2::Compression;
+
+use super::MemberWriter;
 use tokio::sync::mpsc;
 
 #[derive(Debug)]
@@ -31,7 +31,7 @@ pub fn write_archive<W: Write>(
     level: u32,
     mtime: u64,
 ) -> io::Result<(W, u64)> {
-    let mut builder = tar::Builder::new(GzEncoder::new(out, Compression::new(level)));
+    let mut builder = tar::Builder::new(MemberWriter::new(out, level));
     builder.mode(tar::HeaderMode::Deterministic);
     let mut total = 0u64;
     loop {

@@ -7,8 +7,6 @@ use std::future::Future;
 use std::io::Write;
 
 use bytes::Bytes;
-use flate2::write::GzEncoder;
-use flate2::Compression;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
@@ -138,7 +136,7 @@ where
     let (writer, compressed) = stream::blocking_writer();
     let level = app.settings.compression_level;
     let compress = runtime::spawn_thread("compressor", move || -> std::io::Result<()> {
-        let mut gzip = GzEncoder::new(writer, Compression::new(level));
+        let mut gzip = archive::MemberWriter::new(writer, level);
         loop {
             match chunks_rx.blocking_recv() {
                 Some(Some(chunk)) => gzip.write_all(&chunk)?,
