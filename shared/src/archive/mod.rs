@@ -5,12 +5,12 @@
 
 mod json;
 mod legacy;
-mod members;
+mod parallel_gzip;
 mod reader;
 mod writer;
 
 pub use json::check_record;
-pub use members::MemberWriter;
+pub use parallel_gzip::ParallelGzEncoder;
 pub use reader::{read_archive, read_relation, ImportEvent, SinkClosed};
 pub use writer::{write_archive, ExportItem};
 

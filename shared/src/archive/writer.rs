@@ -7,7 +7,7 @@ use std::io::{self, Read, Write};
 
 use bytes::Bytes;
 
-use super::MemberWriter;
+use super::ParallelGzEncoder;
 use tokio::sync::mpsc;
 
 #[derive(Debug)]
@@ -31,7 +31,7 @@ pub fn write_archive<W: Write>(
     level: u32,
     mtime: u64,
 ) -> io::Result<(W, u64)> {
-    let mut builder = tar::Builder::new(MemberWriter::new(out, level));
+    let mut builder = tar::Builder::new(ParallelGzEncoder::new(out, level));
     builder.mode(tar::HeaderMode::Deterministic);
     let mut total = 0u64;
     loop {

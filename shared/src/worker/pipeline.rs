@@ -136,7 +136,7 @@ where
     let (writer, compressed) = stream::blocking_writer();
     let level = app.settings.compression_level;
     let compress = runtime::spawn_thread("compressor", move || -> std::io::Result<()> {
-        let mut gzip = archive::MemberWriter::new(writer, level);
+        let mut gzip = archive::ParallelGzEncoder::new(writer, level);
         loop {
             match chunks_rx.blocking_recv() {
                 Some(Some(chunk)) => gzip.write_all(&chunk)?,
