@@ -167,3 +167,28 @@ async fn a_continuation_whose_message_was_lost_goes_on_from_the_redelivered_one(
     assert_eq!(done.relation_counts["issues"].stored, ISSUES as u64);
     assert_eq!(Message::for_job(&done).job_id, import.id);
 }
+
+/// The local server's `--invocation-budget`: an import continued over many
+/// invocations of its workers imports every record.
+#[test]
+fn the_local_servers_invocation_budget_continues_imports() {
+    let server = e2e::Server::start_with(&["--invocation-budget", "0"]);
+    let status = server.import_and_wait(
+        e2e::ROOT_TOKEN,
+        synthetic_archive(ISSUES),
+        &[("path", "budget")],
+    );
+    assert_eq!(status["import_status"], "finished", "{status}");
+    let id = status["id"].as_u64().unwrap();
+    let import = server
+        .get(Some(e2e::ROOT_TOKEN), &format!("/projects/{id}/import"))
+        .json::<serde_json::Value>()
+        .unwrap();
+    assert_eq!(import["import_status"], "finished");
+    let response = server.post(Some(e2e::ROOT_TOKEN), &format!("/projects/{id}/export"));
+    assert_eq!(response.status(), 202);
+    server.wait_export(e2e::ROOT_TOKEN, id);
+    let (_, _, archive) =
+        server.fetch_file(e2e::ROOT_TOKEN, &format!("/projects/{id}/export/download"));
+    assert_eq!(read_archive(&archive).relations["issues"].len(), ISSUES);
+}

@@ -109,6 +109,11 @@ struct ServeArgs {
     /// sets them (otherwise any client could choose the links others see).
     #[arg(long, env = "TRUST_FORWARDED_HEADERS")]
     trust_forwarded_headers: bool,
+    /// Seconds a worker works on an import before it stops at a safe point
+    /// and continues in a fresh message, as the Lambda worker does before
+    /// its deadline (unset: until the import is done).
+    #[arg(long, env = "INVOCATION_BUDGET_SECONDS")]
+    invocation_budget: Option<u64>,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "LOG_JSON")]
     log_json: bool,
@@ -297,6 +302,7 @@ async fn serve(args: ServeArgs) -> Result<(), shared::Error> {
         s3_endpoint: Settings::s3_endpoint_from_env(),
         allow_local_requests: args.allow_local_requests,
         trust_forwarded_headers: args.trust_forwarded_headers,
+        invocation_budget: args.invocation_budget.map(Duration::from_secs),
         ..Settings::default()
     };
     let app = match args.backend {
