@@ -145,8 +145,12 @@ impl Lease {
     /// longer owned it. The caller sends the message for that later run.
     pub async fn pause(&self, update: JobUpdate) -> Result<bool> {
         self.heartbeat.abort();
-        let paused = self
-            .app
+        Ok(self.release(update).await?.is_some())
+    }
+
+    /// Lets go of the owned job, still `started`, writing `update`.
+    async fn release(&self, update: JobUpdate) -> Result<Option<Job>> {
+        self.app
             .jobs
             .transition(
                 &self.job_id,
@@ -157,8 +161,7 @@ impl Lease {
                     ..update
                 },
             )
-            .await?;
-        Ok(paused.is_some())
+            .await
     }
 
     /// Ends the owned job `finished`; `None` if this run no longer owned it.
@@ -205,19 +208,7 @@ impl Lease {
     pub async fn end(self, outcome: Result<()>) -> Result<()> {
         self.heartbeat.abort();
         if outcome.is_err() {
-            let released = self
-                .app
-                .jobs
-                .transition(
-                    &self.job_id,
-                    When::OwnedBy(self.attempt),
-                    JobStatus::Started,
-                    JobUpdate {
-                        lease: Some(LeaseChange::Release),
-                        ..JobUpdate::default()
-                    },
-                )
-                .await;
+            let released = self.release(JobUpdate::default()).await;
             if let Err(err) = released {
                 // The lease runs out by itself.
                 tracing::warn!(job_id = self.job_id, error = %err, "cannot release the job");
