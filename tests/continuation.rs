@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use e2e::moto;
 use e2e::{read_archive, synthetic_archive, ArchiveContent};
-use shared::domain::{Job, JobStatus, Message, User};
+use shared::domain::{Job, JobStatus, Message, Project, User};
 use shared::service::{self, ImportRequest};
 use shared::worker::{self, Outcome};
 use shared::{aws, stream, App, Settings};
@@ -39,22 +39,7 @@ async fn on_moto(settings: impl Fn(&Settings) -> Settings) -> App {
 /// once) until the job is done; returns the job and what an export of the
 /// project holds.
 async fn import_and_export(app: &App) -> (Job, ArchiveContent) {
-    let user: User = app.users.create_user("root", "Root", true).await.unwrap();
-    let key = service::upload_key(&shared::domain::new_id());
-    let archive = synthetic_archive(ISSUES);
-    app.blobs
-        .put(&key, stream::from_bytes(archive))
-        .await
-        .unwrap();
-    let request = ImportRequest {
-        path: "long".into(),
-        namespace: None,
-        name: None,
-        overwrite: false,
-    };
-    let (project, import) = service::start_import(app, &user, &request, &key)
-        .await
-        .unwrap();
+    let (user, project, import) = start_synthetic_import(app, "long").await;
     let job = work_until_done(app, &import.id).await;
     assert_eq!(job.status, JobStatus::Finished, "{job:?}");
 
@@ -71,6 +56,26 @@ async fn import_and_export(app: &App) -> (Job, ArchiveContent) {
         .await
         .unwrap();
     (job, read_archive(&bytes))
+}
+
+/// A new administrator's import of the synthetic project at `path`, queued.
+async fn start_synthetic_import(app: &App, path: &str) -> (User, Project, Job) {
+    let user: User = app.users.create_user("root", "Root", true).await.unwrap();
+    let key = service::upload_key(&shared::domain::new_id());
+    app.blobs
+        .put(&key, stream::from_bytes(synthetic_archive(ISSUES)))
+        .await
+        .unwrap();
+    let request = ImportRequest {
+        path: path.into(),
+        namespace: None,
+        name: None,
+        overwrite: false,
+    };
+    let (project, import) = service::start_import(app, &user, &request, &key)
+        .await
+        .unwrap();
+    (user, project, import)
 }
 
 async fn work_until_done(app: &App, job_id: &str) -> Job {
@@ -133,21 +138,7 @@ async fn an_import_cut_short_continues_and_ends_equal_on_aws() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_continuation_whose_message_was_lost_goes_on_from_the_redelivered_one() {
     let (app, _dir) = embedded(cut_short);
-    let user: User = app.users.create_user("root", "Root", true).await.unwrap();
-    let key = service::upload_key(&shared::domain::new_id());
-    app.blobs
-        .put(&key, stream::from_bytes(synthetic_archive(ISSUES)))
-        .await
-        .unwrap();
-    let request = ImportRequest {
-        path: "lost".into(),
-        namespace: None,
-        name: None,
-        overwrite: false,
-    };
-    let (_, import) = service::start_import(&app, &user, &request, &key)
-        .await
-        .unwrap();
+    let (_, _, import) = start_synthetic_import(&app, "lost").await;
     let first = app.queue.receive(1, Duration::from_secs(30)).await.unwrap();
     let original = first[0].message.clone();
     assert_eq!(worker::attempt(&app, &original, 1).await, Outcome::Done);

@@ -128,16 +128,17 @@ impl Lease {
 
     /// Progress of the owned job.
     pub async fn progress(&self, update: JobUpdate) -> Result<()> {
+        self.transition(JobStatus::Started, update).await?;
+        Ok(())
+    }
+
+    /// Moves the job to `to` with `update` while this run owns it; `None`
+    /// if it no longer does.
+    async fn transition(&self, to: JobStatus, update: JobUpdate) -> Result<Option<Job>> {
         self.app
             .jobs
-            .transition(
-                &self.job_id,
-                When::OwnedBy(self.attempt),
-                JobStatus::Started,
-                update,
-            )
-            .await?;
-        Ok(())
+            .transition(&self.job_id, When::OwnedBy(self.attempt), to, update)
+            .await
     }
 
     /// Stops the run before its job is done and lets go of the job, with
@@ -150,31 +151,16 @@ impl Lease {
 
     /// Lets go of the owned job, still `started`, writing `update`.
     async fn release(&self, update: JobUpdate) -> Result<Option<Job>> {
-        self.app
-            .jobs
-            .transition(
-                &self.job_id,
-                When::OwnedBy(self.attempt),
-                JobStatus::Started,
-                JobUpdate {
-                    lease: Some(LeaseChange::Release),
-                    ..update
-                },
-            )
-            .await
+        let update = JobUpdate {
+            lease: Some(LeaseChange::Release),
+            ..update
+        };
+        self.transition(JobStatus::Started, update).await
     }
 
     /// Ends the owned job `finished`; `None` if this run no longer owned it.
     pub async fn finish(&self, update: JobUpdate) -> Result<Option<Job>> {
-        self.app
-            .jobs
-            .transition(
-                &self.job_id,
-                When::OwnedBy(self.attempt),
-                JobStatus::Finished,
-                update,
-            )
-            .await
+        self.transition(JobStatus::Finished, update).await
     }
 
     /// Ends the owned job `failed` for a reason retrying cannot fix.
@@ -186,20 +172,13 @@ impl Lease {
     /// (`failed_relations`).
     pub async fn fail_with(&self, reason: String, failures: Vec<ImportFailure>) -> Result<()> {
         tracing::warn!(job_id = self.job_id, reason = %crate::redact::text(&reason), "job failed");
-        self.app
-            .jobs
-            .transition(
-                &self.job_id,
-                When::OwnedBy(self.attempt),
-                JobStatus::Failed,
-                JobUpdate {
-                    // Shown as `import_error`: no user URL's secrets in it.
-                    error: Some(crate::redact::text(&reason).into_owned()),
-                    failures: Some(failures),
-                    ..JobUpdate::default()
-                },
-            )
-            .await?;
+        let update = JobUpdate {
+            // Shown as `import_error`: no user URL's secrets in it.
+            error: Some(crate::redact::text(&reason).into_owned()),
+            failures: Some(failures),
+            ..JobUpdate::default()
+        };
+        self.transition(JobStatus::Failed, update).await?;
         Ok(())
     }
 
