@@ -37,6 +37,7 @@ fn project_routes(id: &str) -> Vec<(&'static str, String)> {
             "GET",
             format!("/projects/{id}/export_schedule/archives/x/download"),
         ),
+        ("DELETE", format!("/projects/{id}")),
     ]
 }
 
@@ -742,4 +743,56 @@ fn a_parallel_compressed_export_reads_with_the_standard_tools() {
         \x20           print(sum(1 for _ in tar.extractfile(member)))\n";
     let counted = run("python3", &["-c", script, file]);
     assert_eq!(counted.trim(), issues.to_string());
+}
+
+/// `DELETE /projects/:id` (GitLab's `lib/api/projects.rb`: `202 Accepted`):
+/// the project answers `404` at once and its path takes a new import; what
+/// it held is deleted behind; the administrator may delete anyone's.
+#[test]
+fn a_project_is_deleted_like_gitlab() {
+    let server = Server::start();
+    let (_, alice) = server.create_user("alice");
+    let status = server.import_and_wait(&alice, small_archive(&[ISSUE_1]), &[("path", "gone")]);
+    let id = status["id"].as_u64().unwrap();
+    server.export_and_download(&alice, id);
+    let response = server.post(Some(&alice), &format!("/projects/{id}/export_relations"));
+    assert_eq!(response.status(), 202);
+    server.wait_relations_export(&alice, id);
+    let held = |what: &str| server.data_dir.join(format!("blobs/{what}/{id}")).exists();
+    assert!(held("exports"));
+
+    let (status, body) = call(&server, Some(&alice), "DELETE", &format!("/projects/{id}"));
+    assert_eq!((status, body), (202, json!({"message": "202 Accepted"})));
+    for path in [format!("/projects/{id}"), "/projects/alice%2Fgone".into()] {
+        let (status, body) = call(&server, Some(&alice), "GET", &path);
+        assert_eq!(
+            (status, body),
+            (404, json!({"message": "404 Project Not Found"}))
+        );
+    }
+    let (status, _) = call(&server, Some(&alice), "DELETE", &format!("/projects/{id}"));
+    assert_eq!(status, 404, "a second deletion");
+    let (_, listed) = call(&server, Some(&alice), "GET", "/projects");
+    assert_eq!(listed, json!([]));
+    // The path is free at once.
+    let again = server.import_and_wait(&alice, small_archive(&[ISSUE_2]), &[("path", "gone")]);
+    assert_eq!(again["import_status"], "finished");
+    assert_ne!(again["id"].as_u64(), Some(id));
+    // Its content goes behind the answer.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while held("exports") || held("projects") {
+        assert!(std::time::Instant::now() < deadline, "content still there");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // The administrator deletes someone else's project.
+    let other = again["id"].as_u64().unwrap();
+    let (status, _) = call(
+        &server,
+        Some(ROOT_TOKEN),
+        "DELETE",
+        &format!("/projects/{other}"),
+    );
+    assert_eq!(status, 202);
+    let (status, _) = call(&server, Some(&alice), "GET", &format!("/projects/{other}"));
+    assert_eq!(status, 404);
 }

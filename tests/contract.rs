@@ -26,6 +26,7 @@ macro_rules! both_backends {
 
 both_backends!(user_store);
 both_backends!(project_store);
+both_backends!(project_deletion);
 both_backends!(content_store);
 both_backends!(content_writers);
 both_backends!(job_store);

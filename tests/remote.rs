@@ -139,8 +139,15 @@ fn authorized_uploads_start_the_import_when_they_land() {
 
     // A tampered or download-only signature cannot upload.
     let tampered = url.replace("signature=", "signature=00");
+    // Refused uploads are answered before their body is read, and the
+    // server then closes the connection: each upload gets its own, so the
+    // next request never lands on one being closed.
+    let unpooled = reqwest::blocking::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     let put = |url: &str| {
-        client()
+        unpooled
             .put(url)
             .body(fixture_archive("complex"))
             .send()

@@ -105,6 +105,13 @@ impl Project {
     }
 }
 
+/// A project deleted through the API whose content is still being deleted.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeletedProject {
+    pub project: Project,
+    pub deleted_at: DateTime<Utc>,
+}
+
 /// What a new project needs before the store gives it an id.
 #[derive(Debug, Clone)]
 pub struct NewProject {
@@ -122,6 +129,8 @@ pub enum JobKind {
     RelationExport,
     Import,
     RelationImport,
+    /// Deleting a deleted project's content: a message, never a stored job.
+    ProjectDeletion,
 }
 
 impl JobKind {
@@ -131,6 +140,7 @@ impl JobKind {
             JobKind::RelationExport => "relation_export",
             JobKind::Import => "import",
             JobKind::RelationImport => "relation_import",
+            JobKind::ProjectDeletion => "project_deletion",
         }
     }
 }
@@ -518,6 +528,17 @@ pub struct Message {
 }
 
 impl Message {
+    /// Deletes what a deleted project left.
+    pub fn project_deletion(project_id: ProjectId) -> Self {
+        Message {
+            kind: JobKind::ProjectDeletion,
+            job_id: String::new(),
+            project_id,
+            relation: None,
+            batch: None,
+        }
+    }
+
     pub fn for_job(job: &Job) -> Self {
         Message {
             kind: job.kind,

@@ -2,10 +2,15 @@
 //! and `template.yaml`'s lifecycle rules are written against these prefixes
 //! (`exports/`, `imports/`; `projects/` is never expired by age).
 
+/// Everything a project's content generations store in the blob store.
+pub fn project_prefix(project_id: u64) -> String {
+    format!("projects/{project_id}/")
+}
+
 /// Everything a content generation stores in the blob store (S3 holds its
 /// records there too; the embedded store only its files).
 pub fn content_prefix(project_id: u64, generation: &str) -> String {
-    format!("projects/{project_id}/content/{generation}/")
+    format!("{}content/{generation}/", project_prefix(project_id))
 }
 
 /// The archive's opaque files (bundles, uploads) of a generation.
@@ -72,10 +77,26 @@ pub fn export_key(project_id: u64, job_id: &str) -> String {
     format!("{}{job_id}/export.tar.gz", exports_prefix(project_id))
 }
 
+/// Every upload's prefix.
+const UPLOADS: &str = "imports/";
+
 pub fn upload_prefix(upload_id: &str) -> String {
-    format!("imports/{upload_id}/")
+    format!("{UPLOADS}{upload_id}/")
+}
+
+/// Whether `key` is an uploaded archive's (not, say, a remote URL's).
+pub fn is_upload_key(key: &str) -> bool {
+    key.starts_with(UPLOADS)
 }
 
 pub fn upload_key(upload_id: &str) -> String {
     format!("{}archive.tar.gz", upload_prefix(upload_id))
+}
+
+/// Everything of the upload whose archive is at `upload_key`.
+pub fn upload_folder(upload_key: &str) -> String {
+    match upload_key.rsplit_once('/') {
+        Some((dir, _)) => format!("{dir}/"),
+        None => upload_key.to_owned(),
+    }
 }

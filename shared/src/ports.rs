@@ -10,8 +10,8 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 
 use crate::domain::{
-    ExportSchedule, Job, JobKind, JobStatus, JobUpdate, Message, Namespace, NamespaceId,
-    NewProject, Project, ProjectId, RelationExportPart, Token, User, UserId, When,
+    DeletedProject, ExportSchedule, Job, JobKind, JobStatus, JobUpdate, Message, Namespace,
+    NamespaceId, NewProject, Project, ProjectId, RelationExportPart, Token, User, UserId, When,
 };
 use crate::stream::{BorrowedStream, ByteStream};
 use crate::Result;
@@ -217,6 +217,20 @@ pub trait ProjectStore: Send + Sync {
     async fn delete_export_schedule(&self, project_id: ProjectId) -> Result<bool>;
     /// Every opt-in, in project order.
     async fn export_schedules(&self) -> Result<Vec<ExportSchedule>>;
+
+    /// Deletes the project at once (its id, path and listings answer
+    /// nothing from now on; its path is free; its export schedule goes) and
+    /// keeps it as deleted until `forget_deleted_project`: the list of what
+    /// its content is for the deletion that follows. Returns it, or `None`
+    /// if there was no such project.
+    async fn delete_project(&self, id: ProjectId) -> Result<Option<Project>>;
+    /// A deleted project whose content is not yet all gone.
+    async fn deleted_project(&self, id: ProjectId) -> Result<Option<DeletedProject>>;
+    /// Deleted projects whose content is not yet all gone, oldest first, at
+    /// most `limit`.
+    async fn deleted_projects(&self, limit: usize) -> Result<Vec<DeletedProject>>;
+    /// The deletion is complete.
+    async fn forget_deleted_project(&self, id: ProjectId) -> Result<()>;
 }
 
 /// Export and import jobs. Status changes are conditional so that two workers
@@ -255,6 +269,10 @@ pub trait JobStore: Send + Sync {
         updated_before: chrono::DateTime<chrono::Utc>,
         limit: usize,
     ) -> Result<Vec<Job>>;
+    /// Every job of the project, of every kind.
+    async fn all_project_jobs(&self, project_id: ProjectId) -> Result<Vec<Job>>;
+    /// Deletes every job of the project and its relations export parts.
+    async fn delete_project_jobs(&self, project_id: ProjectId) -> Result<()>;
     /// The next number of a sequence (1, 2, ...): ids GitLab shows as integers.
     async fn next_number(&self, sequence: &str) -> Result<u64>;
     /// The newest job of a kind for a project.

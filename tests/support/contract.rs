@@ -196,6 +196,128 @@ pub async fn project_store(app: &App, _backend: Backend) {
     assert_eq!(stored.content_rev, 2);
 }
 
+/// Deleting a project: gone at once from every lookup and list, its path
+/// free, kept as deleted (with the generations it showed) until forgotten;
+/// its jobs and relations export parts go with `delete_project_jobs`.
+pub async fn project_deletion(app: &App, _backend: Backend) {
+    let (users, projects, jobs) = (&app.users, &app.projects, &app.jobs);
+    let owner = users.create_user("owner", "Owner", false).await.unwrap();
+    let namespace = users.namespace(owner.id).await.unwrap().unwrap();
+    let new = |path: &str| NewProject {
+        namespace: namespace.clone(),
+        path: path.into(),
+        name: path.into(),
+        description: None,
+        owner_id: owner.id,
+    };
+    let doomed = projects.create_project(new("doomed")).await.unwrap();
+    let kept = projects.create_project(new("kept")).await.unwrap();
+    let mut shown = doomed.clone();
+    shown.content = Some("g1".into());
+    assert!(projects.switch_content(&shown).await.unwrap());
+    let schedule = shared::domain::ExportSchedule {
+        project_id: doomed.id,
+        relations: false,
+        batched: false,
+        keep: 1,
+        created_at: now(),
+        updated_at: now(),
+        last_scheduled_at: None,
+    };
+    projects.put_export_schedule(&schedule).await.unwrap();
+    let mut own_jobs = Vec::new();
+    for kind in [JobKind::Export, JobKind::Import, JobKind::RelationImport] {
+        let job = Job::new(kind, doomed.id, owner.id);
+        jobs.create_job(&job).await.unwrap();
+        own_jobs.push(job.id);
+    }
+    let finished = jobs
+        .transition(
+            &own_jobs[0],
+            When::status_in(&[JobStatus::Queued]),
+            JobStatus::Finished,
+            JobUpdate::default(),
+        )
+        .await
+        .unwrap();
+    assert!(finished.is_some());
+    let theirs = Job::new(JobKind::Export, kept.id, owner.id);
+    jobs.create_job(&theirs).await.unwrap();
+    jobs.replace_relation_export(doomed.id, vec![part(doomed.id, "issues", None, "r1")])
+        .await
+        .unwrap();
+    jobs.replace_relation_export(kept.id, vec![part(kept.id, "issues", None, "r2")])
+        .await
+        .unwrap();
+    let mut listed: Vec<String> = jobs
+        .all_project_jobs(doomed.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    listed.sort();
+    own_jobs.sort();
+    assert_eq!(listed, own_jobs);
+
+    let removed = projects.delete_project(doomed.id).await.unwrap().unwrap();
+    assert_eq!(removed.content.as_deref(), Some("g1"), "as last switched");
+    assert_eq!(projects.project(doomed.id).await.unwrap(), None);
+    assert_eq!(
+        projects.project_by_full_path("owner/doomed").await.unwrap(),
+        None
+    );
+    let (page, total) = projects.list_projects(Some(owner.id), 0, 10).await.unwrap();
+    assert_eq!((page.len(), total), (1, 1));
+    assert_eq!(projects.list_projects(None, 0, 10).await.unwrap().1, 1);
+    assert_eq!(projects.export_schedule(doomed.id).await.unwrap(), None);
+    assert_eq!(projects.delete_project(doomed.id).await.unwrap(), None);
+    let deleted = projects.deleted_project(doomed.id).await.unwrap().unwrap();
+    assert_eq!(deleted.project, removed);
+    assert_eq!(projects.deleted_projects(10).await.unwrap(), vec![deleted]);
+    // An import finishing after the deletion does not bring it back.
+    assert!(!projects.switch_content(&removed).await.unwrap_or(false));
+    assert_eq!(projects.project(doomed.id).await.unwrap(), None);
+    // The path is free at once, for a project with a new id.
+    let again = projects.create_project(new("doomed")).await.unwrap();
+    assert_ne!(again.id, doomed.id);
+
+    jobs.delete_project_jobs(doomed.id).await.unwrap();
+    assert!(jobs.all_project_jobs(doomed.id).await.unwrap().is_empty());
+    for id in &own_jobs {
+        assert_eq!(jobs.job(id).await.unwrap(), None);
+    }
+    for kind in [JobKind::Export, JobKind::Import] {
+        assert_eq!(jobs.latest_job(doomed.id, kind).await.unwrap(), None);
+        assert_eq!(
+            jobs.latest_finished_job(doomed.id, kind).await.unwrap(),
+            None
+        );
+    }
+    assert!(jobs
+        .relation_export_parts(doomed.id)
+        .await
+        .unwrap()
+        .is_empty());
+    let stale = jobs
+        .stale_jobs(now() + chrono::Duration::hours(1), 100)
+        .await;
+    assert_eq!(
+        stale.unwrap().into_iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![theirs.id.clone()],
+        "no deleted job is left active"
+    );
+    // Another project's jobs and parts are untouched.
+    assert!(jobs.job(&theirs.id).await.unwrap().is_some());
+    assert_eq!(jobs.relation_export_parts(kept.id).await.unwrap().len(), 1);
+    jobs.delete_project_jobs(doomed.id).await.unwrap();
+
+    projects.forget_deleted_project(doomed.id).await.unwrap();
+    assert_eq!(projects.deleted_project(doomed.id).await.unwrap(), None);
+    assert!(projects.deleted_projects(10).await.unwrap().is_empty());
+    projects.forget_deleted_project(doomed.id).await.unwrap();
+}
+
 async fn read_all(
     content: &dyn ContentStore,
     at: GenerationRef<'_>,

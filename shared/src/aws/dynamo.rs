@@ -10,6 +10,7 @@
 //! | project / by path    | `PROJECT#<id>` / `PATH#<p>` | `PROJECT`        |
 //! | project lists        | `PROJECTS` / `OWNER#<user>` | `PROJECT#<id, 20 digits>` |
 //! | export schedules     | `SCHEDULES`                 | `PROJECT#<id, 20 digits>` |
+//! | deleted projects     | `DELETED`                   | `PROJECT#<id, 20 digits>` |
 //! | latest job pointers  | `PROJECT#<id>`              | `LATEST#<kind>`, `FINISHED#<kind>` |
 //! | project's jobs       | `PROJECT#<id>`              | `JOBS#<kind>#<created µs>#<job>` |
 //! | job                  | `JOB#<id>`                  | `JOB`            |
@@ -25,8 +26,8 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, DeleteRequest, KeySchemaElement, KeyType,
-    Put, PutRequest, ReturnValue, ScalarAttributeType, TransactWriteItem, WriteRequest,
+    AttributeDefinition, AttributeValue, BillingMode, Delete, DeleteRequest, KeySchemaElement,
+    KeyType, Put, PutRequest, ReturnValue, ScalarAttributeType, TransactWriteItem, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
@@ -34,8 +35,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::domain::{
-    now, ExportSchedule, Job, JobKind, JobStatus, JobUpdate, Namespace, NamespaceId, NewProject,
-    Project, ProjectId, RelationExportPart, Token, User, UserId, When,
+    now, DeletedProject, ExportSchedule, Job, JobKind, JobStatus, JobUpdate, Namespace,
+    NamespaceId, NewProject, Project, ProjectId, RelationExportPart, Token, User, UserId, When,
 };
 use crate::ports::{JobStore, ProjectStore, UserStore};
 use crate::{Error, Result};
@@ -607,8 +608,11 @@ impl ProjectStore for DynamoStore {
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item));
+        // The project must still be there: a deleted project is never
+        // written back by an import that finishes after its deletion.
         request = if expected_rev == 0 {
-            request.condition_expression("attribute_not_exists(content_rev)")
+            request
+                .condition_expression("attribute_exists(pk) AND attribute_not_exists(content_rev)")
         } else {
             request
                 .condition_expression("content_rev = :expected")
@@ -651,6 +655,99 @@ impl ProjectStore for DynamoStore {
             .iter()
             .map(data_of)
             .collect()
+    }
+
+    async fn delete_project(&self, id: ProjectId) -> Result<Option<Project>> {
+        let pk = format!("PROJECT#{id}");
+        loop {
+            let Some(item) = self.get_item(&pk, "PROJECT").await? else {
+                return Ok(None);
+            };
+            let project: Project = data_of(&item)?;
+            let as_read = item.get("data").cloned().unwrap_or_else(|| s(""));
+            let listed = format!("PROJECT#{id:020}");
+            let deleted = DeletedProject {
+                project: project.clone(),
+                deleted_at: now(),
+            };
+            let mut writes = vec![TransactWriteItem::builder()
+                .delete(
+                    Delete::builder()
+                        .table_name(&self.table)
+                        .set_key(Some(key(&pk, "PROJECT")))
+                        // Not switched meanwhile: the deleted copy names
+                        // every generation the content is in.
+                        .condition_expression("#data = :as_read")
+                        .expression_attribute_names("#data", "data")
+                        .expression_attribute_values(":as_read", as_read)
+                        .build()
+                        .map_err(Error::internal)?,
+                )
+                .build()];
+            for (pk, sk) in [
+                (
+                    format!("PATH#{}", project.full_path()),
+                    "PROJECT".to_owned(),
+                ),
+                ("PROJECTS".to_owned(), listed.clone()),
+                (format!("OWNER#{}", project.owner_id), listed.clone()),
+                ("SCHEDULES".to_owned(), schedule_sk(id)),
+            ] {
+                let delete = Delete::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(key(pk, sk)))
+                    .build()
+                    .map_err(Error::internal)?;
+                writes.push(TransactWriteItem::builder().delete(delete).build());
+            }
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(with_data(key("DELETED", listed), &deleted)?))
+                .build()
+                .map_err(Error::internal)?;
+            writes.push(TransactWriteItem::builder().put(put).build());
+            match self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(writes))
+                .send()
+                .await
+            {
+                Ok(_) => return Ok(Some(project)),
+                Err(err) => match err.into_service_error() {
+                    // Switched or deleted meanwhile: read it again.
+                    e if e.is_transaction_canceled_exception() => continue,
+                    e => return Err(ddb_error(e)),
+                },
+            }
+        }
+    }
+
+    async fn deleted_project(&self, id: ProjectId) -> Result<Option<DeletedProject>> {
+        self.get_data("DELETED", &format!("PROJECT#{id:020}")).await
+    }
+
+    async fn deleted_projects(&self, limit: usize) -> Result<Vec<DeletedProject>> {
+        let mut all = self
+            .query("DELETED", Some("PROJECT#"), None, None)
+            .await?
+            .iter()
+            .map(data_of)
+            .collect::<Result<Vec<DeletedProject>>>()?;
+        all.sort_by_key(|d| d.deleted_at);
+        all.truncate(limit);
+        Ok(all)
+    }
+
+    async fn forget_deleted_project(&self, id: ProjectId) -> Result<()> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key("DELETED", format!("PROJECT#{id:020}"))))
+            .send()
+            .await
+            .map_err(ddb_error)?;
+        Ok(())
     }
 }
 
@@ -785,6 +882,44 @@ impl JobStore for DynamoStore {
             }
         }
         Ok(stale)
+    }
+
+    async fn all_project_jobs(&self, project_id: ProjectId) -> Result<Vec<Job>> {
+        let listed = self
+            .query(&format!("PROJECT#{project_id}"), Some("JOBS#"), None, None)
+            .await?;
+        let mut jobs = Vec::new();
+        for item in &listed {
+            if let Some(id) = get_s(item, "job_id") {
+                jobs.extend(self.job(id).await?);
+            }
+        }
+        Ok(jobs)
+    }
+
+    async fn delete_project_jobs(&self, project_id: ProjectId) -> Result<()> {
+        let pk = format!("PROJECT#{project_id}");
+        let mut deletes = Vec::new();
+        for item in self.query(&pk, None, None, None).await? {
+            // The project's own item, if it is there, is not a job's.
+            if get_s(&item, "sk") == Some("PROJECT") {
+                continue;
+            }
+            if let Some(id) = get_s(&item, "job_id")
+                .filter(|_| get_s(&item, "sk").is_some_and(|sk| sk.starts_with("JOBS#")))
+            {
+                deletes.push(delete_of(&key(format!("JOB#{id}"), "JOB"))?);
+                deletes.push(delete_of(&key("ACTIVE", format!("JOB#{id}")))?);
+            }
+            deletes.push(delete_of(&item)?);
+        }
+        for part in self
+            .query(&format!("RELEXP#{project_id}"), None, None, None)
+            .await?
+        {
+            deletes.push(delete_of(&part)?);
+        }
+        self.batch_write(deletes).await
     }
 
     async fn next_number(&self, sequence: &str) -> Result<u64> {

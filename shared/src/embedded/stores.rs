@@ -10,8 +10,8 @@ use serde::Serialize;
 
 use super::Db;
 use crate::domain::{
-    now, ExportSchedule, Job, JobKind, JobStatus, JobUpdate, Namespace, NamespaceId, NewProject,
-    Project, ProjectId, RelationExportPart, Token, User, UserId, When,
+    now, DeletedProject, ExportSchedule, Job, JobKind, JobStatus, JobUpdate, Namespace,
+    NamespaceId, NewProject, Project, ProjectId, RelationExportPart, Token, User, UserId, When,
 };
 use crate::ports::{JobStore, ProjectStore, UserStore};
 use crate::{Error, Result};
@@ -31,6 +31,8 @@ const LATEST_JOB: TableDefinition<(u64, &str), &str> = TableDefinition::new("lat
 const LATEST_FINISHED_JOB: TableDefinition<(u64, &str), &str> =
     TableDefinition::new("latest_finished_job");
 const EXPORT_SCHEDULES: TableDefinition<u64, &[u8]> = TableDefinition::new("export_schedules");
+/// Projects deleted through the API whose content is still being deleted.
+const DELETED_PROJECTS: TableDefinition<u64, &[u8]> = TableDefinition::new("deleted_projects");
 /// (project, kind, creation in microseconds, job id): a project's jobs in order.
 const PROJECT_JOBS: TableDefinition<(u64, &str, i64, &str), ()> =
     TableDefinition::new("project_jobs");
@@ -60,6 +62,7 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<()> {
         LATEST_FINISHED_JOB,
         PROJECT_JOBS,
         EXPORT_SCHEDULES,
+        DELETED_PROJECTS,
         RELATION_EXPORTS,
         RATE_WINDOWS,
     );
@@ -511,6 +514,90 @@ impl ProjectStore for EmbeddedStore {
             })
             .await
     }
+
+    async fn delete_project(&self, id: ProjectId) -> Result<Option<Project>> {
+        self.db
+            .write(move |txn| {
+                let Some(project) = txn
+                    .open_table(PROJECTS)
+                    .map_err(Error::storage)?
+                    .remove(id)
+                    .map_err(Error::storage)?
+                    .map(|bytes| decode::<Project>(bytes.value()))
+                    .transpose()?
+                else {
+                    return Ok(None);
+                };
+                txn.open_table(PROJECTS_BY_PATH)
+                    .map_err(Error::storage)?
+                    .remove(project.full_path().as_str())
+                    .map_err(Error::storage)?;
+                txn.open_table(EXPORT_SCHEDULES)
+                    .map_err(Error::storage)?
+                    .remove(id)
+                    .map_err(Error::storage)?;
+                let deleted = DeletedProject {
+                    project: project.clone(),
+                    deleted_at: now(),
+                };
+                txn.open_table(DELETED_PROJECTS)
+                    .map_err(Error::storage)?
+                    .insert(id, encode(&deleted)?.as_slice())
+                    .map_err(Error::storage)?;
+                Ok(Some(project))
+            })
+            .await
+    }
+
+    async fn deleted_project(&self, id: ProjectId) -> Result<Option<DeletedProject>> {
+        self.db
+            .read(move |txn| get_json(txn, DELETED_PROJECTS, id))
+            .await
+    }
+
+    async fn deleted_projects(&self, limit: usize) -> Result<Vec<DeletedProject>> {
+        self.db
+            .read(move |txn| {
+                let table = txn.open_table(DELETED_PROJECTS).map_err(Error::storage)?;
+                let mut all = Vec::new();
+                for entry in table.iter().map_err(Error::storage)? {
+                    let (_, bytes) = entry.map_err(Error::storage)?;
+                    all.push(decode::<DeletedProject>(bytes.value())?);
+                }
+                all.sort_by_key(|d| d.deleted_at);
+                all.truncate(limit);
+                Ok(all)
+            })
+            .await
+    }
+
+    async fn forget_deleted_project(&self, id: ProjectId) -> Result<()> {
+        self.db
+            .write(move |txn| {
+                txn.open_table(DELETED_PROJECTS)
+                    .map_err(Error::storage)?
+                    .remove(id)
+                    .map_err(Error::storage)?;
+                Ok(())
+            })
+            .await
+    }
+}
+
+/// The keys of a project's entries in `PROJECT_JOBS`.
+fn project_job_keys(
+    index: &impl ReadableTable<(u64, &'static str, i64, &'static str), ()>,
+    project_id: ProjectId,
+) -> Result<Vec<(String, i64, String)>> {
+    index
+        .range((project_id, "", i64::MIN, "")..(project_id + 1, "", i64::MIN, ""))
+        .map_err(Error::storage)?
+        .map(|entry| {
+            let (key, _) = entry.map_err(Error::storage)?;
+            let (_, kind, created, id) = key.value();
+            Ok((kind.to_owned(), created, id.to_owned()))
+        })
+        .collect()
 }
 
 #[async_trait]
@@ -629,6 +716,51 @@ impl JobStore for EmbeddedStore {
                     }
                 }
                 Ok(stale)
+            })
+            .await
+    }
+
+    async fn all_project_jobs(&self, project_id: ProjectId) -> Result<Vec<Job>> {
+        self.db
+            .read(move |txn| {
+                let index = txn.open_table(PROJECT_JOBS).map_err(Error::storage)?;
+                let mut jobs = Vec::new();
+                for (_, _, id) in project_job_keys(&index, project_id)? {
+                    if let Some(job) = get_json(txn, JOBS, id.as_str())? {
+                        jobs.push(job);
+                    }
+                }
+                Ok(jobs)
+            })
+            .await
+    }
+
+    async fn delete_project_jobs(&self, project_id: ProjectId) -> Result<()> {
+        self.db
+            .write(move |txn| {
+                let mut index = txn.open_table(PROJECT_JOBS).map_err(Error::storage)?;
+                let mut jobs = txn.open_table(JOBS).map_err(Error::storage)?;
+                let mut latest = txn.open_table(LATEST_JOB).map_err(Error::storage)?;
+                let mut finished = txn
+                    .open_table(LATEST_FINISHED_JOB)
+                    .map_err(Error::storage)?;
+                for (kind, created, id) in project_job_keys(&index, project_id)? {
+                    jobs.remove(id.as_str()).map_err(Error::storage)?;
+                    index
+                        .remove((project_id, kind.as_str(), created, id.as_str()))
+                        .map_err(Error::storage)?;
+                    latest
+                        .remove((project_id, kind.as_str()))
+                        .map_err(Error::storage)?;
+                    finished
+                        .remove((project_id, kind.as_str()))
+                        .map_err(Error::storage)?;
+                }
+                let mut parts = txn.open_table(RELATION_EXPORTS).map_err(Error::storage)?;
+                parts
+                    .retain_in((project_id, "", 0)..(project_id + 1, "", 0), |_, _| false)
+                    .map_err(Error::storage)?;
+                Ok(())
             })
             .await
     }

@@ -105,6 +105,15 @@ pub async fn export_status(
     ))
 }
 
+/// `DELETE /projects/:id`: gone at once, its content deleted behind.
+pub async fn delete_project(
+    State(app): State<App>,
+    CallerProject { project, .. }: CallerProject,
+) -> JsonResponse {
+    service::delete_project(&app, &project).await?;
+    accepted()
+}
+
 /// `GET /projects/:id`.
 pub async fn get_project(
     CallerProject { project, .. }: CallerProject,

@@ -20,7 +20,8 @@ fn api(path: &str) -> String {
     format!("{API}{path}")
 }
 
-/// `POST` export routes (the `schedule` function).
+/// The routes that queue work: `POST` exports, export schedules and
+/// project deletion (the `schedule` function).
 pub fn schedule_routes() -> Router<App> {
     Router::new()
         .route(
@@ -35,6 +36,7 @@ pub fn schedule_routes() -> Router<App> {
             &api("/projects/{id}/export_schedule"),
             put(handlers::put_export_schedule).delete(handlers::delete_export_schedule),
         )
+        .route(&api("/projects/{id}"), delete(handlers::delete_project))
 }
 
 /// Status routes (the `status` function).

@@ -58,6 +58,19 @@ pub async fn list_projects(
     app.projects.list_projects(owner, offset, per_page).await
 }
 
+/// Deletes the project: from now on it answers `404` and its path is free;
+/// what it holds is deleted by a queued `ProjectDeletion`, which the stale
+/// sweep sends again if it is lost.
+pub async fn delete_project(app: &App, project: &Project) -> Result<()> {
+    if app.projects.delete_project(project.id).await?.is_none() {
+        // Deleted by a request at the same moment.
+        return Err(Error::project_not_found());
+    }
+    app.queue
+        .send(&[Message::project_deletion(project.id)])
+        .await
+}
+
 async fn enqueue(app: &App, job: &Job) -> Result<()> {
     app.jobs.create_job(job).await?;
     app.queue.send(&[Message::for_job(job)]).await

@@ -3,7 +3,8 @@
 //! worker killed on its last allowed delivery goes to the dead-letter queue
 //! without a word). The sweep finds queued or started jobs that have not
 //! moved for longer than any worker runs, queues them again, and fails
-//! them after a few stalls, so no job stays `started` forever.
+//! them after a few stalls, so no job stays `started` forever. A deleted
+//! project whose content is still there after as long is deleted again.
 
 use std::time::Duration;
 
@@ -90,6 +91,7 @@ pub async fn sweep_stale_jobs(
             summary.requeued += 1;
         }
     }
+    summary.requeued += resend_project_deletions(app, before).await?;
     if summary != SweepSummary::default() {
         tracing::info!(
             requeued = summary.requeued,
@@ -173,6 +175,24 @@ async fn sweep_relation_export(
         app.queue.send(&messages).await?;
     }
     Ok(summary)
+}
+
+/// Projects deleted before `before` whose content is still there: their
+/// deletion message was lost, or gave up; it is sent again.
+async fn resend_project_deletions(app: &App, before: DateTime<Utc>) -> Result<usize> {
+    let messages: Vec<Message> = app
+        .projects
+        .deleted_projects(BATCH)
+        .await?
+        .into_iter()
+        .filter(|deleted| deleted.deleted_at < before)
+        .map(|deleted| Message::project_deletion(deleted.project.id))
+        .collect();
+    if !messages.is_empty() {
+        tracing::warn!(projects = messages.len(), "project deletions queued again");
+        app.queue.send(&messages).await?;
+    }
+    Ok(messages.len())
 }
 
 async fn fail(app: &App, job_id: &str, from: When, reason: String) -> Result<()> {

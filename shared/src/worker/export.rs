@@ -52,6 +52,11 @@ async fn export(app: &App, lease: &Lease, job: Job) -> Result<()> {
             ..JobUpdate::default()
         })
         .await?;
+    if finished.is_none() && app.projects.project(project.id).await?.is_none() {
+        // Deleted while this ran: its deletion may have passed already.
+        let prefix = format!("{}{}/", exports_prefix(project.id), job.id);
+        app.blobs.delete_prefix(&prefix).await?;
+    }
     if finished.is_some() {
         tracing::info!(records, "export finished");
         // Only the newest archive is offered for download, besides the

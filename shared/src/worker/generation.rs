@@ -33,14 +33,28 @@ pub(super) async fn discard_earlier_runs(
     job: &Job,
     derived: impl Fn(&str) -> Vec<String>,
 ) -> Result<()> {
-    let earlier =
-        std::iter::once(job.id.clone()).chain((1..job.attempt).map(|a| job.generation(a)));
-    for generation in earlier {
-        for name in std::iter::once(generation.clone()).chain(derived(&generation)) {
-            discard(app, project.id, &name).await?;
-        }
+    for name in written_by(job, job.attempt, derived) {
+        discard(app, project.id, &name).await?;
     }
     Ok(())
+}
+
+/// Every generation runs of the job before `attempt` may have written,
+/// with `derived` names of each.
+fn written_by(job: &Job, attempt: u32, derived: impl Fn(&str) -> Vec<String>) -> Vec<String> {
+    std::iter::once(job.id.clone())
+        .chain((1..attempt).map(|a| job.generation(a)))
+        .flat_map(|generation| {
+            let derived = derived(&generation);
+            std::iter::once(generation).chain(derived)
+        })
+        .collect()
+}
+
+/// Every generation any run of the job may have written: what a deleted
+/// project's jobs may have left.
+pub(super) fn every_generation_of(job: &Job, derived: impl Fn(&str) -> Vec<String>) -> Vec<String> {
+    written_by(job, job.attempt + 1, derived)
 }
 
 /// Whether the project already shows what a run of this job wrote: a run

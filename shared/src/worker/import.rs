@@ -92,7 +92,9 @@ async fn import(app: &App, lease: &Lease, job: Job, deadline: Deadline) -> Resul
             generation::discard(app, project.id, &generation).await?;
             if err.is_permanent() {
                 // Nothing of a refused archive is kept, the upload included.
-                app.blobs.delete_prefix(&upload_prefix(&upload)).await?;
+                app.blobs
+                    .delete_prefix(&crate::keys::upload_folder(&upload))
+                    .await?;
                 let failures = failures_of(app, &err, "project_import").await?;
                 return lease.fail_with(err.to_string(), failures).await;
             }
@@ -134,7 +136,9 @@ async fn import(app: &App, lease: &Lease, job: Job, deadline: Deadline) -> Resul
         &replaced,
     )
     .await?;
-    app.blobs.delete_prefix(&upload_prefix(&upload)).await?;
+    app.blobs
+        .delete_prefix(&crate::keys::upload_folder(&upload))
+        .await?;
     tracing::info!(records = summary.records, "import finished");
     Ok(())
 }
@@ -224,13 +228,6 @@ pub(super) async fn failures_of(
         // GitLab counts a relation's records from 0.
         line_number: line.saturating_sub(1),
     }])
-}
-
-pub(super) fn upload_prefix(upload_key: &str) -> String {
-    match upload_key.rsplit_once('/') {
-        Some((dir, _)) => format!("{dir}/"),
-        None => upload_key.to_owned(),
-    }
 }
 
 struct Summary {

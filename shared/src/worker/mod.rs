@@ -8,6 +8,7 @@ mod generation;
 mod import;
 mod lease;
 mod pipeline;
+mod project_deletion;
 mod relation_export;
 mod relation_import;
 
@@ -94,6 +95,7 @@ pub async fn handle(app: &App, message: &Message, deadline: Deadline) -> Result<
             JobKind::Import => import::run(app, &message.job_id, deadline).await,
             JobKind::RelationExport => relation_export::run(app, message).await,
             JobKind::RelationImport => relation_import::run(app, &message.job_id).await,
+            JobKind::ProjectDeletion => project_deletion::run(app, message.project_id).await,
         }
     }
     .instrument(span)
@@ -105,8 +107,12 @@ pub async fn handle(app: &App, message: &Message, deadline: Deadline) -> Result<
 /// another run owns meanwhile is left to it.
 pub async fn give_up(app: &App, message: &Message, reason: &str) -> Result<()> {
     tracing::error!(job_id = %message.job_id, reason = %crate::redact::text(reason), "giving up on job");
-    if message.kind == JobKind::RelationExport {
-        return relation_export::give_up(app, message, reason).await;
+    match message.kind {
+        JobKind::RelationExport => return relation_export::give_up(app, message, reason).await,
+        // No job to fail: the deleted project stays listed as deleted, and
+        // the sweep tries again later.
+        JobKind::ProjectDeletion => return Ok(()),
+        _ => {}
     }
     app.jobs
         .transition(

@@ -61,16 +61,20 @@ pub(super) async fn run(app: &App, message: &Message) -> Result<()> {
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "relation export part written"
             );
-            transition(
+            let finished = transition(
                 &[JobStatus::Started],
                 JobStatus::Finished,
                 JobUpdate {
-                    archive_key: Some(key),
+                    archive_key: Some(key.clone()),
                     processed: Some(objects),
                     ..JobUpdate::default()
                 },
             )
             .await?;
+            if finished.is_none() && app.projects.project(part.project_id).await?.is_none() {
+                // Deleted while this ran: its deletion may have passed already.
+                app.blobs.delete_prefix(&key).await?;
+            }
             relation_export::advance(app, message).await
         }
         Err(err) if err.is_permanent() => {

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use super::archive_events::ArchiveEvents;
 use super::generation;
-use super::import::{failures_of, upload_prefix, RecordWriter};
+use super::import::{failures_of, RecordWriter};
 use super::lease::{claim, Lease};
 use crate::archive::ImportEvent;
 use crate::domain::{Job, JobUpdate, Project, RelationCounts};
@@ -23,7 +23,7 @@ use crate::ports::{GenerationRef, RecordPages, StoredRecord};
 use crate::{relations, stream, App, Error, Result};
 
 /// Where the new records wait, in archive order, until the merge.
-fn staging_generation(job_id: &str) -> String {
+pub(super) fn staging_generation(job_id: &str) -> String {
     format!("{job_id}-staged")
 }
 
@@ -85,7 +85,9 @@ async fn import_relation(app: &App, lease: &Lease, job: Job) -> Result<()> {
         Err(err) => {
             generation::discard(app, project.id, &generation).await?;
             if err.is_permanent() {
-                app.blobs.delete_prefix(&upload_prefix(&upload)).await?;
+                app.blobs
+                    .delete_prefix(&crate::keys::upload_folder(&upload))
+                    .await?;
                 let failures = failures_of(app, &err, "relation_import").await?;
                 return lease.fail_with(err.to_string(), failures).await;
             }
@@ -110,7 +112,9 @@ async fn import_relation(app: &App, lease: &Lease, job: Job) -> Result<()> {
         ));
     }
     finish(app, lease, &relation, counts, replaced.as_deref()).await?;
-    app.blobs.delete_prefix(&upload_prefix(&upload)).await?;
+    app.blobs
+        .delete_prefix(&crate::keys::upload_folder(&upload))
+        .await?;
     Ok(())
 }
 

@@ -1,0 +1,317 @@
+//! `DELETE /projects/:id` on both backends, with the real workers: after a
+//! project has been imported, exported, relations-exported (batched and
+//! not), relation-imported and scheduled, its deletion leaves the stores
+//! holding exactly what they held before it was created; an import or an
+//! export running while it is deleted ends without bringing it back or
+//! leaving anything behind.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use e2e::contract::embedded_app;
+use e2e::moto;
+use e2e::synthetic_archive;
+use shared::domain::{JobKind, JobStatus, Project, User};
+use shared::service::{self, relation_export, ImportRequest};
+use shared::worker::{self, Outcome};
+use shared::{aws, stream, App, Settings};
+
+const ISSUES: usize = 600;
+
+/// What a store holds: every blob key, and on AWS every table item's keys
+/// (users' counters and rate windows aside: they are not the project's).
+async fn holdings(app: &App, table: Option<(&aws::AwsClients, &str)>) -> BTreeSet<String> {
+    let mut held: BTreeSet<String> = app
+        .blobs
+        .list("")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|blob| format!("blob {}", blob.key))
+        .collect();
+    if let Some((clients, table)) = table {
+        let mut start = None;
+        loop {
+            let page = clients
+                .dynamodb
+                .scan()
+                .table_name(table)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .unwrap();
+            for item in page.items() {
+                let text = |name: &str| item[name].as_s().unwrap().clone();
+                let (pk, sk) = (text("pk"), text("sk"));
+                if !pk.starts_with("COUNTER#") && !pk.starts_with("RATE#") {
+                    held.insert(format!("item {pk} {sk}"));
+                }
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+    }
+    held
+}
+
+/// Works the queue until it is empty (each message delivered twice at
+/// once, as SQS may).
+async fn work_queue(app: &App) {
+    for _ in 0..500 {
+        let deliveries = app
+            .queue
+            .receive(10, Duration::from_secs(30))
+            .await
+            .unwrap();
+        if deliveries.is_empty() {
+            return;
+        }
+        for delivery in deliveries {
+            let message = &delivery.message;
+            let (a, b) = tokio::join!(
+                worker::attempt(app, message, delivery.receive_count),
+                worker::attempt(app, message, delivery.receive_count)
+            );
+            assert_eq!((a, b), (Outcome::Done, Outcome::Done), "{message:?}");
+            app.queue.ack(&delivery.receipt).await.unwrap();
+        }
+    }
+    panic!("the queue never emptied");
+}
+
+async fn upload(app: &App, archive: Vec<u8>) -> String {
+    let key = service::upload_key(&shared::domain::new_id());
+    app.blobs
+        .put(&key, stream::from_bytes(archive))
+        .await
+        .unwrap();
+    key
+}
+
+async fn start_import(app: &App, user: &User, path: &str) -> (Project, String) {
+    let key = upload(app, synthetic_archive(ISSUES)).await;
+    let request = ImportRequest {
+        path: path.into(),
+        namespace: None,
+        name: None,
+        overwrite: false,
+    };
+    let (project, job) = service::start_import(app, user, &request, &key)
+        .await
+        .unwrap();
+    (project, job.id)
+}
+
+/// Imports a project and puts it through every operation that stores
+/// something; returns it as it is then.
+async fn a_project_with_everything(app: &App, user: &User) -> Project {
+    let (project, import) = start_import(app, user, "everything").await;
+    work_queue(app).await;
+    let job = app.jobs.job(&import).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Finished, "{job:?}");
+    let project = app.projects.project(project.id).await.unwrap().unwrap();
+
+    service::schedule_export(app, user, &project, None, None)
+        .await
+        .unwrap();
+    work_queue(app).await;
+    for batched in [false, true] {
+        relation_export::start_run(app, &project, batched)
+            .await
+            .unwrap();
+        work_queue(app).await;
+    }
+    let key = upload(app, synthetic_archive(ISSUES)).await;
+    service::start_relation_import(app, user, &project.full_path(), "issues", &key)
+        .await
+        .unwrap();
+    work_queue(app).await;
+    let request = service::schedule::ScheduleRequest {
+        relations: false,
+        batched: false,
+        keep: 2,
+    };
+    service::schedule::set(app, &project, request)
+        .await
+        .unwrap();
+    // An import that failed, with its own history.
+    let key = upload(app, b"not an archive".to_vec()).await;
+    let failed = service::start_relation_import(app, user, &project.full_path(), "labels", &key)
+        .await
+        .unwrap()
+        .1;
+    work_queue(app).await;
+    assert_eq!(
+        app.jobs.job(&failed.id).await.unwrap().unwrap().status,
+        JobStatus::Failed
+    );
+    let project = app.projects.project(project.id).await.unwrap().unwrap();
+    assert_eq!(project.relation_content.len(), 1, "{project:?}");
+    project
+}
+
+async fn everything_goes(app: &App, table: Option<(&aws::AwsClients, &str)>) {
+    let user = app.users.create_user("root", "Root", true).await.unwrap();
+    let before = holdings(app, table).await;
+    let project = a_project_with_everything(app, &user).await;
+    let during = holdings(app, table).await;
+    let prefix = |p: &str| during.iter().filter(|k| k.contains(p)).count();
+    assert!(prefix(&format!("projects/{}/", project.id)) > 0);
+    assert!(prefix(&format!("exports/{}/relations/", project.id)) > 0);
+
+    service::delete_project(app, &project).await.unwrap();
+    // Gone at once, its path free, a second deletion refused as GitLab's 404.
+    assert_eq!(app.projects.project(project.id).await.unwrap(), None);
+    let reference = service::ProjectRef::Path(project.full_path());
+    assert!(service::find_project(app, &user, &reference).await.is_err());
+    assert!(service::delete_project(app, &project).await.is_err());
+    work_queue(app).await;
+    assert_eq!(holdings(app, table).await, before, "all of it is gone");
+
+    // The path takes a new import at once.
+    let (again, _) = start_import(app, &user, "everything").await;
+    assert_ne!(again.id, project.id);
+    work_queue(app).await;
+    let again = app.projects.project(again.id).await.unwrap().unwrap();
+    assert!(again.content.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_project_leaves_nothing_on_the_embedded_store() {
+    let (app, _dir) = embedded_app();
+    everything_goes(&app, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_project_leaves_nothing_on_aws() {
+    let (app, clients, names) = moto::app().await;
+    everything_goes(&app, Some((&clients, &names.table))).await;
+}
+
+/// An import cut short (it continues in a later invocation) whose project
+/// is deleted before it goes on: the continuation ends it without
+/// switching anything in, and nothing it wrote stays, whether it runs
+/// before or after the deletion's own message.
+async fn an_import_under_way(app: &App, table: Option<(&aws::AwsClients, &str)>) {
+    let user = app.users.create_user("root", "Root", true).await.unwrap();
+    let before = holdings(app, table).await;
+    for deletion_first in [false, true] {
+        let (project, import) = start_import(app, &user, "under-way").await;
+        let first = app.queue.receive(1, Duration::from_secs(30)).await.unwrap();
+        assert_eq!(
+            worker::attempt(app, &first[0].message, 1).await,
+            Outcome::Done
+        );
+        app.queue.ack(&first[0].receipt).await.unwrap();
+        let paused = app.jobs.job(&import).await.unwrap().unwrap();
+        assert!(paused.resume.is_some(), "{paused:?}");
+
+        service::delete_project(app, &project).await.unwrap();
+        let mut pending = app
+            .queue
+            .receive(10, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(pending.len(), 2, "the continuation and the deletion");
+        if deletion_first {
+            pending.reverse();
+        }
+        for delivery in pending {
+            let outcome = worker::attempt(app, &delivery.message, 1).await;
+            assert_eq!(outcome, Outcome::Done);
+            app.queue.ack(&delivery.receipt).await.unwrap();
+        }
+        work_queue(app).await;
+        assert_eq!(app.projects.project(project.id).await.unwrap(), None);
+        assert_eq!(holdings(app, table).await, before, "{deletion_first}");
+    }
+}
+
+fn cut_short(settings: &Settings) -> Settings {
+    Settings {
+        invocation_budget: Some(Duration::ZERO),
+        ..settings.clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_under_way_ends_with_its_deleted_project_on_the_embedded_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend =
+        shared::embedded::EmbeddedBackend::open(dir.path(), "http://127.0.0.1:9").unwrap();
+    let app = App::embedded(&backend, cut_short(&Settings::default()));
+    an_import_under_way(&app, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_under_way_ends_with_its_deleted_project_on_aws() {
+    let (app, clients, names) = moto::app().await;
+    let app = aws::app(&clients, &names, cut_short(&app.settings));
+    an_import_under_way(&app, Some((&clients, &names.table))).await;
+}
+
+/// Exports and relations exports run at the same moment as the deletion,
+/// in every order the runtime picks: whatever the interleaving, nothing is
+/// left once the queue is empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_racing_the_deletion_leave_nothing() {
+    let (app, _dir) = embedded_app();
+    let user = app.users.create_user("root", "Root", true).await.unwrap();
+    let before = holdings(&app, None).await;
+    let (project, _) = start_import(&app, &user, "racing").await;
+    work_queue(&app).await;
+    let project = app.projects.project(project.id).await.unwrap().unwrap();
+    service::schedule_export(&app, &user, &project, None, None)
+        .await
+        .unwrap();
+    relation_export::start_run(&app, &project, true)
+        .await
+        .unwrap();
+    let messages = app
+        .queue
+        .receive(10, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(messages.iter().any(|d| d.message.kind == JobKind::Export));
+    let runs = messages.iter().map(|delivery| {
+        let app = app.clone();
+        let message = delivery.message.clone();
+        tokio::spawn(async move { worker::attempt(&app, &message, 1).await })
+    });
+    let runs: Vec<_> = runs.collect();
+    service::delete_project(&app, &project).await.unwrap();
+    for run in runs {
+        assert_eq!(run.await.unwrap(), Outcome::Done);
+    }
+    for delivery in &messages {
+        app.queue.ack(&delivery.receipt).await.unwrap();
+    }
+    work_queue(&app).await;
+    assert_eq!(holdings(&app, None).await, before);
+}
+
+/// The deletion's message was lost (the process died between deleting the
+/// project and sending it): the stale-job sweep finds the project still
+/// listed as deleted and sends it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_deletion_message_is_sent_again_by_the_sweep() {
+    use shared::service::sweep::{sweep_stale_jobs, STALE_AFTER};
+    let (app, _dir) = embedded_app();
+    let user = app.users.create_user("root", "Root", true).await.unwrap();
+    let before = holdings(&app, None).await;
+    let (project, _) = start_import(&app, &user, "lost").await;
+    work_queue(&app).await;
+    app.projects.delete_project(project.id).await.unwrap();
+    let now = shared::domain::now();
+    let summary = sweep_stale_jobs(&app, now, STALE_AFTER).await.unwrap();
+    assert_eq!(summary.requeued, 0, "not yet: its message may be under way");
+    let later = now + chrono::Duration::from_std(STALE_AFTER).unwrap();
+    let later = later + chrono::Duration::seconds(1);
+    let summary = sweep_stale_jobs(&app, later, STALE_AFTER).await.unwrap();
+    assert_eq!(summary.requeued, 1);
+    work_queue(&app).await;
+    assert_eq!(holdings(&app, None).await, before);
+    assert!(app.projects.deleted_projects(10).await.unwrap().is_empty());
+}
