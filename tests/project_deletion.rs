@@ -5,90 +5,19 @@
 //! export running while it is deleted ends without bringing it back or
 //! leaving anything behind.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use e2e::contract::embedded_app;
 use e2e::moto;
+use e2e::stores::{holdings, upload, work_queue, Table};
 use e2e::synthetic_archive;
 use shared::domain::{JobKind, JobStatus, Project, User};
+use shared::ports::GenerationRef;
 use shared::service::{self, relation_export, ImportRequest};
 use shared::worker::{self, Outcome};
-use shared::{aws, stream, App, Settings};
+use shared::{aws, App, Settings};
 
 const ISSUES: usize = 600;
-
-/// What a store holds: every blob key, and on AWS every table item's keys
-/// (users' counters and rate windows aside: they are not the project's).
-async fn holdings(app: &App, table: Option<(&aws::AwsClients, &str)>) -> BTreeSet<String> {
-    let mut held: BTreeSet<String> = app
-        .blobs
-        .list("")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|blob| format!("blob {}", blob.key))
-        .collect();
-    if let Some((clients, table)) = table {
-        let mut start = None;
-        loop {
-            let page = clients
-                .dynamodb
-                .scan()
-                .table_name(table)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .unwrap();
-            for item in page.items() {
-                let text = |name: &str| item[name].as_s().unwrap().clone();
-                let (pk, sk) = (text("pk"), text("sk"));
-                if !pk.starts_with("COUNTER#") && !pk.starts_with("RATE#") {
-                    held.insert(format!("item {pk} {sk}"));
-                }
-            }
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                break;
-            }
-        }
-    }
-    held
-}
-
-/// Works the queue until it is empty (each message delivered twice at
-/// once, as SQS may).
-async fn work_queue(app: &App) {
-    for _ in 0..500 {
-        let deliveries = app
-            .queue
-            .receive(10, Duration::from_secs(30))
-            .await
-            .unwrap();
-        if deliveries.is_empty() {
-            return;
-        }
-        for delivery in deliveries {
-            let message = &delivery.message;
-            let (a, b) = tokio::join!(
-                worker::attempt(app, message, delivery.receive_count),
-                worker::attempt(app, message, delivery.receive_count)
-            );
-            assert_eq!((a, b), (Outcome::Done, Outcome::Done), "{message:?}");
-            app.queue.ack(&delivery.receipt).await.unwrap();
-        }
-    }
-    panic!("the queue never emptied");
-}
-
-async fn upload(app: &App, archive: Vec<u8>) -> String {
-    let key = service::upload_key(&shared::domain::new_id());
-    app.blobs
-        .put(&key, stream::from_bytes(archive))
-        .await
-        .unwrap();
-    key
-}
 
 async fn start_import(app: &App, user: &User, path: &str) -> (Project, String) {
     let key = upload(app, synthetic_archive(ISSUES)).await;
@@ -152,7 +81,7 @@ async fn a_project_with_everything(app: &App, user: &User) -> Project {
     project
 }
 
-async fn everything_goes(app: &App, table: Option<(&aws::AwsClients, &str)>) {
+async fn everything_goes(app: &App, table: Option<Table<'_>>) {
     let user = app.users.create_user("root", "Root", true).await.unwrap();
     let before = holdings(app, table).await;
     let project = a_project_with_everything(app, &user).await;
@@ -160,6 +89,26 @@ async fn everything_goes(app: &App, table: Option<(&aws::AwsClients, &str)>) {
     let prefix = |p: &str| during.iter().filter(|k| k.contains(p)).count();
     assert!(prefix(&format!("projects/{}/", project.id)) > 0);
     assert!(prefix(&format!("exports/{}/relations/", project.id)) > 0);
+
+    // Every generation the project's content and imports wrote.
+    let mut generations = project.generations();
+    for job in app.jobs.all_project_jobs(project.id).await.unwrap() {
+        generations.extend((1..=job.attempt).map(|a| job.generation(a)));
+        generations.extend((1..=job.attempt).map(|a| format!("{}-staged", job.generation(a))));
+    }
+    let held_content = |generations: Vec<String>| async move {
+        let mut held = Vec::new();
+        for name in generations {
+            let at = GenerationRef::new(project.id, &name);
+            let relations = app.content.relations(at).await.unwrap();
+            let attributes = app.content.attributes(at).await.unwrap();
+            if !relations.is_empty() || attributes.is_some() {
+                held.push(name);
+            }
+        }
+        held
+    };
+    assert!(held_content(generations.clone()).await.len() >= 2);
 
     service::delete_project(app, &project).await.unwrap();
     // Gone at once, its path free, a second deletion refused as GitLab's 404.
@@ -169,6 +118,7 @@ async fn everything_goes(app: &App, table: Option<(&aws::AwsClients, &str)>) {
     assert!(service::delete_project(app, &project).await.is_err());
     work_queue(app).await;
     assert_eq!(holdings(app, table).await, before, "all of it is gone");
+    assert_eq!(held_content(generations).await, Vec::<String>::new());
 
     // The path takes a new import at once.
     let (again, _) = start_import(app, &user, "everything").await;
@@ -187,14 +137,14 @@ async fn a_deleted_project_leaves_nothing_on_the_embedded_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_project_leaves_nothing_on_aws() {
     let (app, clients, names) = moto::app().await;
-    everything_goes(&app, Some((&clients, &names.table))).await;
+    everything_goes(&app, Some(Table::of(&clients, &names))).await;
 }
 
 /// An import cut short (it continues in a later invocation) whose project
 /// is deleted before it goes on: the continuation ends it without
 /// switching anything in, and nothing it wrote stays, whether it runs
 /// before or after the deletion's own message.
-async fn an_import_under_way(app: &App, table: Option<(&aws::AwsClients, &str)>) {
+async fn an_import_under_way(app: &App, table: Option<Table<'_>>) {
     let user = app.users.create_user("root", "Root", true).await.unwrap();
     let before = holdings(app, table).await;
     for deletion_first in [false, true] {
@@ -249,7 +199,7 @@ async fn an_import_under_way_ends_with_its_deleted_project_on_the_embedded_store
 async fn an_import_under_way_ends_with_its_deleted_project_on_aws() {
     let (app, clients, names) = moto::app().await;
     let app = aws::app(&clients, &names, cut_short(&app.settings));
-    an_import_under_way(&app, Some((&clients, &names.table))).await;
+    an_import_under_way(&app, Some(Table::of(&clients, &names))).await;
 }
 
 /// Exports and relations exports run at the same moment as the deletion,

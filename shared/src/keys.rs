@@ -73,8 +73,13 @@ pub fn relation_export_part_key(
     }
 }
 
+/// Everything of one full export job.
+pub fn export_prefix(project_id: u64, job_id: &str) -> String {
+    format!("{}{job_id}/", exports_prefix(project_id))
+}
+
 pub fn export_key(project_id: u64, job_id: &str) -> String {
-    format!("{}{job_id}/export.tar.gz", exports_prefix(project_id))
+    format!("{}export.tar.gz", export_prefix(project_id, job_id))
 }
 
 /// Every upload's prefix.

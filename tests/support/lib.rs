@@ -537,6 +537,7 @@ pub fn fixture_relations(name: &str) -> BTreeMap<String, Vec<Value>> {
 pub mod contract;
 pub mod hostile;
 pub mod moto;
+pub mod stores;
 
 /// A deterministic GitLab-shaped project archive with `issues` issues (a
 /// few notes and label links each), some labels and merge requests.

@@ -197,16 +197,6 @@ async fn resend_project_deletions(app: &App, before: DateTime<Utc>) -> Result<us
 
 async fn fail(app: &App, job_id: &str, from: When, reason: String) -> Result<()> {
     tracing::warn!(job_id, reason, "stale job failed");
-    app.jobs
-        .transition(
-            job_id,
-            from,
-            JobStatus::Failed,
-            JobUpdate {
-                error: Some(reason),
-                ..JobUpdate::default()
-            },
-        )
-        .await?;
+    crate::worker::abandon(app, job_id, from, reason).await?;
     Ok(())
 }

@@ -10,9 +10,7 @@ use super::pipeline::{self, Entries};
 use crate::archive::{self, ExportItem};
 use crate::domain::{export_file_name, now, Job, JobUpdate, Project};
 use crate::ports::{GenerationRef, RecordPages};
-use crate::service::{
-    content_files_prefix, content_relations, export_key, exports_prefix, schedule,
-};
+use crate::service::{content_files_prefix, content_relations, export_key, schedule};
 use crate::{relations, remote, App, Error, Result};
 
 pub(super) async fn run(app: &App, job_id: &str) -> Result<()> {
@@ -54,15 +52,16 @@ async fn export(app: &App, lease: &Lease, job: Job) -> Result<()> {
         .await?;
     if finished.is_none() && app.projects.project(project.id).await?.is_none() {
         // Deleted while this ran: its deletion may have passed already.
-        let prefix = format!("{}{}/", exports_prefix(project.id), job.id);
-        app.blobs.delete_prefix(&prefix).await?;
+        app.blobs
+            .delete_prefix(&crate::keys::export_prefix(project.id, &job.id))
+            .await?;
     }
     if finished.is_some() {
         tracing::info!(records, "export finished");
         // Only the newest archive is offered for download, besides the
         // scheduled ones the project keeps.
         for old in schedule::archives_to_prune(app, project.id).await? {
-            let prefix = format!("{}{}/", exports_prefix(project.id), old.id);
+            let prefix = crate::keys::export_prefix(project.id, &old.id);
             app.blobs.delete_prefix(&prefix).await?;
         }
     }

@@ -3,10 +3,17 @@
 //! conditional write of the project, discarded when replaced or failed, and
 //! never discarded while the project shows it.
 
-use crate::domain::{Job, Project};
+use crate::domain::{Job, JobKind, Project};
+use crate::keys;
 use crate::ports::GenerationRef;
 use crate::service::content_files_prefix;
 use crate::{App, Result};
+
+/// Where a relation import's new records wait, in archive order, until the
+/// merge: beside the generation they are merged into.
+pub(super) fn staging(generation: &str) -> String {
+    format!("{generation}-staged")
+}
 
 /// Deletes a generation's records and files, unless the project shows it:
 /// what a run published is never taken back by a run that lost the job.
@@ -51,10 +58,44 @@ fn written_by(job: &Job, attempt: u32, derived: impl Fn(&str) -> Vec<String>) ->
         .collect()
 }
 
-/// Every generation any run of the job may have written: what a deleted
-/// project's jobs may have left.
-pub(super) fn every_generation_of(job: &Job, derived: impl Fn(&str) -> Vec<String>) -> Vec<String> {
-    written_by(job, job.attempt + 1, derived)
+/// Every generation any run of an import job may have written, with a
+/// relation import's staging areas.
+fn every_generation_of(job: &Job) -> Vec<String> {
+    match job.kind {
+        JobKind::Import => written_by(job, job.attempt + 1, |_| vec![]),
+        JobKind::RelationImport => written_by(job, job.attempt + 1, |g| vec![staging(g)]),
+        _ => Vec::new(),
+    }
+}
+
+/// Deletes what the runs of a job that ended without them (given up on,
+/// stalled, or its project deleted) wrote and no one will read: its
+/// generations (never one the project shows), its uploaded archive, an
+/// unfinished export's archive.
+pub async fn discard_abandoned(app: &App, job: &Job) -> Result<()> {
+    for name in every_generation_of(job) {
+        discard(app, job.project_id, &name).await?;
+    }
+    match job.kind {
+        JobKind::Import | JobKind::RelationImport => {
+            if let Some(upload) = job
+                .archive_key
+                .as_deref()
+                .filter(|k| keys::is_upload_key(k))
+            {
+                app.blobs
+                    .delete_prefix(&keys::upload_folder(upload))
+                    .await?;
+            }
+        }
+        JobKind::Export if job.status != crate::domain::JobStatus::Finished => {
+            app.blobs
+                .delete_prefix(&keys::export_prefix(job.project_id, &job.id))
+                .await?;
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Whether the project already shows what a run of this job wrote: a run

@@ -114,18 +114,42 @@ pub async fn give_up(app: &App, message: &Message, reason: &str) -> Result<()> {
         JobKind::ProjectDeletion => return Ok(()),
         _ => {}
     }
-    app.jobs
-        .transition(
-            &message.job_id,
-            When::Unleased(crate::domain::now()),
-            JobStatus::Failed,
-            JobUpdate {
-                error: Some(crate::redact::text(reason).into_owned()),
-                ..JobUpdate::default()
-            },
-        )
-        .await?;
+    let from = When::Unleased(crate::domain::now());
+    abandon(
+        app,
+        &message.job_id,
+        from,
+        crate::redact::text(reason).into_owned(),
+    )
+    .await?;
     Ok(())
+}
+
+/// Fails a job from outside its runs (they died, or stalled) if `from`
+/// holds, and deletes what they wrote that no one will read (as far as the
+/// stores let it now). Returns the failed job.
+pub async fn abandon(
+    app: &App,
+    job_id: &str,
+    from: When,
+    reason: String,
+) -> Result<Option<crate::domain::Job>> {
+    let update = JobUpdate {
+        error: Some(reason),
+        ..JobUpdate::default()
+    };
+    let failed = app
+        .jobs
+        .transition(job_id, from, JobStatus::Failed, update)
+        .await?;
+    if let Some(job) = &failed {
+        // The job has ended whatever happens here: a store that fails now
+        // leaves the rest to a later sweep, rather than the message retried.
+        if let Err(err) = generation::discard_abandoned(app, job).await {
+            tracing::warn!(job_id, error = %err, "what the failed job wrote is not all deleted");
+        }
+    }
+    Ok(failed)
 }
 
 /// How long a received message stays hidden while a worker is on it.

@@ -5,10 +5,8 @@
 //! stops part way is simply run again.
 
 use super::generation;
-use super::relation_import::staging_generation;
-use crate::domain::{JobKind, ProjectId};
+use crate::domain::ProjectId;
 use crate::keys;
-use crate::ports::GenerationRef;
 use crate::{App, Result};
 
 pub(super) async fn run(app: &App, project_id: ProjectId) -> Result<()> {
@@ -17,32 +15,12 @@ pub(super) async fn run(app: &App, project_id: ProjectId) -> Result<()> {
         return Ok(());
     };
     let jobs = app.jobs.all_project_jobs(project_id).await?;
-    let mut generations = deleted.project.generations();
     for job in &jobs {
-        match job.kind {
-            JobKind::Import => generations.extend(generation::every_generation_of(job, |_| vec![])),
-            JobKind::RelationImport => generations
-                .extend(generation::every_generation_of(job, |g| {
-                    vec![staging_generation(g)]
-                })),
-            _ => {}
-        }
-        let upload = job.archive_key.as_deref().filter(|key| {
-            matches!(job.kind, JobKind::Import | JobKind::RelationImport)
-                && keys::is_upload_key(key)
-        });
-        if let Some(upload) = upload {
-            app.blobs
-                .delete_prefix(&keys::upload_folder(upload))
-                .await?;
-        }
+        generation::discard_abandoned(app, job).await?;
     }
-    generations.sort();
-    generations.dedup();
+    let generations = deleted.project.generations();
     for name in &generations {
-        app.content
-            .delete_content(GenerationRef::new(project_id, name))
-            .await?;
+        generation::discard(app, project_id, name).await?;
     }
     // Every generation's files, and every export archive and relations
     // export run, by prefix.

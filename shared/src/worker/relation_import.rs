@@ -22,11 +22,6 @@ use crate::domain::{Job, JobUpdate, Project, RelationCounts};
 use crate::ports::{GenerationRef, RecordPages, StoredRecord};
 use crate::{relations, stream, App, Error, Result};
 
-/// Where the new records wait, in archive order, until the merge.
-pub(super) fn staging_generation(job_id: &str) -> String {
-    format!("{job_id}-staged")
-}
-
 pub(super) async fn run(app: &App, job_id: &str) -> Result<()> {
     let Some((lease, job)) = claim(app, job_id).await? else {
         return Ok(());
@@ -48,9 +43,9 @@ async fn import_relation(app: &App, lease: &Lease, job: Job) -> Result<()> {
     let Some(upload) = job.archive_key.clone() else {
         return lease.fail("the job has no uploaded archive".into()).await;
     };
-    generation::discard_earlier_runs(app, &project, &job, |g| vec![staging_generation(g)]).await?;
+    generation::discard_earlier_runs(app, &project, &job, |g| vec![generation::staging(g)]).await?;
     let generation = job.generation(lease.attempt());
-    let staged = staging_generation(&generation);
+    let staged = generation::staging(&generation);
     for name in [&generation, &staged] {
         let at = GenerationRef::new(project.id, name);
         if !app
@@ -439,6 +434,6 @@ mod tests {
 
     #[test]
     fn staging_is_beside_the_generation() {
-        assert_eq!(staging_generation("j1"), "j1-staged");
+        assert_eq!(generation::staging("j1"), "j1-staged");
     }
 }

@@ -1,0 +1,101 @@
+//! Looking into the stores from a test, and driving the workers as the
+//! queue would: what the stores hold, the queue worked until empty.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use shared::aws::{AwsClients, AwsNames};
+use shared::worker::{self, Outcome};
+use shared::{service, stream, App};
+
+/// An AWS app's DynamoDB table, to list what it holds.
+#[derive(Clone, Copy)]
+pub struct Table<'a> {
+    pub clients: &'a AwsClients,
+    pub name: &'a str,
+}
+
+impl<'a> Table<'a> {
+    pub fn of(clients: &'a AwsClients, names: &'a AwsNames) -> Self {
+        Table {
+            clients,
+            name: &names.table,
+        }
+    }
+}
+
+/// What a store holds: every blob key, and on AWS every table item's keys
+/// (users' counters and rate windows aside: they are not the project's).
+pub async fn holdings(app: &App, table: Option<Table<'_>>) -> BTreeSet<String> {
+    let mut held: BTreeSet<String> = app
+        .blobs
+        .list("")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|blob| format!("blob {}", blob.key))
+        .collect();
+    if let Some(Table {
+        clients,
+        name: table,
+    }) = table
+    {
+        let mut start = None;
+        loop {
+            let page = clients
+                .dynamodb
+                .scan()
+                .table_name(table)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .unwrap();
+            for item in page.items() {
+                let text = |name: &str| item[name].as_s().unwrap().clone();
+                let (pk, sk) = (text("pk"), text("sk"));
+                if !pk.starts_with("COUNTER#") && !pk.starts_with("RATE#") {
+                    held.insert(format!("item {pk} {sk}"));
+                }
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+    }
+    held
+}
+
+/// Works the queue until it is empty (each message delivered twice at
+/// once, as SQS may).
+pub async fn work_queue(app: &App) {
+    for _ in 0..500 {
+        let deliveries = app
+            .queue
+            .receive(10, Duration::from_secs(30))
+            .await
+            .unwrap();
+        if deliveries.is_empty() {
+            return;
+        }
+        for delivery in deliveries {
+            let message = &delivery.message;
+            let (a, b) = tokio::join!(
+                worker::attempt(app, message, delivery.receive_count),
+                worker::attempt(app, message, delivery.receive_count)
+            );
+            assert_eq!((a, b), (Outcome::Done, Outcome::Done), "{message:?}");
+            app.queue.ack(&delivery.receipt).await.unwrap();
+        }
+    }
+    panic!("the queue never emptied");
+}
+
+pub async fn upload(app: &App, archive: Vec<u8>) -> String {
+    let key = service::upload_key(&shared::domain::new_id());
+    app.blobs
+        .put(&key, stream::from_bytes(archive))
+        .await
+        .unwrap();
+    key
+}
