@@ -171,26 +171,6 @@ def model(counts, cpu_seconds):
     }
 
 
-def multipart_body(fields, archive):
-    boundary = uuid.uuid4().hex
-    head = b"".join(('--%s\r\nContent-Disposition: form-data; name="%s"\r\n\r\n%s\r\n' % (boundary, k, v)).encode()
-                    for k, v in fields.items())
-    head += ('--%s\r\nContent-Disposition: form-data; name="file"; filename="%s"\r\n'
-             "Content-Type: application/gzip\r\n\r\n" % (boundary, os.path.basename(archive))).encode()
-    tail = ("\r\n--%s--\r\n" % boundary).encode()
-
-    def body():
-        yield head
-        with open(archive, "rb") as f:
-            while chunk := f.read(1 << 20):
-                yield chunk
-        yield tail
-
-    headers = {"Content-Type": "multipart/form-data; boundary=" + boundary,
-               "Content-Length": str(len(head) + os.path.getsize(archive) + len(tail))}
-    return body(), headers
-
-
 def download(server, path, destination=None):
     """GETs `path` following its redirect (a presigned S3 URL): bytes."""
     req = urllib.request.Request(server.base + path, headers={"PRIVATE-TOKEN": harness.TOKEN})
@@ -256,7 +236,7 @@ def bench_size(binary, issues, moto, work):
         project = {}
 
         def do_import():
-            body, headers = multipart_body({"path": "bench"}, archive)
+            body, headers = harness.multipart_body({"path": "bench"}, archive)
             created = worker.request("POST", "/projects/import", body, headers)
             project["id"] = created["id"]
             answer = wait_for(status, "/projects/%d/import" % created["id"], finished("import_status"))
@@ -298,7 +278,7 @@ def bench_size(binary, issues, moto, work):
             return {"files": files, "downloaded_bytes": downloaded}
 
         def do_relation_import():
-            body, headers = multipart_body({"path": "root/bench", "relation": "issues"}, archive)
+            body, headers = harness.multipart_body({"path": "root/bench", "relation": "issues"}, archive)
             worker.request("POST", "/projects/import-relation", body, headers)
 
             def done(imports):

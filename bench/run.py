@@ -446,6 +446,28 @@ class PhaseError(Exception):
     """A phase could not complete: the server errored, failed or timed out."""
 
 
+def multipart_body(fields, archive):
+    """A `multipart/form-data` body of `fields` and `archive` as `file`,
+    streamed in 1 MiB chunks, and its headers."""
+    boundary = uuid.uuid4().hex
+    head = b"".join(('--%s\r\nContent-Disposition: form-data; name="%s"\r\n\r\n%s\r\n' % (boundary, k, v)).encode()
+                    for k, v in fields.items())
+    head += ('--%s\r\nContent-Disposition: form-data; name="file"; filename="%s"\r\n'
+             "Content-Type: application/gzip\r\n\r\n" % (boundary, os.path.basename(archive))).encode()
+    tail = ("\r\n--%s--\r\n" % boundary).encode()
+
+    def body():
+        yield head
+        with open(archive, "rb") as f:
+            while chunk := f.read(1 << 20):
+                yield chunk
+        yield tail
+
+    headers = {"Content-Type": "multipart/form-data; boundary=" + boundary,
+               "Content-Length": str(len(head) + os.path.getsize(archive) + len(tail))}
+    return body(), headers
+
+
 class Server:
     """A `local serve` process on `data_dir`, as a context manager. Its stdout
     is read by a thread (to find the API root URL, `base`, and "ready", and so
@@ -546,24 +568,9 @@ class Server:
     def import_archive(self, archive, path):
         """Uploads `archive` (streamed, multipart) as project `path` and waits
         for the import: (project id, seconds from POST to finished, status)."""
-        boundary = uuid.uuid4().hex
-        head = ('--%s\r\nContent-Disposition: form-data; name="path"\r\n\r\n%s\r\n'
-                '--%s\r\nContent-Disposition: form-data; name="file"; filename="%s"\r\n'
-                "Content-Type: application/gzip\r\n\r\n" % (boundary, path, boundary, os.path.basename(archive))).encode()
-        tail = ("\r\n--%s--\r\n" % boundary).encode()
-
-        def body():
-            """The multipart body, streamed in 1 MiB chunks."""
-            yield head
-            with open(archive, "rb") as f:
-                while chunk := f.read(1 << 20):
-                    yield chunk
-            yield tail
-
-        headers = {"Content-Type": "multipart/form-data; boundary=" + boundary,
-                   "Content-Length": str(len(head) + os.path.getsize(archive) + len(tail))}
+        body, headers = multipart_body({"path": path}, archive)
         start = time.perf_counter()
-        project = self.request("POST", "/projects/import", body(), headers)
+        project = self.request("POST", "/projects/import", body, headers)
         status = self.poll("/projects/%d/import" % project["id"], "import_status", "finished")
         return project["id"], time.perf_counter() - start, status
 

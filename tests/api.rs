@@ -796,3 +796,76 @@ fn a_project_is_deleted_like_gitlab() {
     let (status, _) = call(&server, Some(&alice), "GET", &format!("/projects/{other}"));
     assert_eq!(status, 404);
 }
+
+/// `GET /projects/:id?statistics=true`: GitLab's `statistics` object with the
+/// sizes held here (`lib/api/entities/project_statistics.rb`), plus our
+/// `records_size` and `exports_size`, all counted in `storage_size`.
+#[test]
+fn project_statistics_count_what_is_held() {
+    let server = Server::start();
+    let issues = format!("{ISSUE_1}\n{ISSUE_2}\n");
+    let bundle = vec![7u8; 3_000];
+    let upload = vec![1u8; 500];
+    let lfs = vec![2u8; 700];
+    let archive = tar_gz(&[
+        ("VERSION", b"0.2.4"),
+        ("tree/project.json", br#"{"description":"sized"}"#),
+        ("tree/project/issues.ndjson", issues.as_bytes()),
+        ("project.bundle", &bundle),
+        ("project.wiki.bundle", b"wiki"),
+        ("uploads/abc/picture.png", &upload),
+        ("lfs-objects/0123456789abcdef", &lfs),
+    ]);
+    let status = server.import_and_wait(ROOT_TOKEN, archive, &[("path", "sized")]);
+    assert_eq!(status["import_status"], "finished", "{status}");
+    let id = status["id"].as_u64().unwrap();
+    let statistics = |query: &str| -> Value {
+        let project: Value = server
+            .get(Some(ROOT_TOKEN), &format!("/projects/{id}{query}"))
+            .json()
+            .unwrap();
+        project["statistics"].clone()
+    };
+    assert_eq!(statistics(""), Value::Null, "only when asked");
+    assert_eq!(statistics("?statistics=false"), Value::Null);
+    let before = statistics("?statistics=true");
+    assert_eq!(
+        before,
+        json!({
+            "commit_count": 0,
+            "storage_size": issues.len() + 3_000 + 4 + 500 + 700,
+            "repository_size": 3_000,
+            "wiki_size": 4,
+            "lfs_objects_size": 700,
+            "job_artifacts_size": 0,
+            "pipeline_artifacts_size": 0,
+            "packages_size": 0,
+            "snippets_size": 0,
+            "uploads_size": 500,
+            "container_registry_size": 0,
+            "records_size": issues.len(),
+            "exports_size": 0,
+        })
+    );
+    let (_, archive) = server.export_and_download(ROOT_TOKEN, id);
+    let after = statistics("?statistics=true");
+    assert_eq!(after["exports_size"], archive.len());
+    assert_eq!(
+        after["storage_size"].as_u64().unwrap(),
+        before["storage_size"].as_u64().unwrap() + archive.len() as u64
+    );
+    let listed: Value = server
+        .get(Some(ROOT_TOKEN), "/projects?statistics=true")
+        .json()
+        .unwrap();
+    assert_eq!(listed[0]["statistics"], after);
+    let response = server.get(
+        Some(ROOT_TOKEN),
+        &format!("/projects/{id}?statistics=maybe"),
+    );
+    assert_eq!(response.status(), 400);
+    assert_eq!(
+        response.json::<Value>().unwrap(),
+        json!({"error": "statistics is invalid"})
+    );
+}

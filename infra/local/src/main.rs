@@ -33,6 +33,10 @@ enum Command {
     /// Manage personal access tokens (run while the server is stopped).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Give the space of deleted projects back to the disk (run while the
+    /// server is stopped): the database file reuses freed space but never
+    /// shrinks by itself.
+    Compact(DataDir),
 }
 
 #[derive(Args)]
@@ -227,11 +231,21 @@ async fn run() {
             expires_at,
             data,
         }) => create_token(&data, &username, &name, expires_at).await,
+        Command::Compact(data) => compact(&data),
     };
     if let Err(err) = result {
         eprintln!("error: {err}");
         std::process::exit(1);
     }
+}
+
+fn compact(data: &DataDir) -> Result<(), shared::Error> {
+    let (before, after) = shared::embedded::compact(&data.data_dir)?;
+    println!(
+        "compacted {}: {before} bytes before, {after} after",
+        data.data_dir.join("state.redb").display()
+    );
+    Ok(())
 }
 
 async fn create_user(

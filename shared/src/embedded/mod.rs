@@ -57,6 +57,26 @@ fn open_database(path: &Path) -> Result<Database> {
         })
 }
 
+/// Gives the space of deleted data back to the file system: the database
+/// file keeps freed pages for reuse, so a deleted project's records make it
+/// no smaller until it is compacted. Run while no server uses the data
+/// directory. Returns the file's size before and after, in bytes.
+pub fn compact(data_dir: &Path) -> Result<(u64, u64)> {
+    let path = data_dir.join("state.redb");
+    let size = || std::fs::metadata(&path).map(|m| m.len());
+    if !path.exists() {
+        return Err(Error::NotFound(format!(
+            "no database in {}",
+            data_dir.display()
+        )));
+    }
+    let before = size()?;
+    let mut db = open_database(&path)?;
+    while db.compact().map_err(Error::storage)? {}
+    drop(db);
+    Ok((before, size()?))
+}
+
 /// Errors after which redb wants the database opened again.
 fn needs_reopen(err: &Error) -> bool {
     matches!(err, Error::Storage(text) if text.contains("I/O error"))

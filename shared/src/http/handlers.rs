@@ -114,12 +114,32 @@ pub async fn delete_project(
     accepted()
 }
 
-/// `GET /projects/:id`.
+/// `GET /projects/:id`, with `statistics=true` GitLab's `statistics`.
 pub async fn get_project(
+    State(app): State<App>,
     CallerProject { project, .. }: CallerProject,
     BaseUrl(base): BaseUrl,
+    params: Params,
 ) -> JsonResponse {
-    Ok((StatusCode::OK, Json(views::project(&project, &base))))
+    let statistics = params.flag("statistics")?;
+    Ok((
+        StatusCode::OK,
+        Json(project_view(&app, &project, &base, statistics).await?),
+    ))
+}
+
+async fn project_view(
+    app: &App,
+    project: &crate::domain::Project,
+    base: &str,
+    statistics: bool,
+) -> Result<Value> {
+    let mut view = views::project(project, base);
+    if statistics {
+        let sizes = service::statistics::project_statistics(app, project).await?;
+        view["statistics"] = views::statistics(&sizes);
+    }
+    Ok(view)
 }
 
 /// `GET /projects`, with GitLab's offset pagination headers.
@@ -132,8 +152,13 @@ pub async fn list_projects(
     let page = params.number("page", 1)?;
     let per_page = params.number("per_page", 20)?.min(100);
     let owned = params.flag("owned")?;
+    let statistics = params.flag("statistics")?;
     let (projects, total) = service::list_projects(&app, &user, owned, page, per_page).await?;
-    let body: Value = projects.iter().map(|p| views::project(p, &base)).collect();
+    let mut body = Vec::with_capacity(projects.len());
+    for project in &projects {
+        body.push(project_view(&app, project, &base, statistics).await?);
+    }
+    let body = Value::Array(body);
     let headers = views::pagination_headers(
         &format!("{base}/api/v4/projects"),
         &params.0,

@@ -7,6 +7,7 @@ use crate::domain::{
     User,
 };
 use crate::service::relation_export::{status_code, RelationState};
+use crate::service::statistics::ProjectStatistics;
 use crate::service::{ExportState, ImportState};
 
 fn project_fields(project: &Project) -> Map<String, Value> {
@@ -69,6 +70,28 @@ pub fn project(project: &Project, base_url: &str) -> Value {
         fields.extend(extra);
     }
     Value::Object(fields)
+}
+
+/// GitLab's `statistics` (`ProjectStatistics` entity): the sizes this
+/// service holds, `0` for what it never has (pipelines, packages, the
+/// container registry, commits). `records_size` and `exports_size` are
+/// ours: `storage_size` counts them, as GitLab's counts all it holds.
+pub fn statistics(statistics: &ProjectStatistics) -> Value {
+    json!({
+        "commit_count": 0,
+        "storage_size": statistics.storage_size(),
+        "repository_size": statistics.repository_size,
+        "wiki_size": statistics.wiki_size,
+        "lfs_objects_size": statistics.lfs_objects_size,
+        "job_artifacts_size": 0,
+        "pipeline_artifacts_size": 0,
+        "packages_size": 0,
+        "snippets_size": 0,
+        "uploads_size": statistics.uploads_size,
+        "container_registry_size": 0,
+        "records_size": statistics.records_size,
+        "exports_size": statistics.exports_size,
+    })
 }
 
 pub fn export_status(project: &Project, state: &ExportState, base_url: &str) -> Value {

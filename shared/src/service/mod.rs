@@ -3,6 +3,7 @@
 
 pub mod relation_export;
 pub mod schedule;
+pub mod statistics;
 pub mod sweep;
 
 use crate::domain::UploadTarget;
