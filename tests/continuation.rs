@@ -6,33 +6,21 @@
 
 use std::time::Duration;
 
-use e2e::moto;
+use e2e::stores::{cut_short, embedded_app_with, moto_app_with, start_import};
 use e2e::{read_archive, synthetic_archive, ArchiveContent};
 use shared::domain::{Job, JobStatus, Message, Project, User};
-use shared::service::{self, ImportRequest};
+use shared::service;
 use shared::worker::{self, Outcome};
-use shared::{aws, stream, App, Settings};
+use shared::{stream, App, Settings};
 
 const ISSUES: usize = 1_200;
 
-fn cut_short(settings: &Settings) -> Settings {
-    Settings {
-        invocation_budget: Some(Duration::ZERO),
-        ..settings.clone()
-    }
-}
-
 fn embedded(settings: impl Fn(&Settings) -> Settings) -> (App, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let backend = shared::embedded::EmbeddedBackend::open(dir.path(), "http://127.0.0.1:9")
-        .expect("embedded backend");
-    let app = App::embedded(&backend, settings(&Settings::default()));
-    (app, dir)
+    embedded_app_with(settings)
 }
 
 async fn on_moto(settings: impl Fn(&Settings) -> Settings) -> App {
-    let (app, clients, names) = moto::app().await;
-    aws::app(&clients, &names, settings(&app.settings))
+    moto_app_with(settings).await.0
 }
 
 /// Imports the synthetic project, working the queue (each message twice at
@@ -61,20 +49,7 @@ async fn import_and_export(app: &App) -> (Job, ArchiveContent) {
 /// A new administrator's import of the synthetic project at `path`, queued.
 async fn start_synthetic_import(app: &App, path: &str) -> (User, Project, Job) {
     let user: User = app.users.create_user("root", "Root", true).await.unwrap();
-    let key = service::upload_key(&shared::domain::new_id());
-    app.blobs
-        .put(&key, stream::from_bytes(synthetic_archive(ISSUES)))
-        .await
-        .unwrap();
-    let request = ImportRequest {
-        path: path.into(),
-        namespace: None,
-        name: None,
-        overwrite: false,
-    };
-    let (project, import) = service::start_import(app, &user, &request, &key)
-        .await
-        .unwrap();
+    let (project, import) = start_import(app, &user, path, synthetic_archive(ISSUES)).await;
     (user, project, import)
 }
 

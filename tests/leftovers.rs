@@ -6,21 +6,12 @@
 use std::time::Duration;
 
 use e2e::contract::embedded_app;
-use e2e::moto;
-use e2e::stores::{holdings, upload, Table};
+use e2e::stores::{cut_short, embedded_app_with, holdings, moto_app_with, start_import, Table};
 use e2e::synthetic_archive;
 use shared::domain::{Job, JobKind, JobStatus, JobUpdate, Message, When};
 use shared::service::sweep::{sweep_stale_jobs, MAX_STALLS};
-use shared::service::{self, ImportRequest};
 use shared::worker::{self, Outcome, MAX_RECEIVES};
-use shared::{aws, stream, App, Settings};
-
-fn cut_short(settings: &Settings) -> Settings {
-    Settings {
-        invocation_budget: Some(Duration::ZERO),
-        ..settings.clone()
-    }
-}
+use shared::{stream, App};
 
 /// What the store holds for `job` beyond its own record and history.
 async fn left_by(app: &App, table: Option<Table<'_>>, job: &Job) -> Vec<String> {
@@ -35,16 +26,7 @@ async fn left_by(app: &App, table: Option<Table<'_>>, job: &Job) -> Vec<String> 
 /// whose continuation then killed the worker on every delivery.
 async fn an_import_given_up(app: &App, table: Option<Table<'_>>) {
     let user = app.users.create_user("root", "Root", true).await.unwrap();
-    let key = upload(app, synthetic_archive(1_000)).await;
-    let request = ImportRequest {
-        path: "given-up".into(),
-        namespace: None,
-        name: None,
-        overwrite: false,
-    };
-    let (project, import) = service::start_import(app, &user, &request, &key)
-        .await
-        .unwrap();
+    let (project, import) = start_import(app, &user, "given-up", synthetic_archive(1_000)).await;
     let first = app.queue.receive(1, Duration::from_secs(30)).await.unwrap();
     assert_eq!(
         worker::attempt(app, &first[0].message, 1).await,
@@ -72,17 +54,13 @@ async fn an_import_given_up(app: &App, table: Option<Table<'_>>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_import_given_up_leaves_nothing_on_the_embedded_store() {
-    let dir = tempfile::tempdir().unwrap();
-    let backend =
-        shared::embedded::EmbeddedBackend::open(dir.path(), "http://127.0.0.1:9").unwrap();
-    let app = App::embedded(&backend, cut_short(&Settings::default()));
+    let (app, _dir) = embedded_app_with(cut_short);
     an_import_given_up(&app, None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_import_given_up_leaves_nothing_on_aws() {
-    let (app, clients, names) = moto::app().await;
-    let app = aws::app(&clients, &names, cut_short(&app.settings));
+    let (app, clients, names) = moto_app_with(cut_short).await;
     an_import_given_up(&app, Some(Table::of(&clients, &names))).await;
 }
 
@@ -92,16 +70,7 @@ async fn an_import_given_up_leaves_nothing_on_aws() {
 async fn a_stalled_export_failed_by_the_sweep_leaves_no_archive() {
     let (app, _dir) = embedded_app();
     let user = app.users.create_user("root", "Root", true).await.unwrap();
-    let key = upload(&app, synthetic_archive(10)).await;
-    let request = ImportRequest {
-        path: "stalled".into(),
-        namespace: None,
-        name: None,
-        overwrite: false,
-    };
-    let (project, import) = service::start_import(&app, &user, &request, &key)
-        .await
-        .unwrap();
+    let (project, import) = start_import(&app, &user, "stalled", synthetic_archive(10)).await;
     assert_eq!(
         worker::attempt(&app, &Message::for_job(&import), 1).await,
         Outcome::Done

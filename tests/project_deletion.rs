@@ -9,27 +9,20 @@ use std::time::Duration;
 
 use e2e::contract::embedded_app;
 use e2e::moto;
-use e2e::stores::{holdings, upload, work_queue, Table};
+use e2e::stores::{
+    self, cut_short, embedded_app_with, holdings, moto_app_with, upload, work_queue, Table,
+};
 use e2e::synthetic_archive;
 use shared::domain::{JobKind, JobStatus, Project, User};
 use shared::ports::GenerationRef;
-use shared::service::{self, relation_export, ImportRequest};
+use shared::service::{self, relation_export};
 use shared::worker::{self, Outcome};
-use shared::{aws, App, Settings};
+use shared::App;
 
 const ISSUES: usize = 600;
 
 async fn start_import(app: &App, user: &User, path: &str) -> (Project, String) {
-    let key = upload(app, synthetic_archive(ISSUES)).await;
-    let request = ImportRequest {
-        path: path.into(),
-        namespace: None,
-        name: None,
-        overwrite: false,
-    };
-    let (project, job) = service::start_import(app, user, &request, &key)
-        .await
-        .unwrap();
+    let (project, job) = stores::start_import(app, user, path, synthetic_archive(ISSUES)).await;
     (project, job.id)
 }
 
@@ -179,26 +172,15 @@ async fn an_import_under_way(app: &App, table: Option<Table<'_>>) {
     }
 }
 
-fn cut_short(settings: &Settings) -> Settings {
-    Settings {
-        invocation_budget: Some(Duration::ZERO),
-        ..settings.clone()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_import_under_way_ends_with_its_deleted_project_on_the_embedded_store() {
-    let dir = tempfile::tempdir().unwrap();
-    let backend =
-        shared::embedded::EmbeddedBackend::open(dir.path(), "http://127.0.0.1:9").unwrap();
-    let app = App::embedded(&backend, cut_short(&Settings::default()));
+    let (app, _dir) = embedded_app_with(cut_short);
     an_import_under_way(&app, None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_import_under_way_ends_with_its_deleted_project_on_aws() {
-    let (app, clients, names) = moto::app().await;
-    let app = aws::app(&clients, &names, cut_short(&app.settings));
+    let (app, clients, names) = moto_app_with(cut_short).await;
     an_import_under_way(&app, Some(Table::of(&clients, &names))).await;
 }
 

@@ -69,7 +69,8 @@ fn remote_import_fetches_the_archive_from_a_url() {
     assert_eq!(status["import_status"], "finished", "{status}");
     assert_eq!(relations_of(&server, id), fixture_relations("complex"));
 
-    // A URL that answers 404: the import fails and says so.
+    // A URL that refuses the file: 400 at once, as GitLab's `HEAD` of it
+    // finds, and no project.
     let missing = url.replace("export.tar.gz", "missing.tar.gz");
     let response = post_form(
         &server,
@@ -77,14 +78,15 @@ fn remote_import_fetches_the_archive_from_a_url() {
         "/projects/remote-import",
         &[("url", &missing), ("path", "missing")],
     );
-    let id = response.json::<Value>().unwrap()["id"].as_u64().unwrap();
-    let status = server.wait_import(ROOT_TOKEN, id);
-    assert_eq!(status["import_status"], "failed");
-    let error = status["import_error"].as_str().unwrap();
-    assert!(
-        error.starts_with("downloading the archive failed: 403"),
-        "{error}"
+    assert_eq!(response.status(), 400);
+    assert_eq!(
+        response.json::<Value>().unwrap()["message"],
+        "Failed to retrive headers: 403 Forbidden"
     );
+    let status = server
+        .get(Some(ROOT_TOKEN), "/projects/root%2Fmissing")
+        .status();
+    assert_eq!(status, 404);
 
     // Bad requests.
     for form in [
@@ -278,11 +280,16 @@ fn urls_into_this_machine_or_a_private_network_are_refused_by_default() {
             let response = post_form(&server, Some(ROOT_TOKEN), path, &form);
             assert_eq!(response.status(), 400, "{url}");
             let body: Value = response.json().unwrap();
-            assert_eq!(
-                body["message"],
-                format!("{parameter} is blocked: {reason}"),
-                "{url}"
-            );
+            // A remote import's URL is checked as GitLab's RemoteFile does:
+            // the scheme first, then the address.
+            let expected = match parameter {
+                "url" if url.starts_with("http:") => {
+                    "File url is blocked: Only allowed schemes are https".to_owned()
+                }
+                "url" => format!("File url is blocked: {reason}"),
+                _ => format!("{parameter} is blocked: {reason}"),
+            };
+            assert_eq!(body["message"], expected, "{url}");
         }
     }
     // remote-import-s3: the bucket and region become the host name.
@@ -311,4 +318,111 @@ fn urls_into_this_machine_or_a_private_network_are_refused_by_default() {
     );
     let export_status: Value = server.get(Some(ROOT_TOKEN), &export).json().unwrap();
     assert_eq!(export_status["export_status"], "none");
+}
+
+/// A one-thread HTTP server answering every request with `head` (a status
+/// line and headers) and no body; returns its base URL.
+fn answering(head: &'static str) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let _ = stream.write_all(format!("{head}\r\nConnection: close\r\n\r\n").as_bytes());
+        }
+    });
+    base
+}
+
+/// `POST /projects/remote-import` checks the file before it answers, as
+/// GitLab's `RemoteFile` strategy and `RemoteFileValidator` do
+/// (`app/services/import/gitlab_projects/file_acquisition_strategies/remote_file.rb`,
+/// `app/validators/import/gitlab_projects/remote_file_validator.rb`):
+/// `https` only, then a `HEAD` whose content type and size must be an
+/// archive's; each refusal is a `400` with GitLab's words, and no project.
+#[test]
+fn remote_imports_check_the_file_before_creating_anything() {
+    let strict = Server::start();
+    for (url, message) in [
+        (
+            "http://example.com/export.tar.gz",
+            "File url is blocked: Only allowed schemes are https",
+        ),
+        (
+            "ftp://example.com/export.tar.gz",
+            "File url is blocked: Only allowed schemes are https",
+        ),
+        ("not a url", "File url is blocked: URI is invalid"),
+        (
+            "https://127.0.0.1/x.tar.gz",
+            "File url is blocked: Requests to localhost are not allowed",
+        ),
+    ] {
+        let form = [("url", url), ("path", "checked")];
+        let response = post_form(&strict, Some(ROOT_TOKEN), "/projects/remote-import", &form);
+        assert_eq!(response.status(), 400, "{url}");
+        assert_eq!(
+            response.json::<Value>().unwrap(),
+            serde_json::json!({ "message": message })
+        );
+    }
+
+    let server = Server::start_with(&["--allow-local-requests", "--max-upload-bytes", "1048576"]);
+    let archive = "HTTP/1.1 200 OK\r\nContent-Type: application/gzip\r\nContent-Length: 1000";
+    let html = "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 1000";
+    let empty = "HTTP/1.1 200 OK\r\nContent-Type: application/gzip\r\nContent-Length: 0";
+    let huge = "HTTP/1.1 200 OK\r\nContent-Type: application/x-gzip\r\nContent-Length: 2097152";
+    let missing = "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 9";
+    let s3 = "HTTP/1.1 403 Forbidden\r\nServer: AmazonS3\r\nx-amz-request-id: 4442587FB7D0A2F9\r\nContent-Type: application/xml\r\nContent-Length: 0";
+    let refused = [
+        (html, "Content type 'text/html' not allowed. (Allowed: application/gzip, application/x-tar, application/x-gzip)"),
+        (empty, "Content length is too small (should be at least 1 Byte)"),
+        (huge, "Content length is too big (should be at most 1 MB)"),
+        (missing, "Failed to retrive headers: 404 Not Found"),
+    ];
+    for (head, message) in refused {
+        let url = format!("{}/export.tar.gz", answering(head));
+        let form = [("url", url.as_str()), ("path", "checked")];
+        let response = post_form(&server, Some(ROOT_TOKEN), "/projects/remote-import", &form);
+        assert_eq!(response.status(), 400, "{head}");
+        assert_eq!(
+            response.json::<Value>().unwrap(),
+            serde_json::json!({ "message": message })
+        );
+    }
+    let unreachable = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}/x.tar.gz", listener.local_addr().unwrap())
+    };
+    let form = [("url", unreachable.as_str()), ("path", "checked")];
+    let response = post_form(&server, Some(ROOT_TOKEN), "/projects/remote-import", &form);
+    assert_eq!(response.status(), 400);
+    let message = response.json::<Value>().unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.starts_with("Failed to retrive headers: "),
+        "{message}"
+    );
+    // Nothing was created: the path is free.
+    for server in [&strict, &server] {
+        let status = server
+            .get(Some(ROOT_TOKEN), "/projects/root%2Fchecked")
+            .status();
+        assert_eq!(status, 404);
+    }
+
+    // An archive's answer, and S3's (a presigned GET URL refuses a HEAD),
+    // pass; the fetch itself comes later.
+    for head in [archive, s3] {
+        let url = format!("{}/export.tar.gz", answering(head));
+        let path = if head == s3 { "from-s3" } else { "from-https" };
+        let form = [("url", url.as_str()), ("path", path)];
+        let response = post_form(&server, Some(ROOT_TOKEN), "/projects/remote-import", &form);
+        assert_eq!(response.status(), 201, "{head}");
+    }
 }

@@ -35,6 +35,135 @@ pub fn check_url(raw: &str, parameter: &str, allow_local: bool) -> Result<reqwes
     Ok(url)
 }
 
+/// The content types GitLab takes a remote import's file as
+/// (`Import::GitlabProjects::RemoteFileValidator`).
+const ARCHIVE_CONTENT_TYPES: [&str; 3] = [
+    "application/gzip",
+    "application/x-tar",
+    "application/x-gzip",
+];
+
+/// How long the `HEAD` of a remote import's file may take (GitLab gives
+/// it one second; an answer within the API's own time limit is enough).
+const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// GitLab's checks of a remote import's file, before any project is
+/// created (`FileAcquisitionStrategies::RemoteFile` and
+/// `RemoteFileValidator`): an `https` URL (`http` too when local requests
+/// are allowed) that is not blocked, whose `HEAD` answers an archive's
+/// content type and a size of at least one byte and at most `limit`. An
+/// answer from S3 is taken as it is, as GitLab does: a presigned GET URL
+/// refuses a `HEAD`. Each refusal is GitLab's `400` text.
+pub async fn check_remote_file(url: &str, limit: u64, allow_local: bool) -> Result<reqwest::Url> {
+    let blocked = |reason: &str| Error::BadRequest(format!("File url is blocked: {reason}"));
+    let url = reqwest::Url::parse(url).map_err(|_| blocked("URI is invalid"))?;
+    let scheme_allowed = url.scheme() == "https" || (allow_local && url.scheme() == "http");
+    if !scheme_allowed {
+        return Err(blocked("Only allowed schemes are https"));
+    }
+    if url.host_str().is_none() {
+        return Err(blocked("URI is invalid"));
+    }
+    if !allow_local {
+        if let Some(reason) = local_target(&url) {
+            return Err(blocked(reason));
+        }
+    }
+    let headers_failed = |detail: String| {
+        Error::BadRequest(format!(
+            "Failed to retrive headers: {}",
+            redact::text(&detail)
+        ))
+    };
+    let client = client(allow_local)?;
+    let response = match client.head(url.clone()).timeout(HEAD_TIMEOUT).send().await {
+        Ok(response) => response,
+        Err(err) => {
+            return Err(match blocked_cause(&err) {
+                // The resolver's refusal names the host first.
+                Some(Blocked(message)) => blocked(
+                    message
+                        .split_once(" is blocked: ")
+                        .map_or(message, |(_, r)| r),
+                ),
+                None => headers_failed(error_chain(&err)),
+            });
+        }
+    };
+    let headers = response.headers();
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if header("server") == Some("AmazonS3") && header("x-amz-request-id").is_some() {
+        return Ok(url);
+    }
+    if !response.status().is_success() {
+        return Err(headers_failed(response.status().to_string()));
+    }
+    let length: u64 = header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if length == 0 {
+        return Err(Error::BadRequest(
+            "Content length is too small (should be at least 1 Byte)".into(),
+        ));
+    }
+    if length > limit {
+        return Err(Error::BadRequest(format!(
+            "Content length is too big (should be at most {})",
+            human_size(limit)
+        )));
+    }
+    let content_type = header("content-type").unwrap_or_default();
+    if !ARCHIVE_CONTENT_TYPES.contains(&content_type) {
+        return Err(Error::BadRequest(format!(
+            "Content type '{content_type}' not allowed. (Allowed: {})",
+            ARCHIVE_CONTENT_TYPES.join(", ")
+        )));
+    }
+    Ok(url)
+}
+
+/// An error and its causes, as one line.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(err) = cause {
+        text.push_str(": ");
+        text.push_str(&err.to_string());
+        cause = err.source();
+    }
+    text
+}
+
+/// A size as Rails' `number_to_human_size` writes it: 1,024-based units,
+/// three significant digits, no trailing zeros (`1 Byte`, `5 GB`).
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["KB", "MB", "GB", "TB", "PB", "EB"];
+    if bytes < 1024 {
+        return format!("{bytes} {}", if bytes == 1 { "Byte" } else { "Bytes" });
+    }
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    value /= 1024.0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    let digits = if value >= 100.0 {
+        0
+    } else if value >= 10.0 {
+        1
+    } else {
+        2
+    };
+    let text = format!("{value:.digits$}");
+    let text = if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        text
+    };
+    format!("{text} {}", UNITS[unit])
+}
+
 /// Why a URL's host is off limits, if it is: named `localhost`, or an
 /// address literal that is not public. As GitLab's URL blocker words it.
 fn local_target(url: &reqwest::Url) -> Option<&'static str> {
@@ -409,6 +538,18 @@ pub fn presign_s3_get(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sizes_read_as_rails_writes_them() {
+        use super::human_size;
+        assert_eq!(human_size(1), "1 Byte");
+        assert_eq!(human_size(2), "2 Bytes");
+        assert_eq!(human_size(1536), "1.5 KB");
+        assert_eq!(human_size(1500), "1.46 KB");
+        assert_eq!(human_size(5 << 30), "5 GB");
+        assert_eq!(human_size(10 << 30), "10 GB");
+        assert_eq!(human_size(150 << 20), "150 MB");
+    }
+
     use super::*;
     use chrono::TimeZone;
 

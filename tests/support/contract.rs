@@ -21,10 +21,7 @@ pub enum Backend {
 
 /// An embedded application in a temporary directory.
 pub fn embedded_app() -> (App, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let backend = shared::embedded::EmbeddedBackend::open(dir.path(), "http://127.0.0.1:9")
-        .expect("embedded backend");
-    (App::embedded(&backend, shared::Settings::default()), dir)
+    crate::stores::embedded_app_with(shared::Settings::clone)
 }
 
 pub async fn user_store(app: &App, _backend: Backend) {

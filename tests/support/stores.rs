@@ -4,9 +4,11 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use shared::aws::{AwsClients, AwsNames};
+use shared::aws::{self, AwsClients, AwsNames};
+use shared::domain::{Job, Project, User};
+use shared::service::ImportRequest;
 use shared::worker::{self, Outcome};
-use shared::{service, stream, App};
+use shared::{service, stream, App, Settings};
 
 /// An AWS app's DynamoDB table, to list what it holds.
 #[derive(Clone, Copy)]
@@ -98,4 +100,47 @@ pub async fn upload(app: &App, archive: Vec<u8>) -> String {
         .await
         .unwrap();
     key
+}
+
+/// A new import of `archive` at `path`, uploaded and queued.
+pub async fn start_import(app: &App, user: &User, path: &str, archive: Vec<u8>) -> (Project, Job) {
+    let key = upload(app, archive).await;
+    let request = ImportRequest {
+        path: path.into(),
+        namespace: None,
+        name: None,
+        overwrite: false,
+    };
+    service::start_import(app, user, &request, &key)
+        .await
+        .unwrap()
+}
+
+/// Settings under which every invocation stops at its first safe point
+/// and continues in a fresh message.
+pub fn cut_short(settings: &Settings) -> Settings {
+    Settings {
+        invocation_budget: Some(Duration::ZERO),
+        ..settings.clone()
+    }
+}
+
+/// An embedded application in a temporary directory, with `settings`
+/// made from the defaults.
+pub fn embedded_app_with(settings: impl Fn(&Settings) -> Settings) -> (App, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let backend = shared::embedded::EmbeddedBackend::open(dir.path(), "http://127.0.0.1:9")
+        .expect("embedded backend");
+    let app = App::embedded(&backend, settings(&Settings::default()));
+    (app, dir)
+}
+
+/// An AWS application on fresh moto resources, with `settings` made from
+/// the tests' moto defaults, and the table to look into.
+pub async fn moto_app_with(
+    settings: impl Fn(&Settings) -> Settings,
+) -> (App, AwsClients, AwsNames) {
+    let (app, clients, names) = crate::moto::app().await;
+    let app = aws::app(&clients, &names, settings(&app.settings));
+    (app, clients, names)
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
-use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE, LOCATION};
+use axum::http::header::{CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -448,13 +448,9 @@ pub async fn remote_import(
     Caller(user): Caller,
     params: Params,
 ) -> JsonResponse {
-    let url = remote::check_url(
-        required(&params, "url")?,
-        "url",
-        app.settings.allow_local_requests,
-    )?;
+    let url = required(&params, "url")?;
     let request = import_request(&params)?;
-    let (project, job) = service::start_remote_import(&app, &user, &request, url.into()).await?;
+    let (project, job) = service::start_remote_import(&app, &user, &request, url).await?;
     Ok((StatusCode::CREATED, Json(scheduled_import(&project, job))))
 }
 
@@ -479,7 +475,7 @@ pub async fn remote_import_s3(
         crate::domain::now(),
         std::time::Duration::from_secs(7 * 24 * 3600),
     )?;
-    let (project, job) = service::start_remote_import(&app, &user, &request, url).await?;
+    let (project, job) = service::start_fetched_import(&app, &user, &request, url).await?;
     Ok((StatusCode::CREATED, Json(scheduled_import(&project, job))))
 }
 
@@ -822,7 +818,7 @@ async fn attachment(app: &App, key: &str, file_name: &str) -> Result<Response> {
         "attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{}",
         utf8_percent_encode(file_name, NON_ALPHANUMERIC)
     );
-    Ok((
+    let mut response = (
         StatusCode::OK,
         [
             (CONTENT_TYPE, content_type.to_owned()),
@@ -830,5 +826,14 @@ async fn attachment(app: &App, key: &str, file_name: &str) -> Result<Response> {
         ],
         Body::from_stream(body),
     )
-        .into_response())
+        .into_response();
+    // Its size, as GitLab's downloads (and S3's) give it: clients show
+    // progress, and a remote import's `HEAD` checks it.
+    let listed = app.blobs.list(key).await?;
+    if let Some(blob) = listed.iter().find(|blob| blob.key == key) {
+        response
+            .headers_mut()
+            .insert(CONTENT_LENGTH, blob.size.into());
+    }
+    Ok(response)
 }

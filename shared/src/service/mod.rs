@@ -126,9 +126,12 @@ pub async fn export_state(app: &App, project: &Project) -> Result<ExportState> {
         .jobs
         .latest_finished_job(project.id, JobKind::Export)
         .await?;
+    // As GitLab's `Project#export_status`: an archive that exists is
+    // `finished` even when a newer export failed (it is still served).
     let status = match (&latest, &finished) {
         (None, _) => "none",
         (Some(job), Some(_)) if !job.status.is_done() => "regeneration_in_progress",
+        (Some(_), Some(_)) => "finished",
         (Some(job), _) => match job.status {
             JobStatus::Queued => "queued",
             JobStatus::Started => "started",
@@ -256,9 +259,28 @@ pub async fn start_import(
     Ok((project, job))
 }
 
-/// `POST /projects/remote-import(-s3)`: the worker fetches the archive from
-/// `url` (streamed into the blob store), then imports it.
+/// `POST /projects/remote-import`: the file at `url` is checked as GitLab
+/// checks it (a `400` before any project exists), then the worker fetches
+/// it (streamed into the blob store) and imports it.
 pub async fn start_remote_import(
+    app: &App,
+    user: &User,
+    request: &ImportRequest,
+    url: &str,
+) -> Result<(Project, Job)> {
+    let settings = &app.settings;
+    let url = crate::remote::check_remote_file(
+        url,
+        settings.max_upload_bytes,
+        settings.allow_local_requests,
+    )
+    .await?;
+    start_fetched_import(app, user, request, url.into()).await
+}
+
+/// `POST /projects/remote-import-s3`, and a remote import once checked: the
+/// worker fetches the archive from `url`, then imports it.
+pub async fn start_fetched_import(
     app: &App,
     user: &User,
     request: &ImportRequest,
