@@ -20,7 +20,8 @@ use futures::{stream, StreamExt};
 
 use aws_sdk_dynamodb::types::{ConditionCheck, Put, TransactWriteItem};
 
-use super::dynamo::{ddb_error, delete_of, get_n, get_s, key, n, s, seq_key, DynamoStore, Item};
+use super::dynamo::keys as layout;
+use super::dynamo::{ddb_error, delete_of, get_n, get_s, key, n, s, DynamoStore, Item};
 use super::s3::S3BlobStore;
 use crate::keys;
 use crate::ports::{
@@ -54,14 +55,14 @@ impl S3ContentStore {
 }
 
 fn manifest_pk(at: GenerationRef<'_>) -> String {
-    format!("GEN#{}", at.name)
+    layout::generation(at.name)
 }
 
 /// The manifest item naming the generation's one writer.
 const WRITER_SK: &str = "WRITER";
 
 fn chunk_sk(relation: &str, first_seq: u64) -> String {
-    format!("CHUNK#{relation}#{}", seq_key(first_seq))
+    layout::chunk(relation, first_seq)
 }
 
 /// One chunk as the manifest describes it.
