@@ -113,7 +113,7 @@ async fn a_message_failing_every_time_ends_its_job_failed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_message_was_lost_is_queued_again_then_failed() {
-    use shared::service::sweep::{sweep_stale_jobs, SweepSummary, MAX_STALLS, STALE_AFTER};
+    use shared::worker::sweep::{sweep_stale_jobs, SweepSummary, MAX_STALLS, STALE_AFTER};
     let (app, _dir) = embedded_app();
     let (user, project) = user_with_project(&app, "bob", "lost").await;
     let started = |job: &Job| {
@@ -429,7 +429,7 @@ async fn a_window_reaches_past_any_number_of_relations_without_messages() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_relation_export_part_is_found_by_the_sweep() {
-    use shared::service::sweep::{sweep_stale_jobs, STALE_AFTER};
+    use shared::worker::sweep::{sweep_stale_jobs, STALE_AFTER};
     let (app, _dir) = embedded_app();
     let (_, project) = project_with_relations(&app, "gina", 3).await;
     service::relation_export::start_run(&app, &project, false)

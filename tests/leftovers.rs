@@ -9,7 +9,7 @@ use e2e::contract::embedded_app;
 use e2e::stores::{cut_short, embedded_app_with, holdings, moto_app_with, start_import, Table};
 use e2e::synthetic_archive;
 use shared::domain::{Job, JobKind, JobStatus, JobUpdate, Message, When};
-use shared::service::sweep::{sweep_stale_jobs, MAX_STALLS};
+use shared::worker::sweep::{sweep_stale_jobs, MAX_STALLS};
 use shared::worker::{self, Outcome, MAX_RECEIVES};
 use shared::{stream, App};
 

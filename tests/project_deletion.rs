@@ -229,7 +229,7 @@ async fn exports_racing_the_deletion_leave_nothing() {
 /// listed as deleted and sends it again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_deletion_message_is_sent_again_by_the_sweep() {
-    use shared::service::sweep::{sweep_stale_jobs, STALE_AFTER};
+    use shared::worker::sweep::{sweep_stale_jobs, STALE_AFTER};
     let (app, _dir) = embedded_app();
     let user = app.users.create_user("root", "Root", true).await.unwrap();
     let before = holdings(&app, None).await;

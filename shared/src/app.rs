@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::archive::Limits;
-use crate::embedded::EmbeddedBackend;
 use crate::ports::{BlobStore, ContentStore, JobStore, ProjectStore, Queue, UserStore};
 use crate::signing::Signer;
 
@@ -100,19 +99,4 @@ pub struct App {
     /// served by S3 presigned URLs instead.
     pub signer: Option<Signer>,
     pub settings: Arc<Settings>,
-}
-
-impl App {
-    pub fn embedded(backend: &EmbeddedBackend, settings: Settings) -> Self {
-        App {
-            users: backend.store.clone(),
-            projects: backend.store.clone(),
-            content: backend.store.clone(),
-            jobs: backend.store.clone(),
-            blobs: backend.blobs.clone(),
-            queue: backend.queue.clone(),
-            signer: Some(backend.signer.clone()),
-            settings: Arc::new(settings),
-        }
-    }
 }

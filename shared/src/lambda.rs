@@ -147,7 +147,7 @@ pub async fn run_scheduled_exports() -> Result<(), Error> {
 
 /// The stale-job sweep (every few minutes, from its own schedule rule).
 pub async fn handle_sweep(app: &App) -> Result<serde_json::Value, Error> {
-    use crate::service::sweep;
+    use crate::worker::sweep;
     let summary = sweep::sweep_stale_jobs(app, crate::domain::now(), sweep::STALE_AFTER).await?;
     Ok(serde_json::json!({
         "requeued": summary.requeued,

@@ -13,8 +13,8 @@ use crate::domain::{
     DeletedProject, ExportSchedule, Job, JobKind, JobStatus, JobUpdate, Message, Namespace,
     NamespaceId, NewProject, Project, ProjectId, RelationExportPart, Token, User, UserId, When,
 };
+use crate::error::Result;
 use crate::stream::{BorrowedStream, ByteStream};
-use crate::Result;
 
 /// Users, their namespaces and their tokens (stored as hashes only).
 #[async_trait]

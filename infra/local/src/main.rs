@@ -463,7 +463,7 @@ async fn schedule_timer(app: App, every: u64) {
 
 /// The stale-job sweep, every five minutes (on AWS: its own schedule rule).
 async fn sweep_timer(app: App) {
-    use shared::service::sweep;
+    use shared::worker::sweep;
     loop {
         tokio::time::sleep(Duration::from_secs(300)).await;
         let now = shared::domain::now();

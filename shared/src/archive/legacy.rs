@@ -12,8 +12,8 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use super::events::{invalid, ImportEvent, Sink};
 use super::json::check_record;
-use super::reader::{invalid, ImportEvent, Sink};
 use super::{ArchiveError, Limits, LEGACY_PROJECT_JSON};
 use crate::relations;
 

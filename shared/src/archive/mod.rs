@@ -3,15 +3,17 @@
 //! opaque blobs. Older exports hold everything in one `project.json`; both are
 //! read. Reading and writing run on blocking threads over bounded channels.
 
+mod events;
 mod json;
 mod legacy;
 mod parallel_gzip;
 mod reader;
 mod writer;
 
+pub use events::{ImportEvent, SinkClosed};
 pub use json::check_record;
 pub use parallel_gzip::ParallelGzEncoder;
-pub use reader::{read_archive, read_relation, ImportEvent, SinkClosed};
+pub use reader::{read_archive, read_relation};
 pub use writer::{write_archive, ExportItem};
 
 /// The archive format version we write and the versions we read.

@@ -12,35 +12,13 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use flate2::read::MultiGzDecoder;
 
+use super::events::{invalid, ImportEvent, Sink};
 use super::json::check_record;
 use super::{
     is_supported_version, legacy, relation_file, ArchiveError, Limits, LEGACY_PROJECT_JSON,
     PROJECT_JSON, RELATION_DIR,
 };
 use crate::relations;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ImportEvent {
-    /// The project attributes (`tree/project.json`), a JSON object.
-    Attributes(Bytes),
-    /// One top-level record of a relation, in archive order.
-    Record {
-        relation: Arc<str>,
-        json: Bytes,
-    },
-    /// An opaque file (repository bundle, upload, ...) follows in chunks.
-    BlobStart {
-        path: String,
-    },
-    BlobChunk(Bytes),
-    BlobEnd,
-}
-
-/// The consumer stopped listening; reading stops too.
-#[derive(Debug)]
-pub struct SinkClosed;
-
-pub(super) type Sink<'a> = dyn FnMut(ImportEvent) -> Result<(), SinkClosed> + 'a;
 
 /// Reads a whole `.tar.gz`, emitting events in order. Returns the archive's
 /// VERSION.
@@ -582,14 +560,6 @@ fn entry_kind(entry_type: tar::EntryType) -> String {
         tar::EntryType::Block => "block device".into(),
         tar::EntryType::Fifo => "FIFO".into(),
         other => format!("entry type {:?}", other),
-    }
-}
-
-pub(super) fn invalid(file: &str, line: u64, reason: String) -> ArchiveError {
-    ArchiveError::InvalidRecord {
-        file: file.to_owned(),
-        line,
-        reason,
     }
 }
 

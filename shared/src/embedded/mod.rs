@@ -18,7 +18,7 @@ pub use queue::EmbeddedQueue;
 pub use stores::EmbeddedStore;
 
 use crate::signing::Signer;
-use crate::{Error, Result};
+use crate::{App, Error, Result, Settings};
 
 /// A shared handle on the database. Every operation runs on a blocking thread.
 ///
@@ -262,4 +262,21 @@ fn load_or_create_key(path: &Path) -> Result<[u8; 32]> {
     std::fs::rename(&tmp, path)?;
     let bytes = hex::decode(secret).map_err(Error::internal)?;
     <[u8; 32]>::try_from(bytes.as_slice()).map_err(Error::internal)
+}
+
+impl App {
+    /// An application on the embedded backend: every port in one data
+    /// directory.
+    pub fn embedded(backend: &EmbeddedBackend, settings: Settings) -> Self {
+        App {
+            users: backend.store.clone(),
+            projects: backend.store.clone(),
+            content: backend.store.clone(),
+            jobs: backend.store.clone(),
+            blobs: backend.blobs.clone(),
+            queue: backend.queue.clone(),
+            signer: Some(backend.signer.clone()),
+            settings: Arc::new(settings),
+        }
+    }
 }

@@ -4,7 +4,6 @@
 pub mod relation_export;
 pub mod schedule;
 pub mod statistics;
-pub mod sweep;
 
 use crate::domain::UploadTarget;
 use crate::domain::{

@@ -11,6 +11,7 @@ mod pipeline;
 mod project_deletion;
 mod relation_export;
 mod relation_import;
+pub mod sweep;
 
 use std::time::{Duration, Instant, SystemTime};
 

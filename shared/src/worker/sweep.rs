@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use super::VISIBILITY;
 use crate::domain::{Job, JobKind, JobStatus, JobUpdate, Message, RelationExportPart, When};
 use crate::service::relation_export;
-use crate::worker::VISIBILITY;
 use crate::{App, Result};
 
 /// Twice the longest a worker may hold a message: a job this quiet has no
@@ -50,7 +50,7 @@ pub async fn sweep_stale_jobs(
         let from = When::Unleased(now);
         if job.awaiting_upload {
             let expired = job.created_at
-                + chrono::Duration::from_std(super::UPLOAD_URL_TTL).unwrap_or_default()
+                + chrono::Duration::from_std(crate::service::UPLOAD_URL_TTL).unwrap_or_default()
                 < now;
             if expired && job.status == JobStatus::Queued {
                 let reason = "the archive was never uploaded to its upload URL".to_owned();
@@ -144,7 +144,7 @@ async fn sweep_relation_export(
         let reason = format!("the part stalled {} times", run.stalls + 1);
         for part in &stalled {
             let message = relation_export::message_for(part);
-            crate::worker::give_up(app, &message, &reason).await?;
+            super::give_up(app, &message, &reason).await?;
             summary.failed += 1;
         }
         return Ok(summary);
@@ -197,6 +197,6 @@ async fn resend_project_deletions(app: &App, before: DateTime<Utc>) -> Result<us
 
 async fn fail(app: &App, job_id: &str, from: When, reason: String) -> Result<()> {
     tracing::warn!(job_id, reason, "stale job failed");
-    crate::worker::abandon(app, job_id, from, reason).await?;
+    super::abandon(app, job_id, from, reason).await?;
     Ok(())
 }
