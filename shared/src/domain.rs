@@ -122,6 +122,26 @@ pub struct NewProject {
     pub owner_id: UserId,
 }
 
+impl NewProject {
+    /// The project as created with `id`: no content yet.
+    pub fn with_id(self, id: ProjectId) -> Project {
+        Project {
+            id,
+            namespace_id: self.namespace.id,
+            namespace_path: self.namespace.path,
+            namespace_name: self.namespace.name,
+            path: self.path,
+            name: self.name,
+            description: self.description,
+            owner_id: self.owner_id,
+            created_at: now(),
+            content: None,
+            relation_content: Default::default(),
+            content_rev: 0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum JobKind {

@@ -12,20 +12,7 @@ use crate::{Error, Result};
 #[async_trait]
 impl ProjectStore for DynamoStore {
     async fn create_project(&self, new: NewProject) -> Result<Project> {
-        let project = Project {
-            id: self.next_id("project").await?,
-            namespace_id: new.namespace.id,
-            namespace_path: new.namespace.path,
-            namespace_name: new.namespace.name,
-            path: new.path,
-            name: new.name,
-            description: new.description,
-            owner_id: new.owner_id,
-            created_at: now(),
-            content: None,
-            relation_content: Default::default(),
-            content_rev: 0,
-        };
+        let project = new.with_id(self.next_id("project").await?);
         let mut by_path = key(keys::project_path(&project.full_path()), "PROJECT");
         by_path.insert("id".into(), n(project.id));
         let listed = |pk: String| {

@@ -21,20 +21,7 @@ impl ProjectStore for EmbeddedStore {
                         "Name has already been taken, Path has already been taken".into(),
                     ));
                 }
-                let project = Project {
-                    id: next_id(txn, "project")?,
-                    namespace_id: new.namespace.id,
-                    namespace_path: new.namespace.path,
-                    namespace_name: new.namespace.name,
-                    path: new.path,
-                    name: new.name,
-                    description: new.description,
-                    owner_id: new.owner_id,
-                    created_at: now(),
-                    content: None,
-                    relation_content: Default::default(),
-                    content_rev: 0,
-                };
+                let project = new.with_id(next_id(txn, "project")?);
                 by_path
                     .insert(full_path.as_str(), project.id)
                     .map_err(Error::storage)?;
