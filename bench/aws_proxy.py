@@ -283,18 +283,22 @@ def s3_prefix(key):
 class Faults:
     def __init__(self, rate, seed):
         self.rate = rate
-        self.random = random.Random(seed)
+        self.seed = seed
+        # One sequence per service: the faults S3 meets depend on S3's calls
+        # only, not on how many DynamoDB calls came in between.
+        self.randoms = {}
         self.lock = threading.Lock()
 
     def pick(self, service):
         """None, or how to fail this call."""
         with self.lock:
-            if self.rate <= 0 or self.random.random() >= self.rate:
+            rng = self.randoms.setdefault(service, random.Random(f"{self.seed}-{service}"))
+            if self.rate <= 0 or rng.random() >= self.rate:
                 return None
-            if self.random.random() < 0.25:
+            if rng.random() < 0.25:
                 return "drop"
             if service == "dynamodb":
-                return self.random.choice(["ProvisionedThroughputExceededException", "ThrottlingException"])
+                return rng.choice(["ProvisionedThroughputExceededException", "ThrottlingException"])
             return "SlowDown" if service == "s3" else "ThrottlingException"
 
 

@@ -30,5 +30,6 @@ both_backends!(project_deletion);
 both_backends!(content_store);
 both_backends!(content_writers);
 both_backends!(job_store);
+both_backends!(job_history);
 both_backends!(blob_store);
 both_backends!(queue);

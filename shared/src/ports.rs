@@ -255,11 +255,13 @@ pub trait JobStore: Send + Sync {
             .await?;
         Ok(())
     }
-    /// The project's jobs of a kind, newest first, at most `limit`.
+    /// The project's jobs of a kind, newest first: at most `limit` after
+    /// the newest `skip`.
     async fn project_jobs(
         &self,
         project_id: ProjectId,
         kind: JobKind,
+        skip: usize,
         limit: usize,
     ) -> Result<Vec<Job>>;
     /// Queued or started jobs last updated before `updated_before`, at most
@@ -273,6 +275,10 @@ pub trait JobStore: Send + Sync {
     async fn all_project_jobs(&self, project_id: ProjectId) -> Result<Vec<Job>>;
     /// Deletes every job of the project and its relations export parts.
     async fn delete_project_jobs(&self, project_id: ProjectId) -> Result<()>;
+    /// Deletes these jobs and their places in the project's history; the
+    /// caller never names one a pointer (`latest_job`, `latest_finished_job`)
+    /// points at.
+    async fn forget_jobs(&self, jobs: &[Job]) -> Result<()>;
     /// The next number of a sequence (1, 2, ...): ids GitLab shows as integers.
     async fn next_number(&self, sequence: &str) -> Result<u64>;
     /// The newest job of a kind for a project.

@@ -707,22 +707,30 @@ pub async fn job_store(app: &App, _backend: Backend) {
     assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "{numbers:?}");
     let newest_first: Vec<String> = listed.iter().rev().map(|j| j.id.clone()).collect();
     let found: Vec<String> = jobs
-        .project_jobs(9, JobKind::RelationImport, 10)
+        .project_jobs(9, JobKind::RelationImport, 0, 10)
         .await
         .unwrap()
         .into_iter()
         .map(|j| j.id)
         .collect();
     assert_eq!(found, newest_first);
+    let older: Vec<String> = jobs
+        .project_jobs(9, JobKind::RelationImport, 1, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(older, newest_first[1..]);
     assert_eq!(
-        jobs.project_jobs(9, JobKind::RelationImport, 2)
+        jobs.project_jobs(9, JobKind::RelationImport, 0, 2)
             .await
             .unwrap()
             .len(),
         2
     );
     assert!(jobs
-        .project_jobs(9, JobKind::Import, 10)
+        .project_jobs(9, JobKind::Import, 0, 10)
         .await
         .unwrap()
         .is_empty());
@@ -1074,4 +1082,106 @@ fn progress(
         relation_counts: counts,
         ..JobUpdate::default()
     }
+}
+
+/// A project's job history stays at `JOB_HISTORY` of each kind, however
+/// many jobs it runs; what a pointer or the project's content names stays.
+pub async fn job_history(app: &App, _backend: Backend) {
+    use shared::service::history::{self, JOB_HISTORY};
+    let owner = app
+        .users
+        .create_user("owner", "Owner", false)
+        .await
+        .unwrap();
+    let namespace = app.users.namespace(owner.id).await.unwrap().unwrap();
+    let project = app
+        .projects
+        .create_project(NewProject {
+            namespace,
+            path: "busy".into(),
+            name: "busy".into(),
+            description: None,
+            owner_id: owner.id,
+        })
+        .await
+        .unwrap();
+    let end = |job: &Job, to: JobStatus| {
+        let id = job.id.clone();
+        async move {
+            app.jobs
+                .transition(
+                    &id,
+                    When::status_in(&[JobStatus::Queued]),
+                    to,
+                    JobUpdate::default(),
+                )
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    let mut created = Vec::new();
+    for n in 0..JOB_HISTORY + 40 {
+        let job = Job::new(JobKind::Import, project.id, owner.id);
+        history::create_job(app, &job).await.unwrap();
+        match n {
+            // The oldest: its content is what the project shows.
+            0 => {
+                end(&job, JobStatus::Finished).await;
+                let mut shown = project.clone();
+                shown.content = Some(job.generation(1));
+                assert!(app.projects.switch_content(&shown).await.unwrap());
+            }
+            // Still running: never forgotten.
+            1 => {}
+            // The newest finished one: the status answers read it.
+            2 => {
+                end(&job, JobStatus::Finished).await;
+            }
+            _ => {
+                end(&job, JobStatus::Failed).await;
+            }
+        }
+        created.push(job);
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    let kept = app
+        .jobs
+        .project_jobs(project.id, JobKind::Import, 0, 1000)
+        .await
+        .unwrap();
+    assert_eq!(
+        kept.len(),
+        JOB_HISTORY + 3,
+        "the newest and three protected"
+    );
+    for protected in &created[..3] {
+        assert!(
+            kept.iter().any(|j| j.id == protected.id),
+            "{}",
+            protected.id
+        );
+    }
+    for forgotten in &created[3..40] {
+        assert_eq!(app.jobs.job(&forgotten.id).await.unwrap(), None);
+    }
+    assert_eq!(
+        app.jobs
+            .latest_finished_job(project.id, JobKind::Import)
+            .await
+            .unwrap()
+            .map(|j| j.id),
+        Some(created[2].id.clone())
+    );
+    // Another kind keeps its own history.
+    let export = Job::new(JobKind::Export, project.id, owner.id);
+    history::create_job(app, &export).await.unwrap();
+    assert_eq!(
+        app.jobs
+            .project_jobs(project.id, JobKind::Export, 0, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }

@@ -1,6 +1,7 @@
 //! The use cases behind the API: find a project the caller may see, schedule
 //! and follow exports, start and follow imports. No HTTP here.
 
+pub mod history;
 pub mod relation_export;
 pub mod schedule;
 pub mod statistics;
@@ -72,7 +73,7 @@ pub async fn delete_project(app: &App, project: &Project) -> Result<()> {
 }
 
 async fn enqueue(app: &App, job: &Job) -> Result<()> {
-    app.jobs.create_job(job).await?;
+    history::create_job(app, job).await?;
     app.queue.send(&[Message::for_job(job)]).await
 }
 
@@ -309,7 +310,7 @@ pub async fn authorize_import(
     job.archive_key = Some(key.clone());
     job.awaiting_upload = true;
     let url = app.blobs.upload_url(&key, UPLOAD_URL_TTL).await?;
-    app.jobs.create_job(&job).await?;
+    history::create_job(app, &job).await?;
     Ok((project, job, url))
 }
 
@@ -451,7 +452,7 @@ pub async fn start_relation_import(
 /// The project's relation imports, newest first.
 pub async fn relation_imports(app: &App, project: &Project) -> Result<Vec<Job>> {
     app.jobs
-        .project_jobs(project.id, JobKind::RelationImport, 100)
+        .project_jobs(project.id, JobKind::RelationImport, 0, history::JOB_HISTORY)
         .await
 }
 

@@ -108,7 +108,7 @@ pub async fn start_run(app: &App, project: &Project, batched: bool) -> Result<()
     // The run as a job of its own: what the stale-job sweep watches.
     let mut run = Job::new(JobKind::RelationExport, project.id, project.owner_id);
     run.id = run_id.clone();
-    app.jobs.create_job(&run).await?;
+    super::history::create_job(app, &run).await?;
     let window = app.settings.relation_export_window.max(1);
     let messages: Vec<Message> = sent_in_order(&parts)
         .filter(|p| p.status == JobStatus::Queued)

@@ -103,7 +103,7 @@ pub async fn archive_download(
 async fn finished_exports(app: &App, project_id: u64) -> Result<Vec<Job>> {
     Ok(app
         .jobs
-        .project_jobs(project_id, JobKind::Export, 200)
+        .project_jobs(project_id, JobKind::Export, 0, 200)
         .await?
         .into_iter()
         .filter(|job| job.status == JobStatus::Finished)
@@ -178,7 +178,7 @@ pub async fn run_tick(app: &App, tick: DateTime<Utc>) -> Result<TickSummary> {
             let mut job = Job::new(JobKind::Export, project.id, project.owner_id);
             job.id = format!("scheduled-{}-{}", project.id, tick.timestamp());
             job.scheduled = true;
-            match app.jobs.create_job(&job).await {
+            match super::history::create_job(app, &job).await {
                 Ok(()) => app.queue.send(&[Message::for_job(&job)]).await?,
                 Err(Error::Conflict(_)) => {
                     summary.skipped += 1;

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use super::lease::{claim, Lease};
 use super::pipeline::{self, Entries};
 use crate::archive::{self, ExportItem};
-use crate::domain::{export_file_name, now, Job, JobUpdate, Project};
+use crate::domain::{export_file_name, now, Job, JobKind, JobUpdate, Project};
 use crate::ports::{GenerationRef, RecordPages};
 use crate::service::{content_files_prefix, content_relations, export_key, schedule};
 use crate::{relations, remote, App, Error, Result};
@@ -60,10 +60,13 @@ async fn export(app: &App, lease: &Lease, job: Job) -> Result<()> {
         tracing::info!(records, "export finished");
         // Only the newest archive is offered for download, besides the
         // scheduled ones the project keeps.
-        for old in schedule::archives_to_prune(app, project.id).await? {
+        let pruned = schedule::archives_to_prune(app, project.id).await?;
+        for old in &pruned {
             let prefix = crate::keys::export_prefix(project.id, &old.id);
             app.blobs.delete_prefix(&prefix).await?;
         }
+        // An export whose archive is gone is history no one can reach.
+        crate::service::history::forget(app, project.id, JobKind::Export, pruned).await?;
     }
     Ok(())
 }

@@ -19,10 +19,7 @@ impl JobStore for DynamoStore {
             keys::job_pointer("LATEST", job.kind),
         );
         pointer.insert("job_id".into(), s(&job.id));
-        let mut listed = key(
-            keys::project(job.project_id),
-            keys::project_job(job.kind, job.created_at.timestamp_micros(), &job.id),
-        );
+        let mut listed = listing_key(job);
         listed.insert("job_id".into(), s(&job.id));
         let mut active = key(keys::ACTIVE, keys::job(&job.id));
         active.insert("job_id".into(), s(&job.id));
@@ -75,6 +72,21 @@ impl JobStore for DynamoStore {
                 .map_err(ddb_error)?;
         }
         if let Some(job) = job.as_ref().filter(|_| to == JobStatus::Finished) {
+            if job.kind != JobKind::Import {
+                // The job's place in the history expires with the job.
+                self.client
+                    .update_item()
+                    .table_name(&self.table)
+                    .set_key(Some(listing_key(job)))
+                    .update_expression("SET expires_at = :expires")
+                    .expression_attribute_values(
+                        ":expires",
+                        n(now().timestamp() as u64 + retention),
+                    )
+                    .send()
+                    .await
+                    .map_err(ddb_error)?;
+            }
             let mut pointer = key(
                 keys::project(job.project_id),
                 keys::job_pointer("FINISHED", job.kind),
@@ -89,6 +101,7 @@ impl JobStore for DynamoStore {
         &self,
         project_id: ProjectId,
         kind: JobKind,
+        skip: usize,
         limit: usize,
     ) -> Result<Vec<Job>> {
         let page = self
@@ -100,12 +113,12 @@ impl JobStore for DynamoStore {
             .expression_attribute_values(":pk", s(keys::project(project_id)))
             .expression_attribute_values(":prefix", s(keys::project_jobs_of(kind)))
             .scan_index_forward(false)
-            .limit(limit.clamp(1, 1000) as i32)
+            .limit((skip + limit).clamp(1, 1000) as i32)
             .send()
             .await
             .map_err(ddb_error)?;
         let mut jobs = Vec::new();
-        for item in page.items.unwrap_or_default() {
+        for item in page.items.unwrap_or_default().into_iter().skip(skip) {
             if let Some(job) = match get_s(&item, "job_id") {
                 Some(id) => self.job(id).await?,
                 None => None,
@@ -180,6 +193,16 @@ impl JobStore for DynamoStore {
             .await?
         {
             deletes.push(delete_of(&part)?);
+        }
+        self.batch_write(deletes).await
+    }
+
+    async fn forget_jobs(&self, jobs: &[Job]) -> Result<()> {
+        let mut deletes = Vec::new();
+        for job in jobs {
+            deletes.push(delete_of(&key(keys::job(&job.id), "JOB"))?);
+            deletes.push(delete_of(&key(keys::ACTIVE, keys::job(&job.id)))?);
+            deletes.push(delete_of(&listing_key(job))?);
         }
         self.batch_write(deletes).await
     }
@@ -312,4 +335,12 @@ impl DynamoStore {
             None => Ok(None),
         }
     }
+}
+
+/// The job's entry in its project's history.
+fn listing_key(job: &Job) -> Item {
+    key(
+        keys::project(job.project_id),
+        keys::project_job(job.kind, job.created_at.timestamp_micros(), &job.id),
+    )
 }

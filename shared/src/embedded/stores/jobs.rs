@@ -97,6 +97,7 @@ impl JobStore for EmbeddedStore {
         &self,
         project_id: ProjectId,
         kind: JobKind,
+        skip: usize,
         limit: usize,
     ) -> Result<Vec<Job>> {
         self.db
@@ -109,7 +110,7 @@ impl JobStore for EmbeddedStore {
                     )
                     .map_err(Error::storage)?;
                 let mut jobs = Vec::new();
-                for entry in range.rev().take(limit) {
+                for entry in range.rev().skip(skip).take(limit) {
                     let (key, _) = entry.map_err(Error::storage)?;
                     let (_, _, _, id) = key.value();
                     if let Some(job) = get_json(txn, JOBS, id)? {
@@ -181,6 +182,28 @@ impl JobStore for EmbeddedStore {
                 parts
                     .retain_in((project_id, "", 0)..(project_id + 1, "", 0), |_, _| false)
                     .map_err(Error::storage)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn forget_jobs(&self, forgotten: &[Job]) -> Result<()> {
+        let forgotten = forgotten.to_vec();
+        self.db
+            .write(move |txn| {
+                let mut index = txn.open_table(PROJECT_JOBS).map_err(Error::storage)?;
+                let mut jobs = txn.open_table(JOBS).map_err(Error::storage)?;
+                for job in &forgotten {
+                    jobs.remove(job.id.as_str()).map_err(Error::storage)?;
+                    index
+                        .remove((
+                            job.project_id,
+                            job.kind.as_str(),
+                            job.created_at.timestamp_micros(),
+                            job.id.as_str(),
+                        ))
+                        .map_err(Error::storage)?;
+                }
                 Ok(())
             })
             .await
