@@ -70,6 +70,7 @@ fn compact_gives_a_deleted_projects_space_back() {
         &[("path", "big")],
     );
     let id = status["id"].as_u64().unwrap();
+    let with_project = size();
     let deleted = e2e::client()
         .delete(server.url(&format!("/projects/{id}")))
         .header("PRIVATE-TOKEN", e2e::ROOT_TOKEN)
@@ -90,9 +91,11 @@ fn compact_gives_a_deleted_projects_space_back() {
     assert!(output.status.success(), "{output:?}");
     let text = String::from_utf8(output.stdout).unwrap();
     assert!(text.starts_with("compacted "), "{text}");
+    // redb itself may already have cut freed pages off the file's end;
+    // whatever it kept, compaction leaves a fraction of the project's size.
     assert!(
-        size() * 2 < with_freed_pages,
-        "{} bytes after compaction, {with_freed_pages} before",
+        size() <= with_freed_pages && size() * 4 < with_project,
+        "{} bytes after compaction, {with_freed_pages} before, {with_project} with the project",
         size()
     );
     // The data directory still serves, without the project.

@@ -71,3 +71,94 @@ fn an_export_killed_midway_completes_after_a_restart() {
     let exports = temp.path().join(format!("blobs/exports/{id}"));
     assert_eq!(std::fs::read_dir(&exports).unwrap().count(), 1);
 }
+
+/// Every file under `dir`, relative to it.
+fn files_under(dir: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(current) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&current) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                found.push(path.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// The generation folders of a project's content.
+fn generation_folders(data: &std::path::Path, id: u64) -> Vec<String> {
+    let dir = data.join(format!("blobs/projects/{id}/content"));
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Killed after the upload was stored and before its import existed: the
+/// restart's leftovers sweep deletes the upload no job will read.
+#[test]
+fn an_upload_killed_before_its_import_existed_is_swept_at_restart() {
+    let temp = tempfile::tempdir().unwrap();
+    let crash = [("CRASH_AT", "import-upload-stored")];
+    let mut server = Server::start_in_env(temp.path(), &[], &crash);
+    let answer = server.try_import(ROOT_TOKEN, synthetic_archive(50), &[("path", "cut")]);
+    assert!(answer.is_err(), "the server died under the request");
+    assert!(!server.wait_exit().success());
+    let uploads = temp.path().join("blobs/imports");
+    assert_eq!(files_under(&uploads).len(), 1, "the upload was stored");
+
+    let server = Server::start_in(temp.path(), &["--leftovers-grace", "0"]);
+    assert_eq!(files_under(&uploads), Vec::<String>::new());
+    // The path was never taken: the import can be made again.
+    let status = server.import_and_wait(ROOT_TOKEN, synthetic_archive(50), &[("path", "cut")]);
+    assert_eq!(status["import_status"], "finished", "{status}");
+}
+
+/// Killed after an overwrite import switched its new content in and before
+/// it discarded the old: after the restart the import finishes and the data
+/// directory holds the new content only (without the sweep, the old
+/// generation stays: checked by running this with the default grace).
+#[test]
+fn an_overwrite_killed_after_its_switch_leaves_only_the_new_content() {
+    let temp = tempfile::tempdir().unwrap();
+    let mut server = Server::start_in(temp.path(), &[]);
+    let first = server.import_and_wait(ROOT_TOKEN, synthetic_archive(50), &[("path", "twice")]);
+    let id = first["id"].as_u64().unwrap();
+    assert_eq!(generation_folders(temp.path(), id).len(), 1);
+    server.kill();
+
+    let crash = [("CRASH_AT", "import-switched")];
+    let mut server = Server::start_in_env(temp.path(), &[], &crash);
+    let answer = server.import(
+        ROOT_TOKEN,
+        synthetic_archive(60),
+        &[("path", "twice"), ("overwrite", "true")],
+    );
+    assert_eq!(answer.status(), 201);
+    assert!(!server.wait_exit().success());
+    assert_eq!(generation_folders(temp.path(), id).len(), 2, "old and new");
+
+    let server = Server::start_in(temp.path(), &["--leftovers-grace", "0"]);
+    let status = server.wait_import(ROOT_TOKEN, id);
+    assert_eq!(status["import_status"], "finished", "{status}");
+    let (_, archive) = server.export_and_download(ROOT_TOKEN, id);
+    assert_eq!(read_archive(&archive).relations["issues"].len(), 60);
+    assert_eq!(generation_folders(temp.path(), id).len(), 1, "the new only");
+    assert_eq!(
+        files_under(&temp.path().join("blobs/imports")),
+        Vec::<String>::new()
+    );
+}

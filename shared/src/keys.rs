@@ -2,15 +2,23 @@
 //! and `template.yaml`'s lifecycle rules are written against these prefixes
 //! (`exports/`, `imports/`; `projects/` is never expired by age).
 
+/// Every project's folder: `projects/<id>/`.
+pub const PROJECTS: &str = "projects/";
+
 /// Everything a project's content generations store in the blob store.
 pub fn project_prefix(project_id: u64) -> String {
-    format!("projects/{project_id}/")
+    format!("{PROJECTS}{project_id}/")
+}
+
+/// Every content generation's folder of a project.
+pub fn generations_prefix(project_id: u64) -> String {
+    format!("{}content/", project_prefix(project_id))
 }
 
 /// Everything a content generation stores in the blob store (S3 holds its
 /// records there too; the embedded store only its files).
 pub fn content_prefix(project_id: u64, generation: &str) -> String {
-    format!("{}content/{generation}/", project_prefix(project_id))
+    format!("{}{generation}/", generations_prefix(project_id))
 }
 
 /// The archive's opaque files (bundles, uploads) of a generation.
@@ -41,10 +49,13 @@ pub fn content_chunk_key(
     )
 }
 
+/// Every project's export archives and relations export runs.
+pub const EXPORTS: &str = "exports/";
+
 /// Export archives live under `exports/` and uploads under `imports/` so that
 /// bucket lifecycle rules can expire each by prefix.
 pub fn exports_prefix(project_id: u64) -> String {
-    format!("exports/{project_id}/")
+    format!("{EXPORTS}{project_id}/")
 }
 
 /// Every relations export run of a project.
@@ -83,7 +94,7 @@ pub fn export_key(project_id: u64, job_id: &str) -> String {
 }
 
 /// Every upload's prefix.
-const UPLOADS: &str = "imports/";
+pub const UPLOADS: &str = "imports/";
 
 pub fn upload_prefix(upload_id: &str) -> String {
     format!("{UPLOADS}{upload_id}/")

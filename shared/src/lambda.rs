@@ -132,10 +132,15 @@ pub async fn run_scheduled_exports() -> Result<(), Error> {
         move |event: lambda_runtime::LambdaEvent<serde_json::Value>| {
             let app = app.clone();
             async move {
-                // The sweep rule sends `{"sweep": true}`; the export
-                // schedule's rule sends its Scheduled Event.
-                if event.payload.get("sweep").and_then(|v| v.as_bool()) == Some(true) {
+                // The sweep rules send `{"sweep": true}` and
+                // `{"leftovers": true}`; the export schedule's rule sends
+                // its Scheduled Event.
+                let flag = |name: &str| event.payload.get(name).and_then(|v| v.as_bool());
+                if flag("sweep") == Some(true) {
                     return handle_sweep(&app).await;
+                }
+                if flag("leftovers") == Some(true) {
+                    return handle_leftovers(&app).await;
                 }
                 let scheduled: EventBridgeEvent = serde_json::from_value(event.payload)?;
                 handle_scheduled_event(&app, scheduled).await
@@ -152,6 +157,17 @@ pub async fn handle_sweep(app: &App) -> Result<serde_json::Value, Error> {
     Ok(serde_json::json!({
         "requeued": summary.requeued,
         "failed": summary.failed,
+    }))
+}
+
+/// The leftovers sweep (daily, from its own schedule rule).
+pub async fn handle_leftovers(app: &App) -> Result<serde_json::Value, Error> {
+    use crate::worker::leftovers;
+    let grace = leftovers::grace(app);
+    let summary = leftovers::sweep_leftovers(app, crate::domain::now(), grace).await?;
+    Ok(serde_json::json!({
+        "generations": summary.generations,
+        "folders": summary.folders,
     }))
 }
 

@@ -7,6 +7,7 @@ pub mod archive;
 pub mod auth;
 #[cfg(feature = "aws")]
 pub mod aws;
+pub mod crash;
 pub mod domain;
 pub mod embedded;
 pub mod error;

@@ -186,6 +186,18 @@ pub trait ContentStore: Send + Sync {
         range: RecordRange,
     ) -> RecordStream<'a>;
     async fn delete_content(&self, at: GenerationRef<'_>) -> Result<()>;
+    /// Every generation the store holds anything of, for the leftovers
+    /// sweep.
+    async fn stored_generations(&self) -> Result<Vec<StoredGeneration>>;
+}
+
+/// A generation found in the content store.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StoredGeneration {
+    /// Where the store's layout names it (S3's does; the embedded database
+    /// keys records by generation alone, whose names are unique).
+    pub project_id: Option<ProjectId>,
+    pub name: String,
 }
 
 /// Projects, which generations of content they show (see `Project::content`),
@@ -329,6 +341,8 @@ pub trait JobStore: Send + Sync {
 pub struct BlobInfo {
     pub key: String,
     pub size: u64,
+    /// When it was written, where the store says.
+    pub modified: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Archives, uploads and imported blobs.
@@ -340,6 +354,9 @@ pub trait BlobStore: Send + Sync {
     /// `404 File Not Found` if there is no such blob.
     async fn get(&self, key: &str) -> Result<ByteStream>;
     async fn list(&self, prefix: &str) -> Result<Vec<BlobInfo>>;
+    /// The names of the folders right under `prefix` (which ends in `/`):
+    /// `a` and `b` for `x/a/1` and `x/b/c/2` under `x/`.
+    async fn folders(&self, prefix: &str) -> Result<Vec<String>>;
     async fn delete_prefix(&self, prefix: &str) -> Result<()>;
     /// A short-lived URL a client can GET the blob from, served as `file_name`.
     async fn download_url(&self, key: &str, file_name: &str, ttl: Duration) -> Result<String>;

@@ -90,6 +90,11 @@ impl Server {
     /// A server on an existing data directory, with extra `serve` flags.
     /// Tests export often: the export rate limit is off unless a test sets it.
     pub fn start_in(data_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_in_env(data_dir, extra, &[])
+    }
+
+    /// `start_in` with extra environment variables (a `CRASH_AT` point).
+    pub fn start_in_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut args = extra.to_vec();
         if !extra.contains(&"--export-rate-limit") {
             args.extend(["--export-rate-limit", "0"]);
@@ -100,6 +105,7 @@ impl Server {
             .args(&args)
             .env("LOCAL_ROOT_TOKEN", ROOT_TOKEN)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -124,6 +130,11 @@ impl Server {
             data_dir: data_dir.to_owned(),
             _temp: None,
         }
+    }
+
+    /// Waits for the process to end by itself (a crash point).
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        self.child.wait().expect("server process")
     }
 
     /// Kills the process at once, as a crash would.
@@ -181,6 +192,17 @@ impl Server {
 
     /// `POST /projects/import` with extra form fields; returns the response.
     pub fn import(&self, token: &str, archive: Vec<u8>, fields: &[(&str, &str)]) -> Response {
+        self.try_import(token, archive, fields)
+            .expect("import request")
+    }
+
+    /// `POST /projects/import`, which may meet a server that died.
+    pub fn try_import(
+        &self,
+        token: &str,
+        archive: Vec<u8>,
+        fields: &[(&str, &str)],
+    ) -> reqwest::Result<Response> {
         let mut form = multipart::Form::new();
         for (name, value) in fields {
             form = form.text(name.to_string(), value.to_string());
@@ -194,7 +216,6 @@ impl Server {
             .header("PRIVATE-TOKEN", token)
             .multipart(form)
             .send()
-            .expect("import request")
     }
 
     /// `POST /projects/import-relation`; returns the response.

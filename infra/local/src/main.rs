@@ -121,6 +121,10 @@ struct ServeArgs {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "LOG_JSON")]
     log_json: bool,
+    /// How old unowned leftovers (of a killed process) must be before the
+    /// leftovers sweep deletes them (unset: longer than any job runs).
+    #[arg(long, env = "LEFTOVERS_GRACE_SECONDS")]
+    leftovers_grace: Option<u64>,
     #[command(flatten)]
     connections: ConnectionArgs,
 }
@@ -349,7 +353,13 @@ async fn serve(args: ServeArgs) -> Result<(), shared::Error> {
     if args.export_schedule_every > 0 {
         tokio::spawn(schedule_timer(app.clone(), args.export_schedule_every));
     }
-    tokio::spawn(sweep_timer(app.clone()));
+    let leftovers_grace = args
+        .leftovers_grace
+        .map(Duration::from_secs)
+        .unwrap_or_else(|| shared::worker::leftovers::grace(&app));
+    // Before the first request: what a killed process left goes first.
+    sweep_leftovers(&app, leftovers_grace).await;
+    tokio::spawn(sweep_timer(app.clone(), leftovers_grace));
 
     println!("GitLab export/import API listening on {public_url}/api/v4");
     if args.backend == Backend::Embedded {
@@ -461,15 +471,26 @@ async fn schedule_timer(app: App, every: u64) {
     }
 }
 
-/// The stale-job sweep, every five minutes (on AWS: its own schedule rule).
-async fn sweep_timer(app: App) {
+/// The stale-job sweep every five minutes, the leftovers sweep every hour
+/// (on AWS: their own schedule rules).
+async fn sweep_timer(app: App, leftovers_grace: Duration) {
     use shared::worker::sweep;
-    loop {
+    for round in 1u64.. {
         tokio::time::sleep(Duration::from_secs(300)).await;
         let now = shared::domain::now();
         if let Err(err) = sweep::sweep_stale_jobs(&app, now, sweep::STALE_AFTER).await {
             tracing::error!(error = %err, "stale-job sweep failed");
         }
+        if round % 12 == 0 {
+            sweep_leftovers(&app, leftovers_grace).await;
+        }
+    }
+}
+
+async fn sweep_leftovers(app: &App, grace: Duration) {
+    let now = shared::domain::now();
+    if let Err(err) = shared::worker::leftovers::sweep_leftovers(app, now, grace).await {
+        tracing::error!(error = %err, "leftovers sweep failed");
     }
 }
 

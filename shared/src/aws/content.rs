@@ -26,7 +26,7 @@ use super::s3::S3BlobStore;
 use crate::keys;
 use crate::ports::{
     BatchSize, BlobStore, ContentStore, GenerationRef, RecordRange, RecordStream, RelationStats,
-    StoredRecord,
+    StoredGeneration, StoredRecord,
 };
 use crate::stream::ByteStream;
 use crate::{Error, Result};
@@ -435,12 +435,32 @@ impl ContentStore for S3ContentStore {
     }
 
     async fn delete_content(&self, at: GenerationRef<'_>) -> Result<()> {
-        self.blobs
-            .delete_prefix(&keys::content_prefix(at.project_id, at.name))
-            .await?;
+        // The manifest first: a deletion cut short leaves objects, which
+        // the leftovers sweep finds by listing, never manifest items it
+        // could not.
         let items = self.table.query(&manifest_pk(at), None, None, None).await?;
         let deletes = items.iter().map(delete_of).collect::<Result<Vec<_>>>()?;
-        self.table.batch_write(deletes).await
+        self.table.batch_write(deletes).await?;
+        self.blobs
+            .delete_prefix(&keys::content_prefix(at.project_id, at.name))
+            .await
+    }
+
+    async fn stored_generations(&self) -> Result<Vec<StoredGeneration>> {
+        let mut found = Vec::new();
+        for project in self.blobs.folders(keys::PROJECTS).await? {
+            let Ok(project_id) = project.parse() else {
+                continue;
+            };
+            let content = keys::generations_prefix(project_id);
+            for name in self.blobs.folders(&content).await? {
+                found.push(StoredGeneration {
+                    project_id: Some(project_id),
+                    name,
+                });
+            }
+        }
+        Ok(found)
     }
 }
 

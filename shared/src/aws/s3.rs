@@ -264,6 +264,9 @@ impl BlobStore for S3BlobStore {
                     out.push(BlobInfo {
                         key: key.to_owned(),
                         size: object.size().unwrap_or(0).max(0) as u64,
+                        modified: object
+                            .last_modified()
+                            .and_then(|at| chrono::DateTime::from_timestamp(at.secs(), 0)),
                     });
                 }
             }
@@ -274,6 +277,38 @@ impl BlobStore for S3BlobStore {
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
+    }
+
+    async fn folders(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .delimiter("/")
+                .set_continuation_token(token)
+                .send()
+                .await
+                .map_err(s3_error)?;
+            for common in page.common_prefixes() {
+                if let Some(name) = common
+                    .prefix()
+                    .and_then(|p| p.strip_prefix(prefix))
+                    .map(|p| p.trim_end_matches('/'))
+                {
+                    names.push(name.to_owned());
+                }
+            }
+            token = page.next_continuation_token().map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+        names.sort();
+        Ok(names)
     }
 
     async fn delete_prefix(&self, prefix: &str) -> Result<()> {

@@ -194,9 +194,11 @@ impl BlobStore for DirBlobStore {
                             .to_string_lossy()
                             .replace(std::path::MAIN_SEPARATOR, "/");
                         if key.starts_with(&prefix) {
+                            let metadata = entry.metadata()?;
                             out.push(BlobInfo {
                                 key,
-                                size: entry.metadata()?.len(),
+                                size: metadata.len(),
+                                modified: metadata.modified().ok().map(Into::into),
                             });
                         }
                     }
@@ -204,6 +206,29 @@ impl BlobStore for DirBlobStore {
             }
             out.sort_by(|a, b| a.key.cmp(&b.key));
             Ok(out)
+        })
+        .await
+        .map_err(Error::internal)?
+    }
+
+    async fn folders(&self, prefix: &str) -> Result<Vec<String>> {
+        let dir = self.root.join(prefix.trim_end_matches('/'));
+        let root_staging = self.staging.clone();
+        tokio::task::spawn_blocking(move || {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(err) => return Err(err.into()),
+            };
+            let mut names = Vec::new();
+            for entry in entries {
+                let entry = entry?;
+                if entry.file_type()?.is_dir() && entry.path() != root_staging {
+                    names.push(entry.file_name().to_string_lossy().into_owned());
+                }
+            }
+            names.sort();
+            Ok(names)
         })
         .await
         .map_err(Error::internal)?

@@ -11,7 +11,8 @@ use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use super::chunks::{self, CHUNK_BYTES, RECORD_CHUNKS};
 use super::stores::EmbeddedStore;
 use crate::ports::{
-    BatchSize, ContentStore, GenerationRef, RecordRange, RecordStream, RelationStats, StoredRecord,
+    BatchSize, ContentStore, GenerationRef, RecordRange, RecordStream, RelationStats,
+    StoredGeneration, StoredRecord,
 };
 use crate::{Error, Result};
 
@@ -300,6 +301,36 @@ impl ContentStore for EmbeddedStore {
                     .remove(generation.as_str())
                     .map_err(Error::storage)?;
                 Ok(())
+            })
+            .await
+    }
+
+    async fn stored_generations(&self) -> Result<Vec<StoredGeneration>> {
+        self.db
+            .read(move |txn| {
+                // A generation's records never outlive its relation counts
+                // (a deletion removes the counts last), so these three
+                // tables name every generation with anything stored.
+                let mut names = std::collections::BTreeSet::new();
+                let attributes = txn.open_table(ATTRIBUTES).map_err(Error::storage)?;
+                for item in attributes.iter().map_err(Error::storage)? {
+                    names.insert(item.map_err(Error::storage)?.0.value().to_owned());
+                }
+                let writers = txn.open_table(WRITERS).map_err(Error::storage)?;
+                for item in writers.iter().map_err(Error::storage)? {
+                    names.insert(item.map_err(Error::storage)?.0.value().to_owned());
+                }
+                let stats = txn.open_table(RELATION_STATS).map_err(Error::storage)?;
+                for item in stats.iter().map_err(Error::storage)? {
+                    names.insert(item.map_err(Error::storage)?.0.value().0.to_owned());
+                }
+                Ok(names
+                    .into_iter()
+                    .map(|name| StoredGeneration {
+                        project_id: None,
+                        name,
+                    })
+                    .collect())
             })
             .await
     }

@@ -252,6 +252,7 @@ pub async fn start_import(
     request: &ImportRequest,
     upload_key: &str,
 ) -> Result<(Project, Job)> {
+    crate::crash::point("import-upload-stored");
     let project = import_target(app, user, request).await?;
     let mut job = Job::new(JobKind::Import, project.id, user.id);
     job.archive_key = Some(upload_key.to_owned());

@@ -127,6 +127,7 @@ async fn import(app: &App, lease: &Lease, job: Job, deadline: Deadline) -> Resul
         };
     }
     let replaced = current.generations();
+    crate::crash::point("import-switched");
     finish(
         app,
         lease,

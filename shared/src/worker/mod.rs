@@ -7,6 +7,7 @@ mod export;
 mod generation;
 mod import;
 mod lease;
+pub mod leftovers;
 mod pipeline;
 mod project_deletion;
 mod relation_export;
