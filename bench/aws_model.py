@@ -14,6 +14,7 @@ counting proxy (`aws_proxy.py`) between the two. For each synthetic project
   relations export  POST /projects/:id/export_relations?batched=true, every
                     part, every relation and batch downloaded
   relation import   POST /projects/import-relation (issues of the same archive)
+  delete            DELETE /projects/:id, until the bucket holds nothing of it
 
 Status polls go to a second server on the same table, bucket and queue that
 talks to moto directly, so that they are not counted as the job's calls.
@@ -42,6 +43,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 
@@ -288,12 +290,34 @@ def bench_size(binary, issues, moto, work):
 
             wait_for(status, "/projects/%d/relation-imports" % project["id"], done)
 
+        def do_delete():
+            pid = project["id"]
+            worker.request("DELETE", "/projects/%d" % pid)
+            # The deletion runs behind the answer: done once the bucket holds
+            # nothing of the project (listed on moto directly, not counted).
+            deadline = time.perf_counter() + 3600
+            while time.perf_counter() < deadline:
+                left = sum(bucket_keys(moto.url, names["BUCKET_NAME"], prefix % pid)
+                           for prefix in ("projects/%d/", "exports/%d/"))
+                if left == 0:
+                    return {}
+                time.sleep(0.5)
+            raise harness.PhaseError("project %d not deleted after an hour" % pid)
+
         phase("import", do_import)
         phase("export", do_export)
         phase("relations export", do_relations_export)
         phase("relation import", do_relation_import)
+        phase("delete", do_delete)
     proxy.close()
     return {"issues": issues, "input": generated, "archive_bytes": os.path.getsize(archive), "phases": phases}
+
+
+def bucket_keys(endpoint, bucket, prefix):
+    """How many objects (up to 1,000) the bucket holds under `prefix`."""
+    url = "%s/%s?list-type=2&prefix=%s" % (endpoint, bucket, urllib.parse.quote(prefix))
+    with urllib.request.urlopen(url) as resp:
+        return resp.read().count(b"<Key>")
 
 
 def money(value):

@@ -484,6 +484,7 @@ class Server:
     def __enter__(self):
         """Starts the server and waits for its "ready" line (timed from Popen)."""
         env = {**os.environ, "LOCAL_ROOT_TOKEN": TOKEN, "RUST_LOG": "warn", "EXPORT_RATE_LIMIT_PER_MINUTE": "0",
+               "DOWNLOAD_RATE_LIMIT_PER_MINUTE": "0",
                **self.extra_env}
         with open(self.log_path, "ab") as log:
             start = time.perf_counter()

@@ -442,7 +442,12 @@ fn queued_work_survives_a_crash_and_restart() {
         "GET",
         &format!("/projects/{id}/export"),
     );
-    assert_eq!(status["export_status"], "queued");
+    // The one worker may have claimed it before the kill: unfinished either way.
+    let unfinished = ["queued", "started"];
+    assert!(
+        unfinished.contains(&status["export_status"].as_str().unwrap()),
+        "{status}"
+    );
     let server = server.restart(&["--workers", "2"]);
     let status = server.wait_export(ROOT_TOKEN, id);
     assert_eq!(status["export_status"], "finished");
@@ -533,6 +538,115 @@ fn export_scheduling_is_rate_limited_per_user() {
             .post(Some(&alice), &format!("/projects/{alice_id}/export"))
             .status(),
         202
+    );
+}
+
+/// GitLab's `project_download_export` limit (lib/api/project_export.rb:
+/// `check_rate_limit! :project_download_export, scope: [current_user,
+/// user_project.namespace]`, 1 a minute by default), counted before the
+/// file is looked for; `Retry-After` is the limit's interval
+/// (lib/api/helpers.rb `too_many_requests!`). Relations downloads are not
+/// limited.
+#[test]
+fn export_downloads_are_rate_limited_per_user_and_namespace() {
+    let temp = tempfile::tempdir().unwrap();
+    let server = Server::start_in(temp.path(), &["--download-rate-limit", "1"]);
+    let (_, alice) = server.create_user("alice");
+    let status = server.import_and_wait(ROOT_TOKEN, small_archive(&[ISSUE_1]), &[("path", "p")]);
+    let id = status["id"].as_u64().unwrap();
+    let mine = server.import_and_wait(&alice, small_archive(&[ISSUE_1]), &[("path", "q")]);
+    let alice_id = mine["id"].as_u64().unwrap();
+    server.export_and_download(ROOT_TOKEN, id);
+
+    let refused = server.get(Some(ROOT_TOKEN), &format!("/projects/{id}/export/download"));
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "60");
+    assert_eq!(
+        refused.json::<Value>().unwrap(),
+        json!({"message": {"error": "This endpoint has been requested too many times. Try again later."}})
+    );
+    // Another user in another namespace has a limit of their own; the first
+    // attempt counts even when there is nothing to download.
+    let (status, body) = call(
+        &server,
+        Some(&alice),
+        "GET",
+        &format!("/projects/{alice_id}/export/download"),
+    );
+    assert_eq!(
+        (status, body),
+        (404, json!({"message": "404 Not found or has expired"}))
+    );
+    let (status, _) = call(
+        &server,
+        Some(&alice),
+        "GET",
+        &format!("/projects/{alice_id}/export/download"),
+    );
+    assert_eq!(status, 429);
+    // Relations exports and their downloads are not limited.
+    for _ in 0..2 {
+        let path = format!("/projects/{id}/export_relations");
+        assert_eq!(server.post(Some(ROOT_TOKEN), &path).status(), 202);
+        server.wait_relations_export(ROOT_TOKEN, id);
+        let (status, _, _) = server.download_relation(ROOT_TOKEN, id, "relation=issues");
+        assert_eq!(status, 200);
+    }
+}
+
+/// Numbers and keys as written, on every path that reads
+/// `tree/project.json` as a whole: an export with a `description` override
+/// and a pretty-printed legacy `project.json` keep
+/// `123456789012345678901234567890`, `1.10`, duplicate keys and `1e999999`
+/// (GitLab stores attributes as given; a float round trip would not).
+#[test]
+fn exact_numbers_and_keys_survive_every_path() {
+    let server = Server::start();
+    let attributes = r#"{"description":"d","big":123456789012345678901234567890,"x":1.10,"x":2,"huge":1e999999}"#;
+    let archive = e2e::tar_gz(&[
+        ("VERSION", b"0.2.4"),
+        ("tree/project.json", attributes.as_bytes()),
+        (
+            "tree/project/issues.ndjson",
+            format!("{ISSUE_1}\n").as_bytes(),
+        ),
+    ]);
+    let status = server.import_and_wait(ROOT_TOKEN, archive, &[("path", "exact")]);
+    assert_eq!(status["import_status"], "finished", "{status}");
+    let id = status["id"].as_u64().unwrap();
+    let project: Value = server
+        .get(Some(ROOT_TOKEN), &format!("/projects/{id}"))
+        .json()
+        .unwrap();
+    assert_eq!(project["description"], "d");
+    let form = reqwest::blocking::multipart::Form::new().text("description", "over");
+    let response = client()
+        .post(server.url(&format!("/projects/{id}/export")))
+        .header("PRIVATE-TOKEN", ROOT_TOKEN)
+        .multipart(form)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    server.wait_export(ROOT_TOKEN, id);
+    let (_, exported) = server.download(ROOT_TOKEN, id);
+    let written = e2e::archive_entry(&exported, "tree/project.json").unwrap();
+    assert_eq!(
+        String::from_utf8(written).unwrap(),
+        r#"{"description":"over","big":123456789012345678901234567890,"x":1.10,"x":2,"huge":1e999999}"#
+    );
+
+    let legacy = format!(
+        "{{\n  \"description\": \"legacy\",\n  \"big\": 123456789012345678901234567890,\n  \"x\": 1.10,\n  \"x\": 2,\n  \"huge\": 1e999999,\n  \"issues\": [{ISSUE_1}]\n}}\n"
+    );
+    let archive = e2e::tar_gz(&[("VERSION", b"0.2.4"), ("project.json", legacy.as_bytes())]);
+    let status = server.import_and_wait(ROOT_TOKEN, archive, &[("path", "legacy-exact")]);
+    assert_eq!(status["import_status"], "finished", "{status}");
+    let id = status["id"].as_u64().unwrap();
+    let (_, exported) = server.export_and_download(ROOT_TOKEN, id);
+    let written = e2e::archive_entry(&exported, "tree/project.json").unwrap();
+    assert_eq!(
+        String::from_utf8(written).unwrap(),
+        r#"{"description":"legacy","big":123456789012345678901234567890,"x":1.10,"x":2,"huge":1e999999}"#
     );
 }
 

@@ -38,6 +38,9 @@ pub struct Settings {
     /// Full exports a user may schedule per minute (GitLab: 6; relations
     /// exports are not limited); 0 turns the limit off.
     pub export_rate_limit: u32,
+    /// Full export downloads a user may start per minute in one namespace
+    /// (GitLab's `project_download_export`: 1); 0 turns the limit off.
+    pub download_rate_limit: u32,
     /// Remote imports and exports sent to a URL may reach this machine and
     /// private networks (GitLab's "allow requests to the local network").
     /// Off by default: a user's URL must not reach internal services or
@@ -68,6 +71,7 @@ impl Default for Settings {
             relation_batch_records: 1000,
             relation_export_window: 16,
             export_rate_limit: 6,
+            download_rate_limit: 1,
             s3_endpoint: None,
             allow_local_requests: false,
             job_lease: Duration::from_secs(60),

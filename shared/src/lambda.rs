@@ -26,6 +26,9 @@ pub fn settings_from_env() -> Settings {
         export_rate_limit: number("EXPORT_RATE_LIMIT_PER_MINUTE")
             .map(|n| n.min(u32::MAX.into()) as u32)
             .unwrap_or(defaults.export_rate_limit),
+        download_rate_limit: number("DOWNLOAD_RATE_LIMIT_PER_MINUTE")
+            .map(|n| n.min(u32::MAX.into()) as u32)
+            .unwrap_or(defaults.download_rate_limit),
         relation_batch_records: number("RELATION_BATCH_SIZE")
             .filter(|n| *n > 0)
             .unwrap_or(defaults.relation_batch_records),

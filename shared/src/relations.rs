@@ -82,6 +82,15 @@ pub const FILE_RELATIONS: &[(&str, &str)] = &[
     ("lfs_objects", "lfs-objects/"),
 ];
 
+/// Relations GitLab's relations export skips (`ProjectConfig`'s
+/// `SKIPPED_RELATIONS`): members are not migrated by direct transfer.
+pub const SKIPPED_RELATIONS: &[&str] = &["project_members", "group_members"];
+
+/// The file relations GitLab's relations export has (`ProjectConfig`'s
+/// `file_relations`), exported for every project, empty when it has none.
+/// The wiki is not among them: the full export carries it.
+pub const PORTABLE_FILE_RELATIONS: &[&str] = &["uploads", "lfs_objects", "repository", "design"];
+
 /// The file relation an archive file belongs to, if any.
 pub fn file_relation_of(path: &str) -> Option<&'static str> {
     FILE_RELATIONS

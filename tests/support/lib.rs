@@ -99,6 +99,9 @@ impl Server {
         if !extra.contains(&"--export-rate-limit") {
             args.extend(["--export-rate-limit", "0"]);
         }
+        if !extra.contains(&"--download-rate-limit") {
+            args.extend(["--download-rate-limit", "0"]);
+        }
         let mut child = Command::new(local_binary())
             .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
@@ -524,6 +527,20 @@ pub fn read_archive(bytes: &[u8]) -> ArchiveContent {
         }
     }
     content
+}
+
+/// One entry of a `.tar.gz`, byte for byte.
+pub fn archive_entry(bytes: &[u8], wanted: &str) -> Option<Vec<u8>> {
+    let mut archive = tar::Archive::new(flate2::read::MultiGzDecoder::new(bytes));
+    for entry in archive.entries().expect("tar") {
+        let mut entry = entry.expect("entry");
+        if entry.path().expect("path").to_string_lossy() == wanted {
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data).expect("entry data");
+            return Some(data);
+        }
+    }
+    None
 }
 
 pub fn ndjson(data: &[u8]) -> Vec<Value> {

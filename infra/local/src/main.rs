@@ -92,6 +92,10 @@ struct ServeArgs {
     /// exports are not limited); 0 turns the limit off.
     #[arg(long, default_value_t = Settings::default().export_rate_limit, env = "EXPORT_RATE_LIMIT_PER_MINUTE")]
     export_rate_limit: u32,
+    /// Full export downloads a user may start per minute in one namespace
+    /// (GitLab: 1); 0 turns the limit off.
+    #[arg(long, default_value_t = Settings::default().download_rate_limit, env = "DOWNLOAD_RATE_LIMIT_PER_MINUTE")]
+    download_rate_limit: u32,
     /// Records per batch of a batched relations export.
     #[arg(long, default_value_t = Settings::default().relation_batch_records, env = "RELATION_BATCH_SIZE")]
     relation_batch_size: u64,
@@ -316,6 +320,7 @@ async fn serve(args: ServeArgs) -> Result<(), shared::Error> {
         relation_batch_records: args.relation_batch_size.max(1),
         relation_export_window: args.relation_export_window.max(1),
         export_rate_limit: args.export_rate_limit,
+        download_rate_limit: args.download_rate_limit,
         limits: args.limits.limits(),
         s3_endpoint: Settings::s3_endpoint_from_env(),
         allow_local_requests: args.allow_local_requests,

@@ -10,7 +10,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::events::{invalid, ImportEvent, Sink};
 use super::json::check_record;
@@ -50,8 +50,12 @@ pub(super) fn read_project_json(
     };
     de.end()
         .map_err(|err| invalid(LEGACY_PROJECT_JSON, err.line() as u64, err.to_string()))?;
-    let attributes = serde_json::to_vec(&Value::Object(attributes))
-        .map_err(|err| invalid(LEGACY_PROJECT_JSON, 1, err.to_string()))?;
+    // The attributes as written: numbers, duplicate keys and all.
+    let attributes = super::raw_json::object(
+        attributes
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.get())),
+    );
     (state.sink)(ImportEvent::Attributes(Bytes::from(attributes)))
         .map_err(|_| ArchiveError::Aborted)
 }
@@ -167,8 +171,11 @@ struct ProjectSeed<'a, 's, 'k> {
     state: &'a mut State<'s, 'k>,
 }
 
+/// The project's attributes in order, each value as written.
+type Attributes = Vec<(String, Box<RawValue>)>;
+
 impl<'de> DeserializeSeed<'de> for ProjectSeed<'_, '_, '_> {
-    type Value = Map<String, Value>;
+    type Value = Attributes;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_map(self)
@@ -176,14 +183,14 @@ impl<'de> DeserializeSeed<'de> for ProjectSeed<'_, '_, '_> {
 }
 
 impl<'de> Visitor<'de> for ProjectSeed<'_, '_, '_> {
-    type Value = Map<String, Value>;
+    type Value = Attributes;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON object with the project attributes and relations")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut attributes = Map::new();
+        let mut attributes = Attributes::new();
         let limit = self.state.limits.max_attributes_bytes as u64;
         loop {
             self.state.budget.allow("a key", MAX_KEY_BYTES, 0);
@@ -204,9 +211,9 @@ impl<'de> Visitor<'de> for ProjectSeed<'_, '_, '_> {
                     limit.saturating_sub(self.state.attribute_bytes),
                     0,
                 );
-                let value: Value = map.next_value()?;
+                let value: Box<RawValue> = map.next_value()?;
                 self.state.attribute_bytes += budget.read.get() - before + key.len() as u64;
-                attributes.insert(key, value);
+                attributes.push((key, value));
             }
         }
         Ok(attributes)

@@ -7,6 +7,7 @@ mod events;
 mod json;
 mod legacy;
 mod parallel_gzip;
+pub mod raw_json;
 mod reader;
 mod writer;
 

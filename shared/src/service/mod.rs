@@ -77,10 +77,24 @@ async fn enqueue(app: &App, job: &Job) -> Result<()> {
     app.queue.send(&[Message::for_job(job)]).await
 }
 
-/// GitLab's export rate limit: a fixed one-minute window per user, shared by
-/// full and relations exports. `429` with the seconds left in the window.
+/// GitLab's `project_export` rate limit, per user, on full exports only
+/// (relations exports are not limited: direct transfer calls them once per
+/// project).
 pub async fn check_export_rate(app: &App, user: &User) -> Result<()> {
     let limit = app.settings.export_rate_limit;
+    take_rate_slot(app, user, "project_export", limit).await
+}
+
+/// GitLab's `project_download_export` rate limit, per user and namespace,
+/// counted before GitLab looks for the file.
+pub async fn check_download_rate(app: &App, user: &User, project: &Project) -> Result<()> {
+    let action = format!("project_download_export:{}", project.namespace_id);
+    take_rate_slot(app, user, &action, app.settings.download_rate_limit).await
+}
+
+/// A fixed one-minute window per user and `action`; `limit` 0 is no limit.
+/// Over it, `429` with GitLab's `Retry-After`: the limit's interval.
+async fn take_rate_slot(app: &App, user: &User, action: &str, limit: u32) -> Result<()> {
     if limit == 0 {
         return Ok(());
     }
@@ -88,14 +102,12 @@ pub async fn check_export_rate(app: &App, user: &User) -> Result<()> {
     let window = now - now.rem_euclid(60);
     if app
         .users
-        .take_rate_slot(user.id, "project_export", window, limit)
+        .take_rate_slot(user.id, action, window, limit)
         .await?
     {
         Ok(())
     } else {
-        Err(Error::TooManyRequests {
-            retry_after: (window + 60 - now).max(1) as u64,
-        })
+        Err(Error::TooManyRequests { retry_after: 60 })
     }
 }
 

@@ -18,8 +18,8 @@ pub fn part_key(project_id: u64, run_id: &str, relation: &str, batch: Option<u32
 }
 
 /// Every relation a project's relations export has, with its object count:
-/// `self`, each tree relation (known ones always, unknown ones if stored)
-/// and each file relation the project has files of.
+/// `self`, each tree relation but the skipped ones (known ones always,
+/// unknown ones if stored) and GitLab's file relations (empty ones too).
 async fn portable_relations(app: &App, project: &Project) -> Result<Vec<(String, u64)>> {
     let mut out = vec![(SELF_RELATION.to_owned(), 1)];
     let mut records: BTreeMap<String, u64> = BTreeMap::new();
@@ -35,16 +35,23 @@ async fn portable_relations(app: &App, project: &Project) -> Result<Vec<(String,
             }
         }
     }
+    for skipped in relations::SKIPPED_RELATIONS {
+        records.remove(*skipped);
+    }
     for relation in relations::RELATIONS {
+        if relations::SKIPPED_RELATIONS.contains(&relation.name) {
+            continue;
+        }
         out.push((
             relation.name.to_owned(),
             records.remove(relation.name).unwrap_or(0),
         ));
     }
     out.extend(records);
+    // In GitLab's order of file relations.
     for (name, _) in FILE_RELATIONS {
-        if let Some(count) = files.get(name) {
-            out.push(((*name).to_owned(), *count));
+        if relations::PORTABLE_FILE_RELATIONS.contains(name) {
+            out.push(((*name).to_owned(), files.get(name).copied().unwrap_or(0)));
         }
     }
     Ok(out)
@@ -360,12 +367,16 @@ pub async fn states(app: &App, project: &Project) -> Result<Vec<RelationState>> 
     Ok(states)
 }
 
-/// A relation name a client may ask for: GitLab's "portable" relations plus
-/// any relation this project stores.
+/// A relation name a client may download: GitLab's "portable" relations
+/// (its `project_portable` validator) plus any relation this project
+/// stores that GitLab's tree does not name.
 async fn check_portable(app: &App, project: &Project, relation: &str) -> Result<()> {
     let known = relation == SELF_RELATION
         || relations::find(relation).is_some()
-        || relations::is_file_relation(relation);
+        || relations::PORTABLE_FILE_RELATIONS.contains(&relation);
+    if relations::SKIPPED_RELATIONS.contains(&relation) {
+        return Err(not_portable());
+    }
     if known {
         return Ok(());
     }
@@ -375,14 +386,18 @@ async fn check_portable(app: &App, project: &Project, relation: &str) -> Result<
             return Ok(());
         }
     }
-    Err(Error::BadRequest(format!(
-        "relation is not portable: {relation:?} is not a top-level relation of a project"
-    )))
+    Err(not_portable())
+}
+
+/// Grape's validation error, as GitLab's `project_portable` validator says it.
+fn not_portable() -> Error {
+    Error::InvalidParameter("relation is not portable".into())
 }
 
 /// The state of one relation, for `?relation=`: its rows only, not the run's.
+/// GitLab's status route does not check portability: a relation no run has
+/// is `404 Export not found`.
 pub async fn state(app: &App, project: &Project, relation: &str) -> Result<RelationState> {
-    check_portable(app, project, relation).await?;
     let part = own_row(app, project, relation).await?;
     let batches = if part.batched && part.batches_count > 0 {
         app.jobs

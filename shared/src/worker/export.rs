@@ -3,11 +3,11 @@
 //! thread, uploading).
 
 use bytes::Bytes;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::lease::{claim, Lease};
 use super::pipeline::{self, Entries};
-use crate::archive::{self, ExportItem};
+use crate::archive::{self, raw_json, ExportItem};
 use crate::domain::{export_file_name, now, Job, JobKind, JobUpdate, Project};
 use crate::ports::{GenerationRef, RecordPages};
 use crate::service::{content_files_prefix, content_relations, export_key, schedule};
@@ -161,22 +161,22 @@ async fn write_entries(app: &App, project: &Project, job: &Job, entries: &Entrie
 
 /// `tree/project.json`: the attributes as imported, with the export's
 /// description override applied.
+/// Only the description is rewritten: every other member stays as written.
 fn project_json(project: &Project, job: &Job, stored: Option<Bytes>) -> Result<Bytes> {
     let override_description = job.description.as_ref().filter(|d| !d.is_empty());
     match (stored, override_description) {
         (Some(stored), None) => Ok(stored),
         (stored, description) => {
-            let mut attributes: Map<String, Value> = match stored {
-                Some(bytes) => serde_json::from_slice(&bytes).map_err(Error::storage)?,
-                None => Map::new(),
+            let stored = match &stored {
+                Some(bytes) => std::str::from_utf8(bytes).map_err(Error::storage)?,
+                None => "{}",
             };
-            let description = description.or(project.description.as_ref());
-            if let Some(description) = description {
-                attributes.insert("description".into(), Value::String(description.clone()));
+            let mut updates = Vec::new();
+            if let Some(description) = description.or(project.description.as_ref()) {
+                updates.push(("description", Value::from(description.as_str()).to_string()));
             }
-            Ok(Bytes::from(
-                serde_json::to_vec(&attributes).map_err(Error::internal)?,
-            ))
+            let edited = raw_json::with_members(stored, &updates).map_err(Error::storage)?;
+            Ok(Bytes::from(edited))
         }
     }
 }

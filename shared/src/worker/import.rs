@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -358,9 +357,13 @@ async fn ingest(
     }))
 }
 
+/// The archive's description: the last `description` member, read alone,
+/// so that no other member (a number past a float's range) can spoil it.
 fn description_of(attributes: &[u8]) -> Option<String> {
-    let value: Value = serde_json::from_slice(attributes).ok()?;
-    value.get("description")?.as_str().map(str::to_owned)
+    let text = std::str::from_utf8(attributes).ok()?;
+    let members = crate::archive::raw_json::members(text).ok()?;
+    let (_, value) = members.iter().rev().find(|(key, _)| key == "description")?;
+    serde_json::from_str::<Option<String>>(value.get()).ok()?
 }
 
 /// Appends records to a generation in batches, numbering each relation's

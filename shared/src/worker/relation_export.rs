@@ -161,19 +161,19 @@ async fn export_records(app: &App, part: &RelationExportPart, key: &str) -> Resu
 }
 
 async fn export_files(app: &App, part: &RelationExportPart, key: &str) -> Result<u64> {
-    let Some(content) = &part.content else {
-        return Err(Error::BadRequest("the project has no files".into()));
+    // A project without content (or without files of the relation)
+    // exports an empty archive, as GitLab does.
+    let prefix = match &part.content {
+        Some(content) => content_files_prefix(part.project_id, content),
+        None => String::new(),
     };
-    let prefix = content_files_prefix(part.project_id, content);
-    let files: Vec<_> = app
-        .blobs
-        .list(&prefix)
-        .await?
-        .into_iter()
-        .filter(|b| {
-            relations::file_relation_of(&b.key[prefix.len()..]) == Some(part.relation.as_str())
-        })
-        .collect();
+    let files: Vec<_> = match &part.content {
+        Some(_) => app.blobs.list(&prefix).await?,
+        None => Vec::new(),
+    }
+    .into_iter()
+    .filter(|b| relations::file_relation_of(&b.key[prefix.len()..]) == Some(part.relation.as_str()))
+    .collect();
     let count = files.len() as u64;
     if count != part.objects_count {
         return Err(Error::BadRequest(format!(

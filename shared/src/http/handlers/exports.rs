@@ -121,7 +121,8 @@ pub async fn scheduled_archive_download(
 
 pub async fn export_download(
     State(app): State<App>,
-    CallerProject { project, .. }: CallerProject,
+    CallerProject { user, project }: CallerProject,
 ) -> Result<Response> {
+    service::check_download_rate(&app, &user, &project).await?;
     deliver(&app, service::export_download(&app, &project).await?).await
 }
