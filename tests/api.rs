@@ -650,6 +650,50 @@ fn exact_numbers_and_keys_survive_every_path() {
     );
 }
 
+/// `override_params[...]` as form fields (curl --form, GitLab's docs):
+/// applied to the imported project and its export.
+#[test]
+fn override_params_apply_to_an_uploaded_import() {
+    let server = Server::start();
+    let status = server.import_and_wait(
+        ROOT_TOKEN,
+        small_archive(&[ISSUE_1]),
+        &[
+            ("path", "overridden"),
+            ("override_params[description]", "From the form"),
+            ("override_params[request_access_enabled]", "false"),
+            ("override_params[ci_config_path]", ""),
+        ],
+    );
+    assert_eq!(status["import_status"], "finished", "{status}");
+    let id = status["id"].as_u64().unwrap();
+    let project: Value = server
+        .get(Some(ROOT_TOKEN), &format!("/projects/{id}"))
+        .json()
+        .unwrap();
+    assert_eq!(project["description"], "From the form");
+    let (_, archive) = server.export_and_download(ROOT_TOKEN, id);
+    let written = e2e::archive_entry(&archive, "tree/project.json").unwrap();
+    // An empty override is dropped (GitLab's `present_override_params`).
+    assert_eq!(
+        String::from_utf8(written).unwrap(),
+        r#"{"description":"From the form","request_access_enabled":false}"#
+    );
+    let refused = server.import(
+        ROOT_TOKEN,
+        small_archive(&[ISSUE_1]),
+        &[
+            ("path", "refused"),
+            ("override_params[build_timeout]", "soon"),
+        ],
+    );
+    assert_eq!(refused.status(), 400);
+    assert_eq!(
+        refused.json::<Value>().unwrap(),
+        json!({"error": "override_params[build_timeout] is invalid"})
+    );
+}
+
 #[test]
 fn expired_tokens_are_refused() {
     let server = Server::start();

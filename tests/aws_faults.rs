@@ -119,6 +119,7 @@ impl Run {
             namespace: None,
             name: None,
             overwrite: false,
+            overrides: Vec::new(),
         };
         let (project, import) = service::start_import(clean, &user, &request, &key)
             .await

@@ -36,6 +36,7 @@ async fn start_import(app: &App, user: &User, path: &str, overwrite: bool) -> (P
         namespace: None,
         name: None,
         overwrite,
+        overrides: Vec::new(),
     };
     service::start_import(app, user, &request, &key)
         .await

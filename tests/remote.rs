@@ -426,3 +426,64 @@ fn remote_imports_check_the_file_before_creating_anything() {
         assert_eq!(response.status(), 201, "{head}");
     }
 }
+
+/// `override_params` (lib/api/project_import.rb: `optional :override_params,
+/// type: Hash do use :optional_project_params end`) sent as JSON, as
+/// python-gitlab sends them: the imported project and its exports carry
+/// them, every other attribute as the archive had it; a value Grape cannot
+/// coerce is its `400`, before any project exists.
+#[test]
+fn override_params_apply_to_a_remote_import_and_its_exports() {
+    let server = Server::start_with(&["--download-redirect", "--allow-local-requests"]);
+    let (_, url) = exported_fixture(&server);
+    let response = client()
+        .post(server.url("/projects/remote-import"))
+        .header("PRIVATE-TOKEN", ROOT_TOKEN)
+        .json(&serde_json::json!({
+            "url": url,
+            "path": "overridden",
+            "override_params": {"description": "From JSON", "visibility": "internal", "no_such": "x"}
+        }))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let id = response.json::<Value>().unwrap()["id"].as_u64().unwrap();
+    let status = server.wait_import(ROOT_TOKEN, id);
+    assert_eq!(status["import_status"], "finished", "{status}");
+    let project: Value = server
+        .get(Some(ROOT_TOKEN), &format!("/projects/{id}"))
+        .json()
+        .unwrap();
+    assert_eq!(project["description"], "From JSON");
+    let attributes = read_archive(&server.export_and_download(ROOT_TOKEN, id).1).attributes;
+    let original: serde_json::Map<String, Value> = serde_json::from_slice(
+        &std::fs::read(e2e::fixtures_dir().join("complex/tree/project.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(attributes["description"], "From JSON");
+    assert_eq!(attributes["visibility_level"], 10);
+    assert!(attributes.get("no_such").is_none());
+    for (key, value) in &original {
+        if key != "description" && key != "visibility_level" {
+            assert_eq!(attributes.get(key), Some(value), "{key}");
+        }
+    }
+
+    let response = client()
+        .post(server.url("/projects/remote-import"))
+        .header("PRIVATE-TOKEN", ROOT_TOKEN)
+        .json(&serde_json::json!({
+            "url": url, "path": "refused", "override_params": {"visibility": "secret"}
+        }))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(
+        response.json::<Value>().unwrap(),
+        serde_json::json!({"error": "override_params[visibility] does not have a valid value"})
+    );
+    let status = server
+        .get(Some(ROOT_TOKEN), "/projects/root%2Frefused")
+        .status();
+    assert_eq!(status, 404);
+}

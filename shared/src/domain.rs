@@ -216,6 +216,10 @@ pub struct Job {
     /// Import: the URL the archive is fetched from (a remote import).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_url: Option<String>,
+    /// Import: project attributes (and their JSON text) that replace the
+    /// archive's, from `override_params`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<(String, String)>,
     /// Import: waiting for the client's upload to a presigned URL.
     #[serde(default)]
     pub awaiting_upload: bool,
@@ -291,6 +295,7 @@ impl Job {
             scheduled: false,
             upload: None,
             source_url: None,
+            overrides: Vec::new(),
             awaiting_upload: false,
             stalls: 0,
             attempt: 0,

@@ -7,6 +7,7 @@ Exits non-zero (with the failing assertion) if anything differs from GitLab.
 
 import gzip
 import io
+import json
 import signal
 import sys
 import tarfile
@@ -34,7 +35,10 @@ def main(base, token, archive_path):
 
     # Import, and follow it.
     with open(archive_path, "rb") as archive:
-        output = gl.projects.import_project(archive, path="pg-project", name="PG Project", overwrite=True)
+        output = gl.projects.import_project(
+            archive, path="pg-project", name="PG Project", overwrite=True,
+            override_params={"description": "Set by python-gitlab"},
+        )
     assert output["import_status"] == "scheduled", output
     project = gl.projects.get(output["id"])
     assert project.path_with_namespace == "root/pg-project", project
@@ -42,6 +46,8 @@ def main(base, token, archive_path):
     status = wait(lambda: (status.refresh(), status)[1], "import_status")
     assert status.import_status == "finished", status.attributes
     assert status.failed_relations == [], status.attributes
+    project = gl.projects.get(output["id"])
+    assert project.description == "Set by python-gitlab", project.attributes
 
     # The same project by its path.
     assert gl.projects.get("root/pg-project").id == project.id
@@ -53,7 +59,9 @@ def main(base, token, archive_path):
     data = export.download()
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
         names = tar.getnames()
+        attributes = json.load(tar.extractfile("tree/project.json"))
     assert "tree/project/issues.ndjson" in names, names
+    assert attributes["description"] == "Set by python-gitlab", attributes
 
     # Overwrite, as python-gitlab sends it ("True").
     with open(archive_path, "rb") as archive:

@@ -110,6 +110,7 @@ pub async fn start_import(app: &App, user: &User, path: &str, archive: Vec<u8>) 
         namespace: None,
         name: None,
         overwrite: false,
+        overrides: Vec::new(),
     };
     service::start_import(app, user, &request, &key)
         .await

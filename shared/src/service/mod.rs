@@ -2,6 +2,7 @@
 //! and follow exports, start and follow imports. No HTTP here.
 
 pub mod history;
+pub mod overrides;
 pub mod relation_export;
 pub mod schedule;
 pub mod statistics;
@@ -182,6 +183,15 @@ pub struct ImportRequest {
     pub namespace: Option<String>,
     pub name: Option<String>,
     pub overwrite: bool,
+    /// `override_params`, as project attributes and their JSON text.
+    pub overrides: Vec<(String, String)>,
+}
+
+/// A new import of the request into `project`.
+fn import_job(project: &Project, user: &User, request: &ImportRequest) -> Job {
+    let mut job = Job::new(JobKind::Import, project.id, user.id);
+    job.overrides = request.overrides.clone();
+    job
 }
 
 async fn resolve_namespace(app: &App, user: &User, namespace: Option<&str>) -> Result<Namespace> {
@@ -266,7 +276,7 @@ pub async fn start_import(
 ) -> Result<(Project, Job)> {
     crate::crash::point("import-upload-stored");
     let project = import_target(app, user, request).await?;
-    let mut job = Job::new(JobKind::Import, project.id, user.id);
+    let mut job = import_job(&project, user, request);
     job.archive_key = Some(upload_key.to_owned());
     enqueue(app, &job).await?;
     Ok((project, job))
@@ -300,7 +310,7 @@ pub async fn start_fetched_import(
     url: String,
 ) -> Result<(Project, Job)> {
     let project = import_target(app, user, request).await?;
-    let mut job = Job::new(JobKind::Import, project.id, user.id);
+    let mut job = import_job(&project, user, request);
     job.archive_key = Some(upload_key(&job.id));
     job.source_url = Some(url);
     enqueue(app, &job).await?;
@@ -318,7 +328,7 @@ pub async fn authorize_import(
     request: &ImportRequest,
 ) -> Result<(Project, Job, String)> {
     let project = import_target(app, user, request).await?;
-    let mut job = Job::new(JobKind::Import, project.id, user.id);
+    let mut job = import_job(&project, user, request);
     let key = upload_key(&job.id);
     job.archive_key = Some(key.clone());
     job.awaiting_upload = true;

@@ -83,7 +83,7 @@ async fn import(app: &App, lease: &Lease, job: Job, deadline: Deadline) -> Resul
         invocations = resume.invocations,
         "import started"
     );
-    let outcome = ingest(app, lease, &project, &resume, archive, deadline).await;
+    let outcome = ingest(app, lease, &project, &job, &resume, archive, deadline).await;
     let summary = match outcome {
         Ok(Ingested::Done(summary)) => summary,
         Ok(Ingested::Paused(checkpoint)) => return pause(app, lease, &job, checkpoint).await,
@@ -252,6 +252,7 @@ async fn ingest(
     app: &App,
     lease: &Lease,
     project: &Project,
+    job: &Job,
     resume: &ImportResume,
     archive: stream::ByteStream,
     deadline: Deadline,
@@ -274,6 +275,7 @@ async fn ingest(
         while let Some(event) = events.next().await {
             match event {
                 ImportEvent::Attributes(json) => {
+                    let json = with_overrides(json, &job.overrides)?;
                     description = description_of(&json);
                     app.content.put_attributes(at, json).await?;
                 }
@@ -355,6 +357,21 @@ async fn ingest(
         counts: writer.counts(),
         description,
     }))
+}
+
+/// The archive's attributes with the import's `override_params` applied,
+/// every other member as written.
+fn with_overrides(attributes: Bytes, overrides: &[(String, String)]) -> Result<Bytes> {
+    if overrides.is_empty() {
+        return Ok(attributes);
+    }
+    let text = std::str::from_utf8(&attributes).map_err(Error::internal)?;
+    let updates: Vec<(&str, String)> = overrides
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.clone()))
+        .collect();
+    let edited = crate::archive::raw_json::with_members(text, &updates).map_err(Error::internal)?;
+    Ok(Bytes::from(edited))
 }
 
 /// The archive's description: the last `description` member, read alone,

@@ -122,6 +122,9 @@ pub(super) fn import_request(params: &Params) -> Result<ImportRequest> {
         namespace: field("namespace"),
         name: field("name"),
         overwrite: params.flag("overwrite")?,
+        overrides: service::overrides::from_params(
+            params.0.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        )?,
     })
 }
 
