@@ -69,6 +69,7 @@ fn every_route_requires_a_valid_token() {
         "/projects/import-relation",
         "/projects/remote-import",
         "/projects/remote-import-s3",
+        "/projects/import/upload-url",
         "/projects/import/authorize",
         "/users",
         "/users/1/personal_access_tokens",
@@ -692,6 +693,23 @@ fn override_params_apply_to_an_uploaded_import() {
         refused.json::<Value>().unwrap(),
         json!({"error": "override_params[build_timeout] is invalid"})
     );
+}
+
+/// GitLab's `import/authorize` is Workhorse's handshake
+/// (lib/api/helpers.rb `require_gitlab_workhorse!`): `403` without
+/// Workhorse. Our presigned upload is `import/upload-url`.
+#[test]
+fn gitlab_workhorse_authorize_is_forbidden_as_without_workhorse() {
+    let server = Server::start();
+    let (status, body) = call(
+        &server,
+        Some(ROOT_TOKEN),
+        "POST",
+        "/projects/import/authorize",
+    );
+    assert_eq!((status, body), (403, json!({"message": "403 Forbidden"})));
+    let (status, _) = call(&server, None, "POST", "/projects/import/authorize");
+    assert_eq!(status, 401);
 }
 
 #[test]

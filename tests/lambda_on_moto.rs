@@ -777,10 +777,10 @@ async fn large_uploads_and_s3_imports_on_aws() {
     let (app, clients, names) = setup().await;
     let queue_url = names.queue_url.clone();
 
-    // import/authorize: a presigned PUT to S3, then S3's event on the queue.
+    // import/upload-url: a presigned PUT to S3, then S3's event on the queue.
     let form = api_gateway_event(
         "POST",
-        "/api/v4/projects/import/authorize",
+        "/api/v4/projects/import/upload-url",
         Some("application/x-www-form-urlencoded"),
         Some(b"path=uploaded"),
     );

@@ -1,5 +1,5 @@
 //! Archives over HTTP on the local server: remote imports from a URL, the
-//! presigned upload flow (`import/authorize`), and exports sent to a URL.
+//! presigned upload flow (`import/upload-url`), and exports sent to a URL.
 
 use e2e::{client, fixture_archive, fixture_relations, read_archive, Server, ROOT_TOKEN};
 use serde_json::Value;
@@ -121,7 +121,7 @@ fn authorized_uploads_start_the_import_when_they_land() {
     let response = post_form(
         &server,
         Some(ROOT_TOKEN),
-        "/projects/import/authorize",
+        "/projects/import/upload-url",
         &[("path", "big")],
     );
     assert_eq!(response.status(), 201);
@@ -189,11 +189,16 @@ fn authorized_uploads_start_the_import_when_they_land() {
     let response = post_form(
         &server,
         None,
-        "/projects/import/authorize",
+        "/projects/import/upload-url",
         &[("path", "x")],
     );
     assert_eq!(response.status(), 401);
-    let response = post_form(&server, Some(ROOT_TOKEN), "/projects/import/authorize", &[]);
+    let response = post_form(
+        &server,
+        Some(ROOT_TOKEN),
+        "/projects/import/upload-url",
+        &[],
+    );
     assert_eq!(response.status(), 400);
 }
 
@@ -210,7 +215,7 @@ fn an_export_is_sent_to_its_upload_url() {
     let authorized: Value = post_form(
         &server,
         Some(ROOT_TOKEN),
-        "/projects/import/authorize",
+        "/projects/import/upload-url",
         &[("path", "copy")],
     )
     .json()

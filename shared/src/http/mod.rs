@@ -96,8 +96,12 @@ pub fn import_routes() -> Router<App> {
             post(handlers::remote_import_s3),
         )
         .route(
-            &api("/projects/import/authorize"),
+            &api("/projects/import/upload-url"),
             post(handlers::authorize_import),
+        )
+        .route(
+            &api("/projects/import/authorize"),
+            post(handlers::workhorse_authorize),
         )
         .layer(DefaultBodyLimit::disable())
 }

@@ -317,10 +317,10 @@ pub async fn start_fetched_import(
     Ok((project, job))
 }
 
-/// How long a presigned upload URL of `import/authorize` stays valid.
+/// How long a presigned upload URL of `import/upload-url` stays valid.
 pub const UPLOAD_URL_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
 
-/// `POST /projects/import/authorize`: an import waiting for its archive,
+/// `POST /projects/import/upload-url`: an import waiting for its archive,
 /// and the presigned URL to PUT it to. It starts when the upload lands.
 pub async fn authorize_import(
     app: &App,

@@ -1,5 +1,5 @@
 //! Imports: a streamed upload, a remote URL or S3 object, a presigned
-//! upload (`import/authorize`), and their status.
+//! upload (`import/upload-url`), and their status.
 
 use super::*;
 
@@ -175,7 +175,7 @@ pub async fn remote_import_s3(
     Ok((StatusCode::CREATED, Json(scheduled_import(&project, job))))
 }
 
-/// `POST /projects/import/authorize`: the import waits for its archive at a
+/// `POST /projects/import/upload-url`: the import waits for its archive at a
 /// presigned URL, past API Gateway's body limit.
 pub async fn authorize_import(
     State(app): State<App>,
@@ -193,6 +193,14 @@ pub async fn authorize_import(
         "expires_at": crate::domain::gitlab_time(&expires_at),
     });
     Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// GitLab's `POST /projects/import/authorize` is Workhorse's pre-upload
+/// handshake (`require_gitlab_workhorse!`): without Workhorse in front,
+/// GitLab answers `403`, and so does this server, which has no Workhorse.
+/// Its own presigned upload is `import/upload-url`.
+pub async fn workhorse_authorize(Caller(_): Caller) -> JsonResponse {
+    Err(Error::Forbidden)
 }
 
 /// Reads and drops up to `budget` more bytes of a multipart body.
