@@ -744,14 +744,14 @@ fn s3_event_body(bucket: &str, key: &str) -> String {
 }
 
 /// `POST /projects/remote-import-s3` of `key` in `bucket` (on moto, in
-/// us-east-1) as project `path`; the `201` answer.
+/// us-east-1) as project `path`; the status and answer.
 async fn remote_import_s3(
     app: &App,
     bucket: &str,
     key: &str,
     access_key_id: &str,
     path: &str,
-) -> Value {
+) -> (u16, Value) {
     let body = serde_urlencoded::to_string([
         ("region", "us-east-1"),
         ("bucket_name", bucket),
@@ -767,9 +767,8 @@ async fn remote_import_s3(
         Some("application/x-www-form-urlencoded"),
         Some(body.as_bytes()),
     );
-    let (status, _, created) = invoke(app, &IMPORT, request).await;
-    assert_eq!(status, 201, "{created}");
-    created
+    let (status, _, answer) = invoke(app, &IMPORT, request).await;
+    (status, answer)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -832,11 +831,12 @@ async fn large_uploads_and_s3_imports_on_aws() {
         .put_object()
         .bucket(&source)
         .key("exports/complex export.tar.gz")
+        .content_type("application/gzip")
         .body(fixture_archive("complex").into())
         .send()
         .await
         .unwrap();
-    let created = remote_import_s3(
+    let (status, created) = remote_import_s3(
         &app,
         &source,
         "exports/complex export.tar.gz",
@@ -844,15 +844,18 @@ async fn large_uploads_and_s3_imports_on_aws() {
         "from-s3",
     )
     .await;
+    assert_eq!(status, 201, "{created}");
     assert!(run_worker_once(&app, &clients, &queue_url).await.is_empty());
     let id = created["id"].as_u64().unwrap();
     let show = api_gateway_event("GET", &format!("/api/v4/projects/{id}/import"), None, None);
     let (_, _, imported) = invoke(&app, &STATUS, show).await;
     assert_eq!(imported["import_status"], "finished", "{imported}");
 
-    // An object that is not there: the import fails, and neither its error
-    // nor the stored job keeps the presigned URL's credential or signature.
-    let created = remote_import_s3(
+    // Checked before anything is created, as GitLab's RemoteFileS3 does
+    // (lib/import/gitlab_projects/file_acquisition_strategies/remote_file_s3.rb):
+    // an object that is not there, and one of the wrong content type, are a
+    // `400` at once, which never shows the credential.
+    let (status, answer) = remote_import_s3(
         &app,
         &source,
         "exports/missing.tar.gz",
@@ -860,20 +863,43 @@ async fn large_uploads_and_s3_imports_on_aws() {
         "missing-from-s3",
     )
     .await;
-    while deliver_twice(&app, &clients, &queue_url).await > 0 {}
-    let id = created["id"].as_u64().unwrap();
-    let show = api_gateway_event("GET", &format!("/api/v4/projects/{id}/import"), None, None);
-    let (_, _, failed) = invoke(&app, &STATUS, show).await;
-    assert_eq!(failed["import_status"], "failed", "{failed}");
-    let error = failed["import_error"].as_str().unwrap();
-    for secret in ["X-Amz-Signature", "X-Amz-Credential", "AKIDSECRETLOOKING"] {
-        assert!(!error.contains(secret), "{error}");
-    }
-    let job = app
-        .jobs
-        .job(created["correlation_id"].as_str().unwrap())
+    assert_eq!(status, 400);
+    assert_eq!(
+        answer,
+        json!({"message": format!("File not found 'exports/missing.tar.gz' in '{source}'")})
+    );
+    clients
+        .s3
+        .put_object()
+        .bucket(&source)
+        .key("notes.txt")
+        .content_type("text/plain")
+        .body(b"not an archive".to_vec().into())
+        .send()
         .await
-        .unwrap()
         .unwrap();
-    assert_eq!(job.source_url, None, "{job:?}");
+    let (status, answer) = remote_import_s3(
+        &app,
+        &source,
+        "notes.txt",
+        "AKIDSECRETLOOKING",
+        "text-from-s3",
+    )
+    .await;
+    assert_eq!(status, 400);
+    let message = answer["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("Content type 'text/plain' not allowed."),
+        "{message}"
+    );
+    for path in ["missing-from-s3", "text-from-s3"] {
+        let show = api_gateway_event(
+            "GET",
+            &format!("/api/v4/projects/root%2F{path}"),
+            None,
+            None,
+        );
+        let (status, _, _) = invoke(&app, &STATUS, show).await;
+        assert_eq!(status, 404, "{path}");
+    }
 }

@@ -98,27 +98,7 @@ pub async fn check_remote_file(url: &str, limit: u64, allow_local: bool) -> Resu
     if !response.status().is_success() {
         return Err(headers_failed(response.status().to_string()));
     }
-    let length: u64 = header("content-length")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    if length == 0 {
-        return Err(Error::BadRequest(
-            "Content length is too small (should be at least 1 Byte)".into(),
-        ));
-    }
-    if length > limit {
-        return Err(Error::BadRequest(format!(
-            "Content length is too big (should be at most {})",
-            human_size(limit)
-        )));
-    }
-    let content_type = header("content-type").unwrap_or_default();
-    if !ARCHIVE_CONTENT_TYPES.contains(&content_type) {
-        return Err(Error::BadRequest(format!(
-            "Content type '{content_type}' not allowed. (Allowed: {})",
-            ARCHIVE_CONTENT_TYPES.join(", ")
-        )));
-    }
+    check_archive_headers(headers, limit)?;
     Ok(url)
 }
 
@@ -452,6 +432,86 @@ pub fn presign_s3_get(
     at: DateTime<Utc>,
     expires_in: Duration,
 ) -> Result<String> {
+    presign_s3("GET", object, endpoint, at, expires_in)
+}
+
+/// `remote-import-s3` checks the object before anything is created, as
+/// GitLab's `RemoteFileS3` strategy does: it must exist (`File not found
+/// '<key>' in '<bucket>'`), open (`Failed to open '<key>' in '<bucket>':
+/// …`), and pass the same size and content type checks as a remote URL.
+pub async fn check_s3_object(
+    object: &S3Object,
+    endpoint: Option<&str>,
+    limit: u64,
+    allow_local: bool,
+) -> Result<()> {
+    let url = presign_s3(
+        "HEAD",
+        object,
+        endpoint,
+        Utc::now(),
+        Duration::from_secs(60),
+    )?;
+    let (key, bucket) = (&object.key, &object.bucket);
+    let failed = |detail: String| {
+        Error::BadRequest(format!(
+            "Failed to open '{key}' in '{bucket}': {}",
+            redact::text(&detail)
+        ))
+    };
+    // The endpoint is AWS's, or the operator's own emulator.
+    let client = client(allow_local || endpoint.is_some())?;
+    let response = client
+        .head(url)
+        .timeout(HEAD_TIMEOUT)
+        .send()
+        .await
+        .map_err(|err| failed(error_chain(&err)))?;
+    match response.status() {
+        status if status.is_success() => check_archive_headers(response.headers(), limit),
+        reqwest::StatusCode::NOT_FOUND => Err(Error::BadRequest(format!(
+            "File not found '{key}' in '{bucket}'"
+        ))),
+        status => Err(failed(status.to_string())),
+    }
+}
+
+/// GitLab's `RemoteFileValidator` on a file's headers: a size of at least
+/// one byte and at most `limit`, and an archive's content type.
+fn check_archive_headers(headers: &reqwest::header::HeaderMap, limit: u64) -> Result<()> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let length: u64 = header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if length == 0 {
+        return Err(Error::BadRequest(
+            "Content length is too small (should be at least 1 Byte)".into(),
+        ));
+    }
+    if length > limit {
+        return Err(Error::BadRequest(format!(
+            "Content length is too big (should be at most {})",
+            human_size(limit)
+        )));
+    }
+    let content_type = header("content-type").unwrap_or_default();
+    if !ARCHIVE_CONTENT_TYPES.contains(&content_type) {
+        return Err(Error::BadRequest(format!(
+            "Content type '{content_type}' not allowed. (Allowed: {})",
+            ARCHIVE_CONTENT_TYPES.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// A presigned URL for `method` on the object.
+fn presign_s3(
+    method: &str,
+    object: &S3Object,
+    endpoint: Option<&str>,
+    at: DateTime<Utc>,
+    expires_in: Duration,
+) -> Result<String> {
     // Both become part of the host name: S3's own rules, nothing else.
     let bucket_ok = (3..=63).contains(&object.bucket.len())
         && object
@@ -518,7 +578,7 @@ pub fn presign_s3_get(
     let query = query.join("&");
     let canonical_path = utf8_percent_encode(&path, URI_PATH).to_string();
     let canonical_request =
-        format!("GET\n{canonical_path}\n{query}\nhost:{host}\n\nhost\nUNSIGNED-PAYLOAD");
+        format!("{method}\n{canonical_path}\n{query}\nhost:{host}\n\nhost\nUNSIGNED-PAYLOAD");
     let string_to_sign = format!(
         "AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{}",
         hex::encode(Sha256::digest(canonical_request.as_bytes()))

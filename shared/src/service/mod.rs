@@ -301,6 +301,33 @@ pub async fn start_remote_import(
     start_fetched_import(app, user, request, url.into()).await
 }
 
+/// `POST /projects/remote-import-s3`: the object is checked as GitLab
+/// checks it (a `400` before any project exists), then fetched through a
+/// presigned GET URL, so the secret key is used here and never stored.
+pub async fn start_s3_import(
+    app: &App,
+    user: &User,
+    request: &ImportRequest,
+    object: &crate::remote::S3Object,
+) -> Result<(Project, Job)> {
+    let settings = &app.settings;
+    let endpoint = settings.s3_endpoint.as_deref();
+    crate::remote::check_s3_object(
+        object,
+        endpoint,
+        settings.max_upload_bytes,
+        settings.allow_local_requests,
+    )
+    .await?;
+    let url = crate::remote::presign_s3_get(
+        object,
+        endpoint,
+        crate::domain::now(),
+        std::time::Duration::from_secs(7 * 24 * 3600),
+    )?;
+    start_fetched_import(app, user, request, url).await
+}
+
 /// `POST /projects/remote-import-s3`, and a remote import once checked: the
 /// worker fetches the archive from `url`, then imports it.
 pub async fn start_fetched_import(

@@ -165,13 +165,7 @@ pub async fn remote_import_s3(
         secret_access_key: required(&params, "secret_access_key")?.to_owned(),
     };
     let request = import_request(&params)?;
-    let url = remote::presign_s3_get(
-        &object,
-        app.settings.s3_endpoint.as_deref(),
-        crate::domain::now(),
-        std::time::Duration::from_secs(7 * 24 * 3600),
-    )?;
-    let (project, job) = service::start_fetched_import(&app, &user, &request, url).await?;
+    let (project, job) = service::start_s3_import(&app, &user, &request, &object).await?;
     Ok((StatusCode::CREATED, Json(scheduled_import(&project, job))))
 }
 
