@@ -15,26 +15,27 @@ use tower::ServiceExt;
 
 const TOKEN: &str = "lambda-root-token";
 
+/// The functions as deployed: their routes from `http::Function`.
 struct Function {
     name: &'static str,
-    routes: fn() -> axum::Router<App>,
+    function: http::Function,
 }
 
 const SCHEDULE: Function = Function {
     name: "schedule",
-    routes: http::schedule_routes,
+    function: http::Function::Schedule,
 };
 const STATUS: Function = Function {
     name: "status",
-    routes: http::status_routes,
+    function: http::Function::Status,
 };
 const DOWNLOAD: Function = Function {
     name: "download",
-    routes: http::download_routes,
+    function: http::Function::Download,
 };
 const IMPORT: Function = Function {
     name: "import",
-    routes: http::import_routes,
+    function: http::Function::Import,
 };
 
 /// An API Gateway HTTP API event, as API Gateway sends it.
@@ -85,7 +86,7 @@ async fn invoke(
     let event = serde_json::from_value(event).expect("an API Gateway v2 event");
     let request: lambda_http::http::Request<lambda_http::Body> =
         LambdaRequest::ApiGatewayV2(event).into();
-    let router = http::function_router((function.routes)(), app.clone());
+    let router = http::function_router(function.function.routes(), app.clone());
     let response = router.oneshot(request).await.expect("infallible");
     let status = response.status().as_u16();
     let headers = response.headers().clone();

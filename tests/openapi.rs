@@ -13,34 +13,74 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// (METHOD, path) of every route built in `shared/src/http/mod.rs`.
+/// (METHOD, path) of every route the router serves, from its table, and
+/// the signed blob route of the local server.
 fn routes_in_code() -> BTreeSet<(String, String)> {
-    let source = std::fs::read_to_string(repo_root().join("shared/src/http/mod.rs")).unwrap();
+    let mut routes: BTreeSet<(String, String)> = shared::http::routes()
+        .into_iter()
+        .map(|route| {
+            (
+                route.method.as_str().to_owned(),
+                format!("/api/v4{}", route.path),
+            )
+        })
+        .collect();
+    for method in ["GET", "PUT"] {
+        routes.insert((method.to_owned(), "/-/blobs/{key}".to_owned()));
+    }
+    routes
+}
+
+/// (METHOD, path) of every HTTP API event of `resource` in `template.yaml`.
+fn routes_in_template(resource: &str) -> BTreeSet<(String, String)> {
+    let text = std::fs::read_to_string(repo_root().join("template.yaml")).unwrap();
     let mut routes = BTreeSet::new();
-    for call in source.split(".route(").skip(1) {
-        let Some(path) = call.split('"').nth(1).filter(|_| {
-            call.trim_start().starts_with("&api(") || call.trim_start().starts_with('"')
-        }) else {
+    let mut in_resource = false;
+    let mut method = None;
+    for line in text.lines() {
+        // A resource starts at two spaces of indentation.
+        if let Some(name) = line.strip_prefix("  ").filter(|l| !l.starts_with(' ')) {
+            in_resource = name.trim_end_matches(':') == resource;
             continue;
-        };
-        let path = if call.trim_start().starts_with("&api(") {
-            format!("/api/v4{path}")
-        } else {
-            path.to_owned()
-        };
-        let path = path.replace("{*key}", "{key}");
-        let body = call.split(".route(").next().unwrap();
-        for method in ["get", "post", "put", "delete"] {
-            let called = body.contains(&format!(" {method}(handlers::"))
-                || body.contains(&format!("\n{method}(handlers::"))
-                || body.contains(&format!("({method}(handlers::"))
-                || body.contains(&format!(".{method}(handlers::"));
-            if called {
-                routes.insert((method.to_uppercase(), path.clone()));
+        }
+        if !in_resource {
+            continue;
+        }
+        let line = line.trim();
+        if let Some(m) = line.strip_prefix("Method: ") {
+            method = Some(m.to_owned());
+        } else if let Some(path) = line.strip_prefix("Path: ") {
+            if let Some(method) = method.take() {
+                routes.insert((method, path.to_owned()));
             }
         }
     }
     routes
+}
+
+#[test]
+fn each_function_deploys_exactly_its_routes() {
+    use shared::http::Function;
+    let mut seen = 0;
+    for function in Function::ALL {
+        let served: BTreeSet<(String, String)> = shared::http::routes()
+            .into_iter()
+            .filter(|route| route.function == function)
+            .map(|route| {
+                (
+                    route.method.as_str().to_owned(),
+                    format!("/api/v4{}", route.path),
+                )
+            })
+            .collect();
+        let deployed = routes_in_template(function.resource());
+        assert_eq!(
+            deployed, served,
+            "{function:?}: template.yaml against the router"
+        );
+        seen += served.len();
+    }
+    assert_eq!(seen, shared::http::routes().len());
 }
 
 /// (METHOD, path) of every operation in `openapi.yaml`.

@@ -1,5 +1,7 @@
 //! `POST /projects/:id/export`.
 
 fn main() -> Result<(), shared::lambda::Error> {
-    shared::runtime::block_on(shared::lambda::run_http(shared::http::schedule_routes()))
+    shared::runtime::block_on(shared::lambda::run_http(
+        shared::http::Function::Schedule.routes(),
+    ))
 }

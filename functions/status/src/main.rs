@@ -3,8 +3,6 @@
 
 fn main() -> Result<(), shared::lambda::Error> {
     shared::runtime::block_on(shared::lambda::run_http(
-        shared::http::status_routes()
-            .merge(shared::http::admin_routes())
-            .merge(shared::http::docs_routes()),
+        shared::http::Function::Status.routes(),
     ))
 }

@@ -7,7 +7,7 @@ mod handlers;
 mod views;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post, put};
+use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::Router;
 
 pub use error::error_response;
@@ -16,112 +16,242 @@ use crate::App;
 
 const API: &str = "/api/v4";
 
-fn api(path: &str) -> String {
-    format!("{API}{path}")
+/// The stack's HTTP functions. Each serves one group of GitLab's routes;
+/// the local server serves them all. This table is the one place that says
+/// which: the functions' `main`s, the moto tests, and the test that holds
+/// `template.yaml`'s events and `openapi.yaml` to it read it from here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Function {
+    /// `POST`s that queue work: exports, export schedules, deletion.
+    Schedule,
+    /// Statuses, projects, the current user, the admin API, the document.
+    Status,
+    /// Archive and relation downloads.
+    Download,
+    /// Imports: uploads, remote and S3 imports, relation imports.
+    Import,
 }
 
-/// The routes that queue work: `POST` exports, export schedules and
-/// project deletion (the `schedule` function).
-pub fn schedule_routes() -> Router<App> {
-    Router::new()
-        .route(
-            &api("/projects/{id}/export"),
+/// One route: its method, its path under `/api/v4`, and the function that
+/// serves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub function: Function,
+    pub method: Method,
+    pub path: &'static str,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+    Put,
+    Delete,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+        }
+    }
+}
+
+/// Every route of the API, with its handler.
+fn table() -> Vec<(Route, MethodRouter<App>)> {
+    use Function::*;
+    use Method::*;
+    let route = |function, method, path, handler| {
+        (
+            Route {
+                function,
+                method,
+                path,
+            },
+            handler,
+        )
+    };
+    vec![
+        route(
+            Schedule,
+            Post,
+            "/projects/{id}/export",
             post(handlers::schedule_export),
-        )
-        .route(
-            &api("/projects/{id}/export_relations"),
+        ),
+        route(
+            Schedule,
+            Post,
+            "/projects/{id}/export_relations",
             post(handlers::schedule_relations_export),
-        )
-        .route(
-            &api("/projects/{id}/export_schedule"),
-            put(handlers::put_export_schedule).delete(handlers::delete_export_schedule),
-        )
-        .route(&api("/projects/{id}"), delete(handlers::delete_project))
-}
-
-/// Status routes (the `status` function).
-pub fn status_routes() -> Router<App> {
-    Router::new()
-        .route(&api("/projects/{id}/export"), get(handlers::export_status))
-        .route(&api("/projects/{id}/import"), get(handlers::import_status))
-        .route(
-            &api("/projects/{id}/relation-imports"),
+        ),
+        route(
+            Schedule,
+            Put,
+            "/projects/{id}/export_schedule",
+            put(handlers::put_export_schedule),
+        ),
+        route(
+            Schedule,
+            Delete,
+            "/projects/{id}/export_schedule",
+            delete(handlers::delete_export_schedule),
+        ),
+        route(
+            Schedule,
+            Delete,
+            "/projects/{id}",
+            delete(handlers::delete_project),
+        ),
+        route(
+            Status,
+            Get,
+            "/projects/{id}/export",
+            get(handlers::export_status),
+        ),
+        route(
+            Status,
+            Get,
+            "/projects/{id}/import",
+            get(handlers::import_status),
+        ),
+        route(
+            Status,
+            Get,
+            "/projects/{id}/relation-imports",
             get(handlers::relation_imports),
-        )
-        .route(
-            &api("/projects/{id}/export_relations/status"),
+        ),
+        route(
+            Status,
+            Get,
+            "/projects/{id}/export_relations/status",
             get(handlers::relations_export_status),
-        )
-        .route(
-            &api("/projects/{id}/export_schedule"),
+        ),
+        route(
+            Status,
+            Get,
+            "/projects/{id}/export_schedule",
             get(handlers::get_export_schedule),
-        )
-        .route(&api("/user"), get(handlers::current_user))
-        .route(&api("/projects"), get(handlers::list_projects))
-        .route(&api("/projects/{id}"), get(handlers::get_project))
-}
-
-/// Download routes (the `download` function).
-pub fn download_routes() -> Router<App> {
-    Router::new()
-        .route(
-            &api("/projects/{id}/export/download"),
-            get(handlers::export_download),
-        )
-        .route(
-            &api("/projects/{id}/export_relations/download"),
-            get(handlers::relations_export_download),
-        )
-        .route(
-            &api("/projects/{id}/export_schedule/archives/{job_id}/download"),
-            get(handlers::scheduled_archive_download),
-        )
-}
-
-/// Import routes (the `import` function). Uploads stream to the blob store
-/// with their own size limit, so axum's default body limit is lifted here.
-pub fn import_routes() -> Router<App> {
-    Router::new()
-        .route(&api("/projects/import"), post(handlers::import_project))
-        .route(
-            &api("/projects/import-relation"),
-            post(handlers::import_relation),
-        )
-        .route(
-            &api("/projects/remote-import"),
-            post(handlers::remote_import),
-        )
-        .route(
-            &api("/projects/remote-import-s3"),
-            post(handlers::remote_import_s3),
-        )
-        .route(
-            &api("/projects/import/upload-url"),
-            post(handlers::authorize_import),
-        )
-        .route(
-            &api("/projects/import/authorize"),
-            post(handlers::workhorse_authorize),
-        )
-        .layer(DefaultBodyLimit::disable())
-}
-
-/// Administration: users and their tokens (GitLab's admin API).
-pub fn admin_routes() -> Router<App> {
-    Router::new()
-        .route(&api("/users"), post(handlers::create_user))
-        .route(
-            &api("/users/{user_id}/personal_access_tokens"),
+        ),
+        route(Status, Get, "/user", get(handlers::current_user)),
+        route(Status, Get, "/projects", get(handlers::list_projects)),
+        route(Status, Get, "/projects/{id}", get(handlers::get_project)),
+        route(Status, Post, "/users", post(handlers::create_user)),
+        route(
+            Status,
+            Post,
+            "/users/{user_id}/personal_access_tokens",
             post(handlers::create_token),
-        )
-        .route(
-            &api("/personal_access_tokens/self"),
+        ),
+        route(
+            Status,
+            Delete,
+            "/personal_access_tokens/self",
             delete(handlers::revoke_own_token),
-        )
-        .route(
-            &api("/personal_access_tokens/{token_id}"),
+        ),
+        route(
+            Status,
+            Delete,
+            "/personal_access_tokens/{token_id}",
             delete(handlers::revoke_token),
-        )
+        ),
+        route(Status, Get, "/openapi.yaml", get(handlers::openapi)),
+        route(
+            Download,
+            Get,
+            "/projects/{id}/export/download",
+            get(handlers::export_download),
+        ),
+        route(
+            Download,
+            Get,
+            "/projects/{id}/export_relations/download",
+            get(handlers::relations_export_download),
+        ),
+        route(
+            Download,
+            Get,
+            "/projects/{id}/export_schedule/archives/{job_id}/download",
+            get(handlers::scheduled_archive_download),
+        ),
+        route(
+            Import,
+            Post,
+            "/projects/import",
+            post(handlers::import_project),
+        ),
+        route(
+            Import,
+            Post,
+            "/projects/import-relation",
+            post(handlers::import_relation),
+        ),
+        route(
+            Import,
+            Post,
+            "/projects/remote-import",
+            post(handlers::remote_import),
+        ),
+        route(
+            Import,
+            Post,
+            "/projects/remote-import-s3",
+            post(handlers::remote_import_s3),
+        ),
+        route(
+            Import,
+            Post,
+            "/projects/import/upload-url",
+            post(handlers::authorize_import),
+        ),
+        route(
+            Import,
+            Post,
+            "/projects/import/authorize",
+            post(handlers::workhorse_authorize),
+        ),
+    ]
+}
+
+/// Every route of the API (without handlers).
+pub fn routes() -> Vec<Route> {
+    table().into_iter().map(|(route, _)| route).collect()
+}
+
+impl Function {
+    pub const ALL: [Function; 4] = [
+        Function::Schedule,
+        Function::Status,
+        Function::Download,
+        Function::Import,
+    ];
+
+    /// Its resource in `template.yaml`.
+    pub fn resource(self) -> &'static str {
+        match self {
+            Function::Schedule => "ScheduleFunction",
+            Function::Status => "StatusFunction",
+            Function::Download => "DownloadFunction",
+            Function::Import => "ImportFunction",
+        }
+    }
+
+    /// The routes it serves. Uploads stream to the blob store with their
+    /// own size limit, so axum's default body limit is lifted for imports.
+    pub fn routes(self) -> Router<App> {
+        let router = table()
+            .into_iter()
+            .filter(|(route, _)| route.function == self)
+            .fold(Router::new(), |router, (route, handler)| {
+                router.route(&format!("{API}{}", route.path), handler)
+            });
+        match self {
+            Function::Import => router.layer(DefaultBodyLimit::disable()),
+            _ => router,
+        }
+    }
 }
 
 /// Signed blob downloads, served where there is no S3 to serve them.
@@ -135,21 +265,14 @@ pub fn blob_routes() -> Router<App> {
 /// The OpenAPI document of every route, served as written.
 pub const OPENAPI_YAML: &str = include_str!("../../../openapi.yaml");
 
-/// The API's own description (the `status` function on AWS).
-pub fn docs_routes() -> Router<App> {
-    Router::new().route(&api("/openapi.yaml"), get(handlers::openapi))
-}
-
 /// Every route, for the local server.
 pub fn router(app: App) -> Router {
-    Router::new()
-        .merge(schedule_routes())
-        .merge(status_routes())
-        .merge(download_routes())
-        .merge(import_routes())
-        .merge(admin_routes())
+    Function::ALL
+        .into_iter()
+        .fold(Router::new(), |router, function| {
+            router.merge(function.routes())
+        })
         .merge(blob_routes())
-        .merge(docs_routes())
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .with_state(app)
