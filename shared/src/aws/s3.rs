@@ -31,6 +31,33 @@ fn s3_error(err: impl std::error::Error) -> Error {
 }
 
 impl S3BlobStore {
+    /// Every page of a listing of `prefix`, folded at `delimiter` if given.
+    async fn list_pages(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+    ) -> Result<Vec<aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output>> {
+        let mut pages = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_delimiter(delimiter.map(str::to_owned))
+                .set_continuation_token(token)
+                .send()
+                .await
+                .map_err(s3_error)?;
+            token = page.next_continuation_token().map(str::to_owned);
+            pages.push(page);
+            if token.is_none() {
+                return Ok(pages);
+            }
+        }
+    }
+
     pub fn new(client: Client, bucket: &str) -> Self {
         S3BlobStore {
             client,
@@ -248,17 +275,7 @@ impl BlobStore for S3BlobStore {
 
     async fn list(&self, prefix: &str) -> Result<Vec<BlobInfo>> {
         let mut out = Vec::new();
-        let mut token = None;
-        loop {
-            let page = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(prefix)
-                .set_continuation_token(token)
-                .send()
-                .await
-                .map_err(s3_error)?;
+        for page in self.list_pages(prefix, None).await? {
             for object in page.contents() {
                 if let Some(key) = object.key() {
                     out.push(BlobInfo {
@@ -270,10 +287,6 @@ impl BlobStore for S3BlobStore {
                     });
                 }
             }
-            token = page.next_continuation_token().map(str::to_owned);
-            if token.is_none() {
-                break;
-            }
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
@@ -281,18 +294,7 @@ impl BlobStore for S3BlobStore {
 
     async fn folders(&self, prefix: &str) -> Result<Vec<String>> {
         let mut names = Vec::new();
-        let mut token = None;
-        loop {
-            let page = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(prefix)
-                .delimiter("/")
-                .set_continuation_token(token)
-                .send()
-                .await
-                .map_err(s3_error)?;
+        for page in self.list_pages(prefix, Some("/")).await? {
             for common in page.common_prefixes() {
                 if let Some(name) = common
                     .prefix()
@@ -301,10 +303,6 @@ impl BlobStore for S3BlobStore {
                 {
                     names.push(name.to_owned());
                 }
-            }
-            token = page.next_continuation_token().map(str::to_owned);
-            if token.is_none() {
-                break;
             }
         }
         names.sort();
