@@ -140,11 +140,14 @@ impl Sweep<'_> {
             generations.entry(stored.name).or_insert(stored.project_id);
         }
         for (name, project_id) in generations {
-            if self.generation_owned(&name, project_id).await? {
+            let job = app.jobs.job(writer_of(&name)).await?;
+            let project_id = project_id.or(job.as_ref().map(|job| job.project_id));
+            if self
+                .generation_owned(&name, project_id, job.as_ref())
+                .await?
+            {
                 continue;
             }
-            let job = app.jobs.job(writer_of(&name)).await?;
-            let project_id = project_id.or(job.map(|job| job.project_id));
             tracing::warn!(
                 generation = name,
                 ?project_id,
@@ -167,14 +170,20 @@ impl Sweep<'_> {
     /// Whether a live project shows the generation, a deletion will remove
     /// it, or a job that may still write it is live (or ended too recently
     /// to be sure its runs have stopped).
-    async fn generation_owned(&self, name: &str, project_id: Option<ProjectId>) -> Result<bool> {
-        let job = self.app.jobs.job(writer_of(name)).await?;
-        if job.as_ref().is_some_and(|job| self.live(job)) {
+    /// `job` is the generation's writer, `project_id` its project (from the
+    /// store's layout or the job), where known.
+    async fn generation_owned(
+        &self,
+        name: &str,
+        project_id: Option<ProjectId>,
+        job: Option<&Job>,
+    ) -> Result<bool> {
+        if job.is_some_and(|job| self.live(job)) {
             return Ok(true);
         }
         // A job is never forgotten while the project shows what it wrote,
         // so a generation with neither job nor project is no one's.
-        let Some(project_id) = project_id.or(job.as_ref().map(|job| job.project_id)) else {
+        let Some(project_id) = project_id else {
             return Ok(false);
         };
         Ok(match self.owner(project_id).await? {
