@@ -6,14 +6,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use hmac::{Hmac, Mac};
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use sha2::{Digest, Sha256};
+
+mod s3;
 
 pub use crate::domain::UploadTarget;
 use crate::{redact, App, Error, Result};
+pub use s3::{check_s3_object, presign_s3_get, S3Object};
 
 /// An `http`/`https` URL with a host, or a 400 naming the parameter. Unless
 /// `allow_local` (`ALLOW_LOCAL_REQUESTS`), a URL naming this machine or a
@@ -399,86 +398,12 @@ async fn exchange(what: &str, request: reqwest::RequestBuilder) -> Result<reqwes
     Ok(response)
 }
 
-/// An S3 object to import from (`POST /projects/remote-import-s3`).
-#[derive(Debug, Clone)]
-pub struct S3Object {
-    pub region: String,
-    pub bucket: String,
-    pub key: String,
-    pub access_key_id: String,
-    pub secret_access_key: String,
-}
-
-/// RFC 3986 unreserved characters stay; S3 keeps `/` in paths.
-const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-const URI_PATH: &AsciiSet = &URI_COMPONENT.remove(b'/');
-
-fn hmac(key: &[u8], data: &str) -> Vec<u8> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(data.as_bytes());
-    mac.finalize().into_bytes().to_vec()
-}
-
-/// A presigned GET URL (AWS Signature Version 4, query string) for the
-/// object, so the worker fetches it like any URL and the secret key is
-/// never stored. `endpoint` (an emulator, path-style) replaces AWS's.
-pub fn presign_s3_get(
-    object: &S3Object,
-    endpoint: Option<&str>,
-    at: DateTime<Utc>,
-    expires_in: Duration,
-) -> Result<String> {
-    presign_s3("GET", object, endpoint, at, expires_in)
-}
-
-/// `remote-import-s3` checks the object before anything is created, as
-/// GitLab's `RemoteFileS3` strategy does: it must exist (`File not found
-/// '<key>' in '<bucket>'`), open (`Failed to open '<key>' in '<bucket>':
-/// …`), and pass the same size and content type checks as a remote URL.
-pub async fn check_s3_object(
-    object: &S3Object,
-    endpoint: Option<&str>,
-    limit: u64,
-    allow_local: bool,
-) -> Result<()> {
-    let url = presign_s3(
-        "HEAD",
-        object,
-        endpoint,
-        Utc::now(),
-        Duration::from_secs(60),
-    )?;
-    let (key, bucket) = (&object.key, &object.bucket);
-    let failed = |detail: String| {
-        Error::BadRequest(format!(
-            "Failed to open '{key}' in '{bucket}': {}",
-            redact::text(&detail)
-        ))
-    };
-    // The endpoint is AWS's, or the operator's own emulator.
-    let client = client(allow_local || endpoint.is_some())?;
-    let response = client
-        .head(url)
-        .timeout(HEAD_TIMEOUT)
-        .send()
-        .await
-        .map_err(|err| failed(error_chain(&err)))?;
-    match response.status() {
-        status if status.is_success() => check_archive_headers(response.headers(), limit),
-        reqwest::StatusCode::NOT_FOUND => Err(Error::BadRequest(format!(
-            "File not found '{key}' in '{bucket}'"
-        ))),
-        status => Err(failed(status.to_string())),
-    }
-}
-
 /// GitLab's `RemoteFileValidator` on a file's headers: a size of at least
 /// one byte and at most `limit`, and an archive's content type.
-fn check_archive_headers(headers: &reqwest::header::HeaderMap, limit: u64) -> Result<()> {
+pub(crate) fn check_archive_headers(
+    headers: &reqwest::header::HeaderMap,
+    limit: u64,
+) -> Result<()> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let length: u64 = header("content-length")
         .and_then(|v| v.parse().ok())
@@ -504,98 +429,6 @@ fn check_archive_headers(headers: &reqwest::header::HeaderMap, limit: u64) -> Re
     Ok(())
 }
 
-/// A presigned URL for `method` on the object.
-fn presign_s3(
-    method: &str,
-    object: &S3Object,
-    endpoint: Option<&str>,
-    at: DateTime<Utc>,
-    expires_in: Duration,
-) -> Result<String> {
-    // Both become part of the host name: S3's own rules, nothing else.
-    let bucket_ok = (3..=63).contains(&object.bucket.len())
-        && object
-            .bucket
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
-        && object
-            .bucket
-            .starts_with(|c: char| c.is_ascii_alphanumeric())
-        && object.bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
-    if !bucket_ok {
-        return Err(Error::InvalidParameter("bucket_name is invalid".into()));
-    }
-    let region_ok = (1..=32).contains(&object.region.len())
-        && object
-            .region
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if !region_ok {
-        return Err(Error::InvalidParameter("region is invalid".into()));
-    }
-    let (base, host, path) = match endpoint {
-        Some(endpoint) => {
-            // The operator's own setting (an emulator), not a user's URL.
-            let url = check_url(endpoint, "endpoint", true)?;
-            let host = match url.port() {
-                Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
-                None => url.host_str().unwrap_or_default().to_owned(),
-            };
-            let path = format!("/{}/{}", object.bucket, object.key);
-            (format!("{}://{host}", url.scheme()), host, path)
-        }
-        None => {
-            let host = match object.region.as_str() {
-                "us-east-1" => format!("{}.s3.amazonaws.com", object.bucket),
-                region => format!("{}.s3.{region}.amazonaws.com", object.bucket),
-            };
-            (format!("https://{host}"), host, format!("/{}", object.key))
-        }
-    };
-    let date = at.format("%Y%m%d").to_string();
-    let stamp = at.format("%Y%m%dT%H%M%SZ").to_string();
-    let scope = format!("{date}/{}/s3/aws4_request", object.region);
-    let mut query = [
-        ("X-Amz-Algorithm", "AWS4-HMAC-SHA256".to_owned()),
-        (
-            "X-Amz-Credential",
-            format!("{}/{scope}", object.access_key_id),
-        ),
-        ("X-Amz-Date", stamp.clone()),
-        ("X-Amz-Expires", expires_in.as_secs().to_string()),
-        ("X-Amz-SignedHeaders", "host".to_owned()),
-    ]
-    .iter()
-    .map(|(k, v)| {
-        format!(
-            "{}={}",
-            utf8_percent_encode(k, URI_COMPONENT),
-            utf8_percent_encode(v, URI_COMPONENT)
-        )
-    })
-    .collect::<Vec<_>>();
-    query.sort();
-    let query = query.join("&");
-    let canonical_path = utf8_percent_encode(&path, URI_PATH).to_string();
-    let canonical_request =
-        format!("{method}\n{canonical_path}\n{query}\nhost:{host}\n\nhost\nUNSIGNED-PAYLOAD");
-    let string_to_sign = format!(
-        "AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{}",
-        hex::encode(Sha256::digest(canonical_request.as_bytes()))
-    );
-    let mut key = hmac(
-        format!("AWS4{}", object.secret_access_key).as_bytes(),
-        &date,
-    );
-    for part in [object.region.as_str(), "s3", "aws4_request"] {
-        key = hmac(&key, part);
-    }
-    let signature = hex::encode(hmac(&key, &string_to_sign));
-    Ok(format!(
-        "{base}{canonical_path}?{query}&X-Amz-Signature={signature}"
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
@@ -611,28 +444,6 @@ mod tests {
     }
 
     use super::*;
-    use chrono::TimeZone;
-
-    /// AWS's own example ("Authenticating Requests: Using Query Parameters").
-    #[test]
-    fn presigned_urls_match_aws_documentation() {
-        let object = S3Object {
-            region: "us-east-1".into(),
-            bucket: "examplebucket".into(),
-            key: "test.txt".into(),
-            access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
-            secret_access_key: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into(),
-        };
-        let at = Utc.with_ymd_and_hms(2013, 5, 24, 0, 0, 0).unwrap();
-        let url = presign_s3_get(&object, None, at, Duration::from_secs(86400)).unwrap();
-        assert!(url.starts_with("https://examplebucket.s3.amazonaws.com/test.txt?"));
-        assert!(
-            url.ends_with(
-                "X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404"
-            ),
-            "{url}"
-        );
-    }
 
     #[test]
     fn only_http_urls_are_accepted() {
@@ -702,36 +513,6 @@ mod tests {
         }
         assert_eq!(local_address("64:ff9b::808:808".parse().unwrap()), None);
         assert_eq!(local_address("2002:808:808::1".parse().unwrap()), None);
-    }
-
-    #[test]
-    fn s3_names_cannot_steer_the_host() {
-        let object = |bucket: &str, region: &str| S3Object {
-            region: region.into(),
-            bucket: bucket.into(),
-            key: "x.tar.gz".into(),
-            access_key_id: "AKIA".into(),
-            secret_access_key: "secret".into(),
-        };
-        let presign = |o: &S3Object| presign_s3_get(o, None, Utc::now(), Duration::from_secs(60));
-        assert!(presign(&object("my-bucket.v2", "eu-west-1")).is_ok());
-        for (bucket, region) in [
-            ("10.0.0.5/", "us-east-1"),
-            ("evil.com#", "us-east-1"),
-            ("Bucket", "us-east-1"),
-            ("ab", "us-east-1"),
-            ("-bucket", "us-east-1"),
-            ("bucket", "x.evil.com/"),
-            ("bucket", ""),
-        ] {
-            assert!(
-                matches!(
-                    presign(&object(bucket, region)),
-                    Err(Error::InvalidParameter(_))
-                ),
-                "{bucket} {region}"
-            );
-        }
     }
 
     /// A name that only resolves into this machine is never connected to,
