@@ -13,7 +13,7 @@ use shared::domain::JobKind;
 use shared::{auth, http, App};
 use tower::ServiceExt;
 
-const TOKEN: &str = "lambda-root-token";
+const TOKEN: &str = "lambda-root-token-of-the-tests";
 
 /// The functions as deployed: their routes from `http::Function`.
 struct Function {
@@ -903,4 +903,62 @@ async fn large_uploads_and_s3_imports_on_aws() {
         let (status, _, _) = invoke(&app, &STATUS, show).await;
         assert_eq!(status, 404, "{path}");
     }
+}
+
+/// The functions take the administrator's token from the stack's secret
+/// (as `app_from_env` does with `ROOT_TOKEN_SECRET_ARN`), and refuse to
+/// start, saying why, when the secret is missing or holds no usable token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_root_token_is_read_from_its_secret() {
+    let (app, clients, names) = moto::app().await;
+    let secret = |name: String, value: &'static str| {
+        let clients = clients.clone();
+        async move {
+            let created = clients
+                .secrets
+                .create_secret()
+                .name(name)
+                .secret_string(value)
+                .send()
+                .await
+                .unwrap();
+            created.arn().unwrap().to_owned()
+        }
+    };
+    let arn = secret(format!("{}-root-token", names.table), TOKEN).await;
+    let token = shared::lambda::read_root_token(&clients, &arn)
+        .await
+        .unwrap();
+    auth::ensure_root(&app, Some(&token)).await.unwrap();
+    let (status, _, user) = invoke(
+        &app,
+        &STATUS,
+        api_gateway_event("GET", "/api/v4/user", None, None),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(user["username"], "root");
+
+    let missing = format!("{arn}-gone");
+    let refused = shared::lambda::read_root_token(&clients, &missing)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.starts_with(&format!(
+            "cannot read the root token from secret {missing}: "
+        )),
+        "{refused}"
+    );
+    assert!(refused.contains("ResourceNotFoundException"), "{refused}");
+
+    let short = secret(format!("{}-short", names.table), "too-short").await;
+    let refused = shared::lambda::read_root_token(&clients, &short)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.ends_with("the token is shorter than 20 characters"),
+        "{refused}"
+    );
 }

@@ -55,6 +55,10 @@ pub async fn issue_token(
     Ok((record, token))
 }
 
+/// Shortest root token the stack accepts (its `RootToken` parameter's
+/// `MinLength`): a guessable administrator token is refused at start.
+pub const MIN_ROOT_TOKEN_LEN: usize = 20;
+
 /// What `ensure_root` did.
 pub enum RootToken {
     /// A token was generated now: show it, it cannot be shown again.

@@ -72,11 +72,43 @@ pub async fn app_from_env() -> Result<App, Error> {
     let clients = AwsClients::from_env().await;
     let names = AwsNames::from_env()?;
     let app = aws::app(&clients, &names, settings_from_env());
-    // ROOT_TOKEN (a secret parameter of the stack) is registered for `root`.
-    if let Ok(token) = std::env::var("ROOT_TOKEN") {
+    // The administrator's token is in the stack's secret, never in the
+    // environment: anyone who may read a function's configuration would
+    // read it there.
+    if let Ok(secret) = std::env::var("ROOT_TOKEN_SECRET_ARN") {
+        let token = read_root_token(&clients, &secret).await?;
         auth::ensure_root(&app, Some(&token)).await?;
     }
     Ok(app)
+}
+
+/// The root token from its secret (Secrets Manager), read at cold start. A
+/// function whose secret is missing, empty or unreadable does not start:
+/// it would answer every administrator request `401` with no hint why.
+pub async fn read_root_token(clients: &AwsClients, secret: &str) -> Result<String, Error> {
+    let read = clients
+        .secrets
+        .get_secret_value()
+        .secret_id(secret)
+        .send()
+        .await;
+    let refused = |reason: String| -> Error {
+        tracing::error!(secret, reason, "cannot read the root token: not starting");
+        format!("cannot read the root token from secret {secret}: {reason}").into()
+    };
+    match read {
+        Ok(value) => match value.secret_string().map(str::trim) {
+            Some(token) if token.len() >= auth::MIN_ROOT_TOKEN_LEN => Ok(token.to_owned()),
+            Some(_) => Err(refused(format!(
+                "the token is shorter than {} characters",
+                auth::MIN_ROOT_TOKEN_LEN
+            ))),
+            None => Err(refused("the secret has no string value".into())),
+        },
+        Err(err) => Err(refused(
+            aws_smithy_types::error::display::DisplayErrorContext(&err).to_string(),
+        )),
+    }
 }
 
 /// Serves one function's routes behind API Gateway.
