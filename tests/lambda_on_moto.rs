@@ -213,7 +213,10 @@ async fn setup() -> (App, AwsClients, shared::aws::AwsNames) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_then_export_through_the_lambda_functions() {
-    let (app, clients, names) = setup().await;
+    let (mut app, clients, names) = setup().await;
+    // What the functions print in CloudWatch's embedded metric format.
+    let metrics = std::sync::Arc::new(shared::metrics::Recorded::default());
+    app.metrics = shared::metrics::Metrics::new("test-stack", metrics.clone());
     let queue_url = names.queue_url.clone();
 
     let (content_type, body) = multipart(&[("path", "api-project")], &fixture_archive("complex"));
@@ -336,6 +339,45 @@ async fn import_then_export_through_the_lambda_functions() {
         read_archive(&archive).relations,
         fixture_relations("complex")
     );
+
+    // One line per event, each job measured once although its message came
+    // twice: scheduled, then finished with its records and archive bytes.
+    let lines = metrics.lines();
+    let of = |kind: &str, metric: &str| -> Vec<&Value> {
+        lines
+            .iter()
+            .filter(|line| line["Kind"] == kind && line.get(metric).is_some())
+            .collect()
+    };
+    for line in &lines {
+        let directive = &line["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Namespace"], "test-stack", "{line}");
+        assert_eq!(directive["Dimensions"], json!([["Kind"]]), "{line}");
+    }
+    assert_eq!(of("import", "JobsScheduled").len(), 1, "{lines:?}");
+    assert_eq!(of("export", "JobsScheduled").len(), 1, "{lines:?}");
+    assert!(of("import", "JobsFailed").is_empty() && of("export", "JobsFailed").is_empty());
+    let records: u64 = fixture_relations("complex")
+        .values()
+        .map(|records| records.len() as u64)
+        .sum();
+    let imported = of("import", "JobsFinished");
+    assert_eq!(imported.len(), 1, "{lines:?}");
+    assert_eq!(imported[0]["JobsFinished"], 1);
+    assert_eq!(imported[0]["Records"], records, "{}", imported[0]);
+    assert_eq!(
+        imported[0]["Bytes"],
+        fixture_archive("complex").len(),
+        "{}",
+        imported[0]
+    );
+    assert_eq!(imported[0]["ProjectId"], id);
+    assert!(imported[0]["JobDuration"].as_u64().is_some());
+    let exported = of("export", "JobsFinished");
+    assert_eq!(exported.len(), 1, "{lines:?}");
+    assert_eq!(exported[0]["Records"], job.processed);
+    assert_eq!(exported[0]["Bytes"], archive.len(), "{}", exported[0]);
+    assert_eq!(exported[0]["JobId"], job.id);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -467,8 +509,10 @@ async fn relations_export_through_the_lambda_functions() {
     // Small batches, so that the fixture's relations span several.
     let mut settings = (*app.settings).clone();
     settings.relation_batch_records = 5;
+    let metrics = std::sync::Arc::new(shared::metrics::Recorded::default());
     let app = App {
         settings: std::sync::Arc::new(settings),
+        metrics: shared::metrics::Metrics::new("test-stack", metrics.clone()),
         ..app
     };
 
@@ -558,6 +602,28 @@ async fn relations_export_through_the_lambda_functions() {
             "{relation}"
         );
     }
+
+    // The fan-out and the run's end, each measured once.
+    let parts = app.jobs.relation_export_parts(id).await.unwrap();
+    let sent: Vec<_> = shared::service::relation_export::sent_in_order(&parts).collect();
+    let lines: Vec<Value> = metrics
+        .lines()
+        .into_iter()
+        .filter(|line| line["Kind"] == "relation_export")
+        .collect();
+    let queued: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l.get("RelationPartsQueued").is_some())
+        .collect();
+    assert_eq!(queued.len(), 1, "{lines:?}");
+    assert_eq!(queued[0]["RelationPartsQueued"], sent.len(), "{lines:?}");
+    let finished: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l.get("JobsFinished").is_some())
+        .collect();
+    assert_eq!(finished.len(), 1, "{lines:?}");
+    let exported: u64 = sent.iter().map(|part| part.exported).sum();
+    assert_eq!(finished[0]["Records"], exported);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

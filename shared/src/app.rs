@@ -103,4 +103,6 @@ pub struct App {
     /// served by S3 presigned URLs instead.
     pub signer: Option<Signer>,
     pub settings: Arc<Settings>,
+    /// Where job metrics go (EMF lines: the log on Lambda and locally).
+    pub metrics: crate::metrics::Metrics,
 }

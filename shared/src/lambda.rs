@@ -71,7 +71,12 @@ pub fn init_logging() {
 pub async fn app_from_env() -> Result<App, Error> {
     let clients = AwsClients::from_env().await;
     let names = AwsNames::from_env()?;
-    let app = aws::app(&clients, &names, settings_from_env());
+    let mut app = aws::app(&clients, &names, settings_from_env());
+    // Job metrics as EMF lines in the log: CloudWatch extracts them.
+    let namespace = std::env::var("METRICS_NAMESPACE")
+        .unwrap_or_else(|_| crate::metrics::DEFAULT_NAMESPACE.to_owned());
+    app.metrics =
+        crate::metrics::Metrics::new(&namespace, std::sync::Arc::new(crate::metrics::Stdout));
     // The administrator's token is in the stack's secret, never in the
     // environment: anyone who may read a function's configuration would
     // read it there.

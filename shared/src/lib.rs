@@ -15,6 +15,7 @@ pub mod http;
 pub mod keys;
 #[cfg(feature = "lambda")]
 pub mod lambda;
+pub mod metrics;
 pub mod ports;
 pub mod redact;
 pub mod relations;

@@ -13,6 +13,19 @@ use tokio::sync::mpsc;
 pub type BorrowedStream<'a> = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + 'a>>;
 pub type ByteStream = BorrowedStream<'static>;
 
+/// The bytes `stream` yields, counted as they pass (an import's archive
+/// size, for its metrics, without asking the store).
+pub fn counted(stream: ByteStream) -> (ByteStream, Arc<std::sync::atomic::AtomicU64>) {
+    let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = count.clone();
+    let stream = stream.inspect(move |chunk| {
+        if let Ok(chunk) = chunk {
+            counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        }
+    });
+    (Box::pin(stream), count)
+}
+
 /// How many bytes travel together between the archive thread and storage.
 pub const CHUNK: usize = 256 * 1024;
 

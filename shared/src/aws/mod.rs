@@ -112,6 +112,7 @@ pub fn app(clients: &AwsClients, names: &AwsNames, settings: Settings) -> App {
         queue: Arc::new(SqsQueue::new(clients.sqs.clone(), &names.queue_url)),
         signer: None,
         settings: Arc::new(settings),
+        metrics: Default::default(),
     }
 }
 

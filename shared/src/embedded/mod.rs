@@ -277,6 +277,7 @@ impl App {
             queue: backend.queue.clone(),
             signer: Some(backend.signer.clone()),
             settings: Arc::new(settings),
+            metrics: Default::default(),
         }
     }
 }

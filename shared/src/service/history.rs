@@ -15,6 +15,7 @@ const FORGET_BATCH: usize = 25;
 /// Creates the job and forgets what the history no longer needs.
 pub async fn create_job(app: &App, job: &Job) -> Result<()> {
     app.jobs.create_job(job).await?;
+    app.metrics.job_scheduled(job);
     // Forgetting is housekeeping: the job stands whether or not it works.
     if let Err(err) = forget_old_jobs(app, job.project_id, job.kind).await {
         tracing::warn!(error = %err, job_id = job.id, "job history not pruned");

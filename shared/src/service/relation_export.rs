@@ -122,8 +122,12 @@ pub async fn start_run(app: &App, project: &Project, batched: bool) -> Result<()
         .take(window)
         .map(message_for)
         .collect();
+    let fanned_out = sent_in_order(&parts)
+        .filter(|p| p.status == JobStatus::Queued)
+        .count() as u64;
     app.jobs.replace_relation_export(project.id, parts).await?;
     app.queue.send(&messages).await?;
+    app.metrics.relation_parts_queued(&run, fanned_out);
     if let Some(previous) = previous {
         // The runs before the previous one were replaced when it started.
         let kept = [run_id.as_str(), previous.id.as_str()];
@@ -247,6 +251,7 @@ pub async fn advance(app: &App, message: &Message) -> Result<()> {
     }
     let successors: Vec<&RelationExportPart> = sent_in_order(&ahead[1..]).collect();
     let mut all_finished = false;
+    let mut exported = 0;
     let to = match successors.get(window - 1) {
         Some(next) => {
             if next.status == JobStatus::Queued && next.run_id == part.run_id {
@@ -262,6 +267,7 @@ pub async fn advance(app: &App, message: &Message) -> Result<()> {
             all_finished = sent
                 .iter()
                 .all(|p| p.status == JobStatus::Finished && p.run_id == part.run_id);
+            exported = sent.iter().map(|p| p.exported).sum();
             if sent.iter().all(|p| p.status.is_done()) {
                 JobStatus::Finished
             } else {
@@ -279,6 +285,16 @@ pub async fn advance(app: &App, message: &Message) -> Result<()> {
             JobUpdate::default(),
         )
         .await?;
+    if let Some(run) = run.as_ref().filter(|_| to == JobStatus::Finished) {
+        // A run with a failed relation ends `finished` in GitLab's terms;
+        // for the operator it failed.
+        let mut measured = run.clone();
+        measured.processed = exported;
+        if !all_finished {
+            measured.status = JobStatus::Failed;
+        }
+        app.metrics.job_ended(&measured, None);
+    }
     if let Some(run) = run.filter(|_| to == JobStatus::Finished && all_finished) {
         // Every relation of the new run can be downloaded: the older runs
         // can go. A run with a failed relation leaves them.

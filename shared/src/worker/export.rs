@@ -27,28 +27,24 @@ async fn export(app: &App, lease: &Lease, job: Job) -> Result<()> {
     };
     let at = now();
     let key = export_key(project.id, &job.id);
-    let records = build_archive(app, &project, &job, &key, at.timestamp() as u64).await?;
+    let (records, bytes) = build_archive(app, &project, &job, &key, at.timestamp() as u64).await?;
     if let Some(target) = &job.upload {
-        let size = app
-            .blobs
-            .list(&key)
-            .await?
-            .into_iter()
-            .find(|blob| blob.key == key)
-            .map_or(0, |blob| blob.size);
-        match remote::send_blob(app, &key, size, target).await {
-            Ok(()) => tracing::info!(size, "export uploaded"),
+        match remote::send_blob(app, &key, bytes, target).await {
+            Ok(()) => tracing::info!(size = bytes, "export uploaded"),
             Err(err) if err.is_permanent() => return lease.fail(err.to_string()).await,
             Err(err) => return Err(err),
         }
     }
     let finished = lease
-        .finish(JobUpdate {
-            archive_key: Some(key),
-            file_name: Some(export_file_name(&project, &at)),
-            processed: Some(records),
-            ..JobUpdate::default()
-        })
+        .finish(
+            JobUpdate {
+                archive_key: Some(key),
+                file_name: Some(export_file_name(&project, &at)),
+                processed: Some(records),
+                ..JobUpdate::default()
+            },
+            Some(bytes),
+        )
         .await?;
     if finished.is_none() && app.projects.project(project.id).await?.is_none() {
         // Deleted while this ran: its deletion may have passed already.
@@ -71,14 +67,15 @@ async fn export(app: &App, lease: &Lease, job: Job) -> Result<()> {
     Ok(())
 }
 
-/// Writes the archive to `key`; returns the number of records in it.
+/// Writes the archive to `key`; returns the number of records in it and
+/// its size.
 async fn build_archive(
     app: &App,
     project: &Project,
     job: &Job,
     key: &str,
     mtime: u64,
-) -> Result<u64> {
+) -> Result<(u64, u64)> {
     pipeline::tar_gz(app, key, mtime, |entries| async move {
         let records = write_entries(app, project, job, &entries).await?;
         entries.finish().await?;

@@ -35,7 +35,7 @@ async fn import(app: &App, lease: &Lease, job: Job, deadline: Deadline) -> Resul
     };
     if generation::published_by(&project, &job, None) {
         let counts = job.relation_counts.clone();
-        return finish(app, lease, project.id, job.processed, counts, &[]).await;
+        return finish(app, lease, project.id, job.processed, counts, &[], None).await;
     }
     let Some(upload) = job.archive_key.clone() else {
         return lease.fail("the job has no uploaded archive".into()).await;
@@ -77,6 +77,7 @@ async fn import(app: &App, lease: &Lease, job: Job, deadline: Deadline) -> Resul
         }
         Err(err) => return Err(err),
     };
+    let (archive, archive_bytes) = crate::stream::counted(archive);
     tracing::info!(
         upload,
         generation,
@@ -134,6 +135,7 @@ async fn import(app: &App, lease: &Lease, job: Job, deadline: Deadline) -> Resul
         summary.records,
         summary.counts,
         &replaced,
+        Some(archive_bytes.load(std::sync::atomic::Ordering::Relaxed)),
     )
     .await?;
     app.blobs
@@ -190,14 +192,14 @@ async fn finish(
     records: u64,
     counts: BTreeMap<String, RelationCounts>,
     replaced: &[String],
+    archive_bytes: Option<u64>,
 ) -> Result<()> {
-    lease
-        .finish(JobUpdate {
-            processed: Some(records),
-            relation_counts: Some(counts),
-            ..JobUpdate::default()
-        })
-        .await?;
+    let update = JobUpdate {
+        processed: Some(records),
+        relation_counts: Some(counts),
+        ..JobUpdate::default()
+    };
+    lease.finish(update, archive_bytes).await?;
     for old in replaced {
         generation::discard(app, project_id, old).await?;
     }

@@ -159,8 +159,13 @@ impl Lease {
     }
 
     /// Ends the owned job `finished`; `None` if this run no longer owned it.
-    pub async fn finish(&self, update: JobUpdate) -> Result<Option<Job>> {
-        self.transition(JobStatus::Finished, update).await
+    /// `bytes`: the archive it wrote or read, for the job's metrics.
+    pub async fn finish(&self, update: JobUpdate, bytes: Option<u64>) -> Result<Option<Job>> {
+        let finished = self.transition(JobStatus::Finished, update).await?;
+        if let Some(job) = &finished {
+            self.app.metrics.job_ended(job, bytes);
+        }
+        Ok(finished)
     }
 
     /// Ends the owned job `failed` for a reason retrying cannot fix.
@@ -178,7 +183,9 @@ impl Lease {
             failures: Some(failures),
             ..JobUpdate::default()
         };
-        self.transition(JobStatus::Failed, update).await?;
+        if let Some(job) = self.transition(JobStatus::Failed, update).await? {
+            self.app.metrics.job_ended(&job, None);
+        }
         Ok(())
     }
 

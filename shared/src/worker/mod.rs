@@ -145,6 +145,7 @@ pub async fn abandon(
         .transition(job_id, from, JobStatus::Failed, update)
         .await?;
     if let Some(job) = &failed {
+        app.metrics.job_ended(job, None);
         // The job has ended whatever happens here: a store that fails now
         // leaves the rest to a later sweep, rather than the message retried.
         if let Err(err) = generation::discard_abandoned(app, job).await {

@@ -87,8 +87,13 @@ impl Entries {
 }
 
 /// Writes the tar.gz that `produce` fills to the blob at `key`; returns
-/// what `produce` returns.
-pub(super) async fn tar_gz<T, F, Fut>(app: &App, key: &str, mtime: u64, produce: F) -> Result<T>
+/// what `produce` returns and the archive's size.
+pub(super) async fn tar_gz<T, F, Fut>(
+    app: &App,
+    key: &str,
+    mtime: u64,
+    produce: F,
+) -> Result<(T, u64)>
 where
     F: FnOnce(Entries) -> Fut,
     Fut: Future<Output = Result<T>>,
@@ -126,8 +131,9 @@ impl Chunks {
     }
 }
 
-/// Writes the gzip file that `produce` fills to the blob at `key`.
-pub(super) async fn gzip<T, F, Fut>(app: &App, key: &str, produce: F) -> Result<T>
+/// Writes the gzip file that `produce` fills to the blob at `key`; returns
+/// what `produce` returns and the file's size.
+pub(super) async fn gzip<T, F, Fut>(app: &App, key: &str, produce: F) -> Result<(T, u64)>
 where
     F: FnOnce(Chunks) -> Fut,
     Fut: Future<Output = Result<T>>,
@@ -157,12 +163,11 @@ fn finish_legs<T>(
     compressed: Result<std::io::Result<()>>,
     produced: Result<T>,
     uploaded: Result<u64>,
-) -> Result<T> {
+) -> Result<(T, u64)> {
     let compressed = compressed?;
     let value = produced?;
     compressed.map_err(|err| Error::Internal(format!("writing {key}: {err}")))?;
-    uploaded?;
-    Ok(value)
+    Ok((value, uploaded?))
 }
 
 #[cfg(test)]

@@ -111,6 +111,7 @@ async fn export_self(app: &App, part: &RelationExportPart, key: &str) -> Result<
         Ok(1)
     })
     .await
+    .map(|(value, _size)| value)
 }
 
 async fn export_records(app: &App, part: &RelationExportPart, key: &str) -> Result<u64> {
@@ -158,6 +159,7 @@ async fn export_records(app: &App, part: &RelationExportPart, key: &str) -> Resu
         Ok(written)
     })
     .await
+    .map(|(value, _size)| value)
 }
 
 async fn export_files(app: &App, part: &RelationExportPart, key: &str) -> Result<u64> {
@@ -192,6 +194,7 @@ async fn export_files(app: &App, part: &RelationExportPart, key: &str) -> Result
         Ok(count)
     })
     .await
+    .map(|(value, _size)| value)
 }
 
 /// The part's message failed every delivery: the part ends failed (`-1`)

@@ -38,7 +38,8 @@ async fn import_relation(app: &App, lease: &Lease, job: Job) -> Result<()> {
         return lease.fail("the project no longer exists".into()).await;
     };
     if generation::published_by(&project, &job, Some(&relation)) {
-        return finish(app, lease, &relation, job.relation_counts.clone(), None).await;
+        let counts = job.relation_counts.clone();
+        return finish(app, lease, &relation, counts, None, None).await;
     }
     let Some(upload) = job.archive_key.clone() else {
         return lease.fail("the job has no uploaded archive".into()).await;
@@ -63,6 +64,7 @@ async fn import_relation(app: &App, lease: &Lease, job: Job) -> Result<()> {
         }
         Err(err) => return Err(err),
     };
+    let (archive, archive_bytes) = crate::stream::counted(archive);
     tracing::info!(relation, generation, "relation import started");
     let merged = Merge {
         app,
@@ -106,7 +108,16 @@ async fn import_relation(app: &App, lease: &Lease, job: Job) -> Result<()> {
             "the project's content changed during the relation import".into(),
         ));
     }
-    finish(app, lease, &relation, counts, replaced.as_deref()).await?;
+    let read = archive_bytes.load(std::sync::atomic::Ordering::Relaxed);
+    finish(
+        app,
+        lease,
+        &relation,
+        counts,
+        replaced.as_deref(),
+        Some(read),
+    )
+    .await?;
     app.blobs
         .delete_prefix(&crate::keys::upload_folder(&upload))
         .await?;
@@ -119,15 +130,15 @@ async fn finish(
     relation: &str,
     counts: std::collections::BTreeMap<String, RelationCounts>,
     replaced: Option<&str>,
+    archive_bytes: Option<u64>,
 ) -> Result<()> {
     let stored = counts.get(relation).map_or(0, |c| c.stored);
-    let finished = lease
-        .finish(JobUpdate {
-            processed: Some(stored),
-            relation_counts: Some(counts),
-            ..JobUpdate::default()
-        })
-        .await?;
+    let update = JobUpdate {
+        processed: Some(stored),
+        relation_counts: Some(counts),
+        ..JobUpdate::default()
+    };
+    let finished = lease.finish(update, archive_bytes).await?;
     if let (Some(job), Some(old)) = (finished, replaced) {
         // Only a generation this relation had on its own; the project's main
         // generation still holds its other relations.
