@@ -96,25 +96,19 @@ fn ndjson_line_bytes(record_len: usize) -> u64 {
 /// Rewrites a data directory's per-record table as chunks, once.
 pub(super) fn migrate(txn: &WriteTransaction) -> Result<()> {
     let exists = txn
-        .list_tables()
-        .map_err(Error::storage)?
+        .list_tables()?
         .any(|table| table.name() == RECORDS_BEFORE_CHUNKS.name());
     if !exists {
         return Ok(());
     }
     {
-        let old = txn
-            .open_table(RECORDS_BEFORE_CHUNKS)
-            .map_err(Error::storage)?;
-        let mut chunks = txn.open_table(RECORD_CHUNKS).map_err(Error::storage)?;
-        tracing::info!(
-            records = old.len().map_err(Error::storage)?,
-            "packing records into chunks"
-        );
+        let old = txn.open_table(RECORDS_BEFORE_CHUNKS)?;
+        let mut chunks = txn.open_table(RECORD_CHUNKS)?;
+        tracing::info!(records = old.len()?, "packing records into chunks");
         // (generation, relation, first seq, next seq, packed)
         let mut open: Option<(String, String, u64, u64, Vec<u8>)> = None;
-        for item in old.iter().map_err(Error::storage)? {
-            let (key, value) = item.map_err(Error::storage)?;
+        for item in old.iter()? {
+            let (key, value) = item?;
             let (generation, relation, seq) = key.value();
             let continues = open.as_ref().is_some_and(|(g, r, _, next, chunk)| {
                 g == generation
@@ -124,9 +118,7 @@ pub(super) fn migrate(txn: &WriteTransaction) -> Result<()> {
             });
             if !continues {
                 if let Some((g, r, first, _, chunk)) = open.take() {
-                    chunks
-                        .insert((g.as_str(), r.as_str(), first), chunk.as_slice())
-                        .map_err(Error::storage)?;
+                    chunks.insert((g.as_str(), r.as_str(), first), chunk.as_slice())?;
                 }
                 open = Some((generation.into(), relation.into(), seq, seq, Vec::new()));
             }
@@ -135,13 +127,10 @@ pub(super) fn migrate(txn: &WriteTransaction) -> Result<()> {
             *next += 1;
         }
         if let Some((g, r, first, _, chunk)) = open {
-            chunks
-                .insert((g.as_str(), r.as_str(), first), chunk.as_slice())
-                .map_err(Error::storage)?;
+            chunks.insert((g.as_str(), r.as_str(), first), chunk.as_slice())?;
         }
     }
-    txn.delete_table(RECORDS_BEFORE_CHUNKS)
-        .map_err(Error::storage)?;
+    txn.delete_table(RECORDS_BEFORE_CHUNKS)?;
     Ok(())
 }
 

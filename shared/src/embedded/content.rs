@@ -25,10 +25,10 @@ const WRITERS: TableDefinition<&str, u32> = TableDefinition::new("generation_wri
 
 pub(super) fn create_tables(txn: &WriteTransaction) -> Result<()> {
     // Every table exists from the start, so reads never meet a missing one.
-    txn.open_table(ATTRIBUTES).map_err(Error::storage)?;
-    txn.open_table(RECORD_CHUNKS).map_err(Error::storage)?;
-    txn.open_table(RELATION_STATS).map_err(Error::storage)?;
-    txn.open_table(WRITERS).map_err(Error::storage)?;
+    txn.open_table(ATTRIBUTES)?;
+    txn.open_table(RECORD_CHUNKS)?;
+    txn.open_table(RELATION_STATS)?;
+    txn.open_table(WRITERS)?;
     chunks::migrate(txn)
 }
 /// A page of records stops growing past this many bytes, whatever its
@@ -48,23 +48,19 @@ impl EmbeddedStore {
         let (generation, relation) = (generation.to_owned(), relation.to_owned());
         self.db
             .read(move |txn| {
-                let table = txn.open_table(RECORD_CHUNKS).map_err(Error::storage)?;
+                let table = txn.open_table(RECORD_CHUNKS)?;
                 let (g, r) = (generation.as_str(), relation.as_str());
                 // The chunk holding `start` is the last one beginning at or before it.
                 let from = table
-                    .range((g, r, 0)..=(g, r, start))
-                    .map_err(Error::storage)?
+                    .range((g, r, 0)..=(g, r, start))?
                     .next_back()
-                    .transpose()
-                    .map_err(Error::storage)?
+                    .transpose()?
                     .map_or(start, |(key, _)| key.value().2);
                 let mut out = Vec::with_capacity(limit.min(1024));
                 let mut bytes = 0;
-                let chunks_from = table
-                    .range((g, r, from)..=(g, r, u64::MAX))
-                    .map_err(Error::storage)?;
+                let chunks_from = table.range((g, r, from)..=(g, r, u64::MAX))?;
                 'chunks: for item in chunks_from {
-                    let (key, value) = item.map_err(Error::storage)?;
+                    let (key, value) = item?;
                     // Copied at one size whatever the chunk's length, so that
                     // the copies reuse each other's memory.
                     let mut copy = BytesMut::with_capacity(CHUNK_BYTES.max(value.value().len()));
@@ -105,10 +101,8 @@ impl ContentStore for EmbeddedStore {
         let generation = at.name.to_owned();
         self.db
             .write(move |txn| {
-                txn.open_table(ATTRIBUTES)
-                    .map_err(Error::storage)?
-                    .insert(generation.as_str(), attributes.as_ref())
-                    .map_err(Error::storage)?;
+                txn.open_table(ATTRIBUTES)?
+                    .insert(generation.as_str(), attributes.as_ref())?;
                 Ok(())
             })
             .await
@@ -118,8 +112,8 @@ impl ContentStore for EmbeddedStore {
         let generation = at.name.to_owned();
         self.db
             .read(move |txn| {
-                let table = txn.open_table(ATTRIBUTES).map_err(Error::storage)?;
-                let value = table.get(generation.as_str()).map_err(Error::storage)?;
+                let table = txn.open_table(ATTRIBUTES)?;
+                let value = table.get(generation.as_str())?;
                 Ok(value.map(|v| Bytes::copy_from_slice(v.value())))
             })
             .await
@@ -135,17 +129,12 @@ impl ContentStore for EmbeddedStore {
         let keep = keep.clone();
         self.db
             .write(move |txn| {
-                let mut writers = txn.open_table(WRITERS).map_err(Error::storage)?;
-                let owner = writers
-                    .get(generation.as_str())
-                    .map_err(Error::storage)?
-                    .map(|v| v.value());
+                let mut writers = txn.open_table(WRITERS)?;
+                let owner = writers.get(generation.as_str())?.map(|v| v.value());
                 if owner.is_some_and(|owner| owner > writer) {
                     return Ok(false);
                 }
-                writers
-                    .insert(generation.as_str(), writer)
-                    .map_err(Error::storage)?;
+                writers.insert(generation.as_str(), writer)?;
                 truncate(txn, &generation, &keep)?;
                 Ok(true)
             })
@@ -167,27 +156,19 @@ impl ContentStore for EmbeddedStore {
         self.db
             .write_deferred(move |txn| {
                 let owner = txn
-                    .open_table(WRITERS)
-                    .map_err(Error::storage)?
-                    .get(generation.as_str())
-                    .map_err(Error::storage)?
+                    .open_table(WRITERS)?
+                    .get(generation.as_str())?
                     .map(|v| v.value());
                 if owner != Some(writer) {
                     return Err(Error::not_the_writer(&generation, writer));
                 }
-                let mut table = txn.open_table(RECORD_CHUNKS).map_err(Error::storage)?;
-                let mut stats = txn.open_table(RELATION_STATS).map_err(Error::storage)?;
+                let mut table = txn.open_table(RECORD_CHUNKS)?;
+                let mut stats = txn.open_table(RELATION_STATS)?;
                 let key = (generation.as_str(), relation.as_str());
-                let (mut count, mut bytes) = stats
-                    .get(key)
-                    .map_err(Error::storage)?
-                    .map(|v| v.value())
-                    .unwrap_or((0, 0));
+                let (mut count, mut bytes) = stats.get(key)?.map(|v| v.value()).unwrap_or((0, 0));
                 chunks::pack_each(&records, |first, packed, chunk| {
                     let seq = first_seq + first as u64;
-                    let previous = table
-                        .insert((key.0, key.1, seq), chunk)
-                        .map_err(Error::storage)?;
+                    let previous = table.insert((key.0, key.1, seq), chunk)?;
                     // A retried batch rewrites the same chunks: count each once.
                     if let Some(old) = previous {
                         let (old_count, old_bytes) = chunks::tally(old.value())?;
@@ -199,7 +180,7 @@ impl ContentStore for EmbeddedStore {
                     bytes += new_bytes;
                     Ok(())
                 })?;
-                stats.insert(key, (count, bytes)).map_err(Error::storage)?;
+                stats.insert(key, (count, bytes))?;
                 Ok(())
             })
             .await
@@ -209,13 +190,11 @@ impl ContentStore for EmbeddedStore {
         let generation = at.name.to_owned();
         self.db
             .read(move |txn| {
-                let stats = txn.open_table(RELATION_STATS).map_err(Error::storage)?;
-                let range = stats
-                    .range((generation.as_str(), "")..)
-                    .map_err(Error::storage)?;
+                let stats = txn.open_table(RELATION_STATS)?;
+                let range = stats.range((generation.as_str(), "")..)?;
                 let mut out = Vec::new();
                 for item in range {
-                    let (key, value) = item.map_err(Error::storage)?;
+                    let (key, value) = item?;
                     let (gen, relation) = key.value();
                     if gen != generation {
                         break;
@@ -263,23 +242,18 @@ impl ContentStore for EmbeddedStore {
                 let removed = self
                     .db
                     .write(move |txn| {
-                        let mut table = txn.open_table(RECORD_CHUNKS).map_err(Error::storage)?;
+                        let mut table = txn.open_table(RECORD_CHUNKS)?;
                         let (g, r) = (generation.as_str(), relation.as_str());
                         let seqs: Vec<u64> = table
-                            .range((g, r, 0)..=(g, r, u64::MAX))
-                            .map_err(Error::storage)?
+                            .range((g, r, 0)..=(g, r, u64::MAX))?
                             .take(CHUNK)
                             .map(|item| item.map(|(key, _)| key.value().2))
-                            .collect::<Result<_, _>>()
-                            .map_err(Error::storage)?;
+                            .collect::<Result<_, _>>()?;
                         for seq in &seqs {
-                            table.remove((g, r, *seq)).map_err(Error::storage)?;
+                            table.remove((g, r, *seq))?;
                         }
                         if seqs.len() < CHUNK {
-                            txn.open_table(RELATION_STATS)
-                                .map_err(Error::storage)?
-                                .remove((g, r))
-                                .map_err(Error::storage)?;
+                            txn.open_table(RELATION_STATS)?.remove((g, r))?;
                         }
                         Ok(seqs.len())
                     })
@@ -292,14 +266,8 @@ impl ContentStore for EmbeddedStore {
         let generation = generation.to_owned();
         self.db
             .write(move |txn| {
-                txn.open_table(ATTRIBUTES)
-                    .map_err(Error::storage)?
-                    .remove(generation.as_str())
-                    .map_err(Error::storage)?;
-                txn.open_table(WRITERS)
-                    .map_err(Error::storage)?
-                    .remove(generation.as_str())
-                    .map_err(Error::storage)?;
+                txn.open_table(ATTRIBUTES)?.remove(generation.as_str())?;
+                txn.open_table(WRITERS)?.remove(generation.as_str())?;
                 Ok(())
             })
             .await
@@ -312,17 +280,17 @@ impl ContentStore for EmbeddedStore {
                 // (a deletion removes the counts last), so these three
                 // tables name every generation with anything stored.
                 let mut names = std::collections::BTreeSet::new();
-                let attributes = txn.open_table(ATTRIBUTES).map_err(Error::storage)?;
-                for item in attributes.iter().map_err(Error::storage)? {
-                    names.insert(item.map_err(Error::storage)?.0.value().to_owned());
+                let attributes = txn.open_table(ATTRIBUTES)?;
+                for item in attributes.iter()? {
+                    names.insert(item?.0.value().to_owned());
                 }
-                let writers = txn.open_table(WRITERS).map_err(Error::storage)?;
-                for item in writers.iter().map_err(Error::storage)? {
-                    names.insert(item.map_err(Error::storage)?.0.value().to_owned());
+                let writers = txn.open_table(WRITERS)?;
+                for item in writers.iter()? {
+                    names.insert(item?.0.value().to_owned());
                 }
-                let stats = txn.open_table(RELATION_STATS).map_err(Error::storage)?;
-                for item in stats.iter().map_err(Error::storage)? {
-                    names.insert(item.map_err(Error::storage)?.0.value().0.to_owned());
+                let stats = txn.open_table(RELATION_STATS)?;
+                for item in stats.iter()? {
+                    names.insert(item?.0.value().0.to_owned());
                 }
                 Ok(names
                     .into_iter()
@@ -338,11 +306,11 @@ impl ContentStore for EmbeddedStore {
 
 /// Removes the chunks of each relation from its `keep`-th record on.
 fn truncate(txn: &WriteTransaction, generation: &str, keep: &BTreeMap<String, u64>) -> Result<()> {
-    let mut table = txn.open_table(RECORD_CHUNKS).map_err(Error::storage)?;
-    let mut stats = txn.open_table(RELATION_STATS).map_err(Error::storage)?;
+    let mut table = txn.open_table(RECORD_CHUNKS)?;
+    let mut stats = txn.open_table(RELATION_STATS)?;
     let mut relations = Vec::new();
-    for item in stats.range((generation, "")..).map_err(Error::storage)? {
-        let (key, _) = item.map_err(Error::storage)?;
+    for item in stats.range((generation, "")..)? {
+        let (key, _) = item?;
         let (g, relation) = key.value();
         if g != generation {
             break;
@@ -353,19 +321,14 @@ fn truncate(txn: &WriteTransaction, generation: &str, keep: &BTreeMap<String, u6
         let kept = keep.get(&relation).copied().unwrap_or(0);
         let (g, r) = (generation, relation.as_str());
         let mut cut = Vec::new();
-        for item in table
-            .range((g, r, kept)..=(g, r, u64::MAX))
-            .map_err(Error::storage)?
-        {
-            let (key, value) = item.map_err(Error::storage)?;
+        for item in table.range((g, r, kept)..=(g, r, u64::MAX))? {
+            let (key, value) = item?;
             cut.push((key.value().2, chunks::tally(value.value())?));
         }
         if let Some((key, value)) = table
-            .range((g, r, 0)..(g, r, kept))
-            .map_err(Error::storage)?
+            .range((g, r, 0)..(g, r, kept))?
             .next_back()
-            .transpose()
-            .map_err(Error::storage)?
+            .transpose()?
         {
             let (records, _) = chunks::tally(value.value())?;
             if key.value().2 + records > kept {
@@ -374,22 +337,16 @@ fn truncate(txn: &WriteTransaction, generation: &str, keep: &BTreeMap<String, u6
                 )));
             }
         }
-        let (mut count, mut bytes) = stats
-            .get((g, r))
-            .map_err(Error::storage)?
-            .map(|v| v.value())
-            .unwrap_or((0, 0));
+        let (mut count, mut bytes) = stats.get((g, r))?.map(|v| v.value()).unwrap_or((0, 0));
         for (seq, (records, ndjson_bytes)) in cut {
-            table.remove((g, r, seq)).map_err(Error::storage)?;
+            table.remove((g, r, seq))?;
             count -= records;
             bytes -= ndjson_bytes;
         }
         if count == 0 {
-            stats.remove((g, r)).map_err(Error::storage)?;
+            stats.remove((g, r))?;
         } else {
-            stats
-                .insert((g, r), (count, bytes))
-                .map_err(Error::storage)?;
+            stats.insert((g, r), (count, bytes))?;
         }
     }
     Ok(())

@@ -72,10 +72,33 @@ pub fn compact(data_dir: &Path) -> Result<(u64, u64)> {
     }
     let before = size()?;
     let mut db = open_database(&path)?;
-    while db.compact().map_err(Error::storage)? {}
+    while db.compact()? {}
     drop(db);
     Ok((before, size()?))
 }
+
+// redb's errors are storage errors, worth a retry; their text is kept, since
+// `needs_reopen` and `classify` read it (an I/O error, a full disk).
+macro_rules! storage_errors {
+    ($($redb:ty),* $(,)?) => {$(
+        impl From<$redb> for Error {
+            fn from(err: $redb) -> Self {
+                Error::Storage(err.to_string())
+            }
+        }
+    )*};
+}
+
+storage_errors!(
+    redb::Error,
+    redb::StorageError,
+    redb::TableError,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::CommitError,
+    redb::CompactionError,
+    redb::SetDurabilityError,
+);
 
 /// Errors after which redb wants the database opened again.
 fn needs_reopen(err: &Error) -> bool {
@@ -170,10 +193,10 @@ impl Db {
     ) -> Result<T> {
         let db = self.database()?;
         let out = (|| {
-            let mut txn = db.begin_write().map_err(Error::storage)?;
-            txn.set_durability(durability).map_err(Error::storage)?;
+            let mut txn = db.begin_write()?;
+            txn.set_durability(durability)?;
             let out = f(&txn)?;
-            txn.commit().map_err(Error::storage)?;
+            txn.commit()?;
             Ok(out)
         })();
         self.settle(db, out)

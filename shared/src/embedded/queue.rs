@@ -26,8 +26,8 @@ struct Entry {
 }
 
 pub(super) fn create_tables(txn: &WriteTransaction) -> Result<()> {
-    txn.open_table(QUEUE).map_err(Error::storage)?;
-    txn.open_table(QUEUE_SEQ).map_err(Error::storage)?;
+    txn.open_table(QUEUE)?;
+    txn.open_table(QUEUE_SEQ)?;
     Ok(())
 }
 
@@ -45,10 +45,10 @@ impl EmbeddedQueue {
         // Only one process opens the database, so anything in flight belongs
         // to a process that is gone: make it visible again now.
         db.write_now(|txn| {
-            let mut queue = txn.open_table(QUEUE).map_err(Error::storage)?;
+            let mut queue = txn.open_table(QUEUE)?;
             let mut in_flight = Vec::new();
-            for item in queue.iter().map_err(Error::storage)? {
-                let (seq, bytes) = item.map_err(Error::storage)?;
+            for item in queue.iter()? {
+                let (seq, bytes) = item?;
                 let entry: Entry = serde_json::from_slice(bytes.value()).map_err(Error::storage)?;
                 if entry.visible_at_ms > 0 {
                     in_flight.push((seq.value(), entry));
@@ -57,9 +57,7 @@ impl EmbeddedQueue {
             for (seq, mut entry) in in_flight {
                 entry.visible_at_ms = 0;
                 let bytes = serde_json::to_vec(&entry).map_err(Error::internal)?;
-                queue
-                    .insert(seq, bytes.as_slice())
-                    .map_err(Error::storage)?;
+                queue.insert(seq, bytes.as_slice())?;
             }
             Ok(())
         })?;
@@ -77,12 +75,7 @@ impl EmbeddedQueue {
     /// Messages waiting or in flight.
     pub async fn len(&self) -> Result<u64> {
         self.db
-            .read(|txn| {
-                txn.open_table(QUEUE)
-                    .map_err(Error::storage)?
-                    .len()
-                    .map_err(Error::storage)
-            })
+            .read(|txn| txn.open_table(QUEUE)?.len().map_err(Error::storage))
             .await
     }
 
@@ -103,12 +96,9 @@ impl Queue for EmbeddedQueue {
         let messages = messages.to_vec();
         self.db
             .write(move |txn| {
-                let mut seqs = txn.open_table(QUEUE_SEQ).map_err(Error::storage)?;
-                let mut next = seqs
-                    .get("next")
-                    .map_err(Error::storage)?
-                    .map_or(0, |v| v.value());
-                let mut queue = txn.open_table(QUEUE).map_err(Error::storage)?;
+                let mut seqs = txn.open_table(QUEUE_SEQ)?;
+                let mut next = seqs.get("next")?.map_or(0, |v| v.value());
+                let mut queue = txn.open_table(QUEUE)?;
                 for message in messages {
                     next += 1;
                     let entry = Entry {
@@ -117,11 +107,9 @@ impl Queue for EmbeddedQueue {
                         receive_count: 0,
                     };
                     let bytes = serde_json::to_vec(&entry).map_err(Error::internal)?;
-                    queue
-                        .insert(next, bytes.as_slice())
-                        .map_err(Error::storage)?;
+                    queue.insert(next, bytes.as_slice())?;
                 }
-                seqs.insert("next", next).map_err(Error::storage)?;
+                seqs.insert("next", next)?;
                 Ok(())
             })
             .await?;
@@ -132,11 +120,11 @@ impl Queue for EmbeddedQueue {
     async fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<Delivery>> {
         self.db
             .write(move |txn| {
-                let mut queue = txn.open_table(QUEUE).map_err(Error::storage)?;
+                let mut queue = txn.open_table(QUEUE)?;
                 let now = now_ms();
                 let mut taken = Vec::new();
-                for item in queue.iter().map_err(Error::storage)? {
-                    let (seq, bytes) = item.map_err(Error::storage)?;
+                for item in queue.iter()? {
+                    let (seq, bytes) = item?;
                     let entry: Entry =
                         serde_json::from_slice(bytes.value()).map_err(Error::storage)?;
                     if entry.visible_at_ms <= now {
@@ -151,9 +139,7 @@ impl Queue for EmbeddedQueue {
                     entry.visible_at_ms = now + visibility.as_millis() as i64;
                     entry.receive_count += 1;
                     let bytes = serde_json::to_vec(&entry).map_err(Error::internal)?;
-                    queue
-                        .insert(seq, bytes.as_slice())
-                        .map_err(Error::storage)?;
+                    queue.insert(seq, bytes.as_slice())?;
                     deliveries.push(Delivery {
                         message: entry.message,
                         receipt: seq.to_string(),
@@ -169,10 +155,7 @@ impl Queue for EmbeddedQueue {
         let seq = parse_receipt(receipt)?;
         self.db
             .write(move |txn| {
-                txn.open_table(QUEUE)
-                    .map_err(Error::storage)?
-                    .remove(seq)
-                    .map_err(Error::storage)?;
+                txn.open_table(QUEUE)?.remove(seq)?;
                 Ok(())
             })
             .await
@@ -182,8 +165,8 @@ impl Queue for EmbeddedQueue {
         let seq = parse_receipt(receipt)?;
         self.db
             .write(move |txn| {
-                let mut queue = txn.open_table(QUEUE).map_err(Error::storage)?;
-                let Some(bytes) = queue.get(seq).map_err(Error::storage)? else {
+                let mut queue = txn.open_table(QUEUE)?;
+                let Some(bytes) = queue.get(seq)? else {
                     return Ok(());
                 };
                 let mut entry: Entry =
@@ -191,9 +174,7 @@ impl Queue for EmbeddedQueue {
                 drop(bytes);
                 entry.visible_at_ms = now_ms() + delay.as_millis() as i64;
                 let bytes = serde_json::to_vec(&entry).map_err(Error::internal)?;
-                queue
-                    .insert(seq, bytes.as_slice())
-                    .map_err(Error::storage)?;
+                queue.insert(seq, bytes.as_slice())?;
                 Ok(())
             })
             .await

@@ -10,6 +10,7 @@ mod lease;
 pub mod leftovers;
 mod pipeline;
 mod project_deletion;
+mod records;
 mod relation_export;
 mod relation_import;
 pub mod sweep;

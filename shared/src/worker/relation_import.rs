@@ -15,8 +15,8 @@ use sha2::{Digest, Sha256};
 
 use super::archive_events::ArchiveEvents;
 use super::generation;
-use super::import::{failures_of, RecordWriter};
 use super::lease::{claim, Lease};
+use super::records::{failures_of, RecordWriter};
 use crate::archive::{raw_json, ImportEvent};
 use crate::domain::{Job, JobUpdate, Project, RelationCounts};
 use crate::ports::{GenerationRef, RecordPages, StoredRecord};

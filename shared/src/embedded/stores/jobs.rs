@@ -11,10 +11,9 @@ fn project_job_keys(
     project_id: ProjectId,
 ) -> Result<Vec<(String, i64, String)>> {
     index
-        .range((project_id, "", i64::MIN, "")..(project_id + 1, "", i64::MIN, ""))
-        .map_err(Error::storage)?
+        .range((project_id, "", i64::MIN, "")..(project_id + 1, "", i64::MIN, ""))?
         .map(|entry| {
-            let (key, _) = entry.map_err(Error::storage)?;
+            let (key, _) = entry?;
             let (_, kind, created, id) = key.value();
             Ok((kind.to_owned(), created, id.to_owned()))
         })
@@ -27,28 +26,22 @@ impl JobStore for EmbeddedStore {
         let job = job.clone();
         self.db
             .write(move |txn| {
-                let mut jobs = txn.open_table(JOBS).map_err(Error::storage)?;
-                if jobs.get(job.id.as_str()).map_err(Error::storage)?.is_some() {
+                let mut jobs = txn.open_table(JOBS)?;
+                if jobs.get(job.id.as_str())?.is_some() {
                     return Err(Error::Conflict(format!("job {} exists", job.id)));
                 }
-                jobs.insert(job.id.as_str(), encode(&job)?.as_slice())
-                    .map_err(Error::storage)?;
-                txn.open_table(PROJECT_JOBS)
-                    .map_err(Error::storage)?
-                    .insert(
-                        (
-                            job.project_id,
-                            job.kind.as_str(),
-                            job.created_at.timestamp_micros(),
-                            job.id.as_str(),
-                        ),
-                        (),
-                    )
-                    .map_err(Error::storage)?;
-                txn.open_table(LATEST_JOB)
-                    .map_err(Error::storage)?
-                    .insert((job.project_id, job.kind.as_str()), job.id.as_str())
-                    .map_err(Error::storage)?;
+                jobs.insert(job.id.as_str(), encode(&job)?.as_slice())?;
+                txn.open_table(PROJECT_JOBS)?.insert(
+                    (
+                        job.project_id,
+                        job.kind.as_str(),
+                        job.created_at.timestamp_micros(),
+                        job.id.as_str(),
+                    ),
+                    (),
+                )?;
+                txn.open_table(LATEST_JOB)?
+                    .insert((job.project_id, job.kind.as_str()), job.id.as_str())?;
                 Ok(())
             })
             .await
@@ -71,8 +64,8 @@ impl JobStore for EmbeddedStore {
         let id = id.to_owned();
         self.db
             .write(move |txn| {
-                let mut jobs = txn.open_table(JOBS).map_err(Error::storage)?;
-                let mut job: Job = match jobs.get(id.as_str()).map_err(Error::storage)? {
+                let mut jobs = txn.open_table(JOBS)?;
+                let mut job: Job = match jobs.get(id.as_str())? {
                     Some(bytes) => decode(bytes.value())?,
                     None => return Ok(None),
                 };
@@ -80,13 +73,10 @@ impl JobStore for EmbeddedStore {
                     return Ok(None);
                 }
                 job.apply(to, update);
-                jobs.insert(id.as_str(), encode(&job)?.as_slice())
-                    .map_err(Error::storage)?;
+                jobs.insert(id.as_str(), encode(&job)?.as_slice())?;
                 if to == JobStatus::Finished {
-                    txn.open_table(LATEST_FINISHED_JOB)
-                        .map_err(Error::storage)?
-                        .insert((job.project_id, job.kind.as_str()), job.id.as_str())
-                        .map_err(Error::storage)?;
+                    txn.open_table(LATEST_FINISHED_JOB)?
+                        .insert((job.project_id, job.kind.as_str()), job.id.as_str())?;
                 }
                 Ok(Some(job))
             })
@@ -102,16 +92,14 @@ impl JobStore for EmbeddedStore {
     ) -> Result<Vec<Job>> {
         self.db
             .read(move |txn| {
-                let index = txn.open_table(PROJECT_JOBS).map_err(Error::storage)?;
-                let range = index
-                    .range(
-                        (project_id, kind.as_str(), i64::MIN, "")
-                            ..=(project_id, kind.as_str(), i64::MAX, "~"),
-                    )
-                    .map_err(Error::storage)?;
+                let index = txn.open_table(PROJECT_JOBS)?;
+                let range = index.range(
+                    (project_id, kind.as_str(), i64::MIN, "")
+                        ..=(project_id, kind.as_str(), i64::MAX, "~"),
+                )?;
                 let mut jobs = Vec::new();
                 for entry in range.rev().skip(skip).take(limit) {
-                    let (key, _) = entry.map_err(Error::storage)?;
+                    let (key, _) = entry?;
                     let (_, _, _, id) = key.value();
                     if let Some(job) = get_json(txn, JOBS, id)? {
                         jobs.push(job);
@@ -125,10 +113,10 @@ impl JobStore for EmbeddedStore {
     async fn stale_jobs(&self, updated_before: DateTime<Utc>, limit: usize) -> Result<Vec<Job>> {
         self.db
             .read(move |txn| {
-                let jobs = txn.open_table(JOBS).map_err(Error::storage)?;
+                let jobs = txn.open_table(JOBS)?;
                 let mut stale = Vec::new();
-                for entry in jobs.iter().map_err(Error::storage)? {
-                    let (_, bytes) = entry.map_err(Error::storage)?;
+                for entry in jobs.iter()? {
+                    let (_, bytes) = entry?;
                     let job: Job = decode(bytes.value())?;
                     if !job.status.is_done() && job.updated_at < updated_before {
                         stale.push(job);
@@ -145,7 +133,7 @@ impl JobStore for EmbeddedStore {
     async fn all_project_jobs(&self, project_id: ProjectId) -> Result<Vec<Job>> {
         self.db
             .read(move |txn| {
-                let index = txn.open_table(PROJECT_JOBS).map_err(Error::storage)?;
+                let index = txn.open_table(PROJECT_JOBS)?;
                 let mut jobs = Vec::new();
                 for (_, _, id) in project_job_keys(&index, project_id)? {
                     if let Some(job) = get_json(txn, JOBS, id.as_str())? {
@@ -160,28 +148,18 @@ impl JobStore for EmbeddedStore {
     async fn delete_project_jobs(&self, project_id: ProjectId) -> Result<()> {
         self.db
             .write(move |txn| {
-                let mut index = txn.open_table(PROJECT_JOBS).map_err(Error::storage)?;
-                let mut jobs = txn.open_table(JOBS).map_err(Error::storage)?;
-                let mut latest = txn.open_table(LATEST_JOB).map_err(Error::storage)?;
-                let mut finished = txn
-                    .open_table(LATEST_FINISHED_JOB)
-                    .map_err(Error::storage)?;
+                let mut index = txn.open_table(PROJECT_JOBS)?;
+                let mut jobs = txn.open_table(JOBS)?;
+                let mut latest = txn.open_table(LATEST_JOB)?;
+                let mut finished = txn.open_table(LATEST_FINISHED_JOB)?;
                 for (kind, created, id) in project_job_keys(&index, project_id)? {
-                    jobs.remove(id.as_str()).map_err(Error::storage)?;
-                    index
-                        .remove((project_id, kind.as_str(), created, id.as_str()))
-                        .map_err(Error::storage)?;
-                    latest
-                        .remove((project_id, kind.as_str()))
-                        .map_err(Error::storage)?;
-                    finished
-                        .remove((project_id, kind.as_str()))
-                        .map_err(Error::storage)?;
+                    jobs.remove(id.as_str())?;
+                    index.remove((project_id, kind.as_str(), created, id.as_str()))?;
+                    latest.remove((project_id, kind.as_str()))?;
+                    finished.remove((project_id, kind.as_str()))?;
                 }
-                let mut parts = txn.open_table(RELATION_EXPORTS).map_err(Error::storage)?;
-                parts
-                    .retain_in((project_id, "", 0)..(project_id + 1, "", 0), |_, _| false)
-                    .map_err(Error::storage)?;
+                let mut parts = txn.open_table(RELATION_EXPORTS)?;
+                parts.retain_in((project_id, "", 0)..(project_id + 1, "", 0), |_, _| false)?;
                 Ok(())
             })
             .await
@@ -191,18 +169,16 @@ impl JobStore for EmbeddedStore {
         let forgotten = forgotten.to_vec();
         self.db
             .write(move |txn| {
-                let mut index = txn.open_table(PROJECT_JOBS).map_err(Error::storage)?;
-                let mut jobs = txn.open_table(JOBS).map_err(Error::storage)?;
+                let mut index = txn.open_table(PROJECT_JOBS)?;
+                let mut jobs = txn.open_table(JOBS)?;
                 for job in &forgotten {
-                    jobs.remove(job.id.as_str()).map_err(Error::storage)?;
-                    index
-                        .remove((
-                            job.project_id,
-                            job.kind.as_str(),
-                            job.created_at.timestamp_micros(),
-                            job.id.as_str(),
-                        ))
-                        .map_err(Error::storage)?;
+                    jobs.remove(job.id.as_str())?;
+                    index.remove((
+                        job.project_id,
+                        job.kind.as_str(),
+                        job.created_at.timestamp_micros(),
+                        job.id.as_str(),
+                    ))?;
                 }
                 Ok(())
             })
@@ -237,28 +213,22 @@ impl JobStore for EmbeddedStore {
     ) -> Result<()> {
         self.db
             .write(move |txn| {
-                let mut table = txn.open_table(RELATION_EXPORTS).map_err(Error::storage)?;
+                let mut table = txn.open_table(RELATION_EXPORTS)?;
                 let old: Vec<(String, u32)> = table
-                    .range((project_id, "", 0)..(project_id + 1, "", 0))
-                    .map_err(Error::storage)?
+                    .range((project_id, "", 0)..(project_id + 1, "", 0))?
                     .map(|item| {
                         item.map(|(key, _)| {
                             let (_, relation, batch) = key.value();
                             (relation.to_owned(), batch)
                         })
                     })
-                    .collect::<Result<_, _>>()
-                    .map_err(Error::storage)?;
+                    .collect::<Result<_, _>>()?;
                 for (relation, batch) in old {
-                    table
-                        .remove((project_id, relation.as_str(), batch))
-                        .map_err(Error::storage)?;
+                    table.remove((project_id, relation.as_str(), batch))?;
                 }
                 for part in parts {
                     let key = (project_id, part.relation.as_str(), part.batch.unwrap_or(0));
-                    table
-                        .insert(key, encode(&part)?.as_slice())
-                        .map_err(Error::storage)?;
+                    table.insert(key, encode(&part)?.as_slice())?;
                 }
                 Ok(())
             })
@@ -271,13 +241,9 @@ impl JobStore for EmbeddedStore {
     ) -> Result<Vec<RelationExportPart>> {
         self.db
             .read(move |txn| {
-                let table = txn.open_table(RELATION_EXPORTS).map_err(Error::storage)?;
-                let range = table
-                    .range((project_id, "", 0)..(project_id + 1, "", 0))
-                    .map_err(Error::storage)?;
-                range
-                    .map(|item| decode(item.map_err(Error::storage)?.1.value()))
-                    .collect()
+                let table = txn.open_table(RELATION_EXPORTS)?;
+                let range = table.range((project_id, "", 0)..(project_id + 1, "", 0))?;
+                range.map(|item| decode(item?.1.value())).collect()
             })
             .await
     }
@@ -292,14 +258,12 @@ impl JobStore for EmbeddedStore {
         let relation = relation.to_owned();
         self.db
             .read(move |txn| {
-                let table = txn.open_table(RELATION_EXPORTS).map_err(Error::storage)?;
+                let table = txn.open_table(RELATION_EXPORTS)?;
                 let from = (project_id, relation.as_str(), batch.unwrap_or(0));
-                let range = table
-                    .range(from..(project_id + 1, "", 0))
-                    .map_err(Error::storage)?;
+                let range = table.range(from..(project_id + 1, "", 0))?;
                 range
                     .take(limit)
-                    .map(|item| decode(item.map_err(Error::storage)?.1.value()))
+                    .map(|item| decode(item?.1.value()))
                     .collect()
             })
             .await
@@ -318,9 +282,9 @@ impl JobStore for EmbeddedStore {
         let (relation, run_id, from) = (relation.to_owned(), run_id.to_owned(), from.to_vec());
         self.db
             .write(move |txn| {
-                let mut table = txn.open_table(RELATION_EXPORTS).map_err(Error::storage)?;
+                let mut table = txn.open_table(RELATION_EXPORTS)?;
                 let key = (project_id, relation.as_str(), batch.unwrap_or(0));
-                let mut part: RelationExportPart = match table.get(key).map_err(Error::storage)? {
+                let mut part: RelationExportPart = match table.get(key)? {
                     Some(bytes) => decode(bytes.value())?,
                     None => return Ok(None),
                 };
@@ -328,9 +292,7 @@ impl JobStore for EmbeddedStore {
                     return Ok(None);
                 }
                 part.apply(to, update);
-                table
-                    .insert(key, encode(&part)?.as_slice())
-                    .map_err(Error::storage)?;
+                table.insert(key, encode(&part)?.as_slice())?;
                 Ok(Some(part))
             })
             .await
@@ -343,11 +305,8 @@ fn pointed_job(
     project_id: ProjectId,
     kind: JobKind,
 ) -> Result<Option<Job>> {
-    let table = txn.open_table(pointers).map_err(Error::storage)?;
-    let Some(id) = table
-        .get((project_id, kind.as_str()))
-        .map_err(Error::storage)?
-    else {
+    let table = txn.open_table(pointers)?;
+    let Some(id) = table.get((project_id, kind.as_str()))? else {
         return Ok(None);
     };
     get_json(txn, JOBS, id.value())

@@ -53,7 +53,7 @@ pub(super) const RELATION_EXPORTS: TableDefinition<(u64, &str, u32), &[u8]> =
 pub(in crate::embedded) fn create_tables(txn: &WriteTransaction) -> Result<()> {
     // Every table exists from the start, so reads never meet a missing one.
     macro_rules! create {
-        ($($table:expr),* $(,)?) => { $( txn.open_table($table).map_err(Error::storage)?; )* };
+        ($($table:expr),* $(,)?) => { $( txn.open_table($table)?; )* };
     }
     create!(
         COUNTERS,
@@ -86,18 +86,18 @@ fn key_names_in_lower_case(
     txn: &WriteTransaction,
     index: TableDefinition<&str, u64>,
 ) -> Result<()> {
-    let mut table = txn.open_table(index).map_err(Error::storage)?;
+    let mut table = txn.open_table(index)?;
     let mut missing = Vec::new();
-    for entry in table.iter().map_err(Error::storage)? {
-        let (name, id) = entry.map_err(Error::storage)?;
+    for entry in table.iter()? {
+        let (name, id) = entry?;
         let key = crate::domain::name_key(name.value());
         if key != name.value() {
             missing.push((key, id.value()));
         }
     }
     for (key, id) in missing {
-        if table.get(key.as_str()).map_err(Error::storage)?.is_none() {
-            table.insert(key.as_str(), id).map_err(Error::storage)?;
+        if table.get(key.as_str())?.is_none() {
+            table.insert(key.as_str(), id)?;
         }
     }
     Ok(())
@@ -107,10 +107,10 @@ fn key_names_in_lower_case(
 /// start-up belongs to a run that died with the previous process: its job
 /// can be taken over at once rather than when the lease runs out.
 fn release_leases(txn: &WriteTransaction) -> Result<()> {
-    let mut jobs = txn.open_table(JOBS).map_err(Error::storage)?;
+    let mut jobs = txn.open_table(JOBS)?;
     let mut held = Vec::new();
-    for entry in jobs.iter().map_err(Error::storage)? {
-        let (id, bytes) = entry.map_err(Error::storage)?;
+    for entry in jobs.iter()? {
+        let (id, bytes) = entry?;
         let job: Job = decode(bytes.value())?;
         if job.lease_until.is_some() {
             held.push((id.value().to_owned(), job));
@@ -118,8 +118,7 @@ fn release_leases(txn: &WriteTransaction) -> Result<()> {
     }
     for (id, mut job) in held {
         job.lease_until = None;
-        jobs.insert(id.as_str(), encode(&job)?.as_slice())
-            .map_err(Error::storage)?;
+        jobs.insert(id.as_str(), encode(&job)?.as_slice())?;
     }
     Ok(())
 }
@@ -133,14 +132,9 @@ pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
 }
 
 pub(super) fn next_id(txn: &WriteTransaction, counter: &str) -> Result<u64> {
-    let mut counters = txn.open_table(COUNTERS).map_err(Error::storage)?;
-    let next = counters
-        .get(counter)
-        .map_err(Error::storage)?
-        .map(|v| v.value())
-        .unwrap_or(0)
-        + 1;
-    counters.insert(counter, next).map_err(Error::storage)?;
+    let mut counters = txn.open_table(COUNTERS)?;
+    let next = counters.get(counter)?.map(|v| v.value()).unwrap_or(0) + 1;
+    counters.insert(counter, next)?;
     Ok(next)
 }
 
@@ -149,8 +143,8 @@ pub(super) fn get_json<K: redb::Key + 'static, T: DeserializeOwned>(
     table: TableDefinition<K, &[u8]>,
     key: K::SelfType<'_>,
 ) -> Result<Option<T>> {
-    let table = txn.open_table(table).map_err(Error::storage)?;
-    let value = table.get(key).map_err(Error::storage)?;
+    let table = txn.open_table(table)?;
+    let value = table.get(key)?;
     value.map(|v| decode(v.value())).transpose()
 }
 

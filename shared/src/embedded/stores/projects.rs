@@ -11,24 +11,16 @@ impl ProjectStore for EmbeddedStore {
         self.db
             .write(move |txn| {
                 let full_path = format!("{}/{}", new.namespace.path, new.path);
-                let mut by_path = txn.open_table(PROJECTS_BY_PATH).map_err(Error::storage)?;
-                if by_path
-                    .get(full_path.as_str())
-                    .map_err(Error::storage)?
-                    .is_some()
-                {
+                let mut by_path = txn.open_table(PROJECTS_BY_PATH)?;
+                if by_path.get(full_path.as_str())?.is_some() {
                     return Err(Error::BadRequest(
                         "Name has already been taken, Path has already been taken".into(),
                     ));
                 }
                 let project = new.with_id(next_id(txn, "project")?);
-                by_path
-                    .insert(full_path.as_str(), project.id)
-                    .map_err(Error::storage)?;
-                txn.open_table(PROJECTS)
-                    .map_err(Error::storage)?
-                    .insert(project.id, encode(&project)?.as_slice())
-                    .map_err(Error::storage)?;
+                by_path.insert(full_path.as_str(), project.id)?;
+                txn.open_table(PROJECTS)?
+                    .insert(project.id, encode(&project)?.as_slice())?;
                 Ok(project)
             })
             .await
@@ -42,8 +34,8 @@ impl ProjectStore for EmbeddedStore {
         let full_path = full_path.to_owned();
         self.db
             .read(move |txn| {
-                let by_path = txn.open_table(PROJECTS_BY_PATH).map_err(Error::storage)?;
-                let Some(id) = by_path.get(full_path.as_str()).map_err(Error::storage)? else {
+                let by_path = txn.open_table(PROJECTS_BY_PATH)?;
+                let Some(id) = by_path.get(full_path.as_str())? else {
                     return Ok(None);
                 };
                 get_json(txn, PROJECTS, id.value())
@@ -59,11 +51,11 @@ impl ProjectStore for EmbeddedStore {
     ) -> Result<(Vec<Project>, u64)> {
         self.db
             .read(move |txn| {
-                let projects = txn.open_table(PROJECTS).map_err(Error::storage)?;
+                let projects = txn.open_table(PROJECTS)?;
                 let mut page = Vec::new();
                 let mut total = 0u64;
-                for entry in projects.iter().map_err(Error::storage)? {
-                    let (_, bytes) = entry.map_err(Error::storage)?;
+                for entry in projects.iter()? {
+                    let (_, bytes) = entry?;
                     let project: Project = decode(bytes.value())?;
                     if owner.is_some_and(|owner| owner != project.owner_id) {
                         continue;
@@ -82,8 +74,8 @@ impl ProjectStore for EmbeddedStore {
         let updated = updated.clone();
         self.db
             .write(move |txn| {
-                let mut projects = txn.open_table(PROJECTS).map_err(Error::storage)?;
-                let current: Project = match projects.get(updated.id).map_err(Error::storage)? {
+                let mut projects = txn.open_table(PROJECTS)?;
+                let current: Project = match projects.get(updated.id)? {
                     Some(bytes) => decode(bytes.value())?,
                     None => return Err(Error::project_not_found()),
                 };
@@ -99,9 +91,7 @@ impl ProjectStore for EmbeddedStore {
                     content_rev: current.content_rev + 1,
                     ..current
                 };
-                projects
-                    .insert(merged.id, encode(&merged)?.as_slice())
-                    .map_err(Error::storage)?;
+                projects.insert(merged.id, encode(&merged)?.as_slice())?;
                 Ok(true)
             })
             .await
@@ -111,10 +101,8 @@ impl ProjectStore for EmbeddedStore {
         let schedule = schedule.clone();
         self.db
             .write(move |txn| {
-                txn.open_table(EXPORT_SCHEDULES)
-                    .map_err(Error::storage)?
-                    .insert(schedule.project_id, encode(&schedule)?.as_slice())
-                    .map_err(Error::storage)?;
+                txn.open_table(EXPORT_SCHEDULES)?
+                    .insert(schedule.project_id, encode(&schedule)?.as_slice())?;
                 Ok(())
             })
             .await
@@ -129,8 +117,8 @@ impl ProjectStore for EmbeddedStore {
     async fn delete_export_schedule(&self, project_id: ProjectId) -> Result<bool> {
         self.db
             .write(move |txn| {
-                let mut table = txn.open_table(EXPORT_SCHEDULES).map_err(Error::storage)?;
-                let removed = table.remove(project_id).map_err(Error::storage)?;
+                let mut table = txn.open_table(EXPORT_SCHEDULES)?;
+                let removed = table.remove(project_id)?;
                 Ok(removed.is_some())
             })
             .await
@@ -139,10 +127,10 @@ impl ProjectStore for EmbeddedStore {
     async fn export_schedules(&self) -> Result<Vec<ExportSchedule>> {
         self.db
             .read(move |txn| {
-                let table = txn.open_table(EXPORT_SCHEDULES).map_err(Error::storage)?;
+                let table = txn.open_table(EXPORT_SCHEDULES)?;
                 let mut all = Vec::new();
-                for entry in table.iter().map_err(Error::storage)? {
-                    let (_, bytes) = entry.map_err(Error::storage)?;
+                for entry in table.iter()? {
+                    let (_, bytes) = entry?;
                     all.push(decode(bytes.value())?);
                 }
                 Ok(all)
@@ -154,31 +142,22 @@ impl ProjectStore for EmbeddedStore {
         self.db
             .write(move |txn| {
                 let Some(project) = txn
-                    .open_table(PROJECTS)
-                    .map_err(Error::storage)?
-                    .remove(id)
-                    .map_err(Error::storage)?
+                    .open_table(PROJECTS)?
+                    .remove(id)?
                     .map(|bytes| decode::<Project>(bytes.value()))
                     .transpose()?
                 else {
                     return Ok(None);
                 };
-                txn.open_table(PROJECTS_BY_PATH)
-                    .map_err(Error::storage)?
-                    .remove(project.full_path().as_str())
-                    .map_err(Error::storage)?;
-                txn.open_table(EXPORT_SCHEDULES)
-                    .map_err(Error::storage)?
-                    .remove(id)
-                    .map_err(Error::storage)?;
+                txn.open_table(PROJECTS_BY_PATH)?
+                    .remove(project.full_path().as_str())?;
+                txn.open_table(EXPORT_SCHEDULES)?.remove(id)?;
                 let deleted = DeletedProject {
                     project: project.clone(),
                     deleted_at: now(),
                 };
-                txn.open_table(DELETED_PROJECTS)
-                    .map_err(Error::storage)?
-                    .insert(id, encode(&deleted)?.as_slice())
-                    .map_err(Error::storage)?;
+                txn.open_table(DELETED_PROJECTS)?
+                    .insert(id, encode(&deleted)?.as_slice())?;
                 Ok(Some(project))
             })
             .await
@@ -193,10 +172,10 @@ impl ProjectStore for EmbeddedStore {
     async fn deleted_projects(&self, limit: usize) -> Result<Vec<DeletedProject>> {
         self.db
             .read(move |txn| {
-                let table = txn.open_table(DELETED_PROJECTS).map_err(Error::storage)?;
+                let table = txn.open_table(DELETED_PROJECTS)?;
                 let mut all = Vec::new();
-                for entry in table.iter().map_err(Error::storage)? {
-                    let (_, bytes) = entry.map_err(Error::storage)?;
+                for entry in table.iter()? {
+                    let (_, bytes) = entry?;
                     all.push(decode::<DeletedProject>(bytes.value())?);
                 }
                 all.sort_by_key(|d| d.deleted_at);
@@ -209,10 +188,7 @@ impl ProjectStore for EmbeddedStore {
     async fn forget_deleted_project(&self, id: ProjectId) -> Result<()> {
         self.db
             .write(move |txn| {
-                txn.open_table(DELETED_PROJECTS)
-                    .map_err(Error::storage)?
-                    .remove(id)
-                    .map_err(Error::storage)?;
+                txn.open_table(DELETED_PROJECTS)?.remove(id)?;
                 Ok(())
             })
             .await

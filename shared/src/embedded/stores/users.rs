@@ -11,16 +11,10 @@ impl UserStore for EmbeddedStore {
         let lookup = crate::domain::name_key(&username);
         self.db
             .write(move |txn| {
-                let mut by_name = txn.open_table(USERS_BY_NAME).map_err(Error::storage)?;
-                let mut ns_by_path = txn.open_table(NAMESPACES_BY_PATH).map_err(Error::storage)?;
-                if by_name
-                    .get(lookup.as_str())
-                    .map_err(Error::storage)?
-                    .is_some()
-                    || ns_by_path
-                        .get(lookup.as_str())
-                        .map_err(Error::storage)?
-                        .is_some()
+                let mut by_name = txn.open_table(USERS_BY_NAME)?;
+                let mut ns_by_path = txn.open_table(NAMESPACES_BY_PATH)?;
+                if by_name.get(lookup.as_str())?.is_some()
+                    || ns_by_path.get(lookup.as_str())?.is_some()
                 {
                     return Err(Error::Conflict("Username has already been taken".into()));
                 }
@@ -38,20 +32,12 @@ impl UserStore for EmbeddedStore {
                     name,
                     owner_id: id,
                 };
-                txn.open_table(USERS)
-                    .map_err(Error::storage)?
-                    .insert(id, encode(&user)?.as_slice())
-                    .map_err(Error::storage)?;
-                by_name
-                    .insert(lookup.as_str(), id)
-                    .map_err(Error::storage)?;
-                txn.open_table(NAMESPACES)
-                    .map_err(Error::storage)?
-                    .insert(id, encode(&namespace)?.as_slice())
-                    .map_err(Error::storage)?;
-                ns_by_path
-                    .insert(lookup.as_str(), id)
-                    .map_err(Error::storage)?;
+                txn.open_table(USERS)?
+                    .insert(id, encode(&user)?.as_slice())?;
+                by_name.insert(lookup.as_str(), id)?;
+                txn.open_table(NAMESPACES)?
+                    .insert(id, encode(&namespace)?.as_slice())?;
+                ns_by_path.insert(lookup.as_str(), id)?;
                 Ok(user)
             })
             .await
@@ -65,8 +51,8 @@ impl UserStore for EmbeddedStore {
         let username = crate::domain::name_key(username);
         self.db
             .read(move |txn| {
-                let by_name = txn.open_table(USERS_BY_NAME).map_err(Error::storage)?;
-                let Some(id) = by_name.get(username.as_str()).map_err(Error::storage)? else {
+                let by_name = txn.open_table(USERS_BY_NAME)?;
+                let Some(id) = by_name.get(username.as_str())? else {
                     return Ok(None);
                 };
                 get_json(txn, USERS, id.value())
@@ -92,14 +78,10 @@ impl UserStore for EmbeddedStore {
                     expires_at,
                     revoked: false,
                 };
-                txn.open_table(TOKENS)
-                    .map_err(Error::storage)?
-                    .insert(token_hash.as_slice(), encode(&token)?.as_slice())
-                    .map_err(Error::storage)?;
-                txn.open_table(TOKEN_IDS)
-                    .map_err(Error::storage)?
-                    .insert(token.id, token_hash.as_slice())
-                    .map_err(Error::storage)?;
+                txn.open_table(TOKENS)?
+                    .insert(token_hash.as_slice(), encode(&token)?.as_slice())?;
+                txn.open_table(TOKEN_IDS)?
+                    .insert(token.id, token_hash.as_slice())?;
                 Ok(token)
             })
             .await
@@ -114,8 +96,8 @@ impl UserStore for EmbeddedStore {
     async fn token(&self, id: u64) -> Result<Option<Token>> {
         self.db
             .read(move |txn| {
-                let ids = txn.open_table(TOKEN_IDS).map_err(Error::storage)?;
-                let Some(hash) = ids.get(id).map_err(Error::storage)? else {
+                let ids = txn.open_table(TOKEN_IDS)?;
+                let Some(hash) = ids.get(id)? else {
                     return Ok(None);
                 };
                 get_json(txn, TOKENS, hash.value())
@@ -126,23 +108,17 @@ impl UserStore for EmbeddedStore {
     async fn revoke_token(&self, id: u64) -> Result<bool> {
         self.db
             .write(move |txn| {
-                let ids = txn.open_table(TOKEN_IDS).map_err(Error::storage)?;
-                let Some(hash) = ids
-                    .get(id)
-                    .map_err(Error::storage)?
-                    .map(|h| h.value().to_vec())
-                else {
+                let ids = txn.open_table(TOKEN_IDS)?;
+                let Some(hash) = ids.get(id)?.map(|h| h.value().to_vec()) else {
                     return Ok(false);
                 };
-                let mut tokens = txn.open_table(TOKENS).map_err(Error::storage)?;
-                let mut token: Token = match tokens.get(hash.as_slice()).map_err(Error::storage)? {
+                let mut tokens = txn.open_table(TOKENS)?;
+                let mut token: Token = match tokens.get(hash.as_slice())? {
                     Some(bytes) => decode(bytes.value())?,
                     None => return Ok(false),
                 };
                 token.revoked = true;
-                tokens
-                    .insert(hash.as_slice(), encode(&token)?.as_slice())
-                    .map_err(Error::storage)?;
+                tokens.insert(hash.as_slice(), encode(&token)?.as_slice())?;
                 Ok(true)
             })
             .await
@@ -156,8 +132,8 @@ impl UserStore for EmbeddedStore {
         let path = crate::domain::name_key(path);
         self.db
             .read(move |txn| {
-                let by_path = txn.open_table(NAMESPACES_BY_PATH).map_err(Error::storage)?;
-                let Some(id) = by_path.get(path.as_str()).map_err(Error::storage)? else {
+                let by_path = txn.open_table(NAMESPACES_BY_PATH)?;
+                let Some(id) = by_path.get(path.as_str())? else {
                     return Ok(None);
                 };
                 get_json(txn, NAMESPACES, id.value())
@@ -175,28 +151,23 @@ impl UserStore for EmbeddedStore {
         let action = action.to_owned();
         self.db
             .write(move |txn| {
-                let mut table = txn.open_table(RATE_WINDOWS).map_err(Error::storage)?;
+                let mut table = txn.open_table(RATE_WINDOWS)?;
                 let a = action.as_str();
                 // Past windows of this user and action are of no use any more.
                 let past: Vec<i64> = table
-                    .range((user_id, a, i64::MIN)..(user_id, a, window_start))
-                    .map_err(Error::storage)?
+                    .range((user_id, a, i64::MIN)..(user_id, a, window_start))?
                     .map(|item| item.map(|(key, _)| key.value().2))
-                    .collect::<Result<_, _>>()
-                    .map_err(Error::storage)?;
+                    .collect::<Result<_, _>>()?;
                 for window in past {
-                    table.remove((user_id, a, window)).map_err(Error::storage)?;
+                    table.remove((user_id, a, window))?;
                 }
                 let used = table
-                    .get((user_id, a, window_start))
-                    .map_err(Error::storage)?
+                    .get((user_id, a, window_start))?
                     .map_or(0, |v| v.value());
                 if used >= limit {
                     return Ok(false);
                 }
-                table
-                    .insert((user_id, a, window_start), used + 1)
-                    .map_err(Error::storage)?;
+                table.insert((user_id, a, window_start), used + 1)?;
                 Ok(true)
             })
             .await
