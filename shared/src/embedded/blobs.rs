@@ -194,7 +194,13 @@ impl BlobStore for DirBlobStore {
                             .to_string_lossy()
                             .replace(std::path::MAIN_SEPARATOR, "/");
                         if key.starts_with(&prefix) {
-                            let metadata = entry.metadata()?;
+                            let metadata = match entry.metadata() {
+                                Ok(metadata) => metadata,
+                                // Deleted since its directory was read (a
+                                // concurrent prefix delete): no blob now.
+                                Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                                Err(err) => return Err(err.into()),
+                            };
                             out.push(BlobInfo {
                                 key,
                                 size: metadata.len(),
