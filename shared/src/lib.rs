@@ -24,6 +24,7 @@ pub mod runtime;
 pub mod service;
 pub mod signing;
 pub mod stream;
+pub mod uri;
 pub mod worker;
 
 pub use app::{App, Settings};

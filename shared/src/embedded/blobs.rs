@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::uri::{encode_component, encode_path};
 use async_trait::async_trait;
 use futures::StreamExt;
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use tokio::io::AsyncWriteExt;
 
 use crate::domain::now;
@@ -41,15 +41,6 @@ fn free_space(path: &Path) -> Option<Space> {
         available: stat.f_bavail as u64 * block,
     })
 }
-
-/// Characters escaped in the query string of a signed URL.
-const QUERY: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
-/// Characters escaped in the key part of a signed URL's path.
-const PATH: &AsciiSet = &QUERY.remove(b'/');
 
 pub struct DirBlobStore {
     root: PathBuf,
@@ -266,8 +257,8 @@ impl BlobStore for DirBlobStore {
         Ok(format!(
             "{}/-/blobs/{}?expires={expires}&filename={}&signature={signature}",
             self.public_url,
-            utf8_percent_encode(key, PATH),
-            utf8_percent_encode(file_name, QUERY),
+            encode_path(key),
+            encode_component(file_name),
         ))
     }
 
@@ -278,7 +269,7 @@ impl BlobStore for DirBlobStore {
         Ok(format!(
             "{}/-/blobs/{}?expires={expires}&signature={signature}",
             self.public_url,
-            utf8_percent_encode(key, PATH),
+            encode_path(key),
         ))
     }
 }

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use crate::uri::{encode_component, encode_path};
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{
     sign, PercentEncodingMode, SignableBody, SignableRequest, SignatureLocation, SigningSettings,
@@ -12,7 +13,6 @@ use aws_sigv4::http_request::{
 };
 use aws_sigv4::sign::v4;
 use chrono::{DateTime, Utc};
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use super::{check_archive_headers, check_url, client, error_chain, HEAD_TIMEOUT};
 use crate::{redact, Error, Result};
@@ -26,14 +26,6 @@ pub struct S3Object {
     pub access_key_id: String,
     pub secret_access_key: String,
 }
-
-/// RFC 3986 unreserved characters stay; S3 keeps `/` in paths.
-const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-const URI_PATH: &AsciiSet = &URI_COMPONENT.remove(b'/');
 
 /// A presigned GET URL (AWS Signature Version 4, query string) for the
 /// object, so the worker fetches it like any URL and the secret key is
@@ -136,7 +128,7 @@ fn presign_s3(
             (format!("https://{host}"), host, format!("/{}", object.key))
         }
     };
-    let url = format!("{base}{}", utf8_percent_encode(&path, URI_PATH));
+    let url = format!("{base}{}", encode_path(&path));
     let identity = Credentials::new(
         &object.access_key_id,
         &object.secret_access_key,
@@ -175,13 +167,7 @@ fn presign_s3(
     let query = instructions
         .params()
         .iter()
-        .map(|(name, value)| {
-            format!(
-                "{}={}",
-                utf8_percent_encode(name, URI_COMPONENT),
-                utf8_percent_encode(value, URI_COMPONENT)
-            )
-        })
+        .map(|(name, value)| format!("{}={}", encode_component(name), encode_component(value)))
         .collect::<Vec<_>>()
         .join("&");
     Ok(format!("{url}?{query}"))
