@@ -50,6 +50,32 @@ fn python_gitlab_drives_the_local_server_unchanged() {
     );
 }
 
+#[test]
+fn python_gitlab_migrates_a_project_between_two_servers() {
+    let source = Server::start();
+    let imported = source.import_and_wait(
+        ROOT_TOKEN,
+        fixture_archive("complex"),
+        &[("path", "pg-origin")],
+    );
+    assert_eq!(imported["import_status"], "finished");
+    let destination = Server::start_with(&["--allow-local-requests"]);
+    let output = Command::new(venv_python())
+        .arg(repo_root().join("tests/clients/python_gitlab_bulk_import.py"))
+        .arg(&source.base)
+        .arg(&destination.base)
+        .arg(ROOT_TOKEN)
+        .arg("root/pg-origin")
+        .output()
+        .expect("python runs");
+    assert!(
+        output.status.success(),
+        "python-gitlab bulk import failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// The seed pages' curl commands, in page order, continuation lines joined.
 fn seed_curls(file: &str) -> Vec<String> {
     let seeds = fixtures_dir().join("../../seeds").join(file);

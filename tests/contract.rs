@@ -33,3 +33,4 @@ both_backends!(job_store);
 both_backends!(job_history);
 both_backends!(blob_store);
 both_backends!(queue);
+both_backends!(bulk_imports);

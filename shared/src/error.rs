@@ -29,6 +29,10 @@ pub enum Error {
     Conflict(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// A request GitLab's service refuses after its parameters passed
+    /// (`render_api_error!(…, 422)`).
+    #[error("{0}")]
+    Unprocessable(String),
     /// GitLab's rate limit answer; `retry_after` in seconds.
     #[error("This endpoint has been requested too many times. Try again later.")]
     TooManyRequests { retry_after: u64 },

@@ -10,8 +10,9 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 
 use crate::domain::{
-    DeletedProject, ExportSchedule, Job, JobKind, JobStatus, JobUpdate, Message, Namespace,
-    NamespaceId, NewProject, Project, ProjectId, RelationExportPart, Token, User, UserId, When,
+    BulkImport, DeletedProject, ExportSchedule, Job, JobKind, JobStatus, JobUpdate, Message,
+    Namespace, NamespaceId, NewProject, Project, ProjectId, RelationExportPart, Token, User,
+    UserId, When,
 };
 use crate::error::Result;
 use crate::stream::{BorrowedStream, ByteStream};
@@ -301,6 +302,14 @@ pub trait JobStore: Send + Sync {
         project_id: ProjectId,
         kind: JobKind,
     ) -> Result<Option<Job>>;
+
+    /// Stores a migration by direct transfer, whole: when it is created,
+    /// and again when it is canceled (nothing else changes it).
+    async fn put_bulk_import(&self, import: &BulkImport) -> Result<()>;
+    /// One of the user's migrations.
+    async fn bulk_import(&self, user_id: UserId, id: u64) -> Result<Option<BulkImport>>;
+    /// The user's migrations, oldest first.
+    async fn bulk_imports(&self, user_id: UserId) -> Result<Vec<BulkImport>>;
 
     /// Starts a new relations export run: `parts` replace every part the
     /// project had.

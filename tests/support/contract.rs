@@ -1185,3 +1185,64 @@ pub async fn job_history(app: &App, _backend: Backend) {
         1
     );
 }
+
+/// Migrations by direct transfer: stored whole per user, listed oldest
+/// first, replaced whole on cancel, never seen by another user.
+pub async fn bulk_imports(app: &App, _backend: Backend) {
+    use shared::domain::{BulkEntity, BulkImport};
+    let at = now();
+    let migration = |id: u64, user_id: u64| BulkImport {
+        id,
+        user_id,
+        source_url: "https://gitlab.example.com".into(),
+        entities: vec![BulkEntity {
+            id: id * 10,
+            job_id: format!("job-{id}"),
+            project_id: id,
+            source_full_path: "group/project".into(),
+            destination_slug: "copy".into(),
+            destination_namespace: "root".into(),
+            migrate_projects: true,
+            migrate_memberships: true,
+            created_at: at,
+        }],
+        canceled: false,
+        created_at: at,
+        updated_at: at,
+    };
+    assert_eq!(app.jobs.bulk_import(1, 1).await.unwrap(), None);
+    assert!(app.jobs.bulk_imports(1).await.unwrap().is_empty());
+    // Ids past 9 sort as numbers, not as text.
+    for (id, user) in [(10, 1), (2, 1), (3, 2)] {
+        app.jobs
+            .put_bulk_import(&migration(id, user))
+            .await
+            .unwrap();
+    }
+    let first = migration(2, 1);
+    assert_eq!(
+        app.jobs.bulk_import(1, 2).await.unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(
+        app.jobs.bulk_import(2, 2).await.unwrap(),
+        None,
+        "another user's"
+    );
+    let ids: Vec<u64> = app
+        .jobs
+        .bulk_imports(1)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(ids, [2, 10]);
+    let canceled = BulkImport {
+        canceled: true,
+        ..first
+    };
+    app.jobs.put_bulk_import(&canceled).await.unwrap();
+    assert_eq!(app.jobs.bulk_import(1, 2).await.unwrap(), Some(canceled));
+    assert_eq!(app.jobs.bulk_imports(2).await.unwrap().len(), 1);
+}

@@ -83,6 +83,9 @@ pub struct Job {
     /// Import: the URL the archive is fetched from (a remote import).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_url: Option<String>,
+    /// Import: a migration's entity, pulled from another instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bulk: Option<BulkSource>,
     /// Import: project attributes (and their JSON text) that replace the
     /// archive's, from `override_params`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -162,6 +165,7 @@ impl Job {
             scheduled: false,
             upload: None,
             source_url: None,
+            bulk: None,
             overrides: Vec::new(),
             awaiting_upload: false,
             stalls: 0,
@@ -313,6 +317,9 @@ impl Job {
             // A remote import's URL may carry a credential (a presigned S3
             // URL does): kept only while it may still be fetched.
             self.source_url = None;
+            if let Some(bulk) = &mut self.bulk {
+                bulk.token = None;
+            }
         }
         if update.upload_landed {
             self.awaiting_upload = false;

@@ -6,8 +6,10 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
+mod bulk;
 mod jobs;
 
+pub use bulk::*;
 pub use jobs::*;
 
 pub type UserId = u64;

@@ -18,6 +18,7 @@ pub fn error_response(err: &Error) -> Response {
         Error::NoRoute(status, _) => StatusCode::from_u16(*status).unwrap_or(StatusCode::NOT_FOUND),
         Error::Conflict(_) => StatusCode::CONFLICT,
         Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        Error::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
         Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
         Error::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
         Error::Storage(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -248,3 +248,155 @@ fn flatten(name: String, value: Value, params: &mut HashMap<String, String>) {
         }
     }
 }
+
+/// Request parameters with their structure kept (hashes and arrays), for
+/// routes whose parameters nest: a JSON body as it is, or a form read as
+/// Rack reads one (`configuration[url]=…&entities[][source_type]=…`).
+pub struct NestedParams(pub Value);
+
+impl<S: Send + Sync> FromRequest<S> for NestedParams {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Error> {
+        let mut pairs = query_pairs(req.uri().query());
+        let content_type = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let bad_body = |what: &str| Error::BadRequest(format!("invalid {what} body"));
+        if content_type.starts_with("application/json") {
+            let body = small_body(req).await?;
+            let mut value = if body.is_empty() {
+                Value::Object(Default::default())
+            } else {
+                serde_json::from_slice::<Value>(&body).map_err(|_| bad_body("JSON"))?
+            };
+            let Some(object) = value.as_object_mut() else {
+                return Err(bad_body("JSON"));
+            };
+            for (name, text) in pairs {
+                object.entry(name).or_insert(Value::String(text));
+            }
+            return Ok(NestedParams(value));
+        }
+        if content_type.starts_with("application/x-www-form-urlencoded") {
+            let body = small_body(req).await?;
+            let form: Vec<(String, String)> =
+                serde_urlencoded::from_bytes(&body).map_err(|_| bad_body("form"))?;
+            pairs.extend(form);
+        }
+        Ok(NestedParams(rack_nested(&pairs)))
+    }
+}
+
+/// Form pairs nested as Rack nests them: `a[b]` is a hash member, `a[]` an
+/// array element, `a[][b]` starts a new hash in the array when the last one
+/// has `b` already; a hash whose keys are all indexes (`a[0][b]`) is an
+/// array, as Grape reads it.
+pub fn rack_nested(pairs: &[(String, String)]) -> Value {
+    let mut root = Value::Object(Default::default());
+    for (name, value) in pairs {
+        let (head, rest) = name.split_once('[').unwrap_or((name, ""));
+        let mut keys = vec![head.to_owned()];
+        keys.extend(
+            rest.split('[')
+                .filter(|_| !rest.is_empty())
+                .map(|k| k.trim_end_matches(']').to_owned()),
+        );
+        insert_nested(&mut root, &keys, value.clone());
+    }
+    indexed_hashes_as_arrays(root)
+}
+
+fn insert_nested(target: &mut Value, keys: &[String], value: String) {
+    let Some((key, rest)) = keys.split_first() else {
+        *target = Value::String(value);
+        return;
+    };
+    if key.is_empty() {
+        if !target.is_array() {
+            *target = Value::Array(Vec::new());
+        }
+        let Value::Array(items) = target else { return };
+        match rest.first() {
+            None => items.push(Value::String(value)),
+            Some(member) => {
+                let reuse = items
+                    .last()
+                    .and_then(Value::as_object)
+                    .is_some_and(|last| !last.contains_key(member));
+                if !reuse {
+                    items.push(Value::Object(Default::default()));
+                }
+                if let Some(last) = items.last_mut() {
+                    insert_nested(last, rest, value);
+                }
+            }
+        }
+        return;
+    }
+    if !target.is_object() {
+        *target = Value::Object(Default::default());
+    }
+    if let Value::Object(object) = target {
+        let slot = object.entry(key.clone()).or_insert(Value::Null);
+        insert_nested(slot, rest, value);
+    }
+}
+
+fn indexed_hashes_as_arrays(value: Value) -> Value {
+    match value {
+        Value::Object(object) => {
+            let indexed = !object.is_empty() && object.keys().all(|k| k.parse::<usize>().is_ok());
+            let mut members: Vec<(String, Value)> = object
+                .into_iter()
+                .map(|(k, v)| (k, indexed_hashes_as_arrays(v)))
+                .collect();
+            if indexed {
+                members.sort_by_key(|(k, _)| k.parse::<usize>().unwrap_or(usize::MAX));
+                Value::Array(members.into_iter().map(|(_, v)| v).collect())
+            } else {
+                Value::Object(members.into_iter().collect())
+            }
+        }
+        Value::Array(items) => {
+            Value::Array(items.into_iter().map(indexed_hashes_as_arrays).collect())
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(text: &str) -> Vec<(String, String)> {
+        serde_urlencoded::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn forms_nest_as_rack_nests_them() {
+        let form = pairs(
+            "configuration[url]=https%3A%2F%2Fx&configuration[access_token]=t\
+             &entities[][source_type]=project_entity&entities[][source_full_path]=a/b\
+             &entities[][source_type]=project_entity&entities[][source_full_path]=c/d",
+        );
+        assert_eq!(
+            rack_nested(&form),
+            serde_json::json!({
+                "configuration": {"url": "https://x", "access_token": "t"},
+                "entities": [
+                    {"source_type": "project_entity", "source_full_path": "a/b"},
+                    {"source_type": "project_entity", "source_full_path": "c/d"},
+                ],
+            })
+        );
+        let indexed = pairs("entities[1][a]=2&entities[0][a]=1&tags[]=x&tags[]=y");
+        assert_eq!(
+            rack_nested(&indexed),
+            serde_json::json!({"entities": [{"a": "1"}, {"a": "2"}], "tags": ["x", "y"]})
+        );
+    }
+}

@@ -6,6 +6,7 @@ use crate::domain::{
     gitlab_time, ExportSchedule, ImportFailure, Job, JobStatus, Project, RelationCounts, Token,
     User,
 };
+use crate::service::bulk_imports::{BulkImportState, EntityState};
 use crate::service::relation_export::{status_code, RelationState};
 use crate::service::statistics::ProjectStatistics;
 use crate::service::{ExportState, ImportState};
@@ -329,4 +330,92 @@ pub fn pagination_headers(
         ("x-prev-page", optional(prev)),
         ("link", links.join(", ")),
     ]
+}
+
+/// GitLab's `BulkImport` entity.
+pub fn bulk_import(state: &BulkImportState) -> Value {
+    let import = &state.import;
+    json!({
+        "id": import.id,
+        "status": state.status.as_str(),
+        "source_type": "gitlab",
+        "source_url": import.source_url,
+        "created_at": gitlab_time(&import.created_at),
+        "updated_at": gitlab_time(&bulk_updated_at(state)),
+        "has_failures": state.status.is_done() && state.has_failures(),
+    })
+}
+
+fn bulk_updated_at(state: &BulkImportState) -> chrono::DateTime<chrono::Utc> {
+    state
+        .entities
+        .iter()
+        .filter_map(|e| e.job.as_ref().map(|job| job.updated_at))
+        .chain([state.import.updated_at])
+        .max()
+        .unwrap_or(state.import.updated_at)
+}
+
+/// GitLab's `BulkImports::Entity` entity.
+pub fn bulk_entity(import_id: u64, state: &EntityState) -> Value {
+    let entity = &state.entity;
+    let job = state.job.as_ref();
+    let mut stats = Map::new();
+    for (relation, counts) in job.map(|j| &j.relation_counts).into_iter().flatten() {
+        if counts.read + counts.stored > 0 {
+            stats.insert(
+                relation.clone(),
+                json!({"source": counts.read, "fetched": counts.read, "imported": counts.stored}),
+            );
+        }
+    }
+    json!({
+        "id": entity.id,
+        "bulk_import_id": import_id,
+        "status": state.status.as_str(),
+        "entity_type": "project",
+        "source_full_path": entity.source_full_path,
+        "destination_full_path": state.destination_full_path,
+        "destination_name": entity.destination_slug,
+        "destination_slug": entity.destination_slug,
+        "destination_namespace": entity.destination_namespace,
+        "parent_id": null,
+        "namespace_id": null,
+        "project_id": entity.project_id,
+        "created_at": gitlab_time(&entity.created_at),
+        "updated_at": gitlab_time(&job.map_or(entity.created_at, |j| j.updated_at)),
+        "failures": bulk_failures(state),
+        "migrate_projects": entity.migrate_projects,
+        "migrate_memberships": entity.migrate_memberships,
+        "has_failures": state.has_failures(),
+        "stats": stats,
+    })
+}
+
+/// GitLab's `BulkImports::EntityFailure` entities: what failed, relation by
+/// relation; a migration that failed as a whole is one failure of its
+/// `project` stage, as in GitLab.
+pub fn bulk_failures(state: &EntityState) -> Value {
+    let Some(job) = state.job.as_ref() else {
+        return json!([]);
+    };
+    let failure = |relation: &str, class: &str, message: &str| {
+        json!({
+            "relation": relation,
+            "exception_message": message.chars().take(255).collect::<String>(),
+            "exception_class": class,
+            "correlation_id_value": job.id,
+            "source_url": null,
+            "source_title": null,
+        })
+    };
+    let mut failures: Vec<Value> = job
+        .failures
+        .iter()
+        .map(|f| failure(&f.relation_name, &f.exception_class, &f.exception_message))
+        .collect();
+    if let (true, Some(error)) = (failures.is_empty(), &job.error) {
+        failures.push(failure("project", "BulkImports::Error", error));
+    }
+    Value::Array(failures)
 }

@@ -8,6 +8,7 @@ use futures::StreamExt;
 
 mod guard;
 mod s3;
+pub mod source;
 
 use guard::{blocked_cause, client, local_target, Blocked};
 

@@ -27,7 +27,11 @@ fn import_job(project: &Project, user: &User, request: &ImportRequest) -> Job {
     job
 }
 
-async fn resolve_namespace(app: &App, user: &User, namespace: Option<&str>) -> Result<Namespace> {
+pub(super) async fn resolve_namespace(
+    app: &App,
+    user: &User,
+    namespace: Option<&str>,
+) -> Result<Namespace> {
     let found = match namespace.map(str::trim).filter(|n| !n.is_empty()) {
         None => app.users.namespace(user.id).await?,
         Some(raw) => match raw.parse::<u64>() {

@@ -1,6 +1,7 @@
 //! The use cases behind the API: find a project the caller may see, schedule
 //! and follow exports, start and follow imports. No HTTP here.
 
+pub mod bulk_imports;
 pub mod history;
 mod imports;
 pub mod overrides;

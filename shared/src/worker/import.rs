@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::archive_events::ArchiveEvents;
+use super::direct_transfer;
 use super::generation;
 use super::lease::{claim, Lease};
 use super::records::{failures_of, stored_counts, RecordWriter};
@@ -59,6 +60,31 @@ async fn import(app: &App, lease: &Lease, job: Job, deadline: Deadline) -> Resul
     {
         tracing::info!(generation, "a later run writes this generation");
         return Ok(());
+    }
+    if let Some(source) = job.bulk.as_ref().filter(|_| resume.invocations == 0) {
+        tracing::info!(
+            source = %crate::redact::url(&source.url),
+            path = source.source_full_path,
+            "pulling the project from its source instance"
+        );
+        match direct_transfer::assemble(app, lease, &job, source, &upload).await {
+            Ok(None) => return Ok(()),
+            Ok(Some(failures)) if failures.is_empty() => {}
+            Ok(Some(failures)) => {
+                let update = JobUpdate {
+                    failures: Some(failures),
+                    ..JobUpdate::default()
+                };
+                lease.progress(update).await?;
+            }
+            Err(err) if err.is_permanent() => {
+                app.blobs
+                    .delete_prefix(&crate::keys::upload_folder(&upload))
+                    .await?;
+                return lease.fail(err.to_string()).await;
+            }
+            Err(err) => return Err(err),
+        }
     }
     if let Some(url) = job.source_url.as_ref().filter(|_| resume.invocations == 0) {
         tracing::info!(upload, "fetching the remote archive");

@@ -3,6 +3,7 @@
 //! a message delivered twice, or retried after a crash, does no harm.
 
 mod archive_events;
+mod direct_transfer;
 mod export;
 mod generation;
 mod import;

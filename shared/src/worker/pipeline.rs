@@ -55,6 +55,14 @@ impl Entries {
             .map_err(|_| stopped("archive writer"))
     }
 
+    /// Another handle on the same archive, for a producer on a thread of
+    /// its own.
+    pub fn sender(&self) -> Entries {
+        Entries {
+            items: self.items.clone(),
+        }
+    }
+
     /// A whole small file.
     pub async fn file(&self, path: &str, bytes: Bytes) -> Result<()> {
         self.send(ExportItem::Begin {

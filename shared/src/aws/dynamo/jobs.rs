@@ -5,7 +5,10 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 
 use super::{data_of, ddb_error, delete_of, get_s, key, keys, n, s, with_data, DynamoStore, Item};
-use crate::domain::{now, Job, JobKind, JobStatus, JobUpdate, ProjectId, RelationExportPart, When};
+use crate::domain::{
+    now, BulkImport, Job, JobKind, JobStatus, JobUpdate, ProjectId, RelationExportPart, UserId,
+    When,
+};
 use crate::ports::JobStore;
 use crate::{Error, Result};
 
@@ -223,6 +226,30 @@ impl JobStore for DynamoStore {
     ) -> Result<Option<Job>> {
         self.pointed_job(project_id, &keys::job_pointer("FINISHED", kind))
             .await
+    }
+
+    async fn put_bulk_import(&self, import: &BulkImport) -> Result<()> {
+        let item = with_data(
+            key(
+                keys::bulk_imports(import.user_id),
+                keys::bulk_import(import.id),
+            ),
+            import,
+        )?;
+        self.put_item(item).await
+    }
+
+    async fn bulk_import(&self, user_id: UserId, id: u64) -> Result<Option<BulkImport>> {
+        self.get_data(&keys::bulk_imports(user_id), &keys::bulk_import(id))
+            .await
+    }
+
+    async fn bulk_imports(&self, user_id: UserId) -> Result<Vec<BulkImport>> {
+        self.query(&keys::bulk_imports(user_id), None, None, None)
+            .await?
+            .iter()
+            .map(data_of)
+            .collect()
     }
 
     async fn replace_relation_export(

@@ -88,6 +88,16 @@ pub(in crate::aws) fn project_job(kind: JobKind, created_micros: i64, job_id: &s
     )
 }
 
+/// The partition of a user's migrations by direct transfer.
+pub(in crate::aws) fn bulk_imports(user: UserId) -> String {
+    format!("BULK#{user}")
+}
+
+/// A migration in its user's partition, in id order.
+pub(in crate::aws) fn bulk_import(id: u64) -> String {
+    format!("BULK#{id:020}")
+}
+
 pub(in crate::aws) fn relation_exports(project_id: ProjectId) -> String {
     format!("RELEXP#{project_id}")
 }

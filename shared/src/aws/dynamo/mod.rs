@@ -18,6 +18,7 @@
 //! | content chunk        | `GEN#<generation>`          | `CHUNK#<rel>#<first seq, 20 digits>` |
 //! | relation export part | `RELEXP#<project>`          | `<rel>#<batch, 10 digits>` |
 //! | rate limit window    | `RATE#<user>#<action>`      | window start     |
+//! | migration (bulk import) | `BULK#<user>`            | `BULK#<id, 20 digits>` |
 //!
 //! Content chunks are `content`'s: the records themselves are in S3.
 

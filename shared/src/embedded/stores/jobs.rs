@@ -206,6 +206,37 @@ impl JobStore for EmbeddedStore {
             .await
     }
 
+    async fn put_bulk_import(&self, import: &BulkImport) -> Result<()> {
+        let import = import.clone();
+        self.db
+            .write(move |txn| {
+                txn.open_table(BULK_IMPORTS)?
+                    .insert((import.user_id, import.id), encode(&import)?.as_slice())?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn bulk_import(&self, user_id: UserId, id: u64) -> Result<Option<BulkImport>> {
+        self.db
+            .read(move |txn| get_json(txn, BULK_IMPORTS, (user_id, id)))
+            .await
+    }
+
+    async fn bulk_imports(&self, user_id: UserId) -> Result<Vec<BulkImport>> {
+        self.db
+            .read(move |txn| {
+                let table = txn.open_table(BULK_IMPORTS)?;
+                let mut all = Vec::new();
+                for entry in table.range((user_id, 0)..=(user_id, u64::MAX))? {
+                    let (_, bytes) = entry?;
+                    all.push(decode(bytes.value())?);
+                }
+                Ok(all)
+            })
+            .await
+    }
+
     async fn replace_relation_export(
         &self,
         project_id: ProjectId,

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::Db;
 use crate::domain::{
-    now, DeletedProject, ExportSchedule, Job, JobKind, JobStatus, JobUpdate, Namespace,
+    now, BulkImport, DeletedProject, ExportSchedule, Job, JobKind, JobStatus, JobUpdate, Namespace,
     NamespaceId, NewProject, Project, ProjectId, RelationExportPart, Token, User, UserId, When,
 };
 use crate::ports::{JobStore, ProjectStore, UserStore};
@@ -50,6 +50,10 @@ pub(super) const RATE_WINDOWS: TableDefinition<(u64, &str, i64), u32> =
 pub(super) const RELATION_EXPORTS: TableDefinition<(u64, &str, u32), &[u8]> =
     TableDefinition::new("relation_exports");
 
+/// Migrations by direct transfer, by user and id.
+pub(super) const BULK_IMPORTS: TableDefinition<(u64, u64), &[u8]> =
+    TableDefinition::new("bulk_imports");
+
 pub(in crate::embedded) fn create_tables(txn: &WriteTransaction) -> Result<()> {
     // Every table exists from the start, so reads never meet a missing one.
     macro_rules! create {
@@ -73,6 +77,7 @@ pub(in crate::embedded) fn create_tables(txn: &WriteTransaction) -> Result<()> {
         DELETED_PROJECTS,
         RELATION_EXPORTS,
         RATE_WINDOWS,
+        BULK_IMPORTS,
     );
     for index in [USERS_BY_NAME, NAMESPACES_BY_PATH] {
         key_names_in_lower_case(txn, index)?;

@@ -24,6 +24,7 @@ use crate::signing::Action;
 use crate::{auth, remote, App, Error, Result};
 
 mod admin;
+mod bulk_imports;
 mod exports;
 mod imports;
 mod projects;
@@ -31,6 +32,7 @@ mod relations;
 mod uploads;
 
 pub use admin::*;
+pub use bulk_imports::*;
 pub use exports::*;
 pub use imports::*;
 pub use projects::*;

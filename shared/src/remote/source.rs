@@ -1,0 +1,266 @@
+//! The source instance of a migration by direct transfer: GitLab, or this
+//! service, reached through its REST API with the user's token. Every
+//! request goes through the same guard as remote imports; the token travels
+//! only as an `Authorization` header (which a redirect to another host
+//! drops), never in a URL, a log line or an error.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::guard::{blocked_cause, client};
+use crate::stream::ByteStream;
+use crate::{redact, Error, Result};
+
+/// GitLab's texts for what the source answered (`BulkImports::Error`).
+const TOKEN_REFUSED: &str = "Check that the source instance base URL and the personal access token meet the necessary requirements.";
+const NOT_AN_INSTANCE: &str =
+    "Invalid source URL. Enter only the base URL of the source GitLab instance.";
+const EXPORT_DISABLED: &str = "Migration by direct transfer is disabled on the source or destination instance. Ask an administrator to enable this feature on both instances and try again.";
+
+/// Tries of one request whose failure is worth a retry (network, 429, 5xx),
+/// before the job's own retry takes over.
+const TRIES: u32 = 3;
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+
+pub struct SourceInstance {
+    /// The instance's `/api/v4/`.
+    api: reqwest::Url,
+    token: String,
+    client: reqwest::Client,
+}
+
+/// One relation of the source's relations export status.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct SourceRelation {
+    pub relation: String,
+    /// 0 started, 1 finished, -1 failed.
+    pub status: i64,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub batched: bool,
+    #[serde(default)]
+    pub batches_count: u32,
+    #[serde(default)]
+    pub total_objects_count: u64,
+    #[serde(default)]
+    pub batches: Vec<SourceBatch>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct SourceBatch {
+    pub batch_number: u32,
+    pub status: i64,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// How a request to the source went wrong.
+enum Failure {
+    /// An answer: its status and the start of its body.
+    Status(reqwest::StatusCode, String),
+    /// No answer: refused by the guard (permanent) or the network (not).
+    Blocked(String),
+    Network(String),
+}
+
+impl SourceInstance {
+    /// `url` is the instance's base URL (a relative root is kept).
+    pub fn new(url: &str, token: &str, allow_local: bool) -> Result<Self> {
+        let base = super::check_url(url, "configuration[url]", allow_local)?;
+        let mut api = base.clone();
+        let path = format!("{}/api/v4/", base.path().trim_end_matches('/'));
+        api.set_path(&path);
+        api.set_query(None);
+        Ok(SourceInstance {
+            api,
+            token: token.trim().to_owned(),
+            client: client(allow_local)?,
+        })
+    }
+
+    fn url(&self, path: &str) -> Result<reqwest::Url> {
+        self.api.join(path).map_err(Error::internal)
+    }
+
+    /// Sends the request `build` makes, again after a failure worth a retry.
+    async fn send(
+        &self,
+        path: &str,
+        build: impl Fn(&reqwest::Client, reqwest::Url) -> reqwest::RequestBuilder,
+    ) -> std::result::Result<reqwest::Response, Failure> {
+        let mut backoff = FIRST_BACKOFF;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let url = self
+                .url(path)
+                .map_err(|e| Failure::Network(e.to_string()))?;
+            let request = build(&self.client, url).bearer_auth(&self.token);
+            let failure = match request.send().await {
+                Ok(response) if response.status().is_success() => return Ok(response),
+                Ok(response) => {
+                    let status = response.status();
+                    let body = response.text().await.unwrap_or_default();
+                    Failure::Status(status, body.chars().take(200).collect())
+                }
+                Err(err) => match blocked_cause(&err) {
+                    Some(blocked) => return Err(Failure::Blocked(blocked.0.clone())),
+                    None => Failure::Network(err.without_url().to_string()),
+                },
+            };
+            let retry = match &failure {
+                Failure::Status(status, _) => {
+                    status.is_server_error() || *status == reqwest::StatusCode::TOO_MANY_REQUESTS
+                }
+                Failure::Network(_) => true,
+                Failure::Blocked(_) => false,
+            };
+            if !retry || tries >= TRIES {
+                return Err(failure);
+            }
+            tokio::time::sleep(backoff).await;
+            backoff *= 2;
+        }
+    }
+
+    /// The error a failure is, GitLab's wording where it has one; what a
+    /// retry may fix stays transient.
+    fn error(path: &str, failure: Failure, known: impl Fn(u16) -> Option<String>) -> Error {
+        match failure {
+            Failure::Blocked(reason) => Error::BadRequest(format!("URL is blocked: {reason}")),
+            Failure::Network(detail) => Error::Storage(format!(
+                "the source instance did not answer: {}",
+                redact::text(&detail)
+            )),
+            Failure::Status(status, body) => {
+                if let Some(text) = known(status.as_u16()) {
+                    return Error::BadRequest(text);
+                }
+                let text = format!(
+                    "Unsuccessful response {} from {path}. Body: {}",
+                    status.as_u16(),
+                    redact::text(&body)
+                );
+                if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                    Error::Storage(text)
+                } else {
+                    Error::BadRequest(text)
+                }
+            }
+        }
+    }
+
+    /// The token is good on this instance (GitLab checks `/version` and the
+    /// token's scopes; `/user` answers both questions on either server).
+    pub async fn check_token(&self) -> Result<()> {
+        let path = "user";
+        self.send(path, |c, url| c.get(url))
+            .await
+            .map_err(|failure| {
+                Self::error(path, failure, |code| match code {
+                    401 | 403 => Some(TOKEN_REFUSED.into()),
+                    404 => Some(NOT_AN_INSTANCE.into()),
+                    _ => None,
+                })
+            })?;
+        Ok(())
+    }
+
+    /// The source project's id, by its full path.
+    pub async fn project_id(&self, full_path: &str) -> Result<u64> {
+        let path = format!("projects/{}", crate::uri::encode_component(full_path));
+        let not_found = || format!("Import failed. '{full_path}' not found.");
+        let response = self
+            .send(&path, |c, url| c.get(url))
+            .await
+            .map_err(|failure| Self::error(&path, failure, |code| (code == 404).then(not_found)))?;
+        #[derive(Deserialize)]
+        struct Found {
+            id: u64,
+        }
+        let found: Found = response
+            .json()
+            .await
+            .map_err(|_| Error::BadRequest(not_found()))?;
+        Ok(found.id)
+    }
+
+    /// Asks the source for a new relations export, batched.
+    pub async fn start_relations_export(&self, project_id: u64, full_path: &str) -> Result<()> {
+        let path = format!("projects/{project_id}/export_relations");
+        self.send(&path, |c, url| c.post(url).form(&[("batched", "true")]))
+            .await
+            .map_err(|failure| {
+                Self::error(&path, failure, |code| match code {
+                    403 => Some(format!(
+                        "Import failed. You do not have permission to export '{full_path}'."
+                    )),
+                    404 => Some(EXPORT_DISABLED.into()),
+                    _ => None,
+                })
+            })?;
+        Ok(())
+    }
+
+    /// Every relation of the source's latest relations export.
+    pub async fn relations_export_status(&self, project_id: u64) -> Result<Vec<SourceRelation>> {
+        let path = format!("projects/{project_id}/export_relations/status");
+        let response = self
+            .send(&path, |c, url| c.get(url))
+            .await
+            .map_err(|failure| Self::error(&path, failure, |_| None))?;
+        response
+            .json()
+            .await
+            .map_err(|err| Error::Storage(format!("the source's export status: {err}")))
+    }
+
+    /// One relation's file, or one batch of it, as the source serves it
+    /// (following its redirect to a presigned URL).
+    pub async fn download(
+        &self,
+        project_id: u64,
+        relation: &str,
+        batch: Option<u32>,
+    ) -> Result<ByteStream> {
+        let path = format!("projects/{project_id}/export_relations/download");
+        let mut query = vec![("relation", relation.to_owned())];
+        if let Some(batch) = batch {
+            query.push(("batched", "true".into()));
+            query.push(("batch_number", batch.to_string()));
+        }
+        let response = self
+            .send(&path, |c, url| c.get(url).query(&query))
+            .await
+            .map_err(|failure| {
+                Self::error(&path, failure, |code| {
+                    (code != 429 && code < 500).then(|| format!("File download error {code}"))
+                })
+            })?;
+        use futures::TryStreamExt;
+        let body = response.bytes_stream().map_err(std::io::Error::other);
+        Ok(Box::pin(body))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_api_is_under_the_base_url() {
+        let source = SourceInstance::new("https://gitlab.example.com/root/", "t", false).unwrap();
+        assert_eq!(
+            source.url("user").unwrap().as_str(),
+            "https://gitlab.example.com/root/api/v4/user"
+        );
+        let source = SourceInstance::new("https://gitlab.example.com", "t", false).unwrap();
+        assert_eq!(
+            source.url("projects/a%2Fb").unwrap().as_str(),
+            "https://gitlab.example.com/api/v4/projects/a%2Fb"
+        );
+        assert!(SourceInstance::new("http://127.0.0.1:1", "t", false).is_err());
+    }
+}

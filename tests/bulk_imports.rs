@@ -1,0 +1,580 @@
+//! Migration by direct transfer (`/bulk_imports`): a project pulled from
+//! another instance through its relations export API. The source is either
+//! a second local server (the real thing, end to end) or a stand-in GitLab
+//! served here, which can be made to fail in the ways a real one does.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use e2e::*;
+use serde_json::{json, Value};
+
+/// Waits for the migration to be done; returns it.
+fn wait_migration(server: &Server, token: &str, id: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let migration: Value = server
+            .get(Some(token), &format!("/bulk_imports/{id}"))
+            .json()
+            .unwrap();
+        let status = migration["status"].as_str().unwrap().to_owned();
+        if !["created", "started"].contains(&status.as_str()) {
+            return migration;
+        }
+        assert!(Instant::now() < deadline, "still {status}: {migration}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn start_migration(server: &Server, token: &str, body: &Value) -> reqwest::blocking::Response {
+    client()
+        .post(server.url("/bulk_imports"))
+        .header("PRIVATE-TOKEN", token)
+        .json(body)
+        .send()
+        .unwrap()
+}
+
+fn migration_of(source_url: &str, source_token: &str, path: &str, slug: &str) -> Value {
+    json!({
+        "configuration": {"url": source_url, "access_token": source_token},
+        "entities": [{
+            "source_type": "project_entity",
+            "source_full_path": path,
+            "destination_slug": slug,
+            "destination_namespace": "root",
+        }],
+    })
+}
+
+/// Starts the migration and waits for it; returns it and its one entity.
+fn migrate(server: &Server, body: &Value) -> (Value, Value) {
+    let created = start_migration(server, ROOT_TOKEN, body);
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().unwrap();
+    assert_eq!(created["status"], "created");
+    assert_eq!(created["source_type"], "gitlab");
+    let id = created["id"].as_u64().unwrap();
+    let migration = wait_migration(server, ROOT_TOKEN, id);
+    let entities: Vec<Value> = server
+        .get(Some(ROOT_TOKEN), &format!("/bulk_imports/{id}/entities"))
+        .json()
+        .unwrap();
+    assert_eq!(entities.len(), 1);
+    (migration, entities[0].clone())
+}
+
+/// The destination runs with local requests allowed: its source is here.
+fn destination() -> Server {
+    Server::start_with(&["--allow-local-requests"])
+}
+
+#[test]
+fn a_project_migrates_from_another_instance_record_for_record() {
+    let source = Server::start();
+    let (_, alice) = source.create_user("alice");
+    let imported =
+        source.import_and_wait(&alice, fixture_archive("complex"), &[("path", "origin")]);
+    assert_eq!(imported["import_status"], "finished");
+    let source_id = imported["id"].as_u64().unwrap();
+
+    let destination = destination();
+    let body = migration_of(&source.base, &alice, "alice/origin", "migrated");
+    let (migration, entity) = migrate(&destination, &body);
+    assert_eq!(migration["status"], "finished", "{entity}");
+    assert_eq!(migration["has_failures"], false);
+    assert_eq!(entity["status"], "finished");
+    assert_eq!(entity["entity_type"], "project");
+    assert_eq!(entity["destination_full_path"], "root/migrated");
+    assert_eq!(entity["failures"], json!([]));
+    assert_eq!(entity["stats"]["issues"]["imported"], 12);
+    let text = destination
+        .get(Some(ROOT_TOKEN), "/bulk_imports/entities")
+        .text()
+        .unwrap();
+    assert!(!text.contains(&alice), "the source token is never shown");
+
+    let project_id = entity["project_id"].as_u64().unwrap();
+    let (_, from) = source.export_and_download(&alice, source_id);
+    let (_, to) = destination.export_and_download(ROOT_TOKEN, project_id);
+    let (from, to) = (read_archive(&from), read_archive(&to));
+    let mut expected = from.relations.clone();
+    // Direct transfer does not carry members (GitLab's relations export
+    // skips them; GitLab maps members by user instead).
+    expected.remove("project_members");
+    assert!(!expected.is_empty());
+    assert_eq!(to.relations, expected);
+    assert_eq!(to.attributes, from.attributes);
+}
+
+/// A stand-in for a GitLab source instance, with the faults a real one has.
+#[derive(Default)]
+struct FakeSource {
+    token: String,
+    /// Requests answered `503` before the source recovers.
+    unavailable_for: usize,
+    /// A relation whose export failed on the source.
+    failing_relation: Option<String>,
+    /// The export never finishes.
+    never_finishes: bool,
+    /// The source goes away at its first download.
+    vanishes: bool,
+    requests: AtomicUsize,
+    downloads: AtomicUsize,
+    gone: AtomicBool,
+    /// GitLab's relation files: `self.json.gz`, `<relation>.ndjson.gz`,
+    /// `uploads.tar.gz` (paths relative to the uploads folder).
+    files: BTreeMap<String, Vec<u8>>,
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
+}
+
+impl FakeSource {
+    fn of_fixture(token: &str) -> FakeSource {
+        let root = fixtures_dir().join("complex/tree");
+        let mut files = BTreeMap::new();
+        files.insert(
+            "self".to_owned(),
+            gzip(&std::fs::read(root.join("project.json")).unwrap()),
+        );
+        for entry in std::fs::read_dir(root.join("project")).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+            if name != "project_members" {
+                files.insert(name, gzip(&std::fs::read(&path).unwrap()));
+            }
+        }
+        let mut uploads = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(5);
+        header.set_mode(0o644);
+        header.set_cksum();
+        uploads
+            .append_data(&mut header, "0123abcd/image.png", &b"image"[..])
+            .unwrap();
+        files.insert("uploads".into(), gzip(&uploads.into_inner().unwrap()));
+        FakeSource {
+            token: token.to_owned(),
+            files,
+            ..FakeSource::default()
+        }
+    }
+
+    /// Serves it on a thread of its own; returns its base URL.
+    fn serve(self) -> (String, Arc<FakeSource>) {
+        let state = Arc::new(self);
+        let app = Router::new()
+            .route("/api/v4/user", get(fake_user))
+            .route("/api/v4/projects/{path}", get(fake_project))
+            .route("/api/v4/projects/{id}/export_relations", post(fake_start))
+            .route(
+                "/api/v4/projects/{id}/export_relations/status",
+                get(fake_status),
+            )
+            .route(
+                "/api/v4/projects/{id}/export_relations/download",
+                get(fake_download),
+            )
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                fake_faults,
+            ))
+            .with_state(state.clone());
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                sender.send(listener.local_addr().unwrap()).unwrap();
+                let gone = async move {
+                    while !shared.gone.load(Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                };
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(gone)
+                    .await
+                    .unwrap();
+            });
+        });
+        let address = receiver.recv().unwrap();
+        (format!("http://{address}"), state)
+    }
+
+    fn status(&self) -> Vec<Value> {
+        self.files
+            .keys()
+            .map(|relation| {
+                let failed = self.failing_relation.as_deref() == Some(relation);
+                let status = match (self.never_finishes, failed) {
+                    (true, _) => 0,
+                    (_, true) => -1,
+                    _ => 1,
+                };
+                json!({
+                    "relation": relation,
+                    "status": status,
+                    "error": if failed { json!("boom") } else { json!(null) },
+                    "updated_at": "2026-12-01T00:00:00.000Z",
+                    "batched": false,
+                    "batches_count": 0,
+                    "total_objects_count": 1,
+                })
+            })
+            .collect()
+    }
+}
+
+async fn fake_faults(
+    State(source): State<Arc<FakeSource>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let seen = source.requests.fetch_add(1, Ordering::SeqCst);
+    if seen < source.unavailable_for {
+        return (StatusCode::SERVICE_UNAVAILABLE, "down for maintenance").into_response();
+    }
+    let authorized = request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        == Some(&format!("Bearer {}", source.token));
+    if !authorized {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"message": "401 Unauthorized"})),
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
+
+async fn fake_user() -> Json<Value> {
+    Json(json!({"id": 1, "username": "source-user"}))
+}
+
+async fn fake_project(axum::extract::Path(path): axum::extract::Path<String>) -> Response {
+    if path == "group/project" {
+        Json(json!({"id": 7, "path_with_namespace": path})).into_response()
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            Json(json!({"message": "404 Project Not Found"})),
+        )
+            .into_response()
+    }
+}
+
+async fn fake_start() -> StatusCode {
+    StatusCode::ACCEPTED
+}
+
+async fn fake_status(State(source): State<Arc<FakeSource>>) -> Json<Value> {
+    Json(Value::Array(source.status()))
+}
+
+async fn fake_download(
+    State(source): State<Arc<FakeSource>>,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Response {
+    source.downloads.fetch_add(1, Ordering::SeqCst);
+    if source.vanishes {
+        source.gone.store(true, Ordering::SeqCst);
+        return (StatusCode::BAD_GATEWAY, "gone").into_response();
+    }
+    let relation = query.get("relation").cloned().unwrap_or_default();
+    match source.files.get(&relation) {
+        Some(file) => {
+            let mut headers = HeaderMap::new();
+            headers.insert("content-type", "application/gzip".parse().unwrap());
+            (headers, file.clone()).into_response()
+        }
+        None => (StatusCode::NOT_FOUND, "no such relation").into_response(),
+    }
+}
+
+const SOURCE_TOKEN: &str = "glpat-source-token-0123456789";
+
+#[test]
+fn a_gitlab_source_with_file_relations_and_a_failing_relation() {
+    let mut fake = FakeSource::of_fixture(SOURCE_TOKEN);
+    fake.failing_relation = Some("milestones".into());
+    // The source answers 503 for a while, then recovers.
+    fake.unavailable_for = 4;
+    let (url, _) = fake.serve();
+    let destination = destination();
+    let (migration, entity) = migrate(
+        &destination,
+        &migration_of(&url, SOURCE_TOKEN, "group/project", "copy"),
+    );
+    // GitLab ends the entity finished when some relations failed, and
+    // lists them.
+    assert_eq!(migration["status"], "finished", "{entity}");
+    assert_eq!(migration["has_failures"], true);
+    assert_eq!(entity["status"], "finished");
+    assert_eq!(entity["has_failures"], true);
+    let failures = &entity["failures"];
+    assert_eq!(failures.as_array().unwrap().len(), 1, "{failures}");
+    assert_eq!(failures[0]["relation"], "milestones");
+    assert_eq!(
+        failures[0]["exception_message"],
+        "Export from source instance failed: boom"
+    );
+    let listed: Value = destination
+        .get(
+            Some(ROOT_TOKEN),
+            &format!(
+                "/bulk_imports/{}/entities/{}/failures",
+                migration["id"], entity["id"]
+            ),
+        )
+        .json()
+        .unwrap();
+    assert_eq!(&listed, failures);
+
+    let project_id = entity["project_id"].as_u64().unwrap();
+    let (_, exported) = destination.export_and_download(ROOT_TOKEN, project_id);
+    let exported = read_archive(&exported);
+    let mut expected = fixture_relations("complex");
+    expected.remove("project_members");
+    expected.remove("milestones");
+    assert_eq!(exported.relations, expected);
+    assert_eq!(
+        exported
+            .files
+            .get("uploads/0123abcd/image.png")
+            .map(Vec::as_slice),
+        Some(&b"image"[..])
+    );
+}
+
+#[test]
+fn a_wrong_token_or_a_missing_project_fails_the_migration_with_gitlabs_reason() {
+    let (url, source) = FakeSource::of_fixture(SOURCE_TOKEN).serve();
+    let destination = destination();
+    let (migration, entity) = migrate(
+        &destination,
+        &migration_of(&url, "glpat-wrong", "group/project", "denied"),
+    );
+    assert_eq!(migration["status"], "failed");
+    assert_eq!(migration["has_failures"], true);
+    assert_eq!(entity["status"], "failed");
+    assert_eq!(
+        entity["failures"][0]["exception_message"],
+        "Check that the source instance base URL and the personal access token meet the necessary requirements."
+    );
+    assert_eq!(source.downloads.load(Ordering::SeqCst), 0);
+    // Nothing of it is kept: the project shows no content.
+    let project_id = entity["project_id"].as_u64().unwrap();
+    let (_, exported) = destination.export_and_download(ROOT_TOKEN, project_id);
+    assert!(read_archive(&exported).relations.is_empty());
+
+    let (_, entity) = migrate(
+        &destination,
+        &migration_of(&url, SOURCE_TOKEN, "group/missing", "missing"),
+    );
+    assert_eq!(entity["status"], "failed");
+    assert_eq!(
+        entity["failures"][0]["exception_message"],
+        "Import failed. 'group/missing' not found."
+    );
+}
+
+#[test]
+fn a_source_that_goes_away_leaves_nothing_half_imported() {
+    let mut fake = FakeSource::of_fixture(SOURCE_TOKEN);
+    fake.vanishes = true;
+    let (url, _) = fake.serve();
+    let destination = destination();
+    let (migration, entity) = migrate(
+        &destination,
+        &migration_of(&url, SOURCE_TOKEN, "group/project", "vanished"),
+    );
+    assert_eq!(migration["status"], "failed", "{entity}");
+    assert_eq!(entity["status"], "failed");
+    let project_id = entity["project_id"].as_u64().unwrap();
+    let (_, exported) = destination.export_and_download(ROOT_TOKEN, project_id);
+    assert!(read_archive(&exported).relations.is_empty());
+    // No staged download is left behind.
+    let uploads = destination.data_dir.join("blobs/imports");
+    let left: Vec<_> = walk(&uploads);
+    assert!(left.is_empty(), "{left:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flat_map(|entry| {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path)
+            } else {
+                vec![path]
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn a_canceled_migration_ends_canceled_and_publishes_nothing() {
+    let mut fake = FakeSource::of_fixture(SOURCE_TOKEN);
+    fake.never_finishes = true;
+    let (url, source) = fake.serve();
+    let destination = destination();
+    let created: Value = start_migration(
+        &destination,
+        ROOT_TOKEN,
+        &migration_of(&url, SOURCE_TOKEN, "group/project", "canceled"),
+    )
+    .json()
+    .unwrap();
+    let id = created["id"].as_u64().unwrap();
+    let canceled = destination.post(Some(ROOT_TOKEN), &format!("/bulk_imports/{id}/cancel"));
+    assert_eq!(canceled.status(), 200);
+    let canceled: Value = canceled.json().unwrap();
+    assert_eq!(canceled["status"], "canceled");
+    let entities: Vec<Value> = destination
+        .get(Some(ROOT_TOKEN), &format!("/bulk_imports/{id}/entities"))
+        .json()
+        .unwrap();
+    assert_eq!(entities[0]["status"], "canceled");
+    let filtered: Vec<Value> = destination
+        .get(Some(ROOT_TOKEN), "/bulk_imports?status=canceled")
+        .json()
+        .unwrap();
+    assert_eq!(filtered.len(), 1);
+    // The run at work stops waiting for the source and publishes nothing.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(source.downloads.load(Ordering::SeqCst), 0);
+    let project_id = entities[0]["project_id"].as_u64().unwrap();
+    let (_, exported) = destination.export_and_download(ROOT_TOKEN, project_id);
+    assert!(read_archive(&exported).relations.is_empty());
+}
+
+#[test]
+fn requests_are_checked_as_gitlab_checks_them() {
+    let server = Server::start();
+    let body = migration_of(
+        "https://gitlab.example.com",
+        SOURCE_TOKEN,
+        "group/project",
+        "copy",
+    );
+    let unauthenticated = client()
+        .post(server.url("/bulk_imports"))
+        .json(&body)
+        .send()
+        .unwrap();
+    assert_eq!(unauthenticated.status(), 401);
+
+    let missing: Value = start_migration(&server, ROOT_TOKEN, &json!({}))
+        .json()
+        .unwrap();
+    assert_eq!(
+        missing["error"],
+        "configuration is missing, entities is missing"
+    );
+
+    let mut group = body.clone();
+    group["entities"][0]["source_type"] = json!("group_entity");
+    let refused = start_migration(&server, ROOT_TOKEN, &group);
+    assert_eq!(refused.status(), 400);
+    let refused: Value = refused.json().unwrap();
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("this server migrates projects only"),
+        "{refused}"
+    );
+
+    let mut nowhere = body.clone();
+    nowhere["entities"][0]["destination_namespace"] = json!("nobody");
+    let refused = start_migration(&server, ROOT_TOKEN, &nowhere);
+    assert_eq!(refused.status(), 422);
+    let refused: Value = refused.json().unwrap();
+    assert_eq!(
+        refused["message"],
+        "Import failed. 'nobody' is invalid, or you do not have permission."
+    );
+
+    // The same form GitLab's docs use, Rack-style.
+    let form = [
+        ("configuration[url]", "http://127.0.0.1:1"),
+        ("configuration[access_token]", SOURCE_TOKEN),
+        ("entities[][source_type]", "project_entity"),
+        ("entities[][source_full_path]", "group/project"),
+        ("entities[][destination_slug]", "copy"),
+        ("entities[][destination_namespace]", "root"),
+    ];
+    let local = client()
+        .post(server.url("/bulk_imports"))
+        .header("PRIVATE-TOKEN", ROOT_TOKEN)
+        .form(&form)
+        .send()
+        .unwrap();
+    assert_eq!(local.status(), 400, "a local source is refused by default");
+    let local: Value = local.json().unwrap();
+    assert!(
+        local["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("configuration[url] is blocked"),
+        "{local}"
+    );
+
+    let created = start_migration(&server, ROOT_TOKEN, &body);
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().unwrap();
+    let id = created["id"].as_u64().unwrap();
+    let taken = start_migration(&server, ROOT_TOKEN, &body);
+    assert_eq!(taken.status(), 422);
+    let taken: Value = taken.json().unwrap();
+    assert_eq!(
+        taken["message"],
+        "Import failed. 'root/copy' already exists. Change the destination and try again."
+    );
+
+    // Someone else's migration is not found; a bad id is Grape's 400.
+    let (_, bob) = server.create_user("bob");
+    let hidden = server.get(Some(&bob), &format!("/bulk_imports/{id}"));
+    assert_eq!(hidden.status(), 404);
+    let hidden = server.post(Some(&bob), &format!("/bulk_imports/{id}/cancel"));
+    assert_eq!(hidden.status(), 404);
+    let listed: Vec<Value> = server.get(Some(&bob), "/bulk_imports").json().unwrap();
+    assert!(listed.is_empty());
+    let bad = server.get(Some(ROOT_TOKEN), "/bulk_imports/x");
+    assert_eq!(bad.status(), 400);
+    let bad: Value = bad.json().unwrap();
+    assert_eq!(bad["error"], "import_id is invalid");
+    let bad: Value = server
+        .get(Some(ROOT_TOKEN), "/bulk_imports?status=done")
+        .json()
+        .unwrap();
+    assert_eq!(bad["error"], "status does not have a valid value");
+    let missing = server.get(
+        Some(ROOT_TOKEN),
+        &format!("/bulk_imports/{id}/entities/999"),
+    );
+    assert_eq!(missing.status(), 404);
+
+    let listed = server.get(Some(ROOT_TOKEN), "/bulk_imports?per_page=1");
+    assert_eq!(listed.headers()["x-total"], "1");
+    let listed: Vec<Value> = listed.json().unwrap();
+    assert_eq!(listed[0]["id"], id);
+}
