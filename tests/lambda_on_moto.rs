@@ -1028,3 +1028,97 @@ async fn the_root_token_is_read_from_its_secret() {
         "{refused}"
     );
 }
+
+/// A project migrated by direct transfer from a local server through the
+/// Lambda functions: the migration and its job in DynamoDB, the staged
+/// files and the archive in S3, the work on the queue (delivered twice).
+/// Once it is done, no item of the table holds the source token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_by_direct_transfer_through_the_lambda_functions() {
+    let (app, clients, names) = setup().await;
+    let source = tokio::task::spawn_blocking(|| {
+        let source = e2e::Server::start();
+        let imported = source.import_and_wait(
+            e2e::ROOT_TOKEN,
+            fixture_archive("complex"),
+            &[("path", "origin")],
+        );
+        assert_eq!(imported["import_status"], "finished");
+        source
+    })
+    .await
+    .unwrap();
+    let body = json!({
+        "configuration": {"url": source.base, "access_token": e2e::ROOT_TOKEN},
+        "entities": [{
+            "source_type": "project_entity",
+            "source_full_path": "root/origin",
+            "destination_slug": "migrated",
+            "destination_namespace": "root",
+        }],
+    });
+    let body = serde_json::to_vec(&body).unwrap();
+    let (status, _, created) = invoke(
+        &app,
+        &SCHEDULE,
+        api_gateway_event(
+            "POST",
+            "/api/v4/bulk_imports",
+            Some("application/json"),
+            Some(&body),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_u64().unwrap();
+    assert_eq!(deliver_twice(&app, &clients, &names.queue_url).await, 1);
+
+    let (status, _, migration) = invoke(
+        &app,
+        &STATUS,
+        api_gateway_event("GET", &format!("/api/v4/bulk_imports/{id}"), None, None),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(migration["status"], "finished", "{migration}");
+    let (_, _, entities) = invoke(
+        &app,
+        &STATUS,
+        api_gateway_event(
+            "GET",
+            &format!("/api/v4/bulk_imports/{id}/entities"),
+            None,
+            None,
+        ),
+    )
+    .await;
+    let entity = &entities[0];
+    assert_eq!(entity["status"], "finished");
+    let expected = fixture_relations("complex");
+    for (relation, records) in &expected {
+        if relation == "project_members" {
+            continue;
+        }
+        assert_eq!(
+            entity["stats"][relation]["imported"],
+            records.len(),
+            "{relation}"
+        );
+    }
+
+    let items = clients
+        .dynamodb
+        .scan()
+        .table_name(&names.table)
+        .send()
+        .await
+        .unwrap();
+    let table = format!("{:?}", items.items());
+    assert!(
+        !table.contains(e2e::ROOT_TOKEN),
+        "the source token is dropped"
+    );
+    tokio::task::spawn_blocking(move || drop(source))
+        .await
+        .unwrap();
+}
