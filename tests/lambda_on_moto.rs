@@ -1071,7 +1071,59 @@ async fn a_migration_by_direct_transfer_through_the_lambda_functions() {
     .await;
     assert_eq!(status, 201, "{created}");
     let id = created["id"].as_u64().unwrap();
+    // The entity's job, then one message per file of the source's export
+    // (each its own invocation), then the job again: each delivered twice.
     assert_eq!(deliver_twice(&app, &clients, &names.queue_url).await, 1);
+    // One file's message is lost.
+    let lost = clients
+        .sqs
+        .receive_message()
+        .queue_url(&names.queue_url)
+        .send()
+        .await
+        .unwrap();
+    let lost = &lost.messages()[0];
+    assert!(lost.body().unwrap().contains("direct_transfer_part"));
+    clients
+        .sqs
+        .delete_message()
+        .queue_url(&names.queue_url)
+        .receipt_handle(lost.receipt_handle().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let drain = || async {
+        let mut messages = 0;
+        loop {
+            let delivered = deliver_twice(&app, &clients, &names.queue_url).await;
+            if delivered == 0 {
+                return messages;
+            }
+            messages += delivered;
+        }
+    };
+    let messages = drain().await + 1;
+    let files = fixture_relations("complex").len() - 1 + 1 + 4; // - members, + self, + file relations
+    assert_eq!(messages, files, "one message per file");
+    let (_, _, waiting) = invoke(
+        &app,
+        &STATUS,
+        api_gateway_event("GET", &format!("/api/v4/bulk_imports/{id}"), None, None),
+    )
+    .await;
+    assert_eq!(waiting["status"], "started");
+    // The stale-job sweep finds the job without progress: the job, queued
+    // again, queues the missing file again.
+    let later = shared::domain::now() + chrono::Duration::hours(1);
+    let swept =
+        shared::worker::sweep::sweep_stale_jobs(&app, later, shared::worker::sweep::STALE_AFTER)
+            .await
+            .unwrap();
+    assert_eq!(swept.requeued, 1);
+    assert!(
+        drain().await >= 2,
+        "the job, the lost file and the job again"
+    );
 
     let (status, _, migration) = invoke(
         &app,

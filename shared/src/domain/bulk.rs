@@ -49,6 +49,12 @@ pub struct BulkSource {
     pub source_full_path: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<Secret>,
+    /// Once the source has exported it: the project's id there, and how
+    /// many files (relations and batches) are downloaded, one message each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_project_id: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parts: Option<u32>,
 }
 
 /// A credential: serialized for the store, never shown in logs.
@@ -188,6 +194,8 @@ mod tests {
             url: "https://gitlab.example.com".into(),
             source_full_path: "group/project".into(),
             token: Some(Secret("glpat-secret".into())),
+            source_project_id: None,
+            parts: None,
         };
         assert!(!format!("{source:?}").contains("glpat-secret"));
         let text = serde_json::to_string(&source).unwrap();

@@ -18,6 +18,9 @@ pub enum JobKind {
     RelationImport,
     /// Deleting a deleted project's content: a message, never a stored job.
     ProjectDeletion,
+    /// Downloading one file of a migration's source (`job_id` names the
+    /// entity's import job): a message, never a stored job.
+    DirectTransferPart,
 }
 
 impl JobKind {
@@ -28,6 +31,7 @@ impl JobKind {
             JobKind::Import => "import",
             JobKind::RelationImport => "relation_import",
             JobKind::ProjectDeletion => "project_deletion",
+            JobKind::DirectTransferPart => "direct_transfer_part",
         }
     }
 }
@@ -193,6 +197,8 @@ pub struct JobUpdate {
     pub upload_landed: bool,
     /// Import: the run stops here and a later run continues.
     pub resume: Option<ImportResume>,
+    /// Migration: the source's project id and how many files it has.
+    pub bulk_plan: Option<(u64, u32)>,
 }
 
 /// How far an import got in the invocations before: everything before it is
@@ -320,6 +326,10 @@ impl Job {
             if let Some(bulk) = &mut self.bulk {
                 bulk.token = None;
             }
+        }
+        if let (Some((project_id, parts)), Some(bulk)) = (update.bulk_plan, &mut self.bulk) {
+            bulk.source_project_id = Some(project_id);
+            bulk.parts = Some(parts);
         }
         if update.upload_landed {
             self.awaiting_upload = false;

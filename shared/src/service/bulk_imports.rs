@@ -279,6 +279,8 @@ pub async fn create(app: &App, user: &User, request: NewBulkImport) -> Result<Bu
             url: url.to_string(),
             source_full_path: entity.source_full_path.clone(),
             token: Some(Secret(request.access_token.clone())),
+            source_project_id: None,
+            parts: None,
         });
         history::create_job(app, &job).await?;
         entities.push(BulkEntity {

@@ -62,21 +62,9 @@ async fn import(app: &App, lease: &Lease, job: Job, deadline: Deadline) -> Resul
         return Ok(());
     }
     if let Some(source) = job.bulk.as_ref().filter(|_| resume.invocations == 0) {
-        tracing::info!(
-            source = %crate::redact::url(&source.url),
-            path = source.source_full_path,
-            "pulling the project from its source instance"
-        );
-        match direct_transfer::assemble(app, lease, &job, source, &upload).await {
-            Ok(None) => return Ok(()),
-            Ok(Some(failures)) if failures.is_empty() => {}
-            Ok(Some(failures)) => {
-                let update = JobUpdate {
-                    failures: Some(failures),
-                    ..JobUpdate::default()
-                };
-                lease.progress(update).await?;
-            }
+        match direct_transfer::prepare(app, lease, &job, source, &upload).await {
+            Ok(direct_transfer::Prepared::Ready) => {}
+            Ok(_) => return Ok(()),
             Err(err) if err.is_permanent() => {
                 app.blobs
                     .delete_prefix(&crate::keys::upload_folder(&upload))
