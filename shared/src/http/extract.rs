@@ -151,13 +151,7 @@ impl<S: Send + Sync> FromRequest<S> for Params {
     async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
         let mut params: HashMap<String, String> =
             query_pairs(req.uri().query()).into_iter().collect();
-        let content_type = req
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        let bad_body = |what: &str| Error::BadRequest(format!("invalid {what} body"));
+        let content_type = content_type(&req);
         if content_type.starts_with("multipart/form-data") {
             let mut multipart = Multipart::from_request(req, state)
                 .await
@@ -190,6 +184,19 @@ impl<S: Send + Sync> FromRequest<S> for Params {
         }
         Ok(Params(params))
     }
+}
+
+/// The request's media type, lower-cased (empty without one).
+fn content_type(req: &Request) -> String {
+    req.headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase()
+}
+
+fn bad_body(what: &str) -> Error {
+    Error::BadRequest(format!("invalid {what} body"))
 }
 
 /// The largest JSON or form body of parameters (uploads stream, and are
@@ -259,13 +266,7 @@ impl<S: Send + Sync> FromRequest<S> for NestedParams {
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Error> {
         let mut pairs = query_pairs(req.uri().query());
-        let content_type = req
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        let bad_body = |what: &str| Error::BadRequest(format!("invalid {what} body"));
+        let content_type = content_type(&req);
         if content_type.starts_with("application/json") {
             let body = small_body(req).await?;
             let mut value = if body.is_empty() {

@@ -197,11 +197,5 @@ fn paginated(url: &str, params: &Params, items: Vec<Value>) -> Result<Response> 
         .take(per_page)
         .collect();
     let headers = views::pagination_headers(url, &params.0, page, per_page, total);
-    let mut response = (StatusCode::OK, Json(Value::Array(body))).into_response();
-    for (name, value) in headers {
-        if let Ok(value) = axum::http::HeaderValue::from_str(&value) {
-            response.headers_mut().insert(name, value);
-        }
-    }
-    Ok(response)
+    Ok(with_headers(Value::Array(body), headers))
 }

@@ -59,6 +59,17 @@ pub async fn method_not_allowed() -> Error {
     Error::NoRoute(405, "405 Not Allowed")
 }
 
+/// `200` with a JSON body and headers (GitLab's pagination headers).
+fn with_headers(body: Value, headers: Vec<(&'static str, String)>) -> Response {
+    let mut response = (StatusCode::OK, Json(body)).into_response();
+    for (name, value) in headers {
+        if let Ok(value) = axum::http::HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
+}
+
 fn accepted() -> JsonResponse {
     Ok((
         StatusCode::ACCEPTED,

@@ -63,11 +63,5 @@ pub async fn list_projects(
         per_page,
         total,
     );
-    let mut response = (StatusCode::OK, Json(body)).into_response();
-    for (name, value) in headers {
-        if let Ok(value) = axum::http::HeaderValue::from_str(&value) {
-            response.headers_mut().insert(name, value);
-        }
-    }
-    Ok(response)
+    Ok(with_headers(body, headers))
 }
