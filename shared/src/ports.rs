@@ -354,6 +354,18 @@ pub struct BlobInfo {
     pub modified: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+/// One stored part of a blob written in parts.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoredPart {
+    pub number: u32,
+    pub size: u64,
+    /// What the store needs to join it (S3's ETag).
+    pub receipt: String,
+}
+
+/// The highest part number (S3's).
+pub const MAX_PART_NUMBER: u32 = 10_000;
+
 /// Archives, uploads and imported blobs.
 #[async_trait]
 pub trait BlobStore: Send + Sync {
@@ -371,6 +383,26 @@ pub trait BlobStore: Send + Sync {
     async fn download_url(&self, key: &str, file_name: &str, ttl: Duration) -> Result<String>;
     /// A short-lived URL a client can PUT the blob to (a presigned upload).
     async fn upload_url(&self, key: &str, ttl: Duration) -> Result<String>;
+
+    /// Starts a blob written in numbered parts, by any number of workers:
+    /// nothing is at `key` until `complete_parts`. Returns the upload's id.
+    async fn start_parts(&self, key: &str) -> Result<String>;
+    /// Stores part `number` (1 to `MAX_PART_NUMBER`) of the upload; the same
+    /// part stored again replaces itself.
+    async fn put_part(
+        &self,
+        key: &str,
+        upload: &str,
+        number: u32,
+        body: BorrowedStream<'_>,
+    ) -> Result<StoredPart>;
+    /// Joins `parts`, in order, into the blob at `key`; returns its size.
+    /// Completing an upload completed before is no error.
+    async fn complete_parts(&self, key: &str, upload: &str, parts: &[StoredPart]) -> Result<u64>;
+    /// Drops the upload and its parts.
+    async fn abort_parts(&self, key: &str, upload: &str) -> Result<()>;
+    /// The least size of every part but the last (S3's 5 MiB).
+    fn min_part_bytes(&self) -> u64;
 }
 
 /// A received message and the handle to acknowledge it.

@@ -1019,6 +1019,73 @@ pub async fn blob_store(app: &App, backend: Backend) {
         blobs.get("a/small").await,
         Err(Error::NotFound(_))
     ));
+
+    blobs_in_parts(app, backend).await;
+}
+
+/// A blob written in parts by separate writers: each part as large as S3
+/// wants it (every one but the last at least `min_part_bytes`), stored in
+/// any order, some twice; nothing visible until completed.
+async fn blobs_in_parts(app: &App, backend: Backend) {
+    let blobs = &app.blobs;
+    let min = blobs.min_part_bytes() as usize;
+    assert_eq!(
+        min,
+        if backend == Backend::AwsOnMoto {
+            5 << 20
+        } else {
+            0
+        }
+    );
+    let sizes = [min.max(1000) + 1, min.max(1000), 10];
+    let part = |n: usize| Bytes::from(vec![b'a' + n as u8; sizes[n]]);
+    let key = "p/archive.tar.gz";
+    let upload = blobs.start_parts(key).await.unwrap();
+    let mut stored = Vec::new();
+    for n in [2, 0, 1, 1] {
+        let body = Box::pin(futures::stream::iter(
+            part(n)
+                .chunks(64 * 1024)
+                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .collect::<Vec<_>>(),
+        ));
+        let done = blobs
+            .put_part(key, &upload, n as u32 + 1, body)
+            .await
+            .unwrap();
+        assert_eq!((done.number, done.size), (n as u32 + 1, sizes[n] as u64));
+        stored.retain(|p: &shared::ports::StoredPart| p.number != done.number);
+        stored.push(done);
+    }
+    assert!(blobs.list("p/").await.unwrap().is_empty(), "visible early");
+    let size = blobs.complete_parts(key, &upload, &stored).await.unwrap();
+    let expected: Vec<u8> = (0..3).flat_map(|n| part(n).to_vec()).collect();
+    assert_eq!(size, expected.len() as u64);
+    let back = stream::collect(blobs.get(key).await.unwrap())
+        .await
+        .unwrap();
+    assert!(back == expected, "joined parts differ");
+    // Completed again (a retry that lost the first answer): no error.
+    assert_eq!(
+        blobs.complete_parts(key, &upload, &stored).await.unwrap(),
+        size
+    );
+    assert_eq!(blobs.list("p/").await.unwrap().len(), 1);
+
+    // An aborted upload leaves nothing, and takes no more parts.
+    let aborted = blobs.start_parts("p/other").await.unwrap();
+    blobs
+        .put_part("p/other", &aborted, 1, stream::from_bytes("x"))
+        .await
+        .unwrap();
+    blobs.abort_parts("p/other", &aborted).await.unwrap();
+    blobs.abort_parts("p/other", &aborted).await.unwrap();
+    assert!(blobs
+        .put_part("p/other", &aborted, 2, stream::from_bytes("y"))
+        .await
+        .is_err());
+    assert_eq!(blobs.list("p/").await.unwrap().len(), 1);
+    blobs.delete_prefix("p/").await.unwrap();
 }
 
 pub async fn queue(app: &App, _backend: Backend) {

@@ -13,7 +13,7 @@ mod writer;
 
 pub use events::{ImportEvent, SinkClosed};
 pub use json::check_record;
-pub use parallel_gzip::ParallelGzEncoder;
+pub use parallel_gzip::{trailer, ParallelGzEncoder, Slice, SliceSum};
 pub use reader::{read_archive, read_relation};
 pub use writer::{write_archive, ExportItem};
 

@@ -31,7 +31,43 @@ const WINDOW: usize = 32 * 1024;
 const MAX_THREADS: usize = 4;
 
 /// gzip's header (RFC 1952): deflate, no name, no time, OS unknown.
-const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
+pub const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
+
+/// Where one slice of a gzip stream sits in it. A stream written by several
+/// encoders (an export's slices, each on a worker of its own) is the first
+/// slice with the header, the others bare, each ended at a byte boundary,
+/// then `trailer`: the slices' deflate blocks read as one stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slice {
+    /// The whole stream: header, deflate, trailer.
+    Whole,
+    /// Not the end: the header if `first`, no final block, no trailer.
+    Open { first: bool },
+}
+
+/// What a slice's bytes add to the stream's trailer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SliceSum {
+    pub crc: u32,
+    pub length: u64,
+}
+
+/// The end of a stream whose slices (in order) summed to `sums`: an empty
+/// final block, then the CRC-32 and length of everything.
+pub fn trailer(sums: &[SliceSum]) -> [u8; 10] {
+    let mut crc = Hasher::new();
+    let mut length = 0u64;
+    for sum in sums {
+        crc.combine(&Hasher::new_with_initial_len(sum.crc, sum.length));
+        length += sum.length;
+    }
+    let mut out = [0u8; 10];
+    // BFINAL, fixed Huffman codes, end of block: 3 bits then 7 zero bits.
+    out[0] = 0x03;
+    out[2..6].copy_from_slice(&crc.finalize().to_le_bytes());
+    out[6..].copy_from_slice(&(length as u32).to_le_bytes());
+    out
+}
 
 /// Buffers handed back for reuse. Each piece's buffers are allocated on
 /// one thread and freed on another; fresh ones each time left glibc's heaps
@@ -90,17 +126,25 @@ pub struct ParallelGzEncoder<W: Write> {
     buffers: Buffers,
     crc: Hasher,
     length: u64,
+    slice: Slice,
 }
 
 impl<W: Write> ParallelGzEncoder<W> {
     pub fn new(out: W, level: u32) -> Self {
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .clamp(1, MAX_THREADS);
-        Self::with_threads(out, level, threads)
+        Self::with_threads(out, level, default_threads())
     }
 
     pub fn with_threads(out: W, level: u32, threads: usize) -> Self {
+        Self::slice_with_threads(out, level, threads, Slice::Whole)
+    }
+
+    /// One slice of a stream other encoders write the rest of; `finish_slice`
+    /// ends it.
+    pub fn slice(out: W, level: u32, slice: Slice) -> Self {
+        Self::slice_with_threads(out, level, default_threads(), slice)
+    }
+
+    pub fn slice_with_threads(out: W, level: u32, threads: usize, slice: Slice) -> Self {
         let threads = threads.max(1);
         let (pieces, inbox) = sync_channel::<Piece>(threads);
         let (done, deflated) = sync_channel::<Deflated>(threads + 1);
@@ -131,13 +175,34 @@ impl<W: Write> ParallelGzEncoder<W> {
             buffers,
             crc: Hasher::new(),
             length: 0,
+            slice,
         }
     }
 
     /// Ends the stream (its last piece, then the trailer) and returns the
     /// output.
     pub fn finish(mut self) -> io::Result<W> {
-        self.send_piece(true)?;
+        debug_assert_eq!(self.slice, Slice::Whole);
+        let (mut out, sum) = self.drain(true)?;
+        out.write_all(&sum.crc.to_le_bytes())?;
+        // ISIZE: the input's length modulo 2^32.
+        out.write_all(&(sum.length as u32).to_le_bytes())?;
+        out.flush()?;
+        Ok(out)
+    }
+
+    /// Ends a slice at a byte boundary; returns the output and what the
+    /// slice adds to the stream's trailer.
+    pub fn finish_slice(mut self) -> io::Result<(W, SliceSum)> {
+        debug_assert_ne!(self.slice, Slice::Whole);
+        let (mut out, sum) = self.drain(false)?;
+        out.flush()?;
+        Ok((out, sum))
+    }
+
+    /// Sends the last piece and writes every piece still out.
+    fn drain(&mut self, last: bool) -> io::Result<(W, SliceSum)> {
+        self.send_piece(last)?;
         while self.written < self.sent {
             self.write_next()?;
         }
@@ -145,13 +210,15 @@ impl<W: Write> ParallelGzEncoder<W> {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
-        let mut out = self.out.take().expect("finished once");
+        let out = self.out.take().expect("finished once");
         let crc = std::mem::take(&mut self.crc).finalize();
-        out.write_all(&crc.to_le_bytes())?;
-        // ISIZE: the input's length modulo 2^32.
-        out.write_all(&(self.length as u32).to_le_bytes())?;
-        out.flush()?;
-        Ok(out)
+        Ok((
+            out,
+            SliceSum {
+                crc,
+                length: self.length,
+            },
+        ))
     }
 
     fn send_piece(&mut self, last: bool) -> io::Result<()> {
@@ -197,7 +264,8 @@ impl<W: Write> ParallelGzEncoder<W> {
             self.early.insert(n, (out, crc));
         };
         let out = self.out.as_mut().expect("open until finished");
-        if self.written == 0 {
+        let header = matches!(self.slice, Slice::Whole | Slice::Open { first: true });
+        if self.written == 0 && header {
             out.write_all(&HEADER)?;
         }
         out.write_all(&bytes)?;
@@ -206,6 +274,13 @@ impl<W: Write> ParallelGzEncoder<W> {
         self.written += 1;
         Ok(())
     }
+}
+
+/// The machine's cores, at most `MAX_THREADS`.
+fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_THREADS)
 }
 
 fn stopped() -> io::Error {
@@ -377,6 +452,41 @@ mod tests {
                 assert_eq!(trailer[..4], crc32fast::hash(&input).to_le_bytes());
                 assert_eq!(trailer[4..], (len as u32).to_le_bytes());
             }
+        }
+    }
+
+    #[test]
+    fn slices_written_apart_then_joined_with_the_trailer_are_one_gzip_member() {
+        let input = words(3 * PIECE_BYTES + 777);
+        for cuts in [
+            vec![0, input.len()],
+            vec![0, 10, input.len()],
+            vec![
+                0,
+                PIECE_BYTES,
+                PIECE_BYTES,
+                2 * PIECE_BYTES + 5,
+                input.len(),
+            ],
+        ] {
+            let mut joined = Vec::new();
+            let mut sums = Vec::new();
+            for (n, range) in cuts.windows(2).enumerate() {
+                let slice = Slice::Open { first: n == 0 };
+                let mut encoder = ParallelGzEncoder::slice_with_threads(Vec::new(), 6, 2, slice);
+                encoder.write_all(&input[range[0]..range[1]]).unwrap();
+                let (out, sum) = encoder.finish_slice().unwrap();
+                assert_eq!(sum.length, (range[1] - range[0]) as u64);
+                joined.extend_from_slice(&out);
+                sums.push(sum);
+            }
+            joined.extend_from_slice(&trailer(&sums));
+            assert_eq!(gunzip_first_member(&joined), input, "cut at {cuts:?}");
+            let mut whole = Vec::new();
+            flate2::read::MultiGzDecoder::new(&joined[..])
+                .read_to_end(&mut whole)
+                .unwrap();
+            assert_eq!(whole.len(), input.len());
         }
     }
 

@@ -13,7 +13,7 @@ use aws_sdk_s3::Client;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
-use crate::ports::{BlobInfo, BlobStore};
+use crate::ports::{BlobInfo, BlobStore, StoredPart};
 use crate::stream::{BorrowedStream, ByteStream};
 use crate::{Error, Result};
 
@@ -242,6 +242,40 @@ impl S3BlobStore {
     }
 }
 
+/// S3's least size of a part but the last.
+const MIN_PART_BYTES: u64 = 5 * 1024 * 1024;
+
+/// A part on its way to S3: written to a local file first, since S3 wants
+/// its length before its bytes, and a part may be far larger than the
+/// memory a function has. Removed when dropped.
+struct SpooledPart {
+    path: std::path::PathBuf,
+}
+
+impl SpooledPart {
+    async fn write(mut body: BorrowedStream<'_>) -> Result<(SpooledPart, u64)> {
+        use tokio::io::AsyncWriteExt;
+        let spooled = SpooledPart {
+            path: std::env::temp_dir().join(format!("part-{}", crate::domain::new_id())),
+        };
+        let mut file = tokio::fs::File::create(&spooled.path).await?;
+        let mut size = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk?;
+            size += chunk.len() as u64;
+            file.write_all(&chunk).await?;
+        }
+        file.flush().await?;
+        Ok((spooled, size))
+    }
+}
+
+impl Drop for SpooledPart {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 /// Up to one part's worth of the stream; `None` at its end.
 async fn read_part(body: &mut BorrowedStream<'_>) -> Result<Option<Bytes>> {
     let mut part = BytesMut::new();
@@ -345,5 +379,114 @@ impl BlobStore for S3BlobStore {
             .await
             .map_err(s3_error)?;
         Ok(request.uri().to_owned())
+    }
+
+    async fn start_parts(&self, key: &str) -> Result<String> {
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(s3_error)?;
+        created
+            .upload_id()
+            .map(str::to_owned)
+            .ok_or_else(|| Error::Storage("S3 gave no upload id".into()))
+    }
+
+    async fn put_part(
+        &self,
+        key: &str,
+        upload: &str,
+        number: u32,
+        body: BorrowedStream<'_>,
+    ) -> Result<StoredPart> {
+        let (spooled, size) = SpooledPart::write(body).await?;
+        let body = S3Body::read_from()
+            .path(&spooled.path)
+            .build()
+            .await
+            .map_err(Error::internal)?;
+        let uploaded = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload)
+            .part_number(number as i32)
+            .content_length(size as i64)
+            .body(body)
+            .send()
+            .await
+            .map_err(s3_error)?;
+        Ok(StoredPart {
+            number,
+            size,
+            receipt: uploaded.e_tag().unwrap_or_default().to_owned(),
+        })
+    }
+
+    async fn complete_parts(&self, key: &str, upload: &str, parts: &[StoredPart]) -> Result<u64> {
+        let mut ordered = parts.to_vec();
+        ordered.sort_by_key(|part| part.number);
+        let completed = ordered
+            .iter()
+            .map(|part| {
+                CompletedPart::builder()
+                    .e_tag(&part.receipt)
+                    .part_number(part.number as i32)
+                    .build()
+            })
+            .collect();
+        let size = ordered.iter().map(|part| part.size).sum();
+        let sent = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(completed))
+                    .build(),
+            )
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(size),
+            Err(err) => {
+                // Completed before (a retry after the answer was lost): the
+                // object is there, whole.
+                let there = self.list(key).await?;
+                match there.iter().find(|blob| blob.key == key) {
+                    Some(blob) if blob.size == size => Ok(size),
+                    _ => Err(s3_error(err)),
+                }
+            }
+        }
+    }
+
+    async fn abort_parts(&self, key: &str, upload: &str) -> Result<()> {
+        let aborted = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload)
+            .send()
+            .await;
+        match aborted {
+            Ok(_) => Ok(()),
+            Err(err) => match err.into_service_error() {
+                e if e.is_no_such_upload() => Ok(()),
+                e => Err(s3_error(e)),
+            },
+        }
+    }
+
+    fn min_part_bytes(&self) -> u64 {
+        MIN_PART_BYTES
     }
 }

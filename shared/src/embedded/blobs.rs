@@ -10,7 +10,7 @@ use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use crate::domain::now;
-use crate::ports::{BlobInfo, BlobStore};
+use crate::ports::{BlobInfo, BlobStore, StoredPart, MAX_PART_NUMBER};
 use crate::signing::{Action, Signer};
 use crate::stream::{BorrowedStream, ByteStream};
 use crate::{Error, Result};
@@ -42,9 +42,17 @@ fn free_space(path: &Path) -> Option<Space> {
     })
 }
 
+/// Blobs written in parts keep them here until completed: a folder per
+/// upload, a file per part. They outlive a restart, as S3's do.
+const PARTS_DIR: &str = ".parts";
+/// An upload neither completed nor aborted this long is dropped at the next
+/// start (S3's lifecycle rule drops them after a day).
+const ABANDONED_PARTS_AFTER: Duration = Duration::from_secs(24 * 3600);
+
 pub struct DirBlobStore {
     root: PathBuf,
     staging: PathBuf,
+    parts: PathBuf,
     public_url: String,
     signer: Signer,
 }
@@ -55,9 +63,13 @@ impl DirBlobStore {
         // Leftovers of writes a crash interrupted: never visible, safe to drop.
         let _ = std::fs::remove_dir_all(&staging);
         std::fs::create_dir_all(&staging)?;
+        let parts = root.join(PARTS_DIR);
+        std::fs::create_dir_all(&parts)?;
+        drop_abandoned_uploads(&parts);
         Ok(DirBlobStore {
             root: root.to_owned(),
             staging,
+            parts,
             public_url: public_url.trim_end_matches('/').to_owned(),
             signer,
         })
@@ -90,6 +102,7 @@ impl DirBlobStore {
         // (an upload's own name) is a plain name.
         let plain = !key.is_empty()
             && !key.starts_with(".staging")
+            && !key.starts_with(PARTS_DIR)
             && key
                 .split('/')
                 .all(|part| !part.is_empty() && part != "." && part != "..")
@@ -101,10 +114,14 @@ impl DirBlobStore {
     }
 }
 
-#[async_trait]
-impl BlobStore for DirBlobStore {
-    async fn put(&self, key: &str, mut body: BorrowedStream<'_>) -> Result<u64> {
-        let target = self.path_of(key)?;
+impl DirBlobStore {
+    /// Writes the stream to a staged file and renames it to `target` once
+    /// complete and durable.
+    async fn write_file(
+        &self,
+        target: &Path,
+        mut body: BorrowedStream<'_>,
+    ) -> std::io::Result<u64> {
         let temp = self.staging.join(crate::domain::new_id());
         let written = async {
             // Before anything is written, then every MiB.
@@ -125,14 +142,95 @@ impl BlobStore for DirBlobStore {
             if let Some(parent) = target.parent() {
                 tokio::fs::create_dir_all(parent).await?;
             }
-            tokio::fs::rename(&temp, &target).await?;
+            tokio::fs::rename(&temp, target).await?;
             Ok::<_, std::io::Error>(size)
         }
         .await;
         if written.is_err() {
             let _ = tokio::fs::remove_file(&temp).await;
         }
-        Ok(written?)
+        written
+    }
+
+    /// The folder of an upload's parts. Upload ids are ours, but are still
+    /// checked to be one plain name.
+    fn upload_dir(&self, upload: &str) -> Result<PathBuf> {
+        let plain = !upload.is_empty()
+            && upload
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !plain {
+            return Err(Error::Internal(format!("invalid upload id {upload:?}")));
+        }
+        Ok(self.parts.join(upload))
+    }
+}
+
+/// The parts in `dir`, in order, copied into a staged file that becomes
+/// `target`.
+fn join_parts(staging: &Path, dir: &Path, parts: &[StoredPart], target: &Path) -> Result<u64> {
+    let temp = staging.join(crate::domain::new_id());
+    let joined = (|| -> Result<u64> {
+        let mut out = std::fs::File::create(&temp)?;
+        let mut size = 0u64;
+        for part in parts {
+            let mut file = std::fs::File::open(dir.join(part.number.to_string()))
+                .map_err(|err| missing_part(err, part.number))?;
+            // Between files, the kernel copies (copy_file_range).
+            let copied = std::io::copy(&mut file, &mut out)?;
+            if copied != part.size {
+                return Err(Error::Storage(format!(
+                    "part {} is {copied} bytes, not {}",
+                    part.number, part.size
+                )));
+            }
+            size += copied;
+        }
+        out.sync_all()?;
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::rename(&temp, target)?;
+        Ok(size)
+    })();
+    if joined.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    joined
+}
+
+fn missing_part(err: std::io::Error, number: u32) -> Error {
+    if err.kind() == std::io::ErrorKind::NotFound {
+        Error::Storage(format!("part {number} of the upload is missing"))
+    } else {
+        err.into()
+    }
+}
+
+/// Uploads no one completed or aborted (their workers died) for longer than
+/// S3 keeps them.
+fn drop_abandoned_uploads(parts: &Path) {
+    let Ok(entries) = std::fs::read_dir(parts) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|at| at.elapsed().ok())
+            .is_some_and(|age| age > ABANDONED_PARTS_AFTER);
+        if old {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+#[async_trait]
+impl BlobStore for DirBlobStore {
+    async fn put(&self, key: &str, body: BorrowedStream<'_>) -> Result<u64> {
+        let target = self.path_of(key)?;
+        Ok(self.write_file(&target, body).await?)
     }
 
     async fn get(&self, key: &str) -> Result<ByteStream> {
@@ -173,7 +271,9 @@ impl BlobStore for DirBlobStore {
                     let entry = entry?;
                     let kind = entry.file_type()?;
                     let path = entry.path();
-                    if path.starts_with(root.join(".staging")) {
+                    if path.starts_with(root.join(".staging"))
+                        || path.starts_with(root.join(PARTS_DIR))
+                    {
                         continue;
                     }
                     if kind.is_dir() {
@@ -210,7 +310,7 @@ impl BlobStore for DirBlobStore {
 
     async fn folders(&self, prefix: &str) -> Result<Vec<String>> {
         let dir = self.root.join(prefix.trim_end_matches('/'));
-        let root_staging = self.staging.clone();
+        let hidden = [self.staging.clone(), self.parts.clone()];
         tokio::task::spawn_blocking(move || {
             let entries = match std::fs::read_dir(&dir) {
                 Ok(entries) => entries,
@@ -220,7 +320,7 @@ impl BlobStore for DirBlobStore {
             let mut names = Vec::new();
             for entry in entries {
                 let entry = entry?;
-                if entry.file_type()?.is_dir() && entry.path() != root_staging {
+                if entry.file_type()?.is_dir() && !hidden.contains(&entry.path()) {
                     names.push(entry.file_name().to_string_lossy().into_owned());
                 }
             }
@@ -271,5 +371,74 @@ impl BlobStore for DirBlobStore {
             self.public_url,
             encode_path(key),
         ))
+    }
+
+    async fn start_parts(&self, key: &str) -> Result<String> {
+        self.path_of(key)?;
+        let upload = crate::domain::new_id();
+        tokio::fs::create_dir_all(self.upload_dir(&upload)?).await?;
+        Ok(upload)
+    }
+
+    async fn put_part(
+        &self,
+        key: &str,
+        upload: &str,
+        number: u32,
+        body: BorrowedStream<'_>,
+    ) -> Result<StoredPart> {
+        self.path_of(key)?;
+        if !(1..=MAX_PART_NUMBER).contains(&number) {
+            return Err(Error::Internal(format!("invalid part number {number}")));
+        }
+        let dir = self.upload_dir(upload)?;
+        if !tokio::fs::try_exists(&dir).await? {
+            return Err(Error::Storage(format!(
+                "no upload {upload} (completed or aborted)"
+            )));
+        }
+        let size = self.write_file(&dir.join(number.to_string()), body).await?;
+        Ok(StoredPart {
+            number,
+            size,
+            receipt: size.to_string(),
+        })
+    }
+
+    async fn complete_parts(&self, key: &str, upload: &str, parts: &[StoredPart]) -> Result<u64> {
+        let target = self.path_of(key)?;
+        let dir = self.upload_dir(upload)?;
+        if !tokio::fs::try_exists(&dir).await? {
+            // Completed before (its parts went then), or never started.
+            return match tokio::fs::metadata(&target).await {
+                Ok(done) => Ok(done.len()),
+                Err(_) => Err(Error::Storage(format!("no upload {upload}"))),
+            };
+        }
+        let mut ordered = parts.to_vec();
+        ordered.sort_by_key(|part| part.number);
+        // The joined file takes as much again as its parts.
+        self.check_free_space()?;
+        let size = {
+            let (staging, dir, target) = (self.staging.clone(), dir.clone(), target.clone());
+            tokio::task::spawn_blocking(move || join_parts(&staging, &dir, &ordered, &target))
+                .await
+                .map_err(Error::internal)??
+        };
+        tokio::fs::remove_dir_all(&dir).await?;
+        Ok(size)
+    }
+
+    async fn abort_parts(&self, key: &str, upload: &str) -> Result<()> {
+        self.path_of(key)?;
+        match tokio::fs::remove_dir_all(self.upload_dir(upload)?).await {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Files are joined whatever their sizes.
+    fn min_part_bytes(&self) -> u64 {
+        0
     }
 }
