@@ -26,6 +26,10 @@ pub struct Settings {
     pub compression_level: u32,
     /// Records read from the store together during an export.
     pub export_page_records: usize,
+    /// Bytes of tar stream one worker compresses of a big export: an
+    /// archive past 1.5 times this is written in slices, each by a worker
+    /// of its own (a Lambda invocation on AWS), as parts of one upload.
+    pub export_slice_bytes: u64,
     /// Records per batch of a batched relations export (GitLab: 1,000).
     pub relation_batch_records: u64,
     /// Messages of one relations export on the queue at a time; each part
@@ -68,6 +72,7 @@ impl Default for Settings {
             limits: Limits::default(),
             compression_level: 6,
             export_page_records: 256,
+            export_slice_bytes: 256 * 1024 * 1024,
             relation_batch_records: 1000,
             relation_export_window: 16,
             export_rate_limit: 6,

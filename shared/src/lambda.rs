@@ -36,6 +36,9 @@ pub fn settings_from_env() -> Settings {
             .filter(|n| *n > 0)
             .map(|n| n as usize)
             .unwrap_or(defaults.relation_export_window),
+        export_slice_bytes: number("EXPORT_SLICE_BYTES")
+            .filter(|n| *n > 0)
+            .unwrap_or(defaults.export_slice_bytes),
         limits: crate::archive::Limits {
             max_relations: number("MAX_RELATIONS")
                 .map(|n| n as usize)

@@ -104,6 +104,11 @@ struct ServeArgs {
     /// whole export.
     #[arg(long, default_value_t = Settings::default().relation_export_window, env = "RELATION_EXPORT_WINDOW")]
     relation_export_window: usize,
+    /// Bytes of tar stream one worker compresses of a big export: an
+    /// archive past 1.5 times this is written in slices by the workers, as
+    /// parts of one file.
+    #[arg(long, default_value_t = Settings::default().export_slice_bytes, env = "EXPORT_SLICE_BYTES")]
+    export_slice_bytes: u64,
     /// Seconds between ticks of the export schedule (projects opt in with
     /// PUT /projects/:id/export_schedule); ticks fall on multiples of it
     /// since the epoch. 0 turns the schedule off.
@@ -319,6 +324,7 @@ async fn serve(args: ServeArgs) -> Result<(), shared::Error> {
         max_upload_bytes: args.max_upload_bytes,
         relation_batch_records: args.relation_batch_size.max(1),
         relation_export_window: args.relation_export_window.max(1),
+        export_slice_bytes: args.export_slice_bytes.max(1),
         export_rate_limit: args.export_rate_limit,
         download_rate_limit: args.download_rate_limit,
         limits: args.limits.limits(),

@@ -15,7 +15,7 @@ pub use events::{ImportEvent, SinkClosed};
 pub use json::check_record;
 pub use parallel_gzip::{trailer, ParallelGzEncoder, Slice, SliceSum};
 pub use reader::{read_archive, read_relation};
-pub use writer::{write_archive, ExportItem};
+pub use writer::{header_bytes, padding, write_archive, ExportItem, END_OF_ARCHIVE};
 
 /// The archive format version we write and the versions we read.
 pub const VERSION: &str = "0.2.4";

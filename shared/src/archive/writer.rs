@@ -41,11 +41,7 @@ pub fn write_archive<W: Write>(
             Some(_) => return Err(io::Error::other("archive entry data without a header")),
             None => return Err(io::Error::other("the archive producer stopped")),
         };
-        let mut header = tar::Header::new_gnu();
-        header.set_size(size);
-        header.set_mode(0o644);
-        header.set_mtime(mtime);
-        header.set_entry_type(tar::EntryType::Regular);
+        let mut header = entry_header(size, mtime);
         let data = EntryData {
             items,
             path: &path,
@@ -59,6 +55,36 @@ pub fn write_archive<W: Write>(
     let encoder = builder.into_inner()?;
     Ok((encoder.finish()?, total))
 }
+
+/// Every entry's tar header: a regular file, readable by all.
+fn entry_header(size: u64, mtime: u64) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(size);
+    header.set_mode(0o644);
+    header.set_mtime(mtime);
+    header.set_entry_type(tar::EntryType::Regular);
+    header
+}
+
+/// The bytes `write_archive` puts before an entry's data: its header, after
+/// a GNU long-name entry where the path needs one.
+pub fn header_bytes(path: &str, size: u64, mtime: u64) -> io::Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.mode(tar::HeaderMode::Deterministic);
+    builder.append_data(&mut entry_header(size, mtime), path, io::empty())?;
+    // Taken before the builder is dropped: dropping it ends the archive.
+    Ok(builder.get_ref().clone())
+}
+
+/// The zeros that end an entry of `size` bytes at a block boundary.
+pub fn padding(size: u64) -> usize {
+    ((BLOCK - size % BLOCK) % BLOCK) as usize
+}
+
+const BLOCK: u64 = 512;
+
+/// The end of an archive: two empty blocks.
+pub const END_OF_ARCHIVE: [u8; 1024] = [0; 1024];
 
 /// The data of one entry, read from the channel up to its `End`.
 struct EntryData<'a> {
@@ -107,5 +133,53 @@ impl EntryData<'_> {
             "archive entry {} is {how} than its announced size",
             self.path
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pieces a sliced export writes by hand are the bytes of the
+    /// archive `write_archive` writes.
+    #[test]
+    fn headers_padding_and_end_are_the_writers_bytes() {
+        let long = format!("uploads/{}/file.png", "d".repeat(120));
+        let entries: Vec<(&str, Vec<u8>)> = vec![
+            ("VERSION", b"0.2.4".to_vec()),
+            ("tree/project/issues.ndjson", vec![b'x'; 1024]),
+            (long.as_str(), vec![b'y'; 700]),
+        ];
+        let (items, mut received) = mpsc::channel(64);
+        let mut expected = Vec::new();
+        for (path, data) in &entries {
+            items
+                .try_send(ExportItem::Begin {
+                    path: (*path).to_owned(),
+                    size: data.len() as u64,
+                })
+                .unwrap();
+            items
+                .try_send(ExportItem::Data(Bytes::from(data.clone())))
+                .unwrap();
+            items.try_send(ExportItem::End).unwrap();
+            expected.extend(header_bytes(path, data.len() as u64, 1_700_000_000).unwrap());
+            expected.extend_from_slice(data);
+            expected.extend(vec![0; padding(data.len() as u64)]);
+        }
+        items.try_send(ExportItem::Finish).unwrap();
+        expected.extend_from_slice(&END_OF_ARCHIVE);
+        let (gz, total) = write_archive(&mut received, Vec::new(), 6, 1_700_000_000).unwrap();
+        let mut tar = Vec::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_end(&mut tar)
+            .unwrap();
+        assert_eq!(total, 5 + 1024 + 700);
+        assert!(
+            tar == expected,
+            "{} against {} bytes",
+            tar.len(),
+            expected.len()
+        );
     }
 }

@@ -21,6 +21,9 @@ pub enum JobKind {
     /// Downloading one file of a migration's source (`job_id` names the
     /// entity's import job): a message, never a stored job.
     DirectTransferPart,
+    /// Writing one slice of a big export's archive (`job_id` names the
+    /// export job, `batch` the slice): a message, never a stored job.
+    ExportSlice,
 }
 
 impl JobKind {
@@ -32,6 +35,7 @@ impl JobKind {
             JobKind::RelationImport => "relation_import",
             JobKind::ProjectDeletion => "project_deletion",
             JobKind::DirectTransferPart => "direct_transfer_part",
+            JobKind::ExportSlice => "export_slice",
         }
     }
 }

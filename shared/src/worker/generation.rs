@@ -89,6 +89,7 @@ pub async fn discard_abandoned(app: &App, job: &Job) -> Result<()> {
             }
         }
         JobKind::Export if job.status != crate::domain::JobStatus::Finished => {
+            super::export::slices::abandon(app, job).await?;
             app.blobs
                 .delete_prefix(&keys::export_prefix(job.project_id, &job.id))
                 .await?;

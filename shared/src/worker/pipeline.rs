@@ -10,8 +10,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use crate::archive::{self, ExportItem};
-use crate::ports::StoredRecord;
+use crate::archive::{self, ExportItem, Slice, SliceSum};
+use crate::ports::{StoredPart, StoredRecord};
 use crate::{runtime, stream, App, Error, Result};
 
 /// Pieces in flight between the producer and the compressor: enough to
@@ -115,7 +115,8 @@ where
     });
     let (uploaded, produced) =
         tokio::join!(app.blobs.put(key, compressed), produce(Entries { items }));
-    finish_legs(key, compress.join().await, produced, uploaded)
+    let ((value, ()), size) = finish_legs(key, compress.join().await, produced, uploaded)?;
+    Ok((value, size))
 }
 
 /// The pieces of a gzip file on their way to the compressing thread.
@@ -151,31 +152,80 @@ where
     let level = app.settings.compression_level;
     let compress = runtime::spawn_thread("compressor", move || -> std::io::Result<()> {
         let mut gzip = archive::ParallelGzEncoder::new(writer, level);
-        loop {
-            match chunks_rx.blocking_recv() {
-                Some(Some(chunk)) => gzip.write_all(&chunk)?,
-                Some(None) => break,
-                None => return Err(std::io::Error::other("the producer stopped")),
-            }
-        }
+        write_chunks(&mut chunks_rx, &mut gzip)?;
         gzip.finish()?.finish()
     });
     let (uploaded, produced) =
         tokio::join!(app.blobs.put(key, compressed), produce(Chunks { chunks }));
-    finish_legs(key, compress.join().await, produced, uploaded)
+    let ((value, ()), size) = finish_legs(key, compress.join().await, produced, uploaded)?;
+    Ok((value, size))
+}
+
+/// Where one slice of a gzip stream goes: part `number` of the blob `key`
+/// being written in parts as `upload`.
+pub(super) struct PartOf<'a> {
+    pub key: &'a str,
+    pub upload: &'a str,
+    pub number: u32,
+    pub slice: Slice,
+}
+
+/// Writes the slice of a gzip stream that `produce` fills as one part of
+/// a blob written in parts; returns what `produce` returns, the stored part
+/// and what the slice adds to the stream's trailer.
+pub(super) async fn gzip_part<T, F, Fut>(
+    app: &App,
+    part: PartOf<'_>,
+    produce: F,
+) -> Result<(T, StoredPart, SliceSum)>
+where
+    F: FnOnce(Chunks) -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let (chunks, mut chunks_rx) = mpsc::channel::<Option<Bytes>>(PIPELINE_DEPTH);
+    let (writer, compressed) = stream::blocking_writer();
+    let level = app.settings.compression_level;
+    let slice = part.slice;
+    let compress = runtime::spawn_thread("compressor", move || -> std::io::Result<SliceSum> {
+        let mut gzip = archive::ParallelGzEncoder::slice(writer, level, slice);
+        write_chunks(&mut chunks_rx, &mut gzip)?;
+        let (writer, sum) = gzip.finish_slice()?;
+        writer.finish()?;
+        Ok(sum)
+    });
+    let stored = app
+        .blobs
+        .put_part(part.key, part.upload, part.number, compressed);
+    let (uploaded, produced) = tokio::join!(stored, produce(Chunks { chunks }));
+    let ((value, sum), stored) = finish_legs(part.key, compress.join().await, produced, uploaded)?;
+    Ok((value, stored, sum))
+}
+
+/// Writes every chunk received into `out`, until the producer's end.
+fn write_chunks(
+    chunks: &mut mpsc::Receiver<Option<Bytes>>,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    loop {
+        match chunks.blocking_recv() {
+            Some(Some(chunk)) => out.write_all(&chunk)?,
+            Some(None) => return Ok(()),
+            None => return Err(std::io::Error::other("the producer stopped")),
+        }
+    }
 }
 
 /// The first failure in pipeline order is the cause; later ones are echoes.
-fn finish_legs<T>(
+fn finish_legs<T, C, U>(
     key: &str,
-    compressed: Result<std::io::Result<()>>,
+    compressed: Result<std::io::Result<C>>,
     produced: Result<T>,
-    uploaded: Result<u64>,
-) -> Result<(T, u64)> {
+    uploaded: Result<U>,
+) -> Result<((T, C), U)> {
     let compressed = compressed?;
     let value = produced?;
-    compressed.map_err(|err| Error::Internal(format!("writing {key}: {err}")))?;
-    Ok((value, uploaded?))
+    let compressed = compressed.map_err(|err| Error::Internal(format!("writing {key}: {err}")))?;
+    Ok(((value, compressed), uploaded?))
 }
 
 #[cfg(test)]

@@ -1,6 +1,10 @@
 //! Builds a project's export archive: store → tar.gz → blob store, streamed
 //! through the worker pipeline (reading records, compressing on a blocking
-//! thread, uploading).
+//! thread, uploading). A big project's archive is written in slices by many
+//! workers (`slices`), a small one's in one stream here.
+
+mod plan;
+pub(super) mod slices;
 
 use bytes::Bytes;
 use serde_json::Value;
@@ -12,6 +16,8 @@ use crate::domain::{export_file_name, now, Job, JobKind, JobUpdate, Project};
 use crate::ports::{GenerationRef, RecordPages};
 use crate::service::{content_files_prefix, content_relations, export_key, schedule};
 use crate::{relations, remote, App, Error, Result};
+use plan::Entry;
+use slices::Joined;
 
 pub(super) async fn run(app: &App, job_id: &str) -> Result<()> {
     let Some((lease, job)) = claim(app, job_id).await? else {
@@ -21,13 +27,41 @@ pub(super) async fn run(app: &App, job_id: &str) -> Result<()> {
     lease.end(outcome).await
 }
 
+/// An archive written: when its export began, its records and its size.
+pub(super) struct Built {
+    at: chrono::DateTime<chrono::Utc>,
+    records: u64,
+    bytes: u64,
+}
+
 async fn export(app: &App, lease: &Lease, job: Job) -> Result<()> {
     let Some(project) = app.projects.project(job.project_id).await? else {
         return lease.fail("the project no longer exists".into()).await;
     };
-    let at = now();
     let key = export_key(project.id, &job.id);
-    let (records, bytes) = build_archive(app, &project, &job, &key, at.timestamp() as u64).await?;
+    let built = match slices::load_plan(app, &job).await? {
+        Some(plan) => match slices::join(app, lease, &job, &plan).await? {
+            Joined::Done(built) => built,
+            Joined::Waiting | Joined::Lost => return Ok(()),
+            Joined::TooSmall => {
+                let entries = entries_of(app, &project, &job).await?;
+                build_archive(app, &job, &key, plan.at, entries).await?
+            }
+        },
+        None => {
+            let at = now();
+            let entries = entries_of(app, &project, &job).await?;
+            let slice_bytes = app.settings.export_slice_bytes;
+            match plan::cut(&entries, slice_bytes, at.timestamp().max(0) as u64)? {
+                Some(cut) if cut.0.len() > 1 => {
+                    slices::start(app, lease, &job, at, cut).await?;
+                    return Ok(());
+                }
+                _ => build_archive(app, &job, &key, at, entries).await?,
+            }
+        }
+    };
+    let Built { at, records, bytes } = built;
     if let Some(target) = &job.upload {
         match remote::send_blob(app, &key, bytes, target).await {
             Ok(()) => tracing::info!(size = bytes, "export uploaded"),
@@ -67,40 +101,41 @@ async fn export(app: &App, lease: &Lease, job: Job) -> Result<()> {
     Ok(())
 }
 
-/// Writes the archive to `key`; returns the number of records in it and
-/// its size.
+/// Writes the archive of `entries` to `key` in one stream.
 async fn build_archive(
     app: &App,
-    project: &Project,
     job: &Job,
     key: &str,
-    mtime: u64,
-) -> Result<(u64, u64)> {
-    pipeline::tar_gz(app, key, mtime, |entries| async move {
-        let records = write_entries(app, project, job, &entries).await?;
-        entries.finish().await?;
+    at: chrono::DateTime<chrono::Utc>,
+    entries: Vec<Entry>,
+) -> Result<Built> {
+    let mtime = at.timestamp().max(0) as u64;
+    let (records, bytes) = pipeline::tar_gz(app, key, mtime, |sender| async move {
+        let records = write_entries(app, job, &entries, &sender).await?;
+        sender.finish().await?;
         Ok(records)
     })
-    .await
+    .await?;
+    Ok(Built { at, records, bytes })
 }
 
-/// Sends every entry of the archive. Returns the record count.
-async fn write_entries(app: &App, project: &Project, job: &Job, entries: &Entries) -> Result<u64> {
-    entries
-        .file("VERSION", Bytes::from_static(archive::VERSION.as_bytes()))
-        .await?;
-    entries
-        .file(
+/// The archive's entries, in the order they are written.
+async fn entries_of(app: &App, project: &Project, job: &Job) -> Result<Vec<Entry>> {
+    let file = |path: &str, bytes: Bytes| Entry::File {
+        path: path.to_owned(),
+        bytes,
+    };
+    let mut entries = vec![
+        file("VERSION", Bytes::from_static(archive::VERSION.as_bytes())),
+        file(
             "GITLAB_VERSION",
             Bytes::from_static(archive::GITLAB_VERSION.as_bytes()),
-        )
-        .await?;
-    entries
-        .file(
+        ),
+        file(
             "GITLAB_REVISION",
             Bytes::from_static(archive::GITLAB_REVISION.as_bytes()),
-        )
-        .await?;
+        ),
+    ];
     let generation = project.content.as_deref();
     let stored = match generation {
         Some(generation) => {
@@ -110,48 +145,63 @@ async fn write_entries(app: &App, project: &Project, job: &Job, entries: &Entrie
         }
         None => None,
     };
-    entries
-        .file(archive::PROJECT_JSON, project_json(project, job, stored)?)
-        .await?;
-
-    let mut records = 0u64;
+    entries.push(file(
+        archive::PROJECT_JSON,
+        project_json(project, job, stored)?,
+    ));
     let mut relations = content_relations(app, project).await?;
     relations.sort_by_key(|(_, r)| relations::export_rank(&r.relation));
     for (generation, stats) in relations.into_iter().filter(|(_, s)| s.records > 0) {
-        entries
-            .send(ExportItem::Begin {
-                path: archive::relation_file(&stats.relation),
-                size: stats.ndjson_bytes,
-            })
-            .await?;
-        let mut pages = RecordPages::new(
-            app.content.as_ref(),
-            GenerationRef::new(project.id, &generation),
-            &stats.relation,
-            app.settings.export_page_records,
-        );
-        while let Some(page) = pages.next().await? {
-            records += page.len() as u64;
-            for piece in pipeline::ndjson_pieces(&page) {
-                entries.send(ExportItem::Data(piece)).await?;
+        entries.push(Entry::Relation { generation, stats });
+    }
+    if let Some(generation) = generation {
+        let prefix = content_files_prefix(project.id, generation);
+        for blob in app.blobs.list(&prefix).await? {
+            entries.push(Entry::Blob {
+                path: blob.key[prefix.len()..].to_owned(),
+                key: blob.key,
+                size: blob.size,
+            });
+        }
+    }
+    Ok(entries)
+}
+
+/// Sends every entry of the archive. Returns the record count.
+async fn write_entries(app: &App, job: &Job, entries: &[Entry], sender: &Entries) -> Result<u64> {
+    let mut records = 0u64;
+    for entry in entries {
+        match entry {
+            Entry::File { path, bytes } => sender.file(path, bytes.clone()).await?,
+            Entry::Blob { key, path, size } => sender.blob(app, key, path, *size).await?,
+            Entry::Relation { generation, stats } => {
+                sender
+                    .send(ExportItem::Begin {
+                        path: archive::relation_file(&stats.relation),
+                        size: stats.ndjson_bytes,
+                    })
+                    .await?;
+                let mut pages = RecordPages::new(
+                    app.content.as_ref(),
+                    GenerationRef::new(job.project_id, generation),
+                    &stats.relation,
+                    app.settings.export_page_records,
+                );
+                while let Some(page) = pages.next().await? {
+                    records += page.len() as u64;
+                    for piece in pipeline::ndjson_pieces(&page) {
+                        sender.send(ExportItem::Data(piece)).await?;
+                    }
+                }
+                sender.send(ExportItem::End).await?;
+                tracing::info!(relation = stats.relation, records, "export progress");
+                let progress = JobUpdate {
+                    processed: Some(records),
+                    ..JobUpdate::default()
+                };
+                app.jobs.record_progress(&job.id, progress).await?;
             }
         }
-        entries.send(ExportItem::End).await?;
-        tracing::info!(relation = stats.relation, records, "export progress");
-        let progress = JobUpdate {
-            processed: Some(records),
-            ..JobUpdate::default()
-        };
-        app.jobs.record_progress(&job.id, progress).await?;
-    }
-    let Some(generation) = generation else {
-        return Ok(records);
-    };
-    let prefix = content_files_prefix(project.id, generation);
-    for blob in app.blobs.list(&prefix).await? {
-        entries
-            .blob(app, &blob.key, &blob.key[prefix.len()..], blob.size)
-            .await?;
     }
     Ok(records)
 }

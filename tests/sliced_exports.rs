@@ -1,0 +1,357 @@
+//! One export written by many workers: the archive's slices, each a queue
+//! message compressing its stretch of the tar stream into one part of the
+//! archive's upload, joined behind the gzip trailer. On both backends the
+//! archive is the one-stream export's, entry for entry; every message is
+//! delivered twice at once; a lost one is queued again through the sweep;
+//! one failing every time fails the export and drops its parts.
+
+use std::io::Read;
+use std::time::Duration;
+
+use e2e::stores::{start_import, work_queue};
+use e2e::{read_archive, synthetic_archive};
+use shared::domain::{Job, JobKind, JobStatus, Project, User};
+use shared::worker::sweep::{sweep_stale_jobs, STALE_AFTER};
+use shared::worker::{self, Outcome};
+use shared::{service, stream, App, Settings};
+
+const ISSUES: usize = 3_000;
+
+fn sliced(settings: &Settings, slice_bytes: u64) -> Settings {
+    Settings {
+        export_slice_bytes: slice_bytes,
+        ..settings.clone()
+    }
+}
+
+async fn imported(app: &App, user: &User, path: &str, archive: Vec<u8>) -> Project {
+    let (project, job) = start_import(app, user, path, archive).await;
+    work_queue(app).await;
+    let job = app.jobs.job(&job.id).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Finished, "{job:?}");
+    app.projects.project(project.id).await.unwrap().unwrap()
+}
+
+/// Exports the project, working the queue (each message twice at once);
+/// returns the archive and how many slice messages there were.
+async fn export(app: &App, user: &User, project: &Project) -> (Vec<u8>, usize) {
+    let job = service::schedule_export(app, user, project, None, None)
+        .await
+        .unwrap();
+    let mut slices = 0;
+    for _ in 0..100 {
+        let deliveries = app
+            .queue
+            .receive(10, Duration::from_secs(30))
+            .await
+            .unwrap();
+        if deliveries.is_empty() {
+            break;
+        }
+        for delivery in deliveries {
+            let message = &delivery.message;
+            slices += usize::from(message.kind == JobKind::ExportSlice);
+            let (a, b) = tokio::join!(
+                worker::attempt(app, message, 1),
+                worker::attempt(app, message, 1)
+            );
+            assert_eq!((a, b), (Outcome::Done, Outcome::Done), "{message:?}");
+            app.queue.ack(&delivery.receipt).await.unwrap();
+        }
+    }
+    let job = app.jobs.job(&job.id).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Finished, "{job:?}");
+    (downloaded(app, project).await, slices)
+}
+
+async fn downloaded(app: &App, project: &Project) -> Vec<u8> {
+    let download = service::export_download(app, project).await.unwrap();
+    stream::collect(app.blobs.get(&download.key).await.unwrap())
+        .await
+        .unwrap()
+}
+
+/// Every entry's path and bytes, in order.
+fn entries(archive: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(archive));
+    tar.entries()
+        .unwrap()
+        .map(|entry| {
+            let mut entry = entry.unwrap();
+            let path = entry.path().unwrap().to_string_lossy().into_owned();
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data).unwrap();
+            (path, data)
+        })
+        .collect()
+}
+
+/// `gzip -t`, `tar -tzf` and Python's tarfile in stream mode (which reads
+/// only a first gzip member) read the whole archive.
+fn standard_tools_read(archive: &[u8], issues: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("export.tar.gz");
+    std::fs::write(&path, archive).unwrap();
+    let file = path.to_str().unwrap();
+    let run = |program: &str, args: &[&str]| {
+        let output = std::process::Command::new(program)
+            .args(args)
+            .output()
+            .unwrap_or_else(|err| panic!("{program}: {err}"));
+        assert!(output.status.success(), "{program} {args:?}: {output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    run("gzip", &["-t", file]);
+    let listed = run("tar", &["-tzf", file]);
+    assert!(listed.lines().any(|l| l == "tree/project/issues.ndjson"));
+    let script = "import sys, tarfile\n\
+        with tarfile.open(sys.argv[1], 'r|gz') as tar:\n\
+        \x20   for member in tar:\n\
+        \x20       if member.name == 'tree/project/issues.ndjson':\n\
+        \x20           print(sum(1 for _ in tar.extractfile(member)))\n";
+    assert_eq!(
+        run("python3", &["-c", script, file]).trim(),
+        issues.to_string()
+    );
+}
+
+/// The sliced archive against the one-stream archive of the same project,
+/// then imported again.
+async fn same_as_one_stream(
+    sliced: &App,
+    whole: &App,
+    user: &User,
+    project: &Project,
+    (issues, min_slices): (usize, usize),
+) {
+    let (in_slices, slices) = export(sliced, user, project).await;
+    let (in_one, none) = export(whole, user, project).await;
+    assert!(slices >= min_slices, "{slices} slice messages");
+    assert_eq!(none, 0);
+    let (a, b) = (entries(&in_slices), entries(&in_one));
+    assert_eq!(
+        a.iter().map(|(p, _)| p).collect::<Vec<_>>(),
+        b.iter().map(|(p, _)| p).collect::<Vec<_>>()
+    );
+    for ((path, x), (_, y)) in a.iter().zip(&b) {
+        assert!(x == y, "{path} differs");
+    }
+    standard_tools_read(&in_slices, issues);
+    // Nothing of the slices is left beside the archive.
+    let folder = shared::keys::exports_prefix(project.id);
+    let left: Vec<String> = sliced
+        .blobs
+        .list(&folder)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.key)
+        .filter(|k| !k.ends_with("/export.tar.gz"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+
+    let again = imported(sliced, user, "again", in_slices).await;
+    let (archive, _) = export(sliced, user, &again).await;
+    assert_eq!(read_archive(&archive).relations["issues"].len(), issues);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sliced_export_is_the_one_stream_export_entry_for_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend =
+        shared::embedded::EmbeddedBackend::open(dir.path(), "http://127.0.0.1:9").unwrap();
+    let whole = App::embedded(&backend, Settings::default());
+    let sliced = App::embedded(&backend, sliced(&Settings::default(), 64 * 1024));
+    let user = whole.users.create_user("root", "Root", true).await.unwrap();
+    let project = imported(&whole, &user, "big", synthetic_archive(ISSUES)).await;
+    same_as_one_stream(&sliced, &whole, &user, &project, (ISSUES, 4)).await;
+    // Every upload in parts was completed or dropped.
+    let parts = std::fs::read_dir(dir.path().join("blobs/.parts")).unwrap();
+    assert_eq!(parts.count(), 0);
+}
+
+/// Takes every message off the queue.
+async fn take_all(app: &App) -> Vec<shared::ports::Delivery> {
+    let mut all = Vec::new();
+    loop {
+        let deliveries = app
+            .queue
+            .receive(10, Duration::from_secs(30))
+            .await
+            .unwrap();
+        if deliveries.is_empty() {
+            return all;
+        }
+        all.extend(deliveries);
+    }
+}
+
+/// The export job run once: it plans the slices and queues them.
+async fn planned(app: &App, user: &User, project: &Project) -> (Job, Vec<shared::ports::Delivery>) {
+    let job = service::schedule_export(app, user, project, None, None)
+        .await
+        .unwrap();
+    for delivery in take_all(app).await {
+        assert_eq!(
+            worker::attempt(app, &delivery.message, 1).await,
+            Outcome::Done
+        );
+        app.queue.ack(&delivery.receipt).await.unwrap();
+    }
+    let slices = take_all(app).await;
+    assert!(slices.len() >= 4, "{} slices", slices.len());
+    assert!(slices
+        .iter()
+        .all(|d| d.message.kind == JobKind::ExportSlice));
+    (job, slices)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_slice_message_is_queued_again_through_the_sweep() {
+    let (app, _dir) = e2e::stores::embedded_app_with(|s| sliced(s, 64 * 1024));
+    let user = app.users.create_user("root", "Root", true).await.unwrap();
+    let project = imported(&app, &user, "lost", synthetic_archive(ISSUES)).await;
+    let (job, slices) = planned(&app, &user, &project).await;
+    // The second slice's message is lost; the others are handled.
+    for (n, delivery) in slices.iter().enumerate() {
+        if n != 1 {
+            assert_eq!(
+                worker::attempt(&app, &delivery.message, 1).await,
+                Outcome::Done
+            );
+        }
+        app.queue.ack(&delivery.receipt).await.unwrap();
+    }
+    assert!(
+        take_all(&app).await.is_empty(),
+        "the job waits for its slice"
+    );
+    let waiting = app.jobs.job(&job.id).await.unwrap().unwrap();
+    assert_eq!(waiting.status, JobStatus::Started);
+    assert!(waiting.processed > 0, "progress shown: {waiting:?}");
+
+    let later = shared::domain::now() + chrono::Duration::hours(1);
+    let swept = sweep_stale_jobs(&app, later, STALE_AFTER).await.unwrap();
+    assert_eq!(swept.requeued, 1);
+    work_queue(&app).await;
+    let done = app.jobs.job(&job.id).await.unwrap().unwrap();
+    assert_eq!(done.status, JobStatus::Finished, "{done:?}");
+    let content = read_archive(&downloaded(&app, &project).await);
+    assert_eq!(content.relations["issues"].len(), ISSUES);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slice_failing_every_delivery_fails_the_export_and_drops_its_parts() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend =
+        shared::embedded::EmbeddedBackend::open(dir.path(), "http://127.0.0.1:9").unwrap();
+    let app = App::embedded(&backend, sliced(&Settings::default(), 64 * 1024));
+    let user = app.users.create_user("root", "Root", true).await.unwrap();
+    let project = imported(&app, &user, "failing", synthetic_archive(ISSUES)).await;
+    let (job, slices) = planned(&app, &user, &project).await;
+    // The project's files went after the plan: the slice with the bundle
+    // cannot be written.
+    let generation = project.content.clone().unwrap();
+    app.blobs
+        .delete_prefix(&shared::keys::content_files_prefix(project.id, &generation))
+        .await
+        .unwrap();
+    for delivery in &slices {
+        let outcome = worker::attempt(&app, &delivery.message, worker::MAX_RECEIVES).await;
+        assert_eq!(outcome, Outcome::Done);
+        app.queue.ack(&delivery.receipt).await.unwrap();
+    }
+    let failed = app.jobs.job(&job.id).await.unwrap().unwrap();
+    assert_eq!(failed.status, JobStatus::Failed, "{failed:?}");
+    assert!(
+        failed
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("gave up"),
+        "{failed:?}"
+    );
+    let left = app
+        .blobs
+        .list(&shared::keys::exports_prefix(project.id))
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "{left:?}");
+    let parts = std::fs::read_dir(dir.path().join("blobs/.parts")).unwrap();
+    assert_eq!(parts.count(), 0, "the upload's parts are dropped");
+}
+
+/// Random bytes: an upload gzip cannot shrink.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed;
+    (0..len)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            (state >> 56) as u8
+        })
+        .collect()
+}
+
+/// On S3 (moto, which holds parts to S3's 5 MiB), with two uploads of
+/// noise: two slices of 6 MiB each, every part as large as S3 wants it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_s3_the_slices_are_parts_of_one_multipart_upload() {
+    let (whole, clients, names) = e2e::stores::moto_app_with(Settings::clone).await;
+    let sliced = shared::aws::app(&clients, &names, sliced(&whole.settings, 11 << 19));
+    let user = whole.users.create_user("root", "Root", true).await.unwrap();
+    let issues = "{\"iid\":1,\"title\":\"one\"}\n{\"iid\":2,\"title\":\"two\"}\n";
+    let (one, two) = (noise(6 << 20, 1), noise(6 << 20, 2));
+    let archive = e2e::tar_gz(&[
+        ("VERSION", b"0.2.4"),
+        ("tree/project.json", b"{\"description\":\"noise\"}"),
+        ("tree/project/issues.ndjson", issues.as_bytes()),
+        ("uploads/aa/one.bin", &one),
+        ("uploads/bb/two.bin", &two),
+    ]);
+    let project = imported(&whole, &user, "noise", archive).await;
+    let (_, slices) = export(&sliced, &user, &project).await;
+    assert_eq!(slices, 2);
+    // S3 names an object completed from N parts by an ETag ending in -N:
+    // the two slices and the trailer.
+    assert!(etag(&sliced, &clients, &names, &project)
+        .await
+        .ends_with("-3\""));
+    same_as_one_stream(&sliced, &whole, &user, &project, (2, 2)).await;
+}
+
+/// The S3 ETag of the project's downloadable export.
+async fn etag(
+    app: &App,
+    clients: &shared::aws::AwsClients,
+    names: &shared::aws::AwsNames,
+    project: &Project,
+) -> String {
+    let download = service::export_download(app, project).await.unwrap();
+    let head = clients
+        .s3
+        .head_object()
+        .bucket(&names.bucket)
+        .key(&download.key)
+        .send()
+        .await
+        .unwrap();
+    head.e_tag().unwrap().to_owned()
+}
+
+/// Slices that compress below S3's least part: the upload is dropped and
+/// the archive written in one stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_s3_slices_too_small_for_parts_fall_back_to_one_stream() {
+    let (whole, clients, names) = e2e::stores::moto_app_with(Settings::clone).await;
+    let sliced = shared::aws::app(&clients, &names, sliced(&whole.settings, 64 * 1024));
+    let user = whole.users.create_user("root", "Root", true).await.unwrap();
+    let project = imported(&whole, &user, "small", synthetic_archive(ISSUES)).await;
+    export(&sliced, &user, &project).await;
+    // One plain PUT: no part count in the ETag.
+    assert!(!etag(&sliced, &clients, &names, &project)
+        .await
+        .contains('-'));
+    same_as_one_stream(&sliced, &whole, &user, &project, (ISSUES, 4)).await;
+}
