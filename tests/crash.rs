@@ -72,6 +72,38 @@ fn an_export_killed_midway_completes_after_a_restart() {
     assert_eq!(std::fs::read_dir(&exports).unwrap().count(), 1);
 }
 
+/// A sliced export whose server died after a slice's part was stored and
+/// before the slice was recorded: after the restart the slice is written
+/// again (its part replaced) and the export completes, whole.
+#[test]
+fn a_sliced_export_killed_between_a_part_and_its_record_completes_after_a_restart() {
+    let temp = tempfile::tempdir().unwrap();
+    let slices = ["--export-slice-bytes", "1048576"];
+    let crash = [("CRASH_AT", "export-slice-part-stored")];
+    let mut server = Server::start_in_env(temp.path(), &slices, &crash);
+    let status =
+        server.import_and_wait(ROOT_TOKEN, synthetic_archive(ISSUES), &[("path", "sliced")]);
+    let id = status["id"].as_u64().unwrap();
+    let response = server.post(Some(ROOT_TOKEN), &format!("/projects/{id}/export"));
+    assert_eq!(response.status(), 202);
+    assert!(!server.wait_exit().success(), "the crash point was reached");
+
+    let server = Server::start_in(temp.path(), &slices);
+    let status = server.wait_export(ROOT_TOKEN, id);
+    assert_eq!(status["export_status"], "finished", "{status}");
+    let (_, archive) = server.download(ROOT_TOKEN, id);
+    let content = read_archive(&archive);
+    assert_eq!(content.relations["issues"].len(), ISSUES);
+    assert_eq!(content.relations["issues"][ISSUES - 1]["iid"], ISSUES);
+    // Only the archive is left: no slice record, no part.
+    let exports = temp.path().join(format!("blobs/exports/{id}"));
+    let left = files_under(&exports);
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0].ends_with("export.tar.gz"), "{left:?}");
+    let parts = std::fs::read_dir(temp.path().join("blobs/.parts")).unwrap();
+    assert_eq!(parts.count(), 0);
+}
+
 /// Every file under `dir`, relative to it.
 fn files_under(dir: &std::path::Path) -> Vec<String> {
     let mut found = Vec::new();

@@ -333,7 +333,7 @@ fn read_line_limited(input: &mut impl BufRead, line: &mut Vec<u8>, max: usize) -
             return Ok(false);
         }
         let window = &available[..available.len().min(room)];
-        if let Some(at) = window.iter().position(|&b| b == b'\n') {
+        if let Some(at) = memchr::memchr(b'\n', window) {
             line.extend_from_slice(&window[..at]);
             input.consume(at + 1);
             return Ok(true);

@@ -238,6 +238,7 @@ async fn ingest(
     let mut read_of: HashMap<Arc<str>, u64> = HashMap::new();
     let (mut files_read, mut files_stored) = (0u64, resume.files);
     let mut paused = false;
+    let mut progress_writes = ProgressWrites::default();
     let stored: Result<()> = async {
         // Past the deadline, with this run's share done: stop at a safe point.
         let stop_here = |writer: &RecordWriter, files_stored: u64| {
@@ -269,7 +270,7 @@ async fn ingest(
                             relation_counts: Some(writer.counts()),
                             ..JobUpdate::default()
                         };
-                        lease.progress(progress).await?;
+                        progress_writes.record(lease, progress).await?;
                     }
                 }
                 ImportEvent::BlobStart { path } => {
@@ -301,6 +302,8 @@ async fn ingest(
         writer.flush().await
     }
     .await;
+    // Before the job moves on: no progress lands after it.
+    let stored = stored.and(progress_writes.settle().await);
     // Stop the reader if storing failed or paused, then learn how reading went.
     let parsed = if paused && stored.is_ok() {
         events.stop().await;
@@ -329,6 +332,34 @@ async fn ingest(
         counts: writer.counts(),
         description,
     }))
+}
+
+/// The job's progress, written beside the import rather than in its way:
+/// each is a durable commit (an fsync of everything written so far, 20 to
+/// 130 ms on the bench machine), and awaited in line they held the import
+/// up by a fifth. One is in flight at a time; one due meanwhile is skipped,
+/// the next carries newer counts.
+#[derive(Default)]
+struct ProgressWrites {
+    writing: Option<JoinHandle<Result<()>>>,
+}
+
+impl ProgressWrites {
+    async fn record(&mut self, lease: &Lease, progress: JobUpdate) -> Result<()> {
+        if self.writing.as_ref().is_some_and(|w| !w.is_finished()) {
+            return Ok(());
+        }
+        self.settle().await?;
+        self.writing = Some(lease.progress_in_background(progress));
+        Ok(())
+    }
+
+    async fn settle(&mut self) -> Result<()> {
+        match self.writing.take() {
+            Some(write) => write.await.map_err(Error::internal)?,
+            None => Ok(()),
+        }
+    }
 }
 
 /// The archive's attributes with the import's `override_params` applied,

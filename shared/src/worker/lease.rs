@@ -132,6 +132,18 @@ impl Lease {
         Ok(())
     }
 
+    /// `progress`, written by a task of its own; the caller awaits it
+    /// before the job moves on.
+    pub fn progress_in_background(&self, update: JobUpdate) -> JoinHandle<Result<()>> {
+        let (app, job_id, attempt) = (self.app.clone(), self.job_id.clone(), self.attempt);
+        tokio::spawn(async move {
+            app.jobs
+                .transition(&job_id, When::OwnedBy(attempt), JobStatus::Started, update)
+                .await?;
+            Ok(())
+        })
+    }
+
     /// Moves the job to `to` with `update` while this run owns it; `None`
     /// if it no longer does.
     async fn transition(&self, to: JobStatus, update: JobUpdate) -> Result<Option<Job>> {

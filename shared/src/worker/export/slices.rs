@@ -236,6 +236,7 @@ pub(in crate::worker) async fn run(app: &App, message: &Message) -> Result<()> {
     };
     let done = written_slices(app, &job).await?;
     if !done.iter().any(|(w, _)| *w == n) {
+        let started = std::time::Instant::now();
         let key = keys::export_key(job.project_id, &job.id);
         let part = PartOf {
             key: &key,
@@ -245,6 +246,7 @@ pub(in crate::worker) async fn run(app: &App, message: &Message) -> Result<()> {
         };
         let produce = |chunks| write_slice(app, job.project_id, plan.mtime(), slice, chunks);
         let ((), part, sum) = pipeline::gzip_part(app, part, produce).await?;
+        crate::crash::point("export-slice-part-stored");
         let written = serde_json::to_vec(&Written { part, sum }).map_err(Error::internal)?;
         app.blobs
             .put(
@@ -252,7 +254,12 @@ pub(in crate::worker) async fn run(app: &App, message: &Message) -> Result<()> {
                 stream::from_bytes(Bytes::from(written)),
             )
             .await?;
-        tracing::info!(slice = n, records = slice.records, "export slice written");
+        tracing::info!(
+            slice = n,
+            records = slice.records,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "export slice written"
+        );
     }
     let done = written_slices(app, &job).await?;
     // Progress the sweep sees: a long export is not a stalled one.
