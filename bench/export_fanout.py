@@ -23,47 +23,18 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from relations_fanout import TOKEN, free_port, multipart, request, wait  # noqa: E402
+from relations_fanout import TOKEN, import_and_wait, part_seconds, request, serve, wait  # noqa: E402
 from run import synthetic_archive  # noqa: E402
-
-
-def slice_seconds(log_path):
-    """The time each slice took, from the server's JSON log."""
-    import json
-
-    seconds = []
-    with open(log_path) as log:
-        for line in log:
-            try:
-                fields = json.loads(line).get("fields", {})
-            except ValueError:
-                continue
-            if fields.get("message") == "export slice written":
-                seconds.append(fields["elapsed_ms"] / 1000)
-    return seconds
 
 
 def run(binary, archive, workers, slice_bytes):
     with tempfile.TemporaryDirectory() as data:
-        port = free_port()
-        base = f"http://127.0.0.1:{port}/api/v4"
         log_path = os.path.join(data, "server.log")
+        extra = ["--export-rate-limit", "0", "--download-rate-limit", "0", "--export-slice-bytes", str(slice_bytes)]
         with open(log_path, "w") as log:
-            server = subprocess.Popen(
-                [binary, "serve", "--bind", f"127.0.0.1:{port}", "--data-dir", os.path.join(data, "d"),
-                 "--workers", str(workers), "--log-json", "--export-rate-limit", "0",
-                 "--download-rate-limit", "0", "--export-slice-bytes", str(slice_bytes)],
-                env={**os.environ, "LOCAL_ROOT_TOKEN": TOKEN, "RUST_LOG": "warn,shared::worker::export=info"},
-                stdout=subprocess.PIPE, stderr=log,
-            )
+            server, base = serve(binary, data, workers, log, "warn,shared::worker::export=info", extra)
         try:
-            for line in server.stdout:
-                if line.strip() == b"ready":
-                    break
-            body, headers = multipart({"path": "bench"}, archive)
-            project = request(base, "POST", "/projects/import", body, headers)
-            pid = project["id"]
-            wait(lambda: True if request(base, "GET", f"/projects/{pid}/import")["import_status"] == "finished" else None)
+            pid = import_and_wait(base, archive)
             subprocess.run(["sync"], check=False)
             start = time.perf_counter()
             request(base, "POST", f"/projects/{pid}/export")
@@ -83,7 +54,7 @@ def run(binary, archive, workers, slice_bytes):
         finally:
             server.terminate()
             server.wait()
-        slices = slice_seconds(log_path)
+        slices = part_seconds(log_path, "export slice written")
         return elapsed, sum(slices), len(slices), size
 
 

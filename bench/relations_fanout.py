@@ -98,8 +98,8 @@ def wait(predicate, timeout=3600):
     raise TimeoutError
 
 
-def part_seconds(log_path):
-    """The time each relation export part took, from the server's JSON log."""
+def part_seconds(log_path, message="relation export part written"):
+    """The time each part took, from the server's JSON log events `message`."""
     seconds = []
     with open(log_path) as log:
         for line in log:
@@ -107,31 +107,42 @@ def part_seconds(log_path):
                 fields = json.loads(line).get("fields", {})
             except ValueError:
                 continue
-            if fields.get("message") == "relation export part written":
+            if fields.get("message") == message:
                 seconds.append(fields["elapsed_ms"] / 1000)
     return seconds
 
 
+def serve(binary, data, workers, log, rust_log, extra=()):
+    """A `local serve` on a free port with `workers` workers, JSON logs to
+    `log`; returns the process and its API base URL once it is ready."""
+    port = free_port()
+    server = subprocess.Popen(
+        [binary, "serve", "--bind", f"127.0.0.1:{port}", "--data-dir", os.path.join(data, "d"),
+         "--workers", str(workers), "--log-json", *extra],
+        env={**os.environ, "LOCAL_ROOT_TOKEN": TOKEN, "RUST_LOG": rust_log},
+        stdout=subprocess.PIPE, stderr=log,
+    )
+    for line in server.stdout:
+        if line.strip() == b"ready":
+            break
+    return server, f"http://127.0.0.1:{port}/api/v4"
+
+
+def import_and_wait(base, archive):
+    """The archive imported as a new project; its id."""
+    body, headers = multipart({"path": "bench"}, archive)
+    pid = request(base, "POST", "/projects/import", body, headers)["id"]
+    wait(lambda: True if request(base, "GET", f"/projects/{pid}/import")["import_status"] == "finished" else None)
+    return pid
+
+
 def run(binary, archive, workers, batched):
     with tempfile.TemporaryDirectory() as data:
-        port = free_port()
-        base = f"http://127.0.0.1:{port}/api/v4"
         log_path = os.path.join(data, "server.log")
         with open(log_path, "w") as log:
-            server = subprocess.Popen(
-                [binary, "serve", "--bind", f"127.0.0.1:{port}", "--data-dir", os.path.join(data, "d"),
-                 "--workers", str(workers), "--log-json"],
-                env={**os.environ, "LOCAL_ROOT_TOKEN": TOKEN, "RUST_LOG": "warn,shared::worker::relation_export=info"},
-                stdout=subprocess.PIPE, stderr=log,
-            )
+            server, base = serve(binary, data, workers, log, "warn,shared::worker::relation_export=info")
         try:
-            for line in server.stdout:
-                if line.strip() == b"ready":
-                    break
-            body, headers = multipart({"path": "bench"}, archive)
-            project = request(base, "POST", "/projects/import", body, headers)
-            pid = project["id"]
-            wait(lambda: True if request(base, "GET", f"/projects/{pid}/import")["import_status"] == "finished" else None)
+            pid = import_and_wait(base, archive)
             start = time.perf_counter()
             request(base, "POST", f"/projects/{pid}/export_relations" + ("?batched=true" if batched else ""))
 

@@ -888,37 +888,12 @@ fn a_parallel_compressed_export_reads_with_the_standard_tools() {
     let (status, _, archive) =
         server.fetch_file(ROOT_TOKEN, &format!("/projects/{id}/export/download"));
     assert_eq!(status, 200);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("export.tar.gz");
-    std::fs::write(&path, &archive).unwrap();
     let tar_bytes = e2e::gunzip(&archive).len();
     assert!(
         tar_bytes > 4 * 1024 * 1024,
         "{tar_bytes} bytes: several pieces"
     );
-
-    let run = |program: &str, args: &[&str]| {
-        let output = std::process::Command::new(program)
-            .args(args)
-            .output()
-            .unwrap_or_else(|err| panic!("{program}: {err}"));
-        assert!(output.status.success(), "{program} {args:?}: {output:?}");
-        String::from_utf8(output.stdout).unwrap()
-    };
-    let file = path.to_str().unwrap();
-    run("gzip", &["-t", file]);
-    let listed = run("tar", &["-tzf", file]);
-    assert!(
-        listed.lines().any(|l| l == "tree/project/issues.ndjson"),
-        "{listed}"
-    );
-    let script = "import sys, tarfile\n\
-        with tarfile.open(sys.argv[1], 'r|gz') as tar:\n\
-        \x20   for member in tar:\n\
-        \x20       if member.name == 'tree/project/issues.ndjson':\n\
-        \x20           print(sum(1 for _ in tar.extractfile(member)))\n";
-    let counted = run("python3", &["-c", script, file]);
-    assert_eq!(counted.trim(), issues.to_string());
+    e2e::standard_tools_read(&archive, issues);
 }
 
 /// `DELETE /projects/:id` (GitLab's `lib/api/projects.rb`: `202 Accepted`):

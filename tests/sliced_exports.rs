@@ -86,35 +86,6 @@ fn entries(archive: &[u8]) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-/// `gzip -t`, `tar -tzf` and Python's tarfile in stream mode (which reads
-/// only a first gzip member) read the whole archive.
-fn standard_tools_read(archive: &[u8], issues: usize) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("export.tar.gz");
-    std::fs::write(&path, archive).unwrap();
-    let file = path.to_str().unwrap();
-    let run = |program: &str, args: &[&str]| {
-        let output = std::process::Command::new(program)
-            .args(args)
-            .output()
-            .unwrap_or_else(|err| panic!("{program}: {err}"));
-        assert!(output.status.success(), "{program} {args:?}: {output:?}");
-        String::from_utf8(output.stdout).unwrap()
-    };
-    run("gzip", &["-t", file]);
-    let listed = run("tar", &["-tzf", file]);
-    assert!(listed.lines().any(|l| l == "tree/project/issues.ndjson"));
-    let script = "import sys, tarfile\n\
-        with tarfile.open(sys.argv[1], 'r|gz') as tar:\n\
-        \x20   for member in tar:\n\
-        \x20       if member.name == 'tree/project/issues.ndjson':\n\
-        \x20           print(sum(1 for _ in tar.extractfile(member)))\n";
-    assert_eq!(
-        run("python3", &["-c", script, file]).trim(),
-        issues.to_string()
-    );
-}
-
 /// The sliced archive against the one-stream archive of the same project,
 /// then imported again.
 async fn same_as_one_stream(
@@ -136,7 +107,7 @@ async fn same_as_one_stream(
     for ((path, x), (_, y)) in a.iter().zip(&b) {
         assert!(x == y, "{path} differs");
     }
-    standard_tools_read(&in_slices, issues);
+    e2e::standard_tools_read(&in_slices, issues);
     // Nothing of the slices is left beside the archive.
     let folder = shared::keys::exports_prefix(project.id);
     let left: Vec<String> = sliced

@@ -630,3 +630,34 @@ pub fn gunzip(bytes: &[u8]) -> Vec<u8> {
         .expect("gzip");
     out
 }
+
+/// `gzip -t`, `tar -tzf` and Python's tarfile in stream mode (which reads
+/// only a first gzip member) read the whole archive, whose issues file has
+/// `issues` lines.
+pub fn standard_tools_read(archive: &[u8], issues: usize) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("export.tar.gz");
+    std::fs::write(&path, archive).expect("archive written");
+    let file = path.to_str().expect("a UTF-8 path");
+    let run = |program: &str, args: &[&str]| {
+        let output = Command::new(program)
+            .args(args)
+            .output()
+            .unwrap_or_else(|err| panic!("{program}: {err}"));
+        assert!(output.status.success(), "{program} {args:?}: {output:?}");
+        String::from_utf8(output.stdout).expect("UTF-8 output")
+    };
+    run("gzip", &["-t", file]);
+    let listed = run("tar", &["-tzf", file]);
+    assert!(
+        listed.lines().any(|l| l == "tree/project/issues.ndjson"),
+        "{listed}"
+    );
+    let script = "import sys, tarfile\n\
+        with tarfile.open(sys.argv[1], 'r|gz') as tar:\n\
+        \x20   for member in tar:\n\
+        \x20       if member.name == 'tree/project/issues.ndjson':\n\
+        \x20           print(sum(1 for _ in tar.extractfile(member)))\n";
+    let counted = run("python3", &["-c", script, file]);
+    assert_eq!(counted.trim(), issues.to_string());
+}

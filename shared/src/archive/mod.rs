@@ -9,12 +9,14 @@ mod legacy;
 mod parallel_gzip;
 pub mod raw_json;
 mod reader;
+mod slices;
 mod writer;
 
 pub use events::{ImportEvent, SinkClosed};
 pub use json::check_record;
-pub use parallel_gzip::{trailer, ParallelGzEncoder, Slice, SliceSum};
+pub use parallel_gzip::ParallelGzEncoder;
 pub use reader::{read_archive, read_relation};
+pub use slices::{trailer, Slice, SliceSum};
 pub use writer::{header_bytes, padding, write_archive, ExportItem, END_OF_ARCHIVE};
 
 /// The archive format version we write and the versions we read.

@@ -14,12 +14,15 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crc32fast::Hasher;
 use flate2::{Compress, Compression, FlushCompress, Status};
+
+use super::slices::{Slice, SliceSum};
 
 /// Input bytes per piece.
 pub const PIECE_BYTES: usize = 1024 * 1024;
@@ -31,43 +34,7 @@ const WINDOW: usize = 32 * 1024;
 const MAX_THREADS: usize = 4;
 
 /// gzip's header (RFC 1952): deflate, no name, no time, OS unknown.
-pub const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
-
-/// Where one slice of a gzip stream sits in it. A stream written by several
-/// encoders (an export's slices, each on a worker of its own) is the first
-/// slice with the header, the others bare, each ended at a byte boundary,
-/// then `trailer`: the slices' deflate blocks read as one stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Slice {
-    /// The whole stream: header, deflate, trailer.
-    Whole,
-    /// Not the end: the header if `first`, no final block, no trailer.
-    Open { first: bool },
-}
-
-/// What a slice's bytes add to the stream's trailer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct SliceSum {
-    pub crc: u32,
-    pub length: u64,
-}
-
-/// The end of a stream whose slices (in order) summed to `sums`: an empty
-/// final block, then the CRC-32 and length of everything.
-pub fn trailer(sums: &[SliceSum]) -> [u8; 10] {
-    let mut crc = Hasher::new();
-    let mut length = 0u64;
-    for sum in sums {
-        crc.combine(&Hasher::new_with_initial_len(sum.crc, sum.length));
-        length += sum.length;
-    }
-    let mut out = [0u8; 10];
-    // BFINAL, fixed Huffman codes, end of block: 3 bits then 7 zero bits.
-    out[0] = 0x03;
-    out[2..6].copy_from_slice(&crc.finalize().to_le_bytes());
-    out[6..].copy_from_slice(&(length as u32).to_le_bytes());
-    out
-}
+const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
 
 /// Buffers handed back for reuse. Each piece's buffers are allocated on
 /// one thread and freed on another; fresh ones each time left glibc's heaps
@@ -127,11 +94,13 @@ pub struct ParallelGzEncoder<W: Write> {
     crc: Hasher,
     length: u64,
     slice: Slice,
+    /// Threads counted in `THREADS_IN_USE` for this encoder.
+    claimed: usize,
 }
 
 impl<W: Write> ParallelGzEncoder<W> {
     pub fn new(out: W, level: u32) -> Self {
-        Self::with_threads(out, level, default_threads())
+        Self::slice(out, level, Slice::Whole)
     }
 
     pub fn with_threads(out: W, level: u32, threads: usize) -> Self {
@@ -141,7 +110,10 @@ impl<W: Write> ParallelGzEncoder<W> {
     /// One slice of a stream other encoders write the rest of; `finish_slice`
     /// ends it.
     pub fn slice(out: W, level: u32, slice: Slice) -> Self {
-        Self::slice_with_threads(out, level, default_threads(), slice)
+        let threads = claim_threads();
+        let mut encoder = Self::slice_with_threads(out, level, threads, slice);
+        encoder.claimed = threads;
+        encoder
     }
 
     pub fn slice_with_threads(out: W, level: u32, threads: usize, slice: Slice) -> Self {
@@ -176,6 +148,7 @@ impl<W: Write> ParallelGzEncoder<W> {
             crc: Hasher::new(),
             length: 0,
             slice,
+            claimed: 0,
         }
     }
 
@@ -276,11 +249,22 @@ impl<W: Write> ParallelGzEncoder<W> {
     }
 }
 
-/// The machine's cores, at most `MAX_THREADS`.
-fn default_threads() -> usize {
-    std::thread::available_parallelism()
+/// Compressing threads the process's encoders hold: encoders at work at
+/// once (the slices of an export on a server's workers) share the cores
+/// rather than each starting one thread per core, which left more threads
+/// than cores and a deflate state and pieces in flight for each.
+static THREADS_IN_USE: AtomicUsize = AtomicUsize::new(0);
+
+/// The cores (at most `MAX_THREADS`) that other encoders do not hold, one
+/// at least.
+fn claim_threads() -> usize {
+    let cores = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .clamp(1, MAX_THREADS)
+        .clamp(1, MAX_THREADS);
+    let free = cores.saturating_sub(THREADS_IN_USE.load(Ordering::Relaxed));
+    let threads = free.max(1);
+    THREADS_IN_USE.fetch_add(threads, Ordering::Relaxed);
+    threads
 }
 
 fn stopped() -> io::Error {
@@ -305,6 +289,7 @@ impl<W: Write> Write for ParallelGzEncoder<W> {
 
 impl<W: Write> Drop for ParallelGzEncoder<W> {
     fn drop(&mut self) {
+        THREADS_IN_USE.fetch_sub(self.claimed, Ordering::Relaxed);
         // Unfinished (an error on the way): stop the threads, write nothing.
         // Closing `pieces` ends their loops; draining `deflated` until every
         // thread has dropped its sender frees one blocked on a full channel.
@@ -379,7 +364,7 @@ fn deflate_piece(deflate: &mut Compress, piece: &Piece, mut out: Vec<u8>) -> io:
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::io::Read;
 
     use flate2::read::GzDecoder;
@@ -389,7 +374,7 @@ mod tests {
 
     /// Words drawn at random from a vocabulary: about 3× compressible, as
     /// NDJSON records are.
-    fn words(len: usize) -> Vec<u8> {
+    pub(in crate::archive) fn words(len: usize) -> Vec<u8> {
         let mut state = 1u64;
         let mut next = || {
             state = state
@@ -423,7 +408,7 @@ mod tests {
 
     /// Read as a single member: a reader that stops after the first one
     /// (Python's tarfile in stream mode) gets everything.
-    fn gunzip_first_member(gz: &[u8]) -> Vec<u8> {
+    pub(in crate::archive) fn gunzip_first_member(gz: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         GzDecoder::new(gz).read_to_end(&mut out).unwrap();
         out
@@ -456,41 +441,6 @@ mod tests {
     }
 
     #[test]
-    fn slices_written_apart_then_joined_with_the_trailer_are_one_gzip_member() {
-        let input = words(3 * PIECE_BYTES + 777);
-        for cuts in [
-            vec![0, input.len()],
-            vec![0, 10, input.len()],
-            vec![
-                0,
-                PIECE_BYTES,
-                PIECE_BYTES,
-                2 * PIECE_BYTES + 5,
-                input.len(),
-            ],
-        ] {
-            let mut joined = Vec::new();
-            let mut sums = Vec::new();
-            for (n, range) in cuts.windows(2).enumerate() {
-                let slice = Slice::Open { first: n == 0 };
-                let mut encoder = ParallelGzEncoder::slice_with_threads(Vec::new(), 6, 2, slice);
-                encoder.write_all(&input[range[0]..range[1]]).unwrap();
-                let (out, sum) = encoder.finish_slice().unwrap();
-                assert_eq!(sum.length, (range[1] - range[0]) as u64);
-                joined.extend_from_slice(&out);
-                sums.push(sum);
-            }
-            joined.extend_from_slice(&trailer(&sums));
-            assert_eq!(gunzip_first_member(&joined), input, "cut at {cuts:?}");
-            let mut whole = Vec::new();
-            flate2::read::MultiGzDecoder::new(&joined[..])
-                .read_to_end(&mut whole)
-                .unwrap();
-            assert_eq!(whole.len(), input.len());
-        }
-    }
-
-    #[test]
     fn pieces_cost_little_size_over_one_stream() {
         let input = words(6 * PIECE_BYTES);
         let pieces = compressed(&input, 2, 65_536).len() as f64;
@@ -498,6 +448,27 @@ mod tests {
         one.write_all(&input).unwrap();
         let one = one.finish().unwrap().len() as f64;
         assert!(pieces / one < 1.005, "{pieces} against {one}");
+    }
+
+    #[test]
+    fn encoders_at_work_at_once_share_the_cores() {
+        let cores = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, MAX_THREADS);
+        let first = ParallelGzEncoder::new(Vec::new(), 6);
+        let second = ParallelGzEncoder::new(Vec::new(), 6);
+        assert!(first.threads.len() <= cores && !second.threads.is_empty());
+        if cores > 1 {
+            assert!(
+                second.threads.len() < cores,
+                "the second takes what is left"
+            );
+        }
+        let held = THREADS_IN_USE.load(Ordering::Relaxed);
+        assert!(held >= first.claimed + second.claimed);
+        first.finish().unwrap();
+        drop(second);
+        assert!(THREADS_IN_USE.load(Ordering::Relaxed) < held);
     }
 
     #[test]

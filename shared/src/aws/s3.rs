@@ -155,46 +155,12 @@ impl S3BlobStore {
         first: Bytes,
         body: &mut BorrowedStream<'_>,
     ) -> Result<u64> {
-        let created = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(s3_error)?;
-        let upload_id = created
-            .upload_id()
-            .ok_or_else(|| Error::Storage("S3 gave no upload id".into()))?
-            .to_owned();
-        let uploaded = self.upload_parts(key, &upload_id, first, body).await;
-        match uploaded {
-            Ok((parts, size)) => {
-                self.client
-                    .complete_multipart_upload()
-                    .bucket(&self.bucket)
-                    .key(key)
-                    .upload_id(&upload_id)
-                    .multipart_upload(
-                        CompletedMultipartUpload::builder()
-                            .set_parts(Some(parts))
-                            .build(),
-                    )
-                    .send()
-                    .await
-                    .map_err(s3_error)?;
-                Ok(size)
-            }
+        let upload = self.start_parts(key).await?;
+        match self.upload_parts(key, &upload, first, body).await {
+            Ok(parts) => self.complete_parts(key, &upload, &parts).await,
             Err(err) => {
                 // Nothing becomes visible; the parts are dropped.
-                let _ = self
-                    .client
-                    .abort_multipart_upload()
-                    .bucket(&self.bucket)
-                    .key(key)
-                    .upload_id(&upload_id)
-                    .send()
-                    .await;
+                let _ = self.abort_parts(key, &upload).await;
                 Err(err)
             }
         }
@@ -203,42 +169,55 @@ impl S3BlobStore {
     async fn upload_parts(
         &self,
         key: &str,
-        upload_id: &str,
+        upload: &str,
         first: Bytes,
         body: &mut BorrowedStream<'_>,
-    ) -> Result<(Vec<CompletedPart>, u64)> {
+    ) -> Result<Vec<StoredPart>> {
         let mut parts = Vec::new();
-        let mut size = 0u64;
         let mut pending = Some(first);
         loop {
             let part = match pending.take() {
                 Some(part) => part,
                 None => match read_part(body).await? {
                     Some(part) => part,
-                    None => break,
+                    None => return Ok(parts),
                 },
             };
-            size += part.len() as u64;
-            let number = parts.len() as i32 + 1;
-            let uploaded = self
-                .client
-                .upload_part()
-                .bucket(&self.bucket)
-                .key(key)
-                .upload_id(upload_id)
-                .part_number(number)
-                .body(S3Body::from(part))
-                .send()
-                .await
-                .map_err(s3_error)?;
-            parts.push(
-                CompletedPart::builder()
-                    .set_e_tag(uploaded.e_tag().map(str::to_owned))
-                    .part_number(number)
-                    .build(),
-            );
+            let number = parts.len() as u32 + 1;
+            let size = part.len() as u64;
+            let stored = self
+                .upload_part(key, upload, number, S3Body::from(part), size)
+                .await?;
+            parts.push(stored);
         }
-        Ok((parts, size))
+    }
+
+    /// Part `number` of the upload, `size` bytes.
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload: &str,
+        number: u32,
+        body: S3Body,
+        size: u64,
+    ) -> Result<StoredPart> {
+        let uploaded = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload)
+            .part_number(number as i32)
+            .content_length(size as i64)
+            .body(body)
+            .send()
+            .await
+            .map_err(s3_error)?;
+        Ok(StoredPart {
+            number,
+            size,
+            receipt: uploaded.e_tag().unwrap_or_default().to_owned(),
+        })
     }
 }
 
@@ -409,23 +388,7 @@ impl BlobStore for S3BlobStore {
             .build()
             .await
             .map_err(Error::internal)?;
-        let uploaded = self
-            .client
-            .upload_part()
-            .bucket(&self.bucket)
-            .key(key)
-            .upload_id(upload)
-            .part_number(number as i32)
-            .content_length(size as i64)
-            .body(body)
-            .send()
-            .await
-            .map_err(s3_error)?;
-        Ok(StoredPart {
-            number,
-            size,
-            receipt: uploaded.e_tag().unwrap_or_default().to_owned(),
-        })
+        self.upload_part(key, upload, number, body, size).await
     }
 
     async fn complete_parts(&self, key: &str, upload: &str, parts: &[StoredPart]) -> Result<u64> {
