@@ -261,6 +261,17 @@ pub(in crate::worker) async fn run(app: &App, message: &Message) -> Result<()> {
             "export slice written"
         );
     }
+    if app
+        .jobs
+        .job(&job.id)
+        .await?
+        .is_none_or(|job| job.status.is_done())
+    {
+        // The export ended while this ran (a late duplicate): its record
+        // would outlive the folder the job cleared.
+        app.blobs.delete_prefix(&slices_prefix(&job)).await?;
+        return Ok(());
+    }
     let done = written_slices(app, &job).await?;
     // Progress the sweep sees: a long export is not a stalled one.
     let records = done
