@@ -93,6 +93,32 @@ pub fn export_key(project_id: u64, job_id: &str) -> String {
     format!("{}export.tar.gz", export_prefix(project_id, job_id))
 }
 
+/// A sliced export's plan and its slices' records, beside its archive
+/// until the archive is complete.
+pub fn export_slices_prefix(project_id: u64, job_id: &str) -> String {
+    format!("{}slices/", export_prefix(project_id, job_id))
+}
+
+pub fn export_slice_plan_key(project_id: u64, job_id: &str) -> String {
+    format!("{}plan.json", export_slices_prefix(project_id, job_id))
+}
+
+/// What slice `slice` of the export wrote (`slice_of_record_key` reads it back).
+pub fn export_slice_record_key(project_id: u64, job_id: &str, slice: usize) -> String {
+    format!(
+        "{}{slice}.written",
+        export_slices_prefix(project_id, job_id)
+    )
+}
+
+/// The slice whose record `key` is, under `prefix` (`export_slices_prefix`).
+pub fn slice_of_record_key(key: &str, prefix: &str) -> Option<usize> {
+    key.strip_prefix(prefix)?
+        .strip_suffix(".written")?
+        .parse()
+        .ok()
+}
+
 /// Every upload's prefix.
 pub const UPLOADS: &str = "imports/";
 

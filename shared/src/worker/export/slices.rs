@@ -35,22 +35,15 @@ struct Written {
 }
 
 fn plan_key(job: &Job) -> String {
-    format!("{}plan.json", slices_prefix(job))
+    keys::export_slice_plan_key(job.project_id, &job.id)
 }
 
 fn slices_prefix(job: &Job) -> String {
-    format!("{}slices/", keys::export_prefix(job.project_id, &job.id))
+    keys::export_slices_prefix(job.project_id, &job.id)
 }
 
 fn written_key(job: &Job, slice: usize) -> String {
-    format!("{}{slice}.written", slices_prefix(job))
-}
-
-fn slice_of(key: &str, prefix: &str) -> Option<usize> {
-    key.strip_prefix(prefix)?
-        .strip_suffix(".written")?
-        .parse()
-        .ok()
+    keys::export_slice_record_key(job.project_id, &job.id, slice)
 }
 
 fn message(job: &Job, slice: usize) -> Message {
@@ -204,7 +197,7 @@ async fn written_slices(app: &App, job: &Job) -> Result<Vec<(usize, u64)>> {
         .list(&prefix)
         .await?
         .iter()
-        .filter_map(|blob| Some((slice_of(&blob.key, &prefix)?, blob.size)))
+        .filter_map(|blob| Some((keys::slice_of_record_key(&blob.key, &prefix)?, blob.size)))
         .collect())
 }
 
