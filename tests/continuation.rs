@@ -94,8 +94,8 @@ async fn an_import_cut_short_continues_and_ends_equal_on_the_embedded_store() {
     let (_, in_one_run) = import_and_export(&whole).await;
     let (cut, _b) = embedded(cut_short);
     let (job, continued) = import_and_export(&cut).await;
-    // 250 records a batch: every relation's batches and both files.
-    assert_continued(&job, 6);
+    // 1,000 records a batch: every relation's batches and both files.
+    assert_continued(&job, 5);
     assert_eq!(continued, in_one_run);
 }
 

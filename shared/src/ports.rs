@@ -15,7 +15,7 @@ use crate::domain::{
     UserId, When,
 };
 use crate::error::Result;
-use crate::stream::{BorrowedStream, ByteStream};
+use crate::stream::{BlockingReader, BorrowedStream, ByteStream};
 
 /// Users, their namespaces and their tokens (stored as hashes only).
 #[async_trait]
@@ -260,13 +260,15 @@ pub trait JobStore: Send + Sync {
         to: JobStatus,
         update: JobUpdate,
     ) -> Result<Option<Job>>;
-    /// Progress of a started job (records processed so far, counts); a job
-    /// that is no longer started is left alone.
-    async fn record_progress(&self, id: &str, progress: JobUpdate) -> Result<()> {
-        let started = When::status_in(&[JobStatus::Started]);
-        self.transition(id, started, JobStatus::Started, progress)
+    /// Progress of a started job (records processed so far, counts) if
+    /// `when` holds; `false` if it did not. Progress is for watching, not
+    /// for recovering: a store may make it durable only with its next
+    /// state change, so that frequent progress never waits on the disk.
+    async fn record_progress(&self, id: &str, when: When, progress: JobUpdate) -> Result<bool> {
+        let written = self
+            .transition(id, when, JobStatus::Started, progress)
             .await?;
-        Ok(())
+        Ok(written.is_some())
     }
     /// The project's jobs of a kind, newest first: at most `limit` after
     /// the newest `skip`.
@@ -374,6 +376,12 @@ pub trait BlobStore: Send + Sync {
     async fn put(&self, key: &str, body: BorrowedStream<'_>) -> Result<u64>;
     /// `404 File Not Found` if there is no such blob.
     async fn get(&self, key: &str) -> Result<ByteStream>;
+    /// The blob for a blocking thread (an archive's reader); `404` as `get`.
+    async fn reader(&self, key: &str) -> Result<BlockingReader> {
+        Ok(Box::new(crate::stream::blocking_reader(
+            self.get(key).await?,
+        )))
+    }
     async fn list(&self, prefix: &str) -> Result<Vec<BlobInfo>>;
     /// The names of the folders right under `prefix` (which ends in `/`):
     /// `a` and `b` for `x/a/1` and `x/b/c/2` under `x/`.

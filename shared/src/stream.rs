@@ -3,7 +3,7 @@
 
 use std::io::{self, Read, Write};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -13,17 +13,31 @@ use tokio::sync::mpsc;
 pub type BorrowedStream<'a> = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + 'a>>;
 pub type ByteStream = BorrowedStream<'static>;
 
-/// The bytes `stream` yields, counted as they pass (an import's archive
+/// A blocking reader, for a thread of its own.
+pub type BlockingReader = Box<dyn Read + Send>;
+
+/// The bytes `reader` gives, counted as they pass (an import's archive
 /// size, for its metrics, without asking the store).
-pub fn counted(stream: ByteStream) -> (ByteStream, Arc<std::sync::atomic::AtomicU64>) {
-    let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let counter = count.clone();
-    let stream = stream.inspect(move |chunk| {
-        if let Ok(chunk) = chunk {
-            counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-        }
-    });
-    (Box::pin(stream), count)
+pub fn counted(reader: BlockingReader) -> (BlockingReader, Arc<AtomicU64>) {
+    let count = Arc::new(AtomicU64::new(0));
+    let reader = Counted {
+        inner: reader,
+        count: count.clone(),
+    };
+    (Box::new(reader), count)
+}
+
+struct Counted {
+    inner: BlockingReader,
+    count: Arc<AtomicU64>,
+}
+
+impl Read for Counted {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
 }
 
 /// How many bytes travel together between the archive thread and storage.

@@ -624,9 +624,20 @@ pub async fn job_store(app: &App, _backend: Backend) {
             skipped: 2,
         },
     );
-    jobs.record_progress(&job.id, progress(42, Some(counts.clone())))
+    // Only the run that holds the job records its progress.
+    let other_run = When::OwnedBy(started.attempt + 1);
+    assert!(!jobs
+        .record_progress(&job.id, other_run, progress(7, None))
         .await
-        .unwrap();
+        .unwrap());
+    assert!(jobs
+        .record_progress(
+            &job.id,
+            When::OwnedBy(started.attempt),
+            progress(42, Some(counts.clone()))
+        )
+        .await
+        .unwrap());
     let progressed = jobs.job(&job.id).await.unwrap().unwrap();
     assert_eq!(
         (progressed.processed, progressed.relation_counts),
@@ -665,9 +676,10 @@ pub async fn job_store(app: &App, _backend: Backend) {
         .await
         .unwrap()
         .is_none());
-    jobs.record_progress(&job.id, progress(1, None))
+    assert!(!jobs
+        .record_progress(&job.id, When::started(), progress(1, None))
         .await
-        .unwrap();
+        .unwrap());
     assert_eq!(jobs.job(&job.id).await.unwrap().unwrap().processed, 42);
 
     // Unfinished jobs not updated lately: the stale-job sweep's candidates.
@@ -970,6 +982,20 @@ pub async fn blob_store(app: &App, backend: Backend) {
         .flat_map(|c| c.unwrap().to_vec())
         .collect();
     assert!(back == expected, "large blob differs");
+    // The same bytes through a blocking reader, read on a thread of its own.
+    let reader = blobs.reader("a/large").await.unwrap();
+    let read = tokio::task::spawn_blocking(move || {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut { reader }, &mut bytes).map(|_| bytes)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(read == expected, "large blob read blocking differs");
+    assert!(matches!(
+        blobs.reader("a/missing").await,
+        Err(Error::NotFound(_))
+    ));
 
     // A failing stream leaves nothing behind, small or large.
     for size in [10usize, 9 * 1024 * 1024] {

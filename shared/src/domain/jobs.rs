@@ -254,6 +254,11 @@ impl When {
         When::StatusIn(StatusSet::of(statuses))
     }
 
+    /// Started, whichever run holds it.
+    pub fn started() -> When {
+        When::status_in(&[JobStatus::Started])
+    }
+
     pub fn holds(&self, job: &Job) -> bool {
         match *self {
             When::StatusIn(statuses) => statuses.contains(job.status),

@@ -12,7 +12,7 @@ use tokio::io::AsyncWriteExt;
 use crate::domain::now;
 use crate::ports::{BlobInfo, BlobStore, StoredPart, MAX_PART_NUMBER};
 use crate::signing::{Action, Signer};
-use crate::stream::{BorrowedStream, ByteStream};
+use crate::stream::{BlockingReader, BorrowedStream, ByteStream};
 use crate::{Error, Result};
 
 /// How often a blob being written checks the disk's free space.
@@ -226,6 +226,17 @@ fn drop_abandoned_uploads(parts: &Path) {
     }
 }
 
+impl DirBlobStore {
+    async fn open_blob(&self, key: &str) -> Result<tokio::fs::File> {
+        let path = self.path_of(key)?;
+        match tokio::fs::File::open(&path).await {
+            Ok(file) => Ok(file),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(Error::not_found("File")),
+            Err(err) => Err(err.into()),
+        }
+    }
+}
+
 #[async_trait]
 impl BlobStore for DirBlobStore {
     async fn put(&self, key: &str, body: BorrowedStream<'_>) -> Result<u64> {
@@ -234,18 +245,17 @@ impl BlobStore for DirBlobStore {
     }
 
     async fn get(&self, key: &str) -> Result<ByteStream> {
-        let path = self.path_of(key)?;
-        let file = match tokio::fs::File::open(&path).await {
-            Ok(file) => file,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::not_found("File"))
-            }
-            Err(err) => return Err(err.into()),
-        };
+        let file = self.open_blob(key).await?;
         Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(
             file,
             crate::stream::CHUNK,
         )))
+    }
+
+    /// The file itself: through `get`, every 256 KiB an import read waited
+    /// for a blocking-pool thread, behind the import's own store writes.
+    async fn reader(&self, key: &str) -> Result<BlockingReader> {
+        Ok(Box::new(self.open_blob(key).await?.into_std().await))
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<BlobInfo>> {

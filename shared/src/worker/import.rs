@@ -83,7 +83,7 @@ async fn import(app: &App, lease: &Lease, job: Job, deadline: Deadline) -> Resul
             Err(err) => return Err(err),
         }
     }
-    let archive = match app.blobs.get(&upload).await {
+    let archive = match app.blobs.reader(&upload).await {
         Ok(archive) => archive,
         Err(Error::NotFound(_)) => {
             return lease.fail("the uploaded archive is missing".into()).await
@@ -226,7 +226,7 @@ async fn ingest(
     project: &Project,
     job: &Job,
     resume: &ImportResume,
-    archive: stream::ByteStream,
+    archive: stream::BlockingReader,
     deadline: Deadline,
 ) -> Result<Ingested> {
     let generation = resume.generation.as_str();

@@ -128,7 +128,11 @@ impl Lease {
 
     /// Progress of the owned job.
     pub async fn progress(&self, update: JobUpdate) -> Result<()> {
-        self.transition(JobStatus::Started, update).await?;
+        let when = When::OwnedBy(self.attempt);
+        self.app
+            .jobs
+            .record_progress(&self.job_id, when, update)
+            .await?;
         Ok(())
     }
 
@@ -138,7 +142,7 @@ impl Lease {
         let (app, job_id, attempt) = (self.app.clone(), self.job_id.clone(), self.attempt);
         tokio::spawn(async move {
             app.jobs
-                .transition(&job_id, When::OwnedBy(attempt), JobStatus::Started, update)
+                .record_progress(&job_id, When::OwnedBy(attempt), update)
                 .await?;
             Ok(())
         })

@@ -57,7 +57,7 @@ async fn import_relation(app: &App, lease: &Lease, job: Job) -> Result<()> {
             return Ok(());
         }
     }
-    let archive = match app.blobs.get(&upload).await {
+    let archive = match app.blobs.reader(&upload).await {
         Ok(archive) => archive,
         Err(Error::NotFound(_)) => {
             return lease.fail("the uploaded archive is missing".into()).await
@@ -198,7 +198,7 @@ struct Merge<'a> {
 impl Merge<'_> {
     async fn run(
         &self,
-        archive: stream::ByteStream,
+        archive: stream::BlockingReader,
     ) -> Result<std::collections::BTreeMap<String, RelationCounts>> {
         let base = self.project.relation_generation(self.relation);
         let existing = self.existing_keys(base).await?;
@@ -235,7 +235,7 @@ impl Merge<'_> {
     /// project lacks, noting where each run of them goes.
     async fn stage_new(
         &self,
-        archive: stream::ByteStream,
+        archive: stream::BlockingReader,
         existing: &HashSet<RecordKey>,
     ) -> Result<(Runs, RelationCounts)> {
         let limits = self.app.settings.limits.clone();

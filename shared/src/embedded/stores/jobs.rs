@@ -20,6 +20,31 @@ fn project_job_keys(
         .collect()
 }
 
+/// Moves job `id` to `to` within `txn` if `when` holds.
+fn transition_in(
+    txn: &WriteTransaction,
+    id: &str,
+    when: When,
+    to: JobStatus,
+    update: JobUpdate,
+) -> Result<Option<Job>> {
+    let mut jobs = txn.open_table(JOBS)?;
+    let mut job: Job = match jobs.get(id)? {
+        Some(bytes) => decode(bytes.value())?,
+        None => return Ok(None),
+    };
+    if !when.holds(&job) {
+        return Ok(None);
+    }
+    job.apply(to, update);
+    jobs.insert(id, encode(&job)?.as_slice())?;
+    if to == JobStatus::Finished {
+        txn.open_table(LATEST_FINISHED_JOB)?
+            .insert((job.project_id, job.kind.as_str()), job.id.as_str())?;
+    }
+    Ok(Some(job))
+}
+
 #[async_trait]
 impl JobStore for EmbeddedStore {
     async fn create_job(&self, job: &Job) -> Result<()> {
@@ -63,24 +88,20 @@ impl JobStore for EmbeddedStore {
     ) -> Result<Option<Job>> {
         let id = id.to_owned();
         self.db
-            .write(move |txn| {
-                let mut jobs = txn.open_table(JOBS)?;
-                let mut job: Job = match jobs.get(id.as_str())? {
-                    Some(bytes) => decode(bytes.value())?,
-                    None => return Ok(None),
-                };
-                if !when.holds(&job) {
-                    return Ok(None);
-                }
-                job.apply(to, update);
-                jobs.insert(id.as_str(), encode(&job)?.as_slice())?;
-                if to == JobStatus::Finished {
-                    txn.open_table(LATEST_FINISHED_JOB)?
-                        .insert((job.project_id, job.kind.as_str()), job.id.as_str())?;
-                }
-                Ok(Some(job))
-            })
+            .write(move |txn| transition_in(txn, &id, when, to, update))
             .await
+    }
+
+    /// Without a durable commit (an fsync) of its own: an import's progress
+    /// every 10,000 records, each flushing everything the import had
+    /// written, held its store writes up behind the disk.
+    async fn record_progress(&self, id: &str, when: When, progress: JobUpdate) -> Result<bool> {
+        let id = id.to_owned();
+        let written = self
+            .db
+            .write_deferred(move |txn| transition_in(txn, &id, when, JobStatus::Started, progress))
+            .await?;
+        Ok(written.is_some())
     }
 
     async fn project_jobs(

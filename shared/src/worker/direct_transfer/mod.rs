@@ -273,7 +273,9 @@ pub(super) async fn download_part(app: &App, message: &Message) -> Result<()> {
         processed: Some(staged as u64),
         ..JobUpdate::default()
     };
-    app.jobs.record_progress(&job.id, progress).await?;
+    app.jobs
+        .record_progress(&job.id, When::started(), progress)
+        .await?;
     if staged >= expected as usize {
         app.queue.send(&[Message::for_job(&job)]).await?;
     }

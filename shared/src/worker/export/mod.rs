@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::lease::{claim, Lease};
 use super::pipeline::{self, Entries};
 use crate::archive::{self, raw_json, ExportItem};
-use crate::domain::{export_file_name, now, Job, JobKind, JobUpdate, Project};
+use crate::domain::{export_file_name, now, Job, JobKind, JobUpdate, Project, When};
 use crate::ports::{GenerationRef, RecordPages};
 use crate::service::{content_files_prefix, content_relations, export_key, schedule};
 use crate::{relations, remote, App, Error, Result};
@@ -199,7 +199,9 @@ async fn write_entries(app: &App, job: &Job, entries: &[Entry], sender: &Entries
                     processed: Some(records),
                     ..JobUpdate::default()
                 };
-                app.jobs.record_progress(&job.id, progress).await?;
+                app.jobs
+                    .record_progress(&job.id, When::started(), progress)
+                    .await?;
             }
         }
     }

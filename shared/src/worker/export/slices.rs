@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::plan::{Plan, Segment, SlicePlan};
 use super::Built;
 use crate::archive::{self, Slice, SliceSum};
-use crate::domain::{Job, JobKind, JobUpdate, Message};
+use crate::domain::{Job, JobKind, JobUpdate, Message, When};
 use crate::ports::{GenerationRef, RecordPages, StoredPart};
 use crate::worker::lease::Lease;
 use crate::worker::pipeline::{self, Chunks, PartOf};
@@ -276,7 +276,9 @@ pub(in crate::worker) async fn run(app: &App, message: &Message) -> Result<()> {
         processed: Some(records),
         ..JobUpdate::default()
     };
-    app.jobs.record_progress(&job.id, progress).await?;
+    app.jobs
+        .record_progress(&job.id, When::started(), progress)
+        .await?;
     if done.len() >= plan.slices.len() {
         app.queue.send(&[Message::for_job(&job)]).await?;
     }
