@@ -61,7 +61,10 @@ ELF_MACHINES = {0x3E: "x86_64", 0xB7: "aarch64"}
 
 # Targets of the benchmarks issue.
 TARGET_EXPORT_VS_GZIP = 1.0
-TARGET_IMPORT_VS_GUNZIP = 0.5
+TARGET_IMPORT_VS_GUNZIP = 1.0
+# The import and gzip -dc are each timed this many times (median): on a shared
+# machine one run of the same import took anywhere from 3.4 to 7 s.
+IMPORT_RUNS = 3
 TARGET_EXPORT_VS_PIGZ = 1.0
 TARGET_SIZE_VS_GZIP = 0.01
 TARGET_RSS_MB = 64
@@ -686,16 +689,26 @@ def bench_size(binary, issues):
             """c. gzip and pigz over the exported bytes; gzip -6's size over our archive's tar."""
             baseline = {"gzip6_seconds": timed(["gzip", "-6", "-c", concatenated]),
                         "pigz6_seconds": timed(["pigz", "-6", "-p", "2", "-c", concatenated]),
-                        "gunzip_seconds": timed(["gzip", "-dc", exported]),
+                        "gunzip_seconds": statistics.median(timed(["gzip", "-dc", exported]) for _ in range(IMPORT_RUNS)),
                         "gzip6_archive_bytes": gzip6_size_of_tar(exported)}
             return baseline
 
         def run_reimport(log):
-            """c. Our exported archive into a fresh data dir."""
-            with Server(binary, redata, log) as server:
-                project, seconds, status = server.import_archive(exported, "bench-reimport")
-                check_imported(status, results["export"]["records"])
-                return {"seconds": seconds, "cpu_seconds": server.cpu_seconds(), "peak_rss_mb": server.peak_rss_mb()}
+            """c. Our exported archive into a fresh data dir, IMPORT_RUNS times:
+            the median run, and every run's seconds."""
+            runs = []
+            for n in range(IMPORT_RUNS):
+                fresh = "%s-%d" % (redata, n)
+                with Server(binary, fresh, log) as server:
+                    project, seconds, status = server.import_archive(exported, "bench-reimport")
+                    check_imported(status, results["export"]["records"])
+                    runs.append({"seconds": seconds, "cpu_seconds": server.cpu_seconds(),
+                                 "peak_rss_mb": server.peak_rss_mb()})
+                shutil.rmtree(fresh)
+                os.sync()
+            median = sorted(runs, key=lambda run: run["seconds"])[len(runs) // 2]
+            return {**median, "runs": [run["seconds"] for run in runs],
+                    "peak_rss_mb": max(run["peak_rss_mb"] for run in runs)}
 
         if phase("import", run_import) and phase("export", run_export):
             phase("baseline", run_baseline)
@@ -904,11 +917,13 @@ def report(command, binary, results, ready, functions, artifacts):
 
     out += ["## c. Import against gzip -dc", "",
             "Our exported archive imported again as a second project on a fresh server and data dir, "
-            "against `gzip -dc` of the same archive to /dev/null. Ratio = gzip -dc s ÷ import s.", "",
-            table(["issues", "archive MB", "records", "import s", "server CPU s", "records/s", "gzip -dc s", "ours / gzip -dc", "peak RSS MB"],
+            "against `gzip -dc` of the same archive to /dev/null. Each is run %d times, each import on a fresh "
+            "server and data dir: import s, its server CPU and gzip -dc s are medians. "
+            "Ratio = gzip -dc s ÷ import s." % IMPORT_RUNS, "",
+            table(["issues", "archive MB", "records", "import s", "import runs s", "server CPU s", "records/s", "gzip -dc s", "ours / gzip -dc", "peak RSS MB"],
                   phase_rows(results, "reimport", lambda r, p: [
                       "%.1f" % (r["export"]["archive_bytes"] / MB), r["export"]["records"], "%.2f" % p["seconds"],
-                      "%.2f" % p["cpu_seconds"],
+                      ", ".join("%.2f" % s for s in p.get("runs", [p["seconds"]])), "%.2f" % p["cpu_seconds"],
                       "%.0f" % (r["export"]["records"] / p["seconds"]), "%.2f" % r["baseline"]["gunzip_seconds"],
                       "%.2f×" % (r["baseline"]["gunzip_seconds"] / p["seconds"]), "%.1f" % p["peak_rss_mb"]])), ""]
 
@@ -947,7 +962,6 @@ def report(command, binary, results, ready, functions, artifacts):
     if ok:
         largest = ok[-1]
         export_ratio = largest["baseline"]["gzip6_seconds"] / largest["export"]["seconds"]
-        import_ratio = largest["baseline"]["gunzip_seconds"] / largest["reimport"]["seconds"]
         out.append(target_line("export ≥ %.1f× gzip -6" % TARGET_EXPORT_VS_GZIP, export_ratio >= TARGET_EXPORT_VS_GZIP,
                                "%.2f× at %d issues" % (export_ratio, largest["issues"])))
         for r in ok:
@@ -957,8 +971,10 @@ def report(command, binary, results, ready, functions, artifacts):
         growth = max(r["export"]["archive_bytes"] / r["baseline"]["gzip6_archive_bytes"] - 1 for r in ok)
         out.append(target_line("archive within %.0f%% of gzip -6" % (100 * TARGET_SIZE_VS_GZIP), growth <= TARGET_SIZE_VS_GZIP,
                                "%+.2f%% at most" % (100 * growth)))
-        out.append(target_line("import ≥ %.1f× gzip -dc" % TARGET_IMPORT_VS_GUNZIP, import_ratio >= TARGET_IMPORT_VS_GUNZIP,
-                               "%.2f× at %d issues, re-importing our export" % (import_ratio, largest["issues"])))
+        for r in ok:
+            import_ratio = r["baseline"]["gunzip_seconds"] / r["reimport"]["seconds"]
+            out.append(target_line("import ≥ %.1f× gzip -dc" % TARGET_IMPORT_VS_GUNZIP, import_ratio >= TARGET_IMPORT_VS_GUNZIP,
+                                   "%.2f× at %d issues, re-importing our export (medians)" % (import_ratio, r["issues"])))
     else:
         out.append("- export and import throughput: **n/a** (no size completed every phase)")
     peaks = [(r[name]["peak_rss_mb"], name, r["issues"]) for r in results for name in ("import", "export", "reimport")

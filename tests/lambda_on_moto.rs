@@ -169,6 +169,12 @@ async fn run_worker_once(app: &App, clients: &AwsClients, queue_url: &str) -> Ve
         .iter()
         .map(|f| f.item_identifier.clone())
         .collect();
+    delete_received(clients, queue_url, receipts).await;
+    failed
+}
+
+/// Deletes delivered messages, as Lambda does once the function returns.
+async fn delete_received(clients: &AwsClients, queue_url: &str, receipts: Vec<String>) {
     for receipt in receipts {
         clients
             .sqs
@@ -179,7 +185,6 @@ async fn run_worker_once(app: &App, clients: &AwsClients, queue_url: &str) -> Ve
             .await
             .unwrap();
     }
-    failed
 }
 
 /// Delivers what is on the queue twice to the worker, as SQS may, then
@@ -192,16 +197,7 @@ async fn deliver_twice(app: &App, clients: &AwsClients, queue_url: &str) -> usiz
         let response = shared::lambda::handle_sqs_event(app, event, None).await;
         assert!(response.batch_item_failures.is_empty());
     }
-    for receipt in receipts {
-        clients
-            .sqs
-            .delete_message()
-            .queue_url(queue_url)
-            .receipt_handle(receipt)
-            .send()
-            .await
-            .unwrap();
-    }
+    delete_received(clients, queue_url, receipts).await;
     count
 }
 
@@ -225,16 +221,7 @@ async fn deliver_twice_at_once(app: &App, clients: &AwsClients, queue_url: &str)
         .map(|f| f.item_identifier.clone())
         .collect();
     assert!(failed.is_empty(), "{failed:?}");
-    for receipt in receipts {
-        clients
-            .sqs
-            .delete_message()
-            .queue_url(queue_url)
-            .receipt_handle(receipt)
-            .send()
-            .await
-            .unwrap();
-    }
+    delete_received(clients, queue_url, receipts).await;
     count
 }
 

@@ -38,27 +38,11 @@ async fn export(app: &App, user: &User, project: &Project) -> (Vec<u8>, usize) {
     let job = service::schedule_export(app, user, project, None, None)
         .await
         .unwrap();
-    let mut slices = 0;
-    for _ in 0..100 {
-        let deliveries = app
-            .queue
-            .receive(10, Duration::from_secs(30))
-            .await
-            .unwrap();
-        if deliveries.is_empty() {
-            break;
-        }
-        for delivery in deliveries {
-            let message = &delivery.message;
-            slices += usize::from(message.kind == JobKind::ExportSlice);
-            let (a, b) = tokio::join!(
-                worker::attempt(app, message, 1),
-                worker::attempt(app, message, 1)
-            );
-            assert_eq!((a, b), (Outcome::Done, Outcome::Done), "{message:?}");
-            app.queue.ack(&delivery.receipt).await.unwrap();
-        }
-    }
+    let slices = work_queue(app)
+        .await
+        .iter()
+        .filter(|message| message.kind == JobKind::ExportSlice)
+        .count();
     let job = app.jobs.job(&job.id).await.unwrap().unwrap();
     assert_eq!(job.status, JobStatus::Finished, "{job:?}");
     (downloaded(app, project).await, slices)

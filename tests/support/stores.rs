@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use shared::aws::{self, AwsClients, AwsNames};
-use shared::domain::{Job, Project, User};
+use shared::domain::{Job, Message, Project, User};
 use shared::service::ImportRequest;
 use shared::worker::{self, Outcome};
 use shared::{service, stream, App, Settings};
@@ -69,8 +69,9 @@ pub async fn holdings(app: &App, table: Option<Table<'_>>) -> BTreeSet<String> {
 }
 
 /// Works the queue until it is empty (each message delivered twice at
-/// once, as SQS may).
-pub async fn work_queue(app: &App) {
+/// once, as SQS may); the messages worked, in order.
+pub async fn work_queue(app: &App) -> Vec<Message> {
+    let mut worked = Vec::new();
     for _ in 0..500 {
         let deliveries = app
             .queue
@@ -78,7 +79,7 @@ pub async fn work_queue(app: &App) {
             .await
             .unwrap();
         if deliveries.is_empty() {
-            return;
+            return worked;
         }
         for delivery in deliveries {
             let message = &delivery.message;
@@ -88,6 +89,7 @@ pub async fn work_queue(app: &App) {
             );
             assert_eq!((a, b), (Outcome::Done, Outcome::Done), "{message:?}");
             app.queue.ack(&delivery.receipt).await.unwrap();
+            worked.push(delivery.message);
         }
     }
     panic!("the queue never emptied");
