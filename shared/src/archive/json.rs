@@ -237,29 +237,9 @@ impl Cursor<'_> {
 
 /// Where a string's plain run ends: the first quote, backslash or raw
 /// control character. Most of a record's bytes are in strings, so they are
-/// looked at sixteen at a time where the machine has vector registers for
-/// it (SSE2 is part of every x86-64), eight at a time elsewhere.
+/// looked at eight at a time (each test below flags, in its lowest flagged
+/// byte, the first byte that matches; higher flags may be false).
 fn string_stop(bytes: &[u8]) -> Option<usize> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let mut offset = 0;
-        for block in bytes.chunks_exact(16) {
-            let stops = sse2::stops(block.try_into().expect("sixteen bytes"));
-            if stops != 0 {
-                return Some(offset + stops.trailing_zeros() as usize);
-            }
-            offset += 16;
-        }
-        swar_stop(&bytes[offset..]).map(|at| offset + at)
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    swar_stop(bytes)
-}
-
-/// `string_stop` eight bytes at a time in a `u64` (each test below flags,
-/// in its lowest flagged byte, the first byte that matches; higher flags
-/// may be false).
-fn swar_stop(bytes: &[u8]) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     let zero_in = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
@@ -282,29 +262,6 @@ fn swar_stop(bytes: &[u8]) -> Option<usize> {
         .map(|at| offset + at)
 }
 
-#[cfg(target_arch = "x86_64")]
-mod sse2 {
-    use std::arch::x86_64::{
-        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128,
-        _mm_set1_epi8,
-    };
-
-    /// A mask of the bytes of `block` that end a plain run.
-    pub(super) fn stops(block: &[u8; 16]) -> u32 {
-        // SAFETY: SSE2 is in every x86-64 CPU; the load reads exactly the
-        // sixteen bytes of `block`, unaligned loads allowed.
-        unsafe {
-            let v = _mm_loadu_si128(block.as_ptr().cast::<__m128i>());
-            let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
-            let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
-            // Unsigned v <= 0x1f exactly when max(v, 0x1f) == 0x1f.
-            let last_control = _mm_set1_epi8(0x1f);
-            let control = _mm_cmpeq_epi8(_mm_max_epu8(v, last_control), last_control);
-            _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control)) as u32
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,7 +279,6 @@ mod tests {
                         }
                         let expected = bytes.iter().position(|&b| !plain(b));
                         assert_eq!(string_stop(&bytes), expected, "{bytes:?}");
-                        assert_eq!(swar_stop(&bytes), expected, "{bytes:?}");
                     }
                 }
             }
