@@ -46,16 +46,24 @@ struct DbShared {
 const CACHE_BYTES: usize = 256 * 1024;
 
 fn open_database(path: &Path) -> Result<Database> {
-    Database::builder()
-        .set_cache_size(CACHE_BYTES)
-        .create(path)
-        .map_err(|err| {
-            Error::Storage(format!(
-                "cannot open {} (is another server using this data directory?): {err}",
-                path.display()
-            ))
-        })
+    try_open(path).map_err(|err| open_error(path, err))
 }
+
+fn try_open(path: &Path) -> std::result::Result<Database, redb::DatabaseError> {
+    Database::builder().set_cache_size(CACHE_BYTES).create(path)
+}
+
+fn open_error(path: &Path, err: redb::DatabaseError) -> Error {
+    Error::Storage(format!(
+        "cannot open {} (is another server using this data directory?): {err}",
+        path.display()
+    ))
+}
+
+/// How long an operation waits to open the database again after a failure
+/// closed it: operations still under way hold the failed handle, and redb
+/// locks its file until the last of them lets go.
+const REOPEN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Gives the space of deleted data back to the file system: the database
 /// file keeps freed pages for reuse, so a deleted project's records make it
@@ -132,21 +140,40 @@ impl Db {
         Ok(db)
     }
 
-    /// The open database, opening it again if a failure closed it.
+    /// The open database, opening it again if a failure closed it. While
+    /// the failed handle is still held, the open is tried again: once that
+    /// answered "already open" at once, and a queue message whose settling
+    /// met it stayed in flight (a full disk's import stuck as started).
+    /// The lock is let go between tries, so that the operations holding the
+    /// failed handle can hand it back.
     fn database(&self) -> Result<Arc<Database>> {
-        let current = self.0.current.read().unwrap_or_else(|e| e.into_inner());
-        if let Some(db) = current.as_ref() {
-            return Ok(db.clone());
+        let deadline = std::time::Instant::now() + REOPEN_PATIENCE;
+        loop {
+            let current = self.0.current.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(db) = current.as_ref() {
+                return Ok(db.clone());
+            }
+            drop(current);
+            let mut current = self.0.current.write().unwrap_or_else(|e| e.into_inner());
+            if let Some(db) = current.as_ref() {
+                return Ok(db.clone());
+            }
+            match try_open(&self.0.path) {
+                Ok(db) => {
+                    let db = Arc::new(db);
+                    *current = Some(db.clone());
+                    tracing::info!(path = %self.0.path.display(), "state database opened again");
+                    return Ok(db);
+                }
+                Err(redb::DatabaseError::DatabaseAlreadyOpen)
+                    if std::time::Instant::now() < deadline =>
+                {
+                    drop(current);
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(err) => return Err(open_error(&self.0.path, err)),
+            }
         }
-        drop(current);
-        let mut current = self.0.current.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(db) = current.as_ref() {
-            return Ok(db.clone());
-        }
-        let db = Arc::new(open_database(&self.0.path)?);
-        *current = Some(db.clone());
-        tracing::info!(path = %self.0.path.display(), "state database opened again");
-        Ok(db)
     }
 
     /// Closes the database that failed (once every operation still using
