@@ -331,3 +331,27 @@ impl App {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failure closed the database while an operation still holds the
+    /// failed handle: the next operation waits for it to be let go and
+    /// opens the database again, rather than failing with "already open".
+    #[test]
+    fn reopening_waits_for_the_failed_handle_to_be_let_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("state.redb")).unwrap();
+        let held = db.database().unwrap();
+        *db.0.current.write().unwrap() = None;
+        let holder = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            drop(held);
+        });
+        let reopened = db.database();
+        holder.join().unwrap();
+        assert!(reopened.is_ok(), "{:?}", reopened.err());
+        db.write_now(stores::create_tables).unwrap();
+    }
+}
