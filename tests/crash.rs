@@ -104,6 +104,44 @@ fn a_sliced_export_killed_between_a_part_and_its_record_completes_after_a_restar
     assert_eq!(parts.count(), 0);
 }
 
+/// Killed after an export finished and before it deleted the archive it
+/// replaced: the export's unsettled message comes back after the restart
+/// and its delivery deletes the replaced archive (without that, the old
+/// archive stays on disk until some later export prunes).
+#[test]
+fn an_export_killed_before_pruning_what_it_replaced_prunes_after_a_restart() {
+    let temp = tempfile::tempdir().unwrap();
+    // A replaced archive is kept for a download URL's lifetime: 1 s here.
+    let ttl = ["--download-ttl", "1"];
+    let mut server = Server::start_in(temp.path(), &ttl);
+    let status = server.import_and_wait(ROOT_TOKEN, synthetic_archive(50), &[("path", "pruned")]);
+    let id = status["id"].as_u64().unwrap();
+    server.export_and_download(ROOT_TOKEN, id);
+    server.kill();
+    let exports = temp.path().join(format!("blobs/exports/{id}"));
+    assert_eq!(files_under(&exports).len(), 1);
+
+    let crash = [("CRASH_AT", "export-finished")];
+    let mut server = Server::start_in_env(temp.path(), &ttl, &crash);
+    let response = server.post(Some(ROOT_TOKEN), &format!("/projects/{id}/export"));
+    assert_eq!(response.status(), 202);
+    assert!(!server.wait_exit().success(), "the crash point was reached");
+    assert_eq!(files_under(&exports).len(), 2, "the replaced and the new");
+    // Past the replaced archive's grace before anything prunes.
+    std::thread::sleep(Duration::from_millis(1_100));
+
+    let server = Server::start_in(temp.path(), &ttl);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while files_under(&exports).len() > 1 {
+        assert!(Instant::now() < deadline, "{:?}", files_under(&exports));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = server.wait_export(ROOT_TOKEN, id);
+    assert_eq!(status["export_status"], "finished", "{status}");
+    let (_, archive) = server.download(ROOT_TOKEN, id);
+    assert_eq!(read_archive(&archive).relations["issues"].len(), 50);
+}
+
 /// Every file under `dir`, relative to it.
 fn files_under(dir: &std::path::Path) -> Vec<String> {
     let mut found = Vec::new();

@@ -187,7 +187,7 @@ impl Db {
         drop(current);
         drop(held);
         // redb locks its file: the old handle must be gone before a new one.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let deadline = std::time::Instant::now() + REOPEN_PATIENCE;
         while Arc::strong_count(&failed) > 1 && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }

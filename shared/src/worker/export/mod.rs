@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::lease::{claim, Lease};
 use super::pipeline::{self, Entries};
 use crate::archive::{self, raw_json, ExportItem};
-use crate::domain::{export_file_name, now, Job, JobKind, JobUpdate, Project, When};
+use crate::domain::{export_file_name, now, Job, JobKind, JobStatus, JobUpdate, Project, When};
 use crate::ports::{GenerationRef, RecordPages};
 use crate::service::{content_files_prefix, content_relations, export_key, schedule};
 use crate::{relations, remote, App, Error, Result};
@@ -21,10 +21,32 @@ use slices::Joined;
 
 pub(super) async fn run(app: &App, job_id: &str) -> Result<()> {
     let Some((lease, job)) = claim(app, job_id).await? else {
+        // A delivery after the export finished: the run that finished it
+        // may have stopped before pruning what its archive replaced (its
+        // message came back because it was never settled).
+        if let Some(job) = app.jobs.job(job_id).await? {
+            if job.status == JobStatus::Finished {
+                prune_replaced_archives(app, job.project_id).await?;
+            }
+        }
         return Ok(());
     };
     let outcome = export(app, &lease, job).await;
     lease.end(outcome).await
+}
+
+/// Deletes the archives the project no longer offers: only the newest is
+/// offered for download, besides the scheduled ones the project keeps.
+/// Safe to repeat: a second pass finds nothing left to delete.
+async fn prune_replaced_archives(app: &App, project_id: u64) -> Result<()> {
+    let pruned = schedule::archives_to_prune(app, project_id).await?;
+    for old in &pruned {
+        let prefix = crate::keys::export_prefix(project_id, &old.id);
+        app.blobs.delete_prefix(&prefix).await?;
+    }
+    // An export whose archive is gone is history no one can reach.
+    crate::service::history::forget(app, project_id, JobKind::Export, pruned).await?;
+    Ok(())
 }
 
 /// An archive written: when its export began, its records and its size.
@@ -88,15 +110,8 @@ async fn export(app: &App, lease: &Lease, job: Job) -> Result<()> {
     }
     if finished.is_some() {
         tracing::info!(records, "export finished");
-        // Only the newest archive is offered for download, besides the
-        // scheduled ones the project keeps.
-        let pruned = schedule::archives_to_prune(app, project.id).await?;
-        for old in &pruned {
-            let prefix = crate::keys::export_prefix(project.id, &old.id);
-            app.blobs.delete_prefix(&prefix).await?;
-        }
-        // An export whose archive is gone is history no one can reach.
-        crate::service::history::forget(app, project.id, JobKind::Export, pruned).await?;
+        crate::crash::point("export-finished");
+        prune_replaced_archives(app, project.id).await?;
     }
     Ok(())
 }
