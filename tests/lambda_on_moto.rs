@@ -5,7 +5,10 @@
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use base64::Engine;
-use e2e::{fixture_archive, fixture_relations, fixture_without_half, moto, read_archive};
+use e2e::{
+    archive_entry, fixture_archive, fixture_relations, fixture_without_half, moto, noise,
+    read_archive,
+};
 use lambda_http::request::LambdaRequest;
 use serde_json::{json, Value};
 use shared::aws::AwsClients;
@@ -398,6 +401,94 @@ async fn import_then_export_through_the_lambda_functions() {
     assert_eq!(exported[0]["Records"], job.processed);
     assert_eq!(exported[0]["Bytes"], archive.len(), "{}", exported[0]);
     assert_eq!(exported[0]["JobId"], job.id);
+}
+
+/// A big export spread over the worker's invocations: the export's message
+/// plans two slices, each slice's message (every message delivered twice at
+/// once, as SQS may) writes one part of the archive's multipart upload, the
+/// last queues the export again, which adds the trailer and completes it.
+/// The download is one archive of three parts with every upload intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sliced_export_through_the_lambda_functions() {
+    let (app, clients, names) = setup().await;
+    let settings = shared::Settings {
+        export_slice_bytes: 11 << 19,
+        ..(*app.settings).clone()
+    };
+    let app = shared::aws::app(&clients, &names, settings);
+    let queue_url = names.queue_url.clone();
+    let root = app.users.user_by_username("root").await.unwrap().unwrap();
+    let (one, two) = (noise(6 << 20, 1), noise(6 << 20, 2));
+    let archive = e2e::tar_gz(&[
+        ("VERSION", b"0.2.4"),
+        ("tree/project.json", b"{\"description\":\"noise\"}"),
+        (
+            "tree/project/issues.ndjson",
+            b"{\"iid\":1,\"title\":\"one\"}\n",
+        ),
+        ("uploads/aa/one.bin", &one),
+        ("uploads/bb/two.bin", &two),
+    ]);
+    let (project, _) = e2e::stores::start_import(&app, &root, "sliced", archive).await;
+    assert!(run_worker_once(&app, &clients, &queue_url).await.is_empty());
+    let id = project.id;
+
+    let (status, _, _) = invoke(
+        &app,
+        &SCHEDULE,
+        api_gateway_event("POST", &format!("/api/v4/projects/{id}/export"), None, None),
+    )
+    .await;
+    assert_eq!(status, 202);
+    // The export's message, its two slices', and the export's again (once
+    // or more: each copy of the last slice may queue it).
+    let mut delivered = 0;
+    for _ in 0..10 {
+        match deliver_twice_at_once(&app, &clients, &queue_url).await {
+            0 => break,
+            count => delivered += count,
+        }
+    }
+    assert!(delivered >= 4, "{delivered} messages");
+
+    let (status, _, exported) = invoke(
+        &app,
+        &STATUS,
+        api_gateway_event("GET", &format!("/api/v4/projects/{id}/export"), None, None),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(exported["export_status"], "finished", "{exported}");
+    let (status, headers, _) = invoke(
+        &app,
+        &DOWNLOAD,
+        api_gateway_event(
+            "GET",
+            &format!("/api/v4/projects/{id}/export/download"),
+            None,
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(status, 302);
+    let download = reqwest::get(headers["location"].to_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(download.status(), 200);
+    // S3 names an object completed from N parts by an ETag ending in -N.
+    let etag = download.headers()["etag"].to_str().unwrap().to_owned();
+    assert!(etag.ends_with("-3\""), "{etag}");
+    let archive = download.bytes().await.unwrap();
+    assert_eq!(read_archive(&archive).relations["issues"].len(), 1);
+    assert_eq!(archive_entry(&archive, "uploads/aa/one.bin"), Some(one));
+    assert_eq!(archive_entry(&archive, "uploads/bb/two.bin"), Some(two));
+    // Only the archive is left: the plan and the slices' records went.
+    let left = app
+        .blobs
+        .list(&shared::service::exports_prefix(id))
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,11 +6,16 @@
 //! one failing every time fails the export and drops its parts.
 
 use std::io::Read;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+
 use e2e::stores::{start_import, work_queue};
-use e2e::{read_archive, synthetic_archive};
+use e2e::{noise, read_archive, synthetic_archive};
 use shared::domain::{Job, JobKind, JobStatus, Project, User};
+use shared::ports::{BlobInfo, BlobStore, StoredPart};
+use shared::stream::{BorrowedStream, ByteStream};
 use shared::worker::sweep::{sweep_stale_jobs, STALE_AFTER};
 use shared::worker::{self, Outcome};
 use shared::{service, stream, App, Settings};
@@ -236,17 +241,131 @@ async fn a_slice_failing_every_delivery_fails_the_export_and_drops_its_parts() {
     assert_eq!(parts.count(), 0, "the upload's parts are dropped");
 }
 
-/// Random bytes: an upload gzip cannot shrink.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed;
-    (0..len)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1);
-            (state >> 56) as u8
-        })
-        .collect()
+/// A blob store that, once, runs `before` just before storing `key`: the
+/// moment another worker acts between two steps of this one.
+struct Meanwhile {
+    inner: Arc<dyn BlobStore>,
+    key: String,
+    before: Mutex<Option<BoxFuture<'static, ()>>>,
+}
+
+#[async_trait::async_trait]
+impl BlobStore for Meanwhile {
+    async fn put(&self, key: &str, body: BorrowedStream<'_>) -> shared::Result<u64> {
+        let before = match key == self.key {
+            true => self.before.lock().unwrap().take(),
+            false => None,
+        };
+        if let Some(before) = before {
+            before.await;
+        }
+        self.inner.put(key, body).await
+    }
+    async fn get(&self, key: &str) -> shared::Result<ByteStream> {
+        self.inner.get(key).await
+    }
+    async fn list(&self, prefix: &str) -> shared::Result<Vec<BlobInfo>> {
+        self.inner.list(prefix).await
+    }
+    async fn folders(&self, prefix: &str) -> shared::Result<Vec<String>> {
+        self.inner.folders(prefix).await
+    }
+    async fn delete_prefix(&self, prefix: &str) -> shared::Result<()> {
+        self.inner.delete_prefix(prefix).await
+    }
+    async fn download_url(&self, key: &str, name: &str, ttl: Duration) -> shared::Result<String> {
+        self.inner.download_url(key, name, ttl).await
+    }
+    async fn upload_url(&self, key: &str, ttl: Duration) -> shared::Result<String> {
+        self.inner.upload_url(key, ttl).await
+    }
+    async fn start_parts(&self, key: &str) -> shared::Result<String> {
+        self.inner.start_parts(key).await
+    }
+    async fn put_part(
+        &self,
+        key: &str,
+        upload: &str,
+        number: u32,
+        body: BorrowedStream<'_>,
+    ) -> shared::Result<StoredPart> {
+        self.inner.put_part(key, upload, number, body).await
+    }
+    async fn complete_parts(
+        &self,
+        key: &str,
+        upload: &str,
+        parts: &[StoredPart],
+    ) -> shared::Result<u64> {
+        self.inner.complete_parts(key, upload, parts).await
+    }
+    async fn abort_parts(&self, key: &str, upload: &str) -> shared::Result<()> {
+        self.inner.abort_parts(key, upload).await
+    }
+    fn min_part_bytes(&self) -> u64 {
+        self.inner.min_part_bytes()
+    }
+}
+
+/// A slice delivered twice, the copies a step apart: the late copy has
+/// stored its part and not yet its record when the early copy writes the
+/// same slice and the export completes (joined, finished, its slice
+/// records cleared). The late copy's record, stored after the clearing, is
+/// deleted again: nothing of the slices outlives the export.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_copy_of_a_slice_leaves_nothing_behind_the_finished_export() {
+    let (app, dir) = e2e::stores::embedded_app_with(|s| sliced(s, 64 * 1024));
+    let user = app.users.create_user("root", "Root", true).await.unwrap();
+    let project = imported(&app, &user, "late", synthetic_archive(ISSUES)).await;
+    let (job, slices) = planned(&app, &user, &project).await;
+    let (last, others) = slices.split_last().unwrap();
+    for delivery in others {
+        let outcome = worker::attempt(&app, &delivery.message, 1).await;
+        assert_eq!(outcome, Outcome::Done);
+        app.queue.ack(&delivery.receipt).await.unwrap();
+    }
+    let slice = last.message.batch.unwrap() as usize;
+    let (early, message) = (app.clone(), last.message.clone());
+    let meanwhile = async move {
+        let outcome = worker::attempt(&early, &message, 1).await;
+        assert_eq!(outcome, Outcome::Done);
+        // The early copy queued the job, which joins the slices.
+        let worked = work_queue(&early).await;
+        assert!(
+            worked.iter().any(|m| m.kind == JobKind::Export),
+            "{worked:?}"
+        );
+    };
+    let late = App {
+        blobs: Arc::new(Meanwhile {
+            inner: app.blobs.clone(),
+            key: shared::keys::export_slice_record_key(project.id, &job.id, slice),
+            before: Mutex::new(Some(Box::pin(meanwhile))),
+        }),
+        ..app.clone()
+    };
+    assert_eq!(
+        worker::attempt(&late, &last.message, 1).await,
+        Outcome::Done
+    );
+    app.queue.ack(&last.receipt).await.unwrap();
+
+    let done = app.jobs.job(&job.id).await.unwrap().unwrap();
+    assert_eq!(done.status, JobStatus::Finished, "{done:?}");
+    let left: Vec<String> = app
+        .blobs
+        .list(&shared::keys::exports_prefix(project.id))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|blob| blob.key)
+        .collect();
+    assert_eq!(left.len(), 1, "only the archive: {left:?}");
+    assert!(left[0].ends_with("export.tar.gz"), "{left:?}");
+    let parts = std::fs::read_dir(dir.path().join("blobs/.parts")).unwrap();
+    assert_eq!(parts.count(), 0);
+    let content = read_archive(&downloaded(&app, &project).await);
+    assert_eq!(content.relations["issues"].len(), ISSUES);
 }
 
 /// On S3 (moto, which holds parts to S3's 5 MiB), with two uploads of

@@ -613,6 +613,19 @@ pub fn synthetic_archive(issues: usize) -> Vec<u8> {
     ])
 }
 
+/// Random bytes: an upload gzip cannot shrink.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed;
+    (0..len)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            (state >> 56) as u8
+        })
+        .collect()
+}
+
 /// The text of an error answer, whichever of GitLab's two shapes it has:
 /// Grape's `{"error": …}` (parameter validation, unknown routes) or
 /// `render_api_error!`'s `{"message": …}`.

@@ -107,8 +107,11 @@ struct ServeArgs {
     /// Bytes of tar stream one worker compresses of a big export: an
     /// archive past 1.5 times this is written in slices by the workers, as
     /// parts of one file.
-    #[arg(long, default_value_t = Settings::default().export_slice_bytes, env = "EXPORT_SLICE_BYTES")]
-    export_slice_bytes: u64,
+    /// Unset: 256 MiB on a machine with more cores than one export's
+    /// compression uses (4), else no slicing: on fewer cores the slices
+    /// only share them, no faster than one stream and with more memory.
+    #[arg(long, env = "EXPORT_SLICE_BYTES")]
+    export_slice_bytes: Option<u64>,
     /// Seconds between ticks of the export schedule (projects opt in with
     /// PUT /projects/:id/export_schedule); ticks fall on multiples of it
     /// since the epoch. 0 turns the schedule off.
@@ -311,6 +314,16 @@ fn init_logging(json: bool) {
     }
 }
 
+/// Slices spread an export over workers; one machine's workers share its
+/// cores, which one export's compression already fills on up to four.
+fn default_export_slice_bytes() -> u64 {
+    if shared::archive::one_encoder_takes_every_core() {
+        u64::MAX
+    } else {
+        Settings::default().export_slice_bytes
+    }
+}
+
 async fn serve(args: ServeArgs) -> Result<(), shared::Error> {
     init_logging(args.log_json);
     let listener = tokio::net::TcpListener::bind(args.bind).await?;
@@ -324,7 +337,10 @@ async fn serve(args: ServeArgs) -> Result<(), shared::Error> {
         max_upload_bytes: args.max_upload_bytes,
         relation_batch_records: args.relation_batch_size.max(1),
         relation_export_window: args.relation_export_window.max(1),
-        export_slice_bytes: args.export_slice_bytes.max(1),
+        export_slice_bytes: args
+            .export_slice_bytes
+            .unwrap_or_else(default_export_slice_bytes)
+            .max(1),
         export_rate_limit: args.export_rate_limit,
         download_rate_limit: args.download_rate_limit,
         limits: args.limits.limits(),

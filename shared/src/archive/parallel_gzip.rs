@@ -255,12 +255,25 @@ impl<W: Write> ParallelGzEncoder<W> {
 /// than cores and a deflate state and pieces in flight for each.
 static THREADS_IN_USE: AtomicUsize = AtomicUsize::new(0);
 
+/// The cores one encoder compresses on: the machine's, at most
+/// `MAX_THREADS`.
+fn encoder_cores() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_THREADS)
+}
+
+/// Whether one encoder already compresses on every core of this machine:
+/// then encoders at work at once (an export's slices on one server's
+/// workers) only share the same cores, and slicing gains no speed.
+pub fn one_encoder_takes_every_core() -> bool {
+    std::thread::available_parallelism().map_or(1, |n| n.get()) <= encoder_cores()
+}
+
 /// The cores (at most `MAX_THREADS`) that other encoders do not hold, one
 /// at least.
 fn claim_threads() -> usize {
-    let cores = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, MAX_THREADS);
+    let cores = encoder_cores();
     let free = cores.saturating_sub(THREADS_IN_USE.load(Ordering::Relaxed));
     let threads = free.max(1);
     THREADS_IN_USE.fetch_add(threads, Ordering::Relaxed);
@@ -452,9 +465,7 @@ pub(super) mod tests {
 
     #[test]
     fn encoders_at_work_at_once_share_the_cores() {
-        let cores = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .clamp(1, MAX_THREADS);
+        let cores = encoder_cores();
         let first = ParallelGzEncoder::new(Vec::new(), 6);
         let second = ParallelGzEncoder::new(Vec::new(), 6);
         assert!(first.threads.len() <= cores && !second.threads.is_empty());
