@@ -41,6 +41,17 @@ const IMPORT: Function = Function {
     function: http::Function::Import,
 };
 
+/// A request without a body through a function: `path` under `/api/v4`.
+async fn call(
+    app: &App,
+    function: &Function,
+    method: &str,
+    path: &str,
+) -> (u16, axum::http::HeaderMap, Value) {
+    let event = api_gateway_event(method, &format!("/api/v4{path}"), None, None);
+    invoke(app, function, event).await
+}
+
 /// An API Gateway HTTP API event, as API Gateway sends it.
 fn api_gateway_event(
     method: &str,
@@ -259,21 +270,12 @@ async fn import_then_export_through_the_lambda_functions() {
     let id = project["id"].as_u64().unwrap();
 
     assert!(run_worker_once(&app, &clients, &queue_url).await.is_empty());
-    let (status, _, imported) = invoke(
-        &app,
-        &STATUS,
-        api_gateway_event("GET", &format!("/api/v4/projects/{id}/import"), None, None),
-    )
-    .await;
+    let (status, _, imported) = call(&app, &STATUS, "GET", &format!("/projects/{id}/import")).await;
     assert_eq!(status, 200);
     assert_eq!(imported["import_status"], "finished", "{imported}");
 
-    let (status, _, accepted) = invoke(
-        &app,
-        &SCHEDULE,
-        api_gateway_event("POST", &format!("/api/v4/projects/{id}/export"), None, None),
-    )
-    .await;
+    let (status, _, accepted) =
+        call(&app, &SCHEDULE, "POST", &format!("/projects/{id}/export")).await;
     assert_eq!(
         (status, accepted),
         (202, json!({"message": "202 Accepted"}))
@@ -281,12 +283,7 @@ async fn import_then_export_through_the_lambda_functions() {
     // Delivered twice (at least once): still one correct archive.
     assert_eq!(deliver_twice(&app, &clients, &queue_url).await, 1);
 
-    let (status, _, exported) = invoke(
-        &app,
-        &STATUS,
-        api_gateway_event("GET", &format!("/api/v4/projects/{id}/export"), None, None),
-    )
-    .await;
+    let (status, _, exported) = call(&app, &STATUS, "GET", &format!("/projects/{id}/export")).await;
     assert_eq!(status, 200);
     assert_eq!(exported["export_status"], "finished");
     assert_eq!(
@@ -332,15 +329,11 @@ async fn import_then_export_through_the_lambda_functions() {
         "{expires}"
     );
 
-    let (status, headers, _) = invoke(
+    let (status, headers, _) = call(
         &app,
         &DOWNLOAD,
-        api_gateway_event(
-            "GET",
-            &format!("/api/v4/projects/{id}/export/download"),
-            None,
-            None,
-        ),
+        "GET",
+        &format!("/projects/{id}/export/download"),
     )
     .await;
     assert_eq!(status, 302);
@@ -433,12 +426,7 @@ async fn a_sliced_export_through_the_lambda_functions() {
     assert!(run_worker_once(&app, &clients, &queue_url).await.is_empty());
     let id = project.id;
 
-    let (status, _, _) = invoke(
-        &app,
-        &SCHEDULE,
-        api_gateway_event("POST", &format!("/api/v4/projects/{id}/export"), None, None),
-    )
-    .await;
+    let (status, _, _) = call(&app, &SCHEDULE, "POST", &format!("/projects/{id}/export")).await;
     assert_eq!(status, 202);
     // The export's message, its two slices', and the export's again (once
     // or more: each copy of the last slice may queue it).
@@ -451,23 +439,14 @@ async fn a_sliced_export_through_the_lambda_functions() {
     }
     assert!(delivered >= 4, "{delivered} messages");
 
-    let (status, _, exported) = invoke(
-        &app,
-        &STATUS,
-        api_gateway_event("GET", &format!("/api/v4/projects/{id}/export"), None, None),
-    )
-    .await;
+    let (status, _, exported) = call(&app, &STATUS, "GET", &format!("/projects/{id}/export")).await;
     assert_eq!(status, 200);
     assert_eq!(exported["export_status"], "finished", "{exported}");
-    let (status, headers, _) = invoke(
+    let (status, headers, _) = call(
         &app,
         &DOWNLOAD,
-        api_gateway_event(
-            "GET",
-            &format!("/api/v4/projects/{id}/export/download"),
-            None,
-            None,
-        ),
+        "GET",
+        &format!("/projects/{id}/export/download"),
     )
     .await;
     assert_eq!(status, 302);
@@ -530,12 +509,7 @@ async fn only_the_failed_message_is_reported() {
         .send()
         .await
         .unwrap();
-    let (status, _, _) = invoke(
-        &app,
-        &SCHEDULE,
-        api_gateway_event("POST", &format!("/api/v4/projects/{id}/export"), None, None),
-    )
-    .await;
+    let (status, _, _) = call(&app, &SCHEDULE, "POST", &format!("/projects/{id}/export")).await;
     assert_eq!(status, 202);
     let (content_type, body) = multipart(&[("path", "q")], &fixture_archive("complex"));
     let (status, _, _) = invoke(
@@ -566,12 +540,7 @@ async fn only_the_failed_message_is_reported() {
         .map(|f| f.item_identifier.clone())
         .collect();
     assert_eq!(failed, vec![export_id]);
-    let (_, _, export) = invoke(
-        &app,
-        &STATUS,
-        api_gateway_event("GET", &format!("/api/v4/projects/{id}/export"), None, None),
-    )
-    .await;
+    let (_, _, export) = call(&app, &STATUS, "GET", &format!("/projects/{id}/export")).await;
     assert_eq!(
         export["export_status"], "started",
         "retried later, never finished with a short archive"
@@ -594,22 +563,12 @@ async fn lambda_routes_answer_like_the_local_server() {
         (status, body),
         (401, json!({"message": "401 Unauthorized"}))
     );
-    let (status, _, body) = invoke(
-        &app,
-        &STATUS,
-        api_gateway_event("GET", "/api/v4/projects/42/export", None, None),
-    )
-    .await;
+    let (status, _, body) = call(&app, &STATUS, "GET", "/projects/42/export").await;
     assert_eq!(
         (status, body),
         (404, json!({"message": "404 Project Not Found"}))
     );
-    let (status, _, body) = invoke(
-        &app,
-        &DOWNLOAD,
-        api_gateway_event("GET", "/api/v4/projects/42/import", None, None),
-    )
-    .await;
+    let (status, _, body) = call(&app, &DOWNLOAD, "GET", "/projects/42/import").await;
     assert_eq!((status, body), (404, json!({"error": "404 Not Found"})));
 }
 
@@ -655,15 +614,11 @@ async fn relations_export_through_the_lambda_functions() {
     // Every message delivered twice: nothing is counted or written twice.
     while deliver_twice(&app, &clients, &queue_url).await > 0 {}
 
-    let (status, _, statuses) = invoke(
+    let (status, _, statuses) = call(
         &app,
         &STATUS,
-        api_gateway_event(
-            "GET",
-            &format!("/api/v4/projects/{id}/export_relations/status"),
-            None,
-            None,
-        ),
+        "GET",
+        &format!("/projects/{id}/export_relations/status"),
     )
     .await;
     assert_eq!(status, 200);
@@ -770,20 +725,24 @@ async fn relation_import_through_the_lambda_functions() {
     // Delivered twice: the relation still gains each record once.
     assert_eq!(deliver_twice(&app, &clients, &queue_url).await, 1);
 
-    let listing = api_gateway_event(
+    let (status, _, list) = call(
+        &app,
+        &STATUS,
         "GET",
-        &format!("/api/v4/projects/{id}/relation-imports"),
-        None,
-        None,
-    );
-    let (status, _, list) = invoke(&app, &STATUS, listing).await;
+        &format!("/projects/{id}/relation-imports"),
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(list[0]["id"], tracker["id"]);
     assert_eq!(list[0]["status"], "finished", "{list}");
     assert_eq!(list[0]["imported_objects_count"], 6, "{list}");
 
-    let schedule = api_gateway_event("POST", &format!("/api/v4/projects/{id}/export"), None, None);
-    assert_eq!(invoke(&app, &SCHEDULE, schedule).await.0, 202);
+    assert_eq!(
+        call(&app, &SCHEDULE, "POST", &format!("/projects/{id}/export"))
+            .await
+            .0,
+        202
+    );
     assert!(run_worker_once(&app, &clients, &queue_url).await.is_empty());
     let job = app
         .jobs
@@ -871,26 +830,26 @@ async fn scheduled_exports_through_the_eventbridge_function() {
         .await
         .unwrap();
     assert_eq!(stored.len(), 2, "{stored:?}");
-    let show = api_gateway_event(
+    let (status, _, schedule) = call(
+        &app,
+        &STATUS,
         "GET",
-        &format!("/api/v4/projects/{id}/export_schedule"),
-        None,
-        None,
-    );
-    let (status, _, schedule) = invoke(&app, &STATUS, show).await;
+        &format!("/projects/{id}/export_schedule"),
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(schedule["last_scheduled_at"], "2026-11-27T03:00:00.000Z");
     let archives = schedule["archives"].as_array().unwrap();
     assert_eq!(archives.len(), 2, "{schedule}");
     let job = archives[1]["id"].as_str().unwrap();
     assert!(job.ends_with(&format!("-{}", 1795662000)), "{job}");
-    let download = api_gateway_event(
+    let (status, headers, _) = call(
+        &app,
+        &DOWNLOAD,
         "GET",
-        &format!("/api/v4/projects/{id}/export_schedule/archives/{job}/download"),
-        None,
-        None,
-    );
-    let (status, headers, _) = invoke(&app, &DOWNLOAD, download).await;
+        &format!("/projects/{id}/export_schedule/archives/{job}/download"),
+    )
+    .await;
     assert_eq!(status, 302);
     let file = reqwest::get(headers["location"].to_str().unwrap())
         .await
@@ -991,8 +950,7 @@ async fn large_uploads_and_s3_imports_on_aws() {
     assert_eq!(deliver_twice(&app, &clients, &queue_url).await, 1);
     let (left, _) = sqs_event_from_queue(&clients, &queue_url).await;
     assert!(left.records.is_empty(), "{:?}", left.records);
-    let show = api_gateway_event("GET", &format!("/api/v4/projects/{id}/import"), None, None);
-    let (_, _, imported) = invoke(&app, &STATUS, show).await;
+    let (_, _, imported) = call(&app, &STATUS, "GET", &format!("/projects/{id}/import")).await;
     assert_eq!(imported["import_status"], "finished", "{imported}");
 
     // remote-import-s3: someone else's bucket, fetched through a presigned GET.
@@ -1025,8 +983,7 @@ async fn large_uploads_and_s3_imports_on_aws() {
     assert_eq!(status, 201, "{created}");
     assert!(run_worker_once(&app, &clients, &queue_url).await.is_empty());
     let id = created["id"].as_u64().unwrap();
-    let show = api_gateway_event("GET", &format!("/api/v4/projects/{id}/import"), None, None);
-    let (_, _, imported) = invoke(&app, &STATUS, show).await;
+    let (_, _, imported) = call(&app, &STATUS, "GET", &format!("/projects/{id}/import")).await;
     assert_eq!(imported["import_status"], "finished", "{imported}");
 
     // Checked before anything is created, as GitLab's RemoteFileS3 does
@@ -1071,13 +1028,7 @@ async fn large_uploads_and_s3_imports_on_aws() {
         "{message}"
     );
     for path in ["missing-from-s3", "text-from-s3"] {
-        let show = api_gateway_event(
-            "GET",
-            &format!("/api/v4/projects/root%2F{path}"),
-            None,
-            None,
-        );
-        let (status, _, _) = invoke(&app, &STATUS, show).await;
+        let (status, _, _) = call(&app, &STATUS, "GET", &format!("/projects/root%2F{path}")).await;
         assert_eq!(status, 404, "{path}");
     }
 }
@@ -1107,12 +1058,7 @@ async fn the_root_token_is_read_from_its_secret() {
         .await
         .unwrap();
     auth::ensure_root(&app, Some(&token)).await.unwrap();
-    let (status, _, user) = invoke(
-        &app,
-        &STATUS,
-        api_gateway_event("GET", "/api/v4/user", None, None),
-    )
-    .await;
+    let (status, _, user) = call(&app, &STATUS, "GET", "/user").await;
     assert_eq!(status, 200);
     assert_eq!(user["username"], "root");
 
@@ -1217,12 +1163,7 @@ async fn a_migration_by_direct_transfer_through_the_lambda_functions() {
     let messages = drain().await + 1;
     let files = fixture_relations("complex").len() - 1 + 1 + 4; // - members, + self, + file relations
     assert_eq!(messages, files, "one message per file");
-    let (_, _, waiting) = invoke(
-        &app,
-        &STATUS,
-        api_gateway_event("GET", &format!("/api/v4/bulk_imports/{id}"), None, None),
-    )
-    .await;
+    let (_, _, waiting) = call(&app, &STATUS, "GET", &format!("/bulk_imports/{id}")).await;
     assert_eq!(waiting["status"], "started");
     // The stale-job sweep finds the job without progress: the job, queued
     // again, queues the missing file again.
@@ -1237,23 +1178,14 @@ async fn a_migration_by_direct_transfer_through_the_lambda_functions() {
         "the job, the lost file and the job again"
     );
 
-    let (status, _, migration) = invoke(
-        &app,
-        &STATUS,
-        api_gateway_event("GET", &format!("/api/v4/bulk_imports/{id}"), None, None),
-    )
-    .await;
+    let (status, _, migration) = call(&app, &STATUS, "GET", &format!("/bulk_imports/{id}")).await;
     assert_eq!(status, 200);
     assert_eq!(migration["status"], "finished", "{migration}");
-    let (_, _, entities) = invoke(
+    let (_, _, entities) = call(
         &app,
         &STATUS,
-        api_gateway_event(
-            "GET",
-            &format!("/api/v4/bulk_imports/{id}/entities"),
-            None,
-            None,
-        ),
+        "GET",
+        &format!("/bulk_imports/{id}/entities"),
     )
     .await;
     let entity = &entities[0];
