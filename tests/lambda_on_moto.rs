@@ -52,6 +52,23 @@ async fn call(
     invoke(app, function, event).await
 }
 
+/// The download function's answer to a GET of `path`, followed (see `followed`).
+async fn followed_download(app: &App, path: &str) -> (String, reqwest::Response) {
+    let event = api_gateway_event("GET", &format!("/api/v4{path}"), None, None);
+    followed(app, event).await
+}
+
+/// The download function's answer to `event`, which must be a redirect to
+/// S3, followed there: the location and S3's 200 response.
+async fn followed(app: &App, event: Value) -> (String, reqwest::Response) {
+    let (status, headers, _) = invoke(app, &DOWNLOAD, event).await;
+    assert_eq!(status, 302, "the download function redirects to S3");
+    let location = headers["location"].to_str().unwrap().to_owned();
+    let response = reqwest::get(&location).await.unwrap();
+    assert_eq!(response.status(), 200, "{location}");
+    (location, response)
+}
+
 /// An API Gateway HTTP API event, as API Gateway sends it.
 fn api_gateway_event(
     method: &str,
@@ -329,19 +346,10 @@ async fn import_then_export_through_the_lambda_functions() {
         "{expires}"
     );
 
-    let (status, headers, _) = call(
-        &app,
-        &DOWNLOAD,
-        "GET",
-        &format!("/projects/{id}/export/download"),
-    )
-    .await;
-    assert_eq!(status, 302);
-    let location = headers["location"].to_str().unwrap();
+    let (location, download) =
+        followed_download(&app, &format!("/projects/{id}/export/download")).await;
     assert!(location.contains("X-Amz-Signature"), "{location}");
     assert!(location.contains("X-Amz-Expires=300"), "{location}");
-    let download = reqwest::get(location).await.unwrap();
-    assert_eq!(download.status(), 200);
     let disposition = download.headers()["content-disposition"]
         .to_str()
         .unwrap()
@@ -442,18 +450,7 @@ async fn a_sliced_export_through_the_lambda_functions() {
     let (status, _, exported) = call(&app, &STATUS, "GET", &format!("/projects/{id}/export")).await;
     assert_eq!(status, 200);
     assert_eq!(exported["export_status"], "finished", "{exported}");
-    let (status, headers, _) = call(
-        &app,
-        &DOWNLOAD,
-        "GET",
-        &format!("/projects/{id}/export/download"),
-    )
-    .await;
-    assert_eq!(status, 302);
-    let download = reqwest::get(headers["location"].to_str().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(download.status(), 200);
+    let (_, download) = followed_download(&app, &format!("/projects/{id}/export/download")).await;
     // S3 names an object completed from N parts by an ETag ending in -N.
     let etag = download.headers()["etag"].to_str().unwrap().to_owned();
     assert!(etag.ends_with("-3\""), "{etag}");
@@ -654,12 +651,7 @@ async fn relations_export_through_the_lambda_functions() {
             );
             event["rawQueryString"] =
                 json!(format!("relation={relation}&batched=true&batch_number={n}"));
-            let (status, headers, _) = invoke(&app, &DOWNLOAD, event).await;
-            assert_eq!(status, 302, "{relation} {n}");
-            let file = reqwest::get(headers["location"].to_str().unwrap())
-                .await
-                .unwrap();
-            assert_eq!(file.status(), 200);
+            let (_, file) = followed(&app, event).await;
             records.extend(e2e::ndjson(&e2e::gunzip(&file.bytes().await.unwrap())));
         }
         assert_eq!(
@@ -843,18 +835,11 @@ async fn scheduled_exports_through_the_eventbridge_function() {
     assert_eq!(archives.len(), 2, "{schedule}");
     let job = archives[1]["id"].as_str().unwrap();
     assert!(job.ends_with(&format!("-{}", 1795662000)), "{job}");
-    let (status, headers, _) = call(
+    let (_, file) = followed_download(
         &app,
-        &DOWNLOAD,
-        "GET",
         &format!("/projects/{id}/export_schedule/archives/{job}/download"),
     )
     .await;
-    assert_eq!(status, 302);
-    let file = reqwest::get(headers["location"].to_str().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(file.status(), 200);
     let archive = file.bytes().await.unwrap();
     assert_eq!(
         read_archive(&archive).relations,

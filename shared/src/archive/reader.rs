@@ -10,6 +10,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use flate2::read::MultiGzDecoder;
 
+mod ahead;
 mod paths;
 
 use super::events::{invalid, ImportEvent, Sink};
@@ -23,7 +24,7 @@ use paths::{normalize, relation_of, shown, Extensions, Tree, MAX_PATH_BYTES};
 /// Reads a whole `.tar.gz`, emitting events in order. Returns the archive's
 /// VERSION.
 pub fn read_archive(
-    input: impl Read,
+    input: impl Read + Send,
     limits: &Limits,
     sink: &mut Sink<'_>,
 ) -> Result<String, ArchiveError> {
@@ -34,7 +35,7 @@ pub fn read_archive(
 /// emitted (and checked); every other entry is streamed past. The archive
 /// must still be a valid export.
 pub fn read_relation(
-    input: impl Read,
+    input: impl Read + Send,
     limits: &Limits,
     relation: &str,
     sink: &mut Sink<'_>,
@@ -43,7 +44,7 @@ pub fn read_relation(
 }
 
 fn read_selected(
-    input: impl Read,
+    input: impl Read + Send,
     limits: &Limits,
     only: Option<&str>,
     sink: &mut Sink<'_>,
@@ -54,21 +55,23 @@ fn read_selected(
         return Err(ArchiveError::NotGzip);
     }
     let over_limit = Rc::new(Cell::new(false));
-    // Every member, as `gzip -dc` reads them: pigz and parallel writers
-    // cut one stream into many.
-    let mut expanded = LimitedReader {
-        inner: MultiGzDecoder::new(input),
-        remaining: limits.max_uncompressed_bytes,
-        over_limit: over_limit.clone(),
-    };
-    let result = read_entries(&mut expanded, limits, only, sink)
-        .and_then(|version| read_to_the_end(&mut expanded).map(|()| version));
-    if over_limit.get() {
-        return Err(ArchiveError::TooLarge {
-            limit: limits.max_uncompressed_bytes,
-        });
-    }
-    result
+    std::thread::scope(|scope| {
+        // Every member, as `gzip -dc` reads them: pigz and parallel writers
+        // cut one stream into many.
+        let mut expanded = LimitedReader {
+            inner: ahead::read_ahead(scope, MultiGzDecoder::new(input)),
+            remaining: limits.max_uncompressed_bytes,
+            over_limit: over_limit.clone(),
+        };
+        let result = read_entries(&mut expanded, limits, only, sink)
+            .and_then(|version| read_to_the_end(&mut expanded).map(|()| version));
+        if over_limit.get() {
+            return Err(ArchiveError::TooLarge {
+                limit: limits.max_uncompressed_bytes,
+            });
+        }
+        result
+    })
 }
 
 /// The tar stream ends before the gzip stream does (its padding, then each

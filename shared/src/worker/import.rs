@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use super::archive_events::ArchiveEvents;
 use super::direct_transfer;
 use super::generation;
-use super::lease::{claim, Lease};
+use super::lease::{claim, Claim, Lease};
 use super::records::{failures_of, stored_counts, RecordWriter};
 use super::Deadline;
 use crate::archive::ImportEvent;
@@ -22,7 +22,7 @@ use crate::service::content_files_prefix;
 use crate::{remote, stream, App, Error, Result};
 
 pub(super) async fn run(app: &App, job_id: &str, deadline: Deadline) -> Result<()> {
-    let Some((lease, job)) = claim(app, job_id).await? else {
+    let Claim::Won(lease, job) = claim(app, job_id).await? else {
         return Ok(());
     };
     let outcome = import(app, &lease, job, deadline).await;

@@ -23,9 +23,19 @@ pub(super) struct Lease {
     heartbeat: JoinHandle<()>,
 }
 
-/// Claims the job for a new run: `None` if it is done, unknown, or owned by
-/// a live run (which has its own message and finishes it).
-pub(super) async fn claim(app: &App, job_id: &str) -> Result<Option<(Lease, Job)>> {
+/// What `claim` found.
+// Returned once per delivery and taken apart at once: its size costs nothing.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Claim {
+    /// The job is this run's now.
+    Won(Lease, Job),
+    /// The job is done, unknown (`None`), or owned by a live run (which has
+    /// its own message and finishes it).
+    Declined(Option<Job>),
+}
+
+/// Claims the job for a new run.
+pub(super) async fn claim(app: &App, job_id: &str) -> Result<Claim> {
     let lease_for = app.settings.job_lease;
     let at = now();
     let until = at + chrono::Duration::from_std(lease_for).unwrap_or_default();
@@ -42,12 +52,11 @@ pub(super) async fn claim(app: &App, job_id: &str) -> Result<Option<(Lease, Job)
         )
         .await?;
     let Some(job) = claimed else {
-        if let Some(job) = app.jobs.job(job_id).await? {
-            if !job.status.is_done() {
-                tracing::info!(job_id, attempt = job.attempt, "job owned by another run");
-            }
+        let job = app.jobs.job(job_id).await?;
+        if let Some(job) = job.as_ref().filter(|job| !job.status.is_done()) {
+            tracing::info!(job_id, attempt = job.attempt, "job owned by another run");
         }
-        return Ok(None);
+        return Ok(Claim::Declined(job));
     };
     let lost = Arc::new(AtomicBool::new(false));
     let heartbeat = tokio::spawn(heartbeat(
@@ -63,7 +72,7 @@ pub(super) async fn claim(app: &App, job_id: &str) -> Result<Option<(Lease, Job)
         lost,
         heartbeat,
     };
-    Ok(Some((lease, job)))
+    Ok(Claim::Won(lease, job))
 }
 
 /// Renews the lease a third of its length before it runs out, until the

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use super::archive_events::ArchiveEvents;
 use super::generation;
-use super::lease::{claim, Lease};
+use super::lease::{claim, Claim, Lease};
 use super::records::{failures_of, RecordWriter};
 use crate::archive::{raw_json, ImportEvent};
 use crate::domain::{Job, JobUpdate, Project, RelationCounts};
@@ -23,7 +23,7 @@ use crate::ports::{GenerationRef, RecordPages, StoredRecord};
 use crate::{relations, stream, App, Error, Result};
 
 pub(super) async fn run(app: &App, job_id: &str) -> Result<()> {
-    let Some((lease, job)) = claim(app, job_id).await? else {
+    let Claim::Won(lease, job) = claim(app, job_id).await? else {
         return Ok(());
     };
     let outcome = import_relation(app, &lease, job).await;

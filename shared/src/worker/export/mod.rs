@@ -9,7 +9,7 @@ pub(super) mod slices;
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::lease::{claim, Lease};
+use super::lease::{claim, Claim, Lease};
 use super::pipeline::{self, Entries};
 use crate::archive::{self, raw_json, ExportItem};
 use crate::domain::{export_file_name, now, Job, JobKind, JobStatus, JobUpdate, Project, When};
@@ -20,16 +20,15 @@ use plan::Entry;
 use slices::Joined;
 
 pub(super) async fn run(app: &App, job_id: &str) -> Result<()> {
-    let Some((lease, job)) = claim(app, job_id).await? else {
+    let (lease, job) = match claim(app, job_id).await? {
+        Claim::Won(lease, job) => (lease, job),
         // A delivery after the export finished: the run that finished it
         // may have stopped before pruning what its archive replaced (its
         // message came back because it was never settled).
-        if let Some(job) = app.jobs.job(job_id).await? {
-            if job.status == JobStatus::Finished {
-                prune_replaced_archives(app, job.project_id).await?;
-            }
+        Claim::Declined(Some(job)) if job.status == JobStatus::Finished => {
+            return prune_replaced_archives(app, job.project_id).await;
         }
-        return Ok(());
+        Claim::Declined(_) => return Ok(()),
     };
     let outcome = export(app, &lease, job).await;
     lease.end(outcome).await
