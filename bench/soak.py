@@ -119,7 +119,7 @@ class Soak:
                 raise harness.PhaseError("relations export failed: %s" % json.dumps(parts)[:1500])
             if parts and all(p["status"] == 1 for p in parts):
                 return
-            time.sleep(harness.POLL_SECONDS)
+            time.sleep(harness.POLL_MAX_SECONDS)
         raise harness.PhaseError("relations export not finished")
 
     def relation_import(self):
@@ -133,7 +133,7 @@ class Soak:
                 raise harness.PhaseError("relation import failed: %s" % json.dumps(mine[0])[:1500])
             if mine and mine[0]["status"] == "finished":
                 return
-            time.sleep(harness.POLL_SECONDS)
+            time.sleep(harness.POLL_MAX_SECONDS)
         raise harness.PhaseError("relation import not finished")
 
     def failed_import(self):
