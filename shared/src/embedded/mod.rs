@@ -38,12 +38,13 @@ struct DbShared {
 
 /// redb's page cache and write buffer. Its default (1 GiB) lets the process
 /// grow with the project; records are streamed in 64 KiB chunks, so a small
-/// cache is enough to read with. Measured on 200,000-issue imports (six
-/// alternating runs each): 1 MiB writes as much (1.22 GB with the 0.19 GB
-/// upload) and imports as fast as 4 MiB, which holds 5 MB more at its peak;
-/// a cache that has room left over fills on a big import only, so peak RSS
-/// grows with the project (+16 % from 10,000 to 200,000 issues at 4 MiB,
-/// +7 % at 1 MiB). 256 KiB was slower.
+/// cache is enough to read with. A store batch (1 MiB) that overflows the
+/// write buffer (half the cache) has pages written out, read back and
+/// written again: through the page cache, 2.26 GB copied at 1 MiB against
+/// 1.29 GB at 4 MiB for a 200,000-issue import, the same 1.22 GB reaching
+/// the disk. Six alternating imports found 1 MiB as fast (the copies hit
+/// pages the page cache holds), and 4 MiB filled on big imports only: peak
+/// RSS +16 % from 10,000 to 200,000 issues, +7 % at 1 MiB. 256 KiB was slower.
 const CACHE_BYTES: usize = 1024 * 1024;
 
 fn open_database(path: &Path) -> Result<Database> {
