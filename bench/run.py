@@ -627,7 +627,7 @@ def timed(command):
 
 def gzip6_size_of_tar(archive):
     """Bytes of `gzip -6` over the tar inside `archive`: the size to hold our
-    archive (gzip members) against, on the same bytes."""
+    archive against, on the same bytes."""
     gunzip = subprocess.Popen(["gzip", "-dc", archive], stdout=subprocess.PIPE)
     gzip = subprocess.Popen(["gzip", "-6", "-c"], stdin=gunzip.stdout, stdout=subprocess.PIPE)
     gunzip.stdout.close()
@@ -728,7 +728,7 @@ def bench_size(binary, issues):
                     "peak_rss_mb": max(run["peak_rss_mb"] for run in runs)}
 
         def run_reimport(log):
-            """c. Our exported archive (gzip members) into fresh data dirs."""
+            """c. Our exported archive into fresh data dirs."""
             return repeated_imports(exported, results["export"]["records"], "bench-reimport", log)
 
         def run_one_member(log):
@@ -939,7 +939,7 @@ def report(command, binary, results, ready, functions, artifacts):
 
     out += ["## c. Export against gzip -6 and pigz -6 -p 2", "",
             "`gzip -6 -c` and `pigz -6 -p 2 -c` over exactly the exported archive's NDJSON bytes (concatenated) "
-            "to /dev/null, wall time, medians of %d runs (the export's too). Ratio = our MB/s ÷ theirs. Size: our archive (gzip members) against "
+            "to /dev/null, wall time, medians of %d runs (the export's too). Ratio = our MB/s ÷ theirs. Size: our archive against "
             "`gzip -6` over the same tar bytes." % EXPORT_RUNS, "",
             table(["issues", "NDJSON MB", "export s", "gzip -6 s", "ours MB/s", "gzip -6 MB/s", "ours / gzip -6",
                    "pigz -6 -p 2 s", "ours / pigz", "size vs gzip -6"],
@@ -948,8 +948,9 @@ def report(command, binary, results, ready, functions, artifacts):
     out += ["## c. Import against gzip -dc", "",
             "Each archive imported as a new project, %d times, each on a fresh server and data dir, against "
             "`gzip -dc` of the same archive to /dev/null (also %d times): import s, its server CPU and "
-            "gzip -dc s are medians. Ratio = gzip -dc s ÷ import s. Our export is many gzip members; the "
-            "synthetic archive is one member, as GitLab writes its exports." % (IMPORT_RUNS, IMPORT_RUNS), "",
+            "gzip -dc s are medians. Ratio = gzip -dc s ÷ import s. Our export is one gzip member "
+            "deflated pigz-style in 1 MiB pieces; the synthetic archive one member from a single "
+            "`gzip -1` stream." % (IMPORT_RUNS, IMPORT_RUNS), "",
             table(["issues", "archive", "archive MB", "records", "import s", "import runs s", "server CPU s", "records/s",
                    "gzip -dc s", "ours / gzip -dc", "peak RSS MB"],
                   phase_rows(results, "reimport", lambda r, p: [
