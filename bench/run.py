@@ -625,6 +625,19 @@ def timed(command):
     return time.perf_counter() - start
 
 
+def median_timed(command, runs):
+    """Median wall seconds of `command` over `runs` runs."""
+    return statistics.median(timed(command) for _ in range(runs))
+
+
+def median_run(runs):
+    """The run of median seconds, with every run's seconds and the highest
+    peak RSS of them all."""
+    median = sorted(runs, key=lambda run: run["seconds"])[len(runs) // 2]
+    return {**median, "runs": [run["seconds"] for run in runs],
+            "peak_rss_mb": max(run["peak_rss_mb"] for run in runs)}
+
+
 def gzip6_size_of_tar(archive):
     """Bytes of `gzip -6` over the tar inside `archive`: the size to hold our
     archive against, on the same bytes."""
@@ -697,16 +710,13 @@ def bench_size(binary, issues):
                                  "peak_rss_mb": server.peak_rss_mb()})
             content = ndjson_of(exported, concatenated)
             check_records("export", generated["relations"], content["relations"])
-            median = sorted(runs, key=lambda run: run["seconds"])[len(runs) // 2]
-            return {**median, "runs": [run["seconds"] for run in runs],
-                    "peak_rss_mb": max(run["peak_rss_mb"] for run in runs),
-                    "archive_bytes": os.path.getsize(exported), **content}
+            return {**median_run(runs), "archive_bytes": os.path.getsize(exported), **content}
 
         def run_baseline(_log):
             """c. gzip and pigz over the exported bytes; gzip -6's size over our archive's tar."""
-            baseline = {"gzip6_seconds": statistics.median(timed(["gzip", "-6", "-c", concatenated]) for _ in range(EXPORT_RUNS)),
-                        "pigz6_seconds": statistics.median(timed(["pigz", "-6", "-p", "2", "-c", concatenated]) for _ in range(EXPORT_RUNS)),
-                        "gunzip_seconds": statistics.median(timed(["gzip", "-dc", exported]) for _ in range(IMPORT_RUNS)),
+            baseline = {"gzip6_seconds": median_timed(["gzip", "-6", "-c", concatenated], EXPORT_RUNS),
+                        "pigz6_seconds": median_timed(["pigz", "-6", "-p", "2", "-c", concatenated], EXPORT_RUNS),
+                        "gunzip_seconds": median_timed(["gzip", "-dc", exported], IMPORT_RUNS),
                         "gzip6_archive_bytes": gzip6_size_of_tar(exported)}
             return baseline
 
@@ -723,9 +733,7 @@ def bench_size(binary, issues):
                                  "peak_rss_mb": server.peak_rss_mb()})
                 shutil.rmtree(fresh)
                 os.sync()
-            median = sorted(runs, key=lambda run: run["seconds"])[len(runs) // 2]
-            return {**median, "runs": [run["seconds"] for run in runs],
-                    "peak_rss_mb": max(run["peak_rss_mb"] for run in runs)}
+            return median_run(runs)
 
         def run_reimport(log):
             """c. Our exported archive into fresh data dirs."""
@@ -734,7 +742,7 @@ def bench_size(binary, issues):
         def run_one_member(log):
             """c. The synthetic archive (one gzip member, as GitLab writes its
             exports) into fresh data dirs, against gzip -dc of it."""
-            gunzip = statistics.median(timed(["gzip", "-dc", archive]) for _ in range(IMPORT_RUNS))
+            gunzip = median_timed(["gzip", "-dc", archive], IMPORT_RUNS)
             return {**repeated_imports(archive, generated["records"], "bench-one-member", log),
                     "gunzip_seconds": gunzip}
 
