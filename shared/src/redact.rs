@@ -56,6 +56,27 @@ pub fn text(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// `text` without `secret`, wherever it stands and however the text was
+/// cut: an answer's excerpt may end inside it, and then its start goes too.
+/// The shortest tail taken for the start of a secret is four characters.
+pub fn secret(text: &str, secret: &str) -> String {
+    const SHORTEST_TAIL: usize = 4;
+    if secret.is_empty() {
+        return text.to_owned();
+    }
+    let mut out = text.replace(secret, FILTERED);
+    let longest = secret.len().min(out.len());
+    let cut = (SHORTEST_TAIL..longest)
+        .rev()
+        .filter(|n| out.is_char_boundary(out.len() - n) && secret.is_char_boundary(*n))
+        .find(|n| out.ends_with(&secret[..*n]));
+    if let Some(n) = cut {
+        out.truncate(out.len() - n);
+        out.push_str(FILTERED);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,5 +102,23 @@ mod tests {
             "fetching https://x/a?[FILTERED] failed: 403 from 'http://y/?[FILTERED]'"
         );
         assert!(matches!(text("no urls here"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn a_secret_goes_whole_or_cut() {
+        let token = "glpat-0123456789abcdef";
+        assert_eq!(
+            secret(
+                "Authorization: Bearer glpat-0123456789abcdef, again glpat-0123456789abcdef",
+                token
+            ),
+            "Authorization: Bearer [FILTERED], again [FILTERED]"
+        );
+        assert_eq!(
+            secret("echo: Bearer glpat-0123", token),
+            "echo: Bearer [FILTERED]"
+        );
+        assert_eq!(secret("ends in glp", token), "ends in glp");
+        assert_eq!(secret("nothing", ""), "nothing");
     }
 }

@@ -51,10 +51,14 @@ pub(super) fn read_project_json(
     de.end()
         .map_err(|err| invalid(LEGACY_PROJECT_JSON, err.line() as u64, err.to_string()))?;
     // The attributes as written: numbers, duplicate keys and all.
+    let keys: Vec<String> = attributes
+        .iter()
+        .map(|(key, _)| serde_json::Value::from(key.as_str()).to_string())
+        .collect();
     let attributes = super::raw_json::object(
-        attributes
-            .iter()
-            .map(|(key, value)| (key.as_str(), value.get())),
+        keys.iter()
+            .zip(&attributes)
+            .map(|(key, (_, value))| (key.as_str(), value.get())),
     );
     (state.sink)(ImportEvent::Attributes(Bytes::from(attributes)))
         .map_err(|_| ArchiveError::Aborted)

@@ -15,7 +15,7 @@ mod writer;
 pub use events::{ImportEvent, SinkClosed};
 pub use json::check_record;
 pub use parallel_gzip::{one_encoder_takes_every_core, ParallelGzEncoder};
-pub use reader::{read_archive, read_relation};
+pub use reader::{read_archive, read_relation, read_tar_files};
 pub use slices::{trailer, Slice, SliceSum};
 pub use writer::{header_bytes, padding, write_archive, ExportItem, END_OF_ARCHIVE};
 

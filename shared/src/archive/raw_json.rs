@@ -9,13 +9,14 @@ use std::fmt;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-/// An object's members in order, duplicates kept: each key decoded, each
-/// value as written.
-pub fn members(object: &str) -> serde_json::Result<Vec<(String, &RawValue)>> {
+/// An object's members in order, duplicates kept, keys and values as
+/// written. Keys are never decoded here: an escape no string can hold (an
+/// unpaired surrogate, `"\ud800"`) is a key like any other to an edit.
+pub fn members(object: &str) -> serde_json::Result<Vec<(&RawValue, &RawValue)>> {
     struct Members;
 
     impl<'de> Visitor<'de> for Members {
-        type Value = Vec<(String, &'de RawValue)>;
+        type Value = Vec<(&'de RawValue, &'de RawValue)>;
 
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
             f.write_str("a JSON object")
@@ -23,7 +24,7 @@ pub fn members(object: &str) -> serde_json::Result<Vec<(String, &RawValue)>> {
 
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
             let mut out = Vec::new();
-            while let Some(key) = map.next_key::<String>()? {
+            while let Some(key) = map.next_key::<&'de RawValue>()? {
                 out.push((key, map.next_value::<&'de RawValue>()?));
             }
             Ok(out)
@@ -36,14 +37,32 @@ pub fn members(object: &str) -> serde_json::Result<Vec<(String, &RawValue)>> {
     Ok(members)
 }
 
-/// An object written from its members, in order, compactly.
+/// A key as written, decoded; `None` where no string can hold it.
+pub fn key_text(key: &RawValue) -> Option<std::borrow::Cow<'_, str>> {
+    let written = key.get();
+    let inner = written.strip_prefix('"')?.strip_suffix('"')?;
+    if !inner.contains('\\') {
+        return Some(std::borrow::Cow::Borrowed(inner));
+    }
+    serde_json::from_str::<String>(written)
+        .ok()
+        .map(std::borrow::Cow::Owned)
+}
+
+/// Whether a key as written names `name` (in any of its spellings).
+pub fn key_is(key: &RawValue, name: &str) -> bool {
+    key_text(key).is_some_and(|text| text == name)
+}
+
+/// An object written from its members (keys and values as JSON text), in
+/// order, compactly.
 pub fn object<'a>(members: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
     let mut out = String::from("{");
     for (i, (key, value)) in members.into_iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        out.push_str(&serde_json::Value::from(key).to_string());
+        out.push_str(key);
         out.push(':');
         out.push_str(value.trim());
     }
@@ -53,25 +72,25 @@ pub fn object<'a>(members: impl IntoIterator<Item = (&'a str, &'a str)>) -> Stri
 
 /// `object` with the members named in `updates` set to their values (JSON
 /// text): every member of that name replaced, or one added at the end.
-/// Every other member stays as written.
+/// Every other member stays as written, its key too.
 pub fn with_members(object_text: &str, updates: &[(&str, String)]) -> serde_json::Result<String> {
     let existing = members(object_text)?;
-    let mut out: Vec<(&str, &str)> = existing
+    let mut out: Vec<(String, &str)> = existing
         .iter()
         .map(|(key, value)| {
-            let updated = updates.iter().find(|(name, _)| name == key);
+            let updated = updates.iter().find(|(name, _)| key_is(key, name));
             (
-                key.as_str(),
+                key.get().to_owned(),
                 updated.map_or(value.get(), |(_, v)| v.as_str()),
             )
         })
         .collect();
     for (name, value) in updates {
-        if !existing.iter().any(|(key, _)| key == name) {
-            out.push((name, value.as_str()));
+        if !existing.iter().any(|(key, _)| key_is(key, name)) {
+            out.push((serde_json::Value::from(*name).to_string(), value.as_str()));
         }
     }
-    Ok(object(out))
+    Ok(object(out.iter().map(|(k, v)| (k.as_str(), *v))))
 }
 
 /// JSON with object keys sorted and strings in one spelling, numbers and
@@ -81,14 +100,24 @@ pub fn canonical(json: &str, out: &mut impl FnMut(&[u8])) -> serde_json::Result<
     let json = json.trim();
     match json.as_bytes().first() {
         Some(b'{') => {
-            let mut entries = members(json)?;
+            // One spelling of each key; one no string holds stays as written.
+            let mut entries: Vec<(String, &RawValue)> = members(json)?
+                .into_iter()
+                .map(|(key, value)| {
+                    let text = key_text(key).map_or_else(
+                        || key.get().to_owned(),
+                        |text| serde_json::Value::from(text.as_ref()).to_string(),
+                    );
+                    (text, value)
+                })
+                .collect();
             entries.sort_by(|a, b| a.0.cmp(&b.0));
             out(b"{");
             for (i, (key, value)) in entries.into_iter().enumerate() {
                 if i > 0 {
                     out(b",");
                 }
-                out(serde_json::Value::from(key).to_string().as_bytes());
+                out(key.as_bytes());
                 out(b":");
                 canonical(value.get(), out)?;
             }
@@ -135,7 +164,7 @@ mod tests {
         let found: Vec<(String, String)> = members(text)
             .unwrap()
             .into_iter()
-            .map(|(k, v)| (k, v.get().to_owned()))
+            .map(|(k, v)| (key_text(k).unwrap().into_owned(), v.get().to_owned()))
             .collect();
         assert_eq!(
             found,
@@ -157,6 +186,14 @@ mod tests {
         let added = with_members("{}", &[("visibility_level", "20".into())]).unwrap();
         assert_eq!(added, r#"{"visibility_level":20}"#);
         assert!(with_members("[1]", &[]).is_err());
+        // Keys stay as written, an escaped spelling of a name is that name,
+        // and a key no string can hold is never decoded.
+        let text = r#"{"\ud800":1,"descr\u0069ption":"old","\u00e9":2}"#;
+        let edited = with_members(text, &[("description", "\"new\"".into())]).unwrap();
+        assert_eq!(
+            edited,
+            r#"{"\ud800":1,"descr\u0069ption":"new","\u00e9":2}"#
+        );
     }
 
     #[test]

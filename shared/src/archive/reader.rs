@@ -97,52 +97,13 @@ fn read_entries(
     let mut archive = tar::Archive::new(expanded);
     let mut version = None;
     let mut has_project = false;
-    let mut tree = Tree::default();
-    let mut count = 0u64;
     let mut relation_files = 0usize;
-    // Raw entries: extension headers (long names, PAX) come to us as entries,
-    // so that their size is checked before anything of them is held.
-    let mut extended = Extensions::default();
+    let mut check = EntryCheck::new(limits);
     for entry in archive.entries().map_err(corrupt)?.raw(true) {
         let mut entry = entry.map_err(corrupt)?;
-        count += 1;
-        if count > limits.max_entries {
-            return Err(ArchiveError::TooManyEntries {
-                limit: limits.max_entries,
-            });
-        }
-        let entry_type = entry.header().entry_type();
-        if extended.take_extension(&mut entry, entry_type)? {
-            continue;
-        }
-        let (long_name, pax_size) = extended.for_next_entry()?;
-        if pax_size.is_some_and(|size| Some(size) != entry.header().entry_size().ok()) {
-            return Err(ArchiveError::UnsupportedEntry {
-                path: shown(&String::from_utf8_lossy(&entry.path_bytes())),
-                kind: "a PAX size that differs from its header".into(),
-            });
-        }
-        let raw_path = match long_name {
-            Some(name) => name,
-            None => String::from_utf8_lossy(&entry.path_bytes()).into_owned(),
-        };
-        let Some(path) = normalize(&raw_path)? else {
+        let Some(path) = check.file_path(&mut entry)? else {
             continue;
         };
-        if entry_type.is_dir() {
-            tree.add_dir(&path)?;
-            continue;
-        }
-        if !(entry_type.is_file() || entry_type.is_contiguous()) {
-            return Err(ArchiveError::UnsupportedEntry {
-                path: shown(&raw_path),
-                kind: entry_kind(entry_type),
-            });
-        }
-        if path.len() > MAX_PATH_BYTES {
-            return Err(ArchiveError::UnsafePath(shown(&raw_path)));
-        }
-        tree.add_file(&path)?;
         match path.as_str() {
             "VERSION" => {
                 let text = read_small(&mut entry, 64, "VERSION")?;
@@ -194,6 +155,118 @@ fn read_entries(
         return Err(ArchiveError::MissingProject);
     }
     Ok(version)
+}
+
+/// What every tar entry from a stranger passes before it is read: a bound
+/// on the entries, extension headers (long names, PAX) read only up to
+/// their cap, a path inside the root that unpacks on any file system, and
+/// only files and directories.
+struct EntryCheck<'a> {
+    limits: &'a Limits,
+    count: u64,
+    tree: Tree,
+    extended: Extensions,
+}
+
+impl<'a> EntryCheck<'a> {
+    fn new(limits: &'a Limits) -> Self {
+        EntryCheck {
+            limits,
+            count: 0,
+            tree: Tree::default(),
+            extended: Extensions::default(),
+        }
+    }
+
+    /// The path of a raw entry (`Entries::raw`: extension headers come as
+    /// entries, so their size is checked before anything of them is held)
+    /// that is a file to read; `None` for anything else that passed.
+    fn file_path(
+        &mut self,
+        entry: &mut tar::Entry<'_, impl Read>,
+    ) -> Result<Option<String>, ArchiveError> {
+        self.count += 1;
+        if self.count > self.limits.max_entries {
+            return Err(ArchiveError::TooManyEntries {
+                limit: self.limits.max_entries,
+            });
+        }
+        let entry_type = entry.header().entry_type();
+        if self.extended.take_extension(entry, entry_type)? {
+            return Ok(None);
+        }
+        let (long_name, pax_size) = self.extended.for_next_entry()?;
+        if pax_size.is_some_and(|size| Some(size) != entry.header().entry_size().ok()) {
+            return Err(ArchiveError::UnsupportedEntry {
+                path: shown(&String::from_utf8_lossy(&entry.path_bytes())),
+                kind: "a PAX size that differs from its header".into(),
+            });
+        }
+        let raw_path = match long_name {
+            Some(name) => name,
+            None => String::from_utf8_lossy(&entry.path_bytes()).into_owned(),
+        };
+        let Some(path) = normalize(&raw_path)? else {
+            return Ok(None);
+        };
+        if entry_type.is_dir() {
+            self.tree.add_dir(&path)?;
+            return Ok(None);
+        }
+        if !(entry_type.is_file() || entry_type.is_contiguous()) {
+            return Err(ArchiveError::UnsupportedEntry {
+                path: shown(&raw_path),
+                kind: entry_kind(entry_type),
+            });
+        }
+        if path.len() > MAX_PATH_BYTES {
+            return Err(ArchiveError::UnsafePath(shown(&raw_path)));
+        }
+        self.tree.add_file(&path)?;
+        Ok(Some(path))
+    }
+}
+
+/// Reads the files of a `.tar.gz` from a stranger (a migration source's
+/// file relation) with every check an import's archive gets: each file's
+/// path, its reader and its size go to `file`, which must read it whole or
+/// fail. Every gzip member's trailer is checked, and what follows the tar
+/// stream must be padding.
+pub fn read_tar_files<E: From<ArchiveError>>(
+    input: impl Read + Send,
+    limits: &Limits,
+    mut file: impl FnMut(String, &mut dyn Read, u64) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut input = BufReader::with_capacity(64 * 1024, input);
+    let head = input.fill_buf().map_err(corrupt)?;
+    if head.len() < 2 || head[0] != 0x1f || head[1] != 0x8b {
+        return Err(ArchiveError::NotGzip.into());
+    }
+    let over_limit = Rc::new(Cell::new(false));
+    let mut expanded = LimitedReader {
+        inner: MultiGzDecoder::new(input),
+        remaining: limits.max_uncompressed_bytes,
+        over_limit: over_limit.clone(),
+    };
+    let too_large = || ArchiveError::TooLarge {
+        limit: limits.max_uncompressed_bytes,
+    };
+    let read = (|| {
+        let mut archive = tar::Archive::new(&mut expanded);
+        let mut check = EntryCheck::new(limits);
+        for entry in archive.entries().map_err(corrupt)?.raw(true) {
+            let mut entry = entry.map_err(corrupt)?;
+            if let Some(path) = check.file_path(&mut entry)? {
+                let size = entry.header().entry_size().map_err(corrupt)?;
+                file(path, &mut entry, size)?;
+            }
+        }
+        read_to_the_end(&mut expanded).map_err(E::from)
+    })();
+    if over_limit.get() {
+        return Err(too_large().into());
+    }
+    read
 }
 
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";

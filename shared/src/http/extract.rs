@@ -2,7 +2,7 @@
 //! takes them from the query, a form, multipart or JSON alike) and the base
 //! URL the client used.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Multipart, Path, Request};
@@ -114,16 +114,50 @@ fn is_host(host: &str) -> bool {
 }
 
 /// Request parameters from the query string and the body, whatever its form.
-pub struct Params(pub HashMap<String, String>);
+#[derive(Default)]
+pub struct Params {
+    values: HashMap<String, String>,
+    /// Names a JSON body gave an array or an object: Grape refuses them
+    /// wherever it declares a scalar.
+    structured: HashSet<String>,
+}
 
 impl Params {
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str)
+    /// Parameters that are all text (a multipart form's fields).
+    pub fn from_texts(values: HashMap<String, String>) -> Self {
+        Params {
+            values,
+            structured: HashSet::new(),
+        }
+    }
+
+    /// A scalar parameter's text; an array or a hash in its place is
+    /// invalid, as Grape's coercion of a declared scalar answers it.
+    pub fn get(&self, name: &str) -> Result<Option<&str>, Error> {
+        if self.structured.contains(name) {
+            return Err(Error::InvalidParameter(format!("{name} is invalid")));
+        }
+        Ok(self.values.get(name).map(String::as_str))
+    }
+
+    /// Every parameter: its text, or `None` where a JSON body gave an
+    /// array or a hash.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
+        let texts = self
+            .values
+            .iter()
+            .map(|(k, v)| (k.as_str(), Some(v.as_str())));
+        texts.chain(self.structured.iter().map(|k| (k.as_str(), None)))
+    }
+
+    /// The scalar parameters, as the query string of a link would carry them.
+    pub fn texts(&self) -> &HashMap<String, String> {
+        &self.values
     }
 
     /// A boolean parameter as Grape reads one; absent is false.
     pub fn flag(&self, name: &str) -> Result<bool, Error> {
-        let value = self.get(name).map(str::to_ascii_lowercase);
+        let value = self.get(name)?.map(str::to_ascii_lowercase);
         match value.as_deref() {
             None | Some("") => Ok(false),
             Some("true" | "1" | "yes" | "t") => Ok(true),
@@ -134,7 +168,7 @@ impl Params {
 
     /// A positive integer parameter, `default` when absent.
     pub fn number(&self, name: &str, default: usize) -> Result<usize, Error> {
-        match self.get(name).filter(|v| !v.is_empty()) {
+        match self.get(name)?.filter(|v| !v.is_empty()) {
             None => Ok(default),
             Some(raw) => raw
                 .parse::<usize>()
@@ -143,19 +177,47 @@ impl Params {
                 .ok_or_else(|| Error::InvalidParameter(format!("{name} is invalid"))),
         }
     }
+
+    /// Adds a JSON parameter as the form field(s) Grape would see: nested
+    /// objects become `name[key]`; an array or a hash is remembered as one.
+    fn add_json(&mut self, name: String, value: Value) {
+        match value {
+            Value::String(text) => {
+                self.values.insert(name, text);
+            }
+            Value::Null => {}
+            Value::Object(object) => {
+                for (key, value) in object {
+                    self.add_json(format!("{name}[{key}]"), value);
+                }
+                self.structured.insert(name);
+            }
+            Value::Array(_) => {
+                self.values.remove(&name);
+                self.structured.insert(name);
+            }
+            other => {
+                self.values.insert(name, other.to_string());
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.values.len() + self.structured.len()
+    }
 }
 
 impl<S: Send + Sync> FromRequest<S> for Params {
     type Rejection = Error;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
-        let mut params: HashMap<String, String> =
-            query_pairs(req.uri().query()).into_iter().collect();
+        let mut params = Params::from_texts(query_pairs(req.uri().query()).into_iter().collect());
         let content_type = content_type(&req);
         if content_type.starts_with("multipart/form-data") {
             let mut multipart = Multipart::from_request(req, state)
                 .await
                 .map_err(|_| bad_body("multipart"))?;
+            let mut budget = FieldBudget::default();
             while let Some(field) = multipart
                 .next_field()
                 .await
@@ -164,25 +226,31 @@ impl<S: Send + Sync> FromRequest<S> for Params {
                 let Some(name) = field.name().map(str::to_owned) else {
                     continue;
                 };
-                let text = field_text(field, &name).await?;
-                params.insert(name, text);
+                let text = field_text(field, &name, &mut budget).await?;
+                params.values.insert(name, text);
             }
         } else if content_type.starts_with("application/json") {
             let body = small_body(req).await?;
             if !body.is_empty() {
-                let object: serde_json::Map<String, Value> =
-                    serde_json::from_slice(&body).map_err(|_| bad_body("JSON"))?;
-                for (name, value) in object {
-                    flatten(name, value, &mut params);
+                let value: Value = serde_json::from_slice(&body).map_err(|_| bad_body("JSON"))?;
+                // Grape merges a body into the parameters only when it is a
+                // hash: `null`, `[]` or `3` mean no parameters there.
+                if let Value::Object(object) = value {
+                    for (name, value) in object {
+                        params.add_json(name, value);
+                    }
                 }
             }
         } else if content_type.starts_with("application/x-www-form-urlencoded") {
             let body = small_body(req).await?;
             let pairs: Vec<(String, String)> =
                 serde_urlencoded::from_bytes(&body).map_err(|_| bad_body("form"))?;
-            params.extend(pairs);
+            params.values.extend(pairs);
         }
-        Ok(Params(params))
+        if params.len() > MAX_FIELDS {
+            return Err(too_many_fields());
+        }
+        Ok(params)
     }
 }
 
@@ -199,11 +267,19 @@ fn bad_body(what: &str) -> Error {
     Error::BadRequest(format!("invalid {what} body"))
 }
 
-/// The largest JSON or form body of parameters (uploads stream, and are
-/// limited on their own).
+/// The largest JSON or form body of parameters, and the most bytes a
+/// multipart form's fields besides its file take together (uploads stream,
+/// and are limited on their own).
 pub const MAX_PARAMS_BYTES: usize = 1024 * 1024;
 /// The largest single form field besides an upload's file.
 pub const MAX_FIELD_BYTES: usize = 64 * 1024;
+/// The most parameters one request has (GitLab's routes take a few dozen;
+/// Rack stops a multipart form at 4,096 parts).
+pub const MAX_FIELDS: usize = 1024;
+
+fn too_many_fields() -> Error {
+    Error::PayloadTooLarge(format!("the request has more than {MAX_FIELDS} parameters"))
+}
 
 async fn small_body(req: Request) -> Result<Bytes, Error> {
     axum::body::to_bytes(req.into_body(), MAX_PARAMS_BYTES)
@@ -215,12 +291,42 @@ async fn small_body(req: Request) -> Result<Bytes, Error> {
         })
 }
 
-/// A multipart field's text, read only up to its limit. Grape answers a
-/// field that is not UTF-8 as invalid, not missing.
+/// What a multipart form's text fields may still take: counted as they
+/// arrive, so a flood is refused before it is held.
+pub struct FieldBudget {
+    fields: usize,
+    bytes: usize,
+}
+
+impl Default for FieldBudget {
+    fn default() -> Self {
+        FieldBudget {
+            fields: MAX_FIELDS,
+            bytes: MAX_PARAMS_BYTES,
+        }
+    }
+}
+
+impl FieldBudget {
+    fn spend(&mut self, bytes: usize) -> Result<(), Error> {
+        self.bytes = self.bytes.checked_sub(bytes).ok_or_else(|| {
+            Error::PayloadTooLarge(format!(
+                "the request's parameters are larger than {MAX_PARAMS_BYTES} bytes"
+            ))
+        })?;
+        Ok(())
+    }
+}
+
+/// A multipart field's text, read only up to its limit and the form's
+/// `budget`. Grape answers a field that is not UTF-8 as invalid, not missing.
 pub async fn field_text(
     mut field: axum::extract::multipart::Field<'_>,
     name: &str,
+    budget: &mut FieldBudget,
 ) -> Result<String, Error> {
+    budget.fields = budget.fields.checked_sub(1).ok_or_else(too_many_fields)?;
+    budget.spend(name.len())?;
     let mut bytes = Vec::new();
     while let Some(chunk) = field
         .chunk()
@@ -232,28 +338,10 @@ pub async fn field_text(
                 "{name} is larger than {MAX_FIELD_BYTES} bytes"
             )));
         }
+        budget.spend(chunk.len())?;
         bytes.extend_from_slice(&chunk);
     }
     String::from_utf8(bytes).map_err(|_| Error::InvalidParameter(format!("{name} is invalid")))
-}
-
-/// A JSON parameter as the form field(s) Grape would see: nested objects
-/// become `name[key]`.
-fn flatten(name: String, value: Value, params: &mut HashMap<String, String>) {
-    match value {
-        Value::String(text) => {
-            params.insert(name, text);
-        }
-        Value::Null => {}
-        Value::Object(object) => {
-            for (key, value) in object {
-                flatten(format!("{name}[{key}]"), value, params);
-            }
-        }
-        other => {
-            params.insert(name, other.to_string());
-        }
-    }
 }
 
 /// Request parameters with their structure kept (hashes and arrays), for
@@ -274,6 +362,10 @@ impl<S: Send + Sync> FromRequest<S> for NestedParams {
             } else {
                 serde_json::from_slice::<Value>(&body).map_err(|_| bad_body("JSON"))?
             };
+            if !value.is_object() {
+                // As `Params`: a body that is not a hash adds nothing.
+                value = Value::Object(Default::default());
+            }
             let Some(object) = value.as_object_mut() else {
                 return Err(bad_body("JSON"));
             };

@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
-
+pub mod bounded;
 mod guard;
 mod s3;
 pub mod source;
 
+use bounded::Pace;
 use guard::{blocked_cause, client, local_target, Blocked};
 
 pub use crate::domain::UploadTarget;
@@ -165,23 +165,12 @@ pub async fn fetch_into(app: &App, url: &str, key: &str, limit: u64) -> Result<u
     check_url(url, &redact::url(url), app.settings.allow_local_requests)?;
     let client = client(app.settings.allow_local_requests)?;
     let response = exchange("downloading the archive failed", client.get(url)).await?;
+    let too_large = format!("the archive is larger than {limit} bytes");
     if response.content_length().is_some_and(|size| size > limit) {
-        return Err(Error::PayloadTooLarge(format!(
-            "the archive is larger than {limit} bytes"
-        )));
+        return Err(Error::PayloadTooLarge(too_large));
     }
-    let mut seen = 0u64;
-    let body = response.bytes_stream().map(move |chunk| {
-        let chunk = chunk.map_err(std::io::Error::other)?;
-        seen += chunk.len() as u64;
-        if seen > limit {
-            return Err(std::io::Error::other(format!(
-                "the archive is larger than {limit} bytes"
-            )));
-        }
-        Ok(chunk)
-    });
-    app.blobs.put(key, Box::pin(body)).await
+    let body = bounded::paced(response.bytes_stream(), limit, Pace::FILE, too_large);
+    app.blobs.put(key, body).await
 }
 
 /// Sends the blob at `key` (`size` bytes) to the upload target, as GitLab
@@ -194,8 +183,11 @@ pub async fn send_blob(app: &App, key: &str, size: u64, target: &UploadTarget) -
     )?;
     let method = reqwest::Method::from_bytes(target.method.as_bytes()).map_err(Error::internal)?;
     let body = reqwest::Body::wrap_stream(app.blobs.get(key).await?);
+    // A receiver that reads slowly holds the worker no longer than a slow
+    // sender would.
     let mut request = client(app.settings.allow_local_requests)?
         .request(method, &target.url)
+        .timeout(Pace::FILE.deadline(size))
         .header(reqwest::header::CONTENT_TYPE, "application/gzip")
         .header(reqwest::header::CONTENT_LENGTH, size)
         .body(body);
@@ -218,7 +210,7 @@ async fn exchange(what: &str, request: reqwest::RequestBuilder) -> Result<reqwes
         })?;
     let status = response.status();
     if !status.is_success() {
-        let body = response.text().await.unwrap_or_default();
+        let body = bounded::excerpt(response).await;
         let detail: String = body.chars().take(200).collect();
         return Err(transfer_error(what, Some(status), detail));
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::bounded::{self, Pace, METADATA_DEADLINE};
 use super::guard::{blocked_cause, client};
 use crate::stream::ByteStream;
 use crate::{redact, Error, Result};
@@ -85,6 +86,8 @@ impl SourceInstance {
     }
 
     /// Sends the request `build` makes, again after a failure worth a retry.
+    /// What an unsuccessful answer says is kept without the token, whatever
+    /// the source echoes.
     async fn send(
         &self,
         path: &str,
@@ -102,12 +105,16 @@ impl SourceInstance {
                 Ok(response) if response.status().is_success() => return Ok(response),
                 Ok(response) => {
                     let status = response.status();
-                    let body = response.text().await.unwrap_or_default();
+                    let body =
+                        crate::redact::secret(&bounded::excerpt(response).await, &self.token);
                     Failure::Status(status, body.chars().take(200).collect())
                 }
                 Err(err) => match blocked_cause(&err) {
                     Some(blocked) => return Err(Failure::Blocked(blocked.0.clone())),
-                    None => Failure::Network(err.without_url().to_string()),
+                    None => Failure::Network(crate::redact::secret(
+                        &super::error_chain(&err.without_url()),
+                        &self.token,
+                    )),
                 },
             };
             let retry = match &failure {
@@ -156,7 +163,7 @@ impl SourceInstance {
     /// token's scopes; `/user` answers both questions on either server).
     pub async fn check_token(&self) -> Result<()> {
         let path = "user";
-        self.send(path, |c, url| c.get(url))
+        self.send(path, |c, url| c.get(url).timeout(METADATA_DEADLINE))
             .await
             .map_err(|failure| {
                 Self::error(path, failure, |code| match code {
@@ -173,34 +180,40 @@ impl SourceInstance {
         let path = format!("projects/{}", crate::uri::encode_component(full_path));
         let not_found = || format!("Import failed. '{full_path}' not found.");
         let response = self
-            .send(&path, |c, url| c.get(url))
+            .send(&path, |c, url| c.get(url).timeout(METADATA_DEADLINE))
             .await
             .map_err(|failure| Self::error(&path, failure, |code| (code == 404).then(not_found)))?;
         #[derive(Deserialize)]
         struct Found {
             id: u64,
         }
-        let found: Found = response
-            .json()
+        let found: Found = bounded::json(response, "the source's project")
             .await
-            .map_err(|_| Error::BadRequest(not_found()))?;
+            .map_err(|err| match err {
+                Error::BadRequest(_) => Error::BadRequest(not_found()),
+                other => other,
+            })?;
         Ok(found.id)
     }
 
     /// Asks the source for a new relations export, batched.
     pub async fn start_relations_export(&self, project_id: u64, full_path: &str) -> Result<()> {
         let path = format!("projects/{project_id}/export_relations");
-        self.send(&path, |c, url| c.post(url).form(&[("batched", "true")]))
-            .await
-            .map_err(|failure| {
-                Self::error(&path, failure, |code| match code {
-                    403 => Some(format!(
-                        "Import failed. You do not have permission to export '{full_path}'."
-                    )),
-                    404 => Some(EXPORT_DISABLED.into()),
-                    _ => None,
-                })
-            })?;
+        self.send(&path, |c, url| {
+            c.post(url)
+                .form(&[("batched", "true")])
+                .timeout(METADATA_DEADLINE)
+        })
+        .await
+        .map_err(|failure| {
+            Self::error(&path, failure, |code| match code {
+                403 => Some(format!(
+                    "Import failed. You do not have permission to export '{full_path}'."
+                )),
+                404 => Some(EXPORT_DISABLED.into()),
+                _ => None,
+            })
+        })?;
         Ok(())
     }
 
@@ -208,22 +221,32 @@ impl SourceInstance {
     pub async fn relations_export_status(&self, project_id: u64) -> Result<Vec<SourceRelation>> {
         let path = format!("projects/{project_id}/export_relations/status");
         let response = self
-            .send(&path, |c, url| c.get(url))
+            .send(&path, |c, url| c.get(url).timeout(METADATA_DEADLINE))
             .await
             .map_err(|failure| Self::error(&path, failure, |_| None))?;
-        response
-            .json()
-            .await
-            .map_err(|err| Error::Storage(format!("the source's export status: {err}")))
+        let mut status: Vec<SourceRelation> =
+            bounded::json(response, "the source's export status").await?;
+        // Whatever the source writes here may end up in failures and logs.
+        let hide = |text: &mut String| *text = crate::redact::secret(text, &self.token);
+        for relation in &mut status {
+            hide(&mut relation.relation);
+            relation.error.iter_mut().for_each(hide);
+            for batch in &mut relation.batches {
+                batch.error.iter_mut().for_each(hide);
+            }
+        }
+        Ok(status)
     }
 
     /// One relation's file, or one batch of it, as the source serves it
-    /// (following its redirect to a presigned URL).
+    /// (following its redirect to a presigned URL): at most `limit` bytes,
+    /// at the pace of a file.
     pub async fn download(
         &self,
         project_id: u64,
         relation: &str,
         batch: Option<u32>,
+        limit: u64,
     ) -> Result<ByteStream> {
         let path = format!("projects/{project_id}/export_relations/download");
         let mut query = vec![("relation", relation.to_owned())];
@@ -239,9 +262,13 @@ impl SourceInstance {
                     (code != 429 && code < 500).then(|| format!("File download error {code}"))
                 })
             })?;
-        use futures::TryStreamExt;
-        let body = response.bytes_stream().map_err(std::io::Error::other);
-        Ok(Box::pin(body))
+        let too_large = format!("a file of the source is larger than {limit} bytes");
+        Ok(bounded::paced(
+            response.bytes_stream(),
+            limit,
+            Pace::FILE,
+            too_large,
+        ))
     }
 }
 

@@ -45,10 +45,10 @@ const OVERRIDABLE: &[(&str, Kind)] = &[
 
 /// The overrides in `params` (`override_params[<name>]`, as a form sends
 /// them and as a JSON object's members are flattened), as project
-/// attributes and their JSON text. Grape's errors for a value it cannot
-/// coerce.
+/// attributes and their JSON text. A value is `None` where the client sent
+/// an array or a hash. Grape's errors for a value it cannot coerce.
 pub fn from_params<'a>(
-    params: impl IntoIterator<Item = (&'a str, &'a str)>,
+    params: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
 ) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
     for (name, value) in params {
@@ -61,10 +61,13 @@ pub fn from_params<'a>(
         let Some((_, kind)) = OVERRIDABLE.iter().find(|(known, _)| *known == key) else {
             continue;
         };
+        let invalid = || Error::InvalidParameter(format!("{name} is invalid"));
+        // Every declared override is a scalar: Grape refuses an array or a
+        // hash in its place.
+        let value = value.ok_or_else(invalid)?;
         if value.is_empty() {
             continue;
         }
-        let invalid = || Error::InvalidParameter(format!("{name} is invalid"));
         let (attribute, json) = match kind {
             Kind::Text => (key, Value::from(value)),
             Kind::Boolean => {
@@ -107,13 +110,14 @@ mod tests {
     #[test]
     fn overrides_are_coerced_as_grape_declares_them() {
         let found = from_params([
-            ("override_params[description]", "New"),
-            ("override_params[visibility]", "public"),
-            ("override_params[build_timeout]", "600"),
-            ("override_params[request_access_enabled]", "false"),
-            ("override_params[unknown]", "dropped"),
-            ("override_params[ci_config_path]", ""),
-            ("path", "not an override"),
+            ("override_params[description]", Some("New")),
+            ("override_params[visibility]", Some("public")),
+            ("override_params[build_timeout]", Some("600")),
+            ("override_params[request_access_enabled]", Some("false")),
+            ("override_params[unknown]", Some("dropped")),
+            ("override_params[unknown_list]", None),
+            ("override_params[ci_config_path]", Some("")),
+            ("path", Some("not an override")),
         ])
         .unwrap();
         assert_eq!(
@@ -126,11 +130,16 @@ mod tests {
             ]
             .map(|(a, b)| (a.to_owned(), b.to_owned()))
         );
-        let bad = from_params([("override_params[visibility]", "secret")]).unwrap_err();
+        let bad = from_params([("override_params[visibility]", Some("secret"))]).unwrap_err();
         assert_eq!(
             bad.to_string(),
             "override_params[visibility] does not have a valid value"
         );
-        assert!(from_params([("override_params[build_timeout]", "soon")]).is_err());
+        assert!(from_params([("override_params[build_timeout]", Some("soon"))]).is_err());
+        let listed = from_params([("override_params[description]", None)]).unwrap_err();
+        assert_eq!(
+            listed.to_string(),
+            "override_params[description] is invalid"
+        );
     }
 }

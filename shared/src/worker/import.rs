@@ -368,12 +368,20 @@ fn with_overrides(attributes: Bytes, overrides: &[(String, String)]) -> Result<B
     if overrides.is_empty() {
         return Ok(attributes);
     }
-    let text = std::str::from_utf8(&attributes).map_err(Error::internal)?;
+    // The reader checked the attributes; whatever still fails here is the
+    // archive's doing, and no retry changes it.
+    let refused = |err: &dyn std::fmt::Display| {
+        Error::BadRequest(format!(
+            "{}: the overrides cannot be applied: {err}",
+            crate::archive::PROJECT_JSON
+        ))
+    };
+    let text = std::str::from_utf8(&attributes).map_err(|e| refused(&e))?;
     let updates: Vec<(&str, String)> = overrides
         .iter()
         .map(|(name, value)| (name.as_str(), value.clone()))
         .collect();
-    let edited = crate::archive::raw_json::with_members(text, &updates).map_err(Error::internal)?;
+    let edited = crate::archive::raw_json::with_members(text, &updates).map_err(|e| refused(&e))?;
     Ok(Bytes::from(edited))
 }
 
@@ -382,7 +390,10 @@ fn with_overrides(attributes: Bytes, overrides: &[(String, String)]) -> Result<B
 fn description_of(attributes: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(attributes).ok()?;
     let members = crate::archive::raw_json::members(text).ok()?;
-    let (_, value) = members.iter().rev().find(|(key, _)| key == "description")?;
+    let (_, value) = members
+        .iter()
+        .rev()
+        .find(|(key, _)| crate::archive::raw_json::key_is(key, "description"))?;
     serde_json::from_str::<Option<String>>(value.get()).ok()?
 }
 

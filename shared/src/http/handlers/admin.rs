@@ -44,10 +44,10 @@ pub async fn create_user(
 ) -> JsonResponse {
     require_admin(&caller)?;
     let username = params
-        .get("username")
+        .get("username")?
         .filter(|u| crate::domain::is_valid_path(u))
         .ok_or_else(|| Error::InvalidParameter("username is missing".into()))?;
-    let name = params.get("name").unwrap_or(username);
+    let name = params.get("name")?.unwrap_or(username);
     let user = app
         .users
         .create_user(username, name, params.flag("admin")?)
@@ -68,9 +68,9 @@ pub async fn create_token(
     }
     .ok_or_else(|| Error::not_found("User"))?;
     let name = params
-        .get("name")
+        .get("name")?
         .ok_or_else(|| Error::InvalidParameter("name is missing".into()))?;
-    let expires_at = match params.get("expires_at").filter(|v| !v.is_empty()) {
+    let expires_at = match params.get("expires_at")?.filter(|v| !v.is_empty()) {
         None => None,
         Some(date) => {
             let day = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d")

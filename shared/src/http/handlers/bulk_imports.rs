@@ -90,7 +90,7 @@ pub async fn list_bulk_entities(
         .filter(|e| filter.keeps(e.status))
         .map(|e| views::bulk_entity(import_id, e))
         .collect();
-    if params.get("sort") == Some("desc") {
+    if params.get("sort")? == Some("desc") {
         items.reverse();
     }
     let url = format!("{base}/api/v4/bulk_imports/{import_id}/entities");
@@ -160,13 +160,13 @@ struct Filter {
 
 impl Filter {
     fn read(params: &Params) -> Result<Filter> {
-        let status = match params.get("status") {
+        let status = match params.get("status")? {
             None => None,
             Some(text) => Some(crate::domain::BulkStatus::parse(text).ok_or_else(|| {
                 Error::InvalidParameter("status does not have a valid value".into())
             })?),
         };
-        let newest_first = match params.get("sort") {
+        let newest_first = match params.get("sort")? {
             None | Some("desc") => true,
             Some("asc") => false,
             Some(_) => {
@@ -196,6 +196,6 @@ fn paginated(url: &str, params: &Params, items: Vec<Value>) -> Result<Response> 
         .skip(page.saturating_sub(1).saturating_mul(per_page))
         .take(per_page)
         .collect();
-    let headers = views::pagination_headers(url, &params.0, page, per_page, total);
+    let headers = views::pagination_headers(url, params.texts(), page, per_page, total);
     Ok(with_headers(Value::Array(body), headers))
 }

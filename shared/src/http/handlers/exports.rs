@@ -8,7 +8,7 @@ pub async fn schedule_export(
     CallerProject { user, project }: CallerProject,
     params: Params,
 ) -> JsonResponse {
-    let description = params.get("description").map(str::to_owned);
+    let description = params.get("description")?.map(str::to_owned);
     let upload = upload_target(&params, app.settings.allow_local_requests)?;
     service::schedule_export(&app, &user, &project, description, upload).await?;
     accepted()
@@ -17,12 +17,12 @@ pub async fn schedule_export(
 /// GitLab's `upload[url]`, `upload[http_method]` and (ours)
 /// `upload[headers][Name]`.
 pub(super) fn upload_target(params: &Params, allow_local: bool) -> Result<Option<UploadTarget>> {
-    let Some(url) = params.get("upload[url]").filter(|u| !u.is_empty()) else {
+    let Some(url) = params.get("upload[url]")?.filter(|u| !u.is_empty()) else {
         return Ok(None);
     };
     remote::check_url(url, "upload[url]", allow_local)?;
     let method = params
-        .get("upload[http_method]")
+        .get("upload[http_method]")?
         .filter(|m| !m.is_empty())
         .unwrap_or("PUT")
         .to_ascii_uppercase();
@@ -32,13 +32,13 @@ pub(super) fn upload_target(params: &Params, allow_local: bool) -> Result<Option
         ));
     }
     let headers = params
-        .0
-        .iter()
+        .entries()
         .filter_map(|(name, value)| {
             let header = name.strip_prefix("upload[headers][")?.strip_suffix(']')?;
-            Some((header.to_owned(), value.clone()))
+            let value = value.ok_or_else(|| Error::InvalidParameter(format!("{name} is invalid")));
+            Some(value.map(|value| (header.to_owned(), value.to_owned())))
         })
-        .collect();
+        .collect::<Result<_>>()?;
     Ok(Some(UploadTarget {
         url: url.to_owned(),
         method,

@@ -27,6 +27,7 @@ impl UploadForm {
         let upload_id = new_id();
         let key = service::upload_key(&upload_id);
         let mut fields = HashMap::new();
+        let mut budget = crate::http::extract::FieldBudget::default();
         let mut has_file = false;
         let received = async {
             while let Some(field) = multipart.next_field().await.map_err(bad_multipart)? {
@@ -38,7 +39,7 @@ impl UploadForm {
                     has_file = true;
                     store_upload(app, &key, field).await?;
                 } else {
-                    let text = crate::http::extract::field_text(field, &name).await?;
+                    let text = crate::http::extract::field_text(field, &name, &mut budget).await?;
                     fields.insert(name, text);
                 }
             }
@@ -71,7 +72,7 @@ impl UploadForm {
 
     /// The form's fields, read like any request's parameters.
     pub(super) fn params(&self) -> Params {
-        Params(self.fields.clone())
+        Params::from_texts(self.fields.clone())
     }
 
     /// Drops the upload of a request that failed, and passes the error on.
@@ -111,20 +112,20 @@ pub async fn import_project(
 /// The fields of an import besides its archive.
 pub(super) fn import_request(params: &Params) -> Result<ImportRequest> {
     let field = |name: &str| {
-        params
-            .get(name)
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .map(str::to_owned)
+        Ok::<_, Error>(
+            params
+                .get(name)?
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned),
+        )
     };
     Ok(ImportRequest {
-        path: field("path").ok_or_else(|| Error::InvalidParameter("path is missing".into()))?,
-        namespace: field("namespace"),
-        name: field("name"),
+        path: field("path")?.ok_or_else(|| Error::InvalidParameter("path is missing".into()))?,
+        namespace: field("namespace")?,
+        name: field("name")?,
         overwrite: params.flag("overwrite")?,
-        overrides: service::overrides::from_params(
-            params.0.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        )?,
+        overrides: service::overrides::from_params(params.entries())?,
     })
 }
 

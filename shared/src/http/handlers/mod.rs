@@ -79,7 +79,7 @@ fn accepted() -> JsonResponse {
 
 fn required<'a>(params: &'a Params, name: &str) -> Result<&'a str> {
     params
-        .get(name)
+        .get(name)?
         .map(str::trim)
         .filter(|v| !v.is_empty())
         .ok_or_else(|| Error::InvalidParameter(format!("{name} is missing")))

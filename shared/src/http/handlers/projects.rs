@@ -58,7 +58,7 @@ pub async fn list_projects(
     let body = Value::Array(body);
     let headers = views::pagination_headers(
         &format!("{base}/api/v4/projects"),
-        &params.0,
+        params.texts(),
         page,
         per_page,
         total,

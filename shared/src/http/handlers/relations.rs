@@ -17,7 +17,7 @@ pub async fn relations_export_status(
     CallerProject { project, .. }: CallerProject,
     params: Params,
 ) -> JsonResponse {
-    let view = match params.get("relation") {
+    let view = match params.get("relation")? {
         Some(relation) => {
             views::relation_export(&relation_export::state(&app, &project, relation).await?)
         }
@@ -38,9 +38,9 @@ pub async fn relations_export_download(
     params: Params,
 ) -> Result<Response> {
     let relation = params
-        .get("relation")
+        .get("relation")?
         .ok_or_else(|| Error::InvalidParameter("relation is missing".into()))?;
-    let batch = match (params.flag("batched")?, params.get("batch_number")) {
+    let batch = match (params.flag("batched")?, params.get("batch_number")?) {
         (false, None) => None,
         (true, Some(n)) => Some(
             n.parse::<u32>()

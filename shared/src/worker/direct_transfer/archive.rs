@@ -145,26 +145,18 @@ fn measure(reader: SourceFile, limit: u64) -> Result<(u64, bool)> {
     }
 }
 
-/// The files of a file relation's `.tar.gz`, each as an entry of its own.
+/// The files of a file relation's `.tar.gz`, each as an entry of its own,
+/// read with every check an import's archive gets (extension headers,
+/// paths, entry counts, expanded size).
 async fn inner_files(app: &App, entries: &Entries, relation: &str, key: &str) -> Result<()> {
     let relation = relation.to_owned();
     let reader = source_file(app, key).await?;
+    let limits = app.settings.limits.clone();
     let handle = tokio::runtime::Handle::current();
     let sender = entries.sender();
     runtime::spawn_thread("file relation", move || -> Result<()> {
-        let mut tar = tar::Archive::new(MultiGzDecoder::new(reader));
-        for entry in tar.entries().map_err(corrupt)? {
-            let mut entry = entry.map_err(corrupt)?;
-            if !entry.header().entry_type().is_file() {
-                continue;
-            }
-            let path = entry
-                .path()
-                .map_err(corrupt)?
-                .to_string_lossy()
-                .into_owned();
+        archive::read_tar_files(reader, &limits, |path, entry, size| -> Result<()> {
             let path = archive_path(&relation, &path);
-            let size = entry.size();
             let send = |item| handle.block_on(sender.send(item));
             send(ExportItem::Begin { path, size })?;
             let mut piece = vec![0; PIECE];
@@ -175,9 +167,14 @@ async fn inner_files(app: &App, entries: &Entries, relation: &str, key: &str) ->
                 }
                 send(ExportItem::Data(Bytes::copy_from_slice(&piece[..n])))?;
             }
-            send(ExportItem::End)?;
-        }
-        Ok(())
+            send(ExportItem::End)
+        })
+        .map_err(|err| match err {
+            Error::Archive(err) => {
+                Error::BadRequest(format!("a file of the source is refused: {err}"))
+            }
+            other => other,
+        })
     })
     .join()
     .await?

@@ -2,11 +2,15 @@
 //!
 //! 1. The entity's import job checks the source, asks it for a relations
 //!    export and waits for it; it then records how many files the export
-//!    has, lets go of the job and queues one message per file (a relation,
-//!    or one batch of it): on AWS each is an invocation of its own.
+//!    has (and which, in a small plan beside them), lets go of the job and
+//!    queues the messages of the first files (a relation, or one batch of
+//!    it): on AWS each is an invocation of its own. At most a window of
+//!    them is queued at a time, so a source claiming thousands of batches
+//!    never puts other users' work behind its own.
 //! 2. Each file's message downloads it into the upload's folder (a put is
-//!    atomic, so a file is there whole or not at all); the one that finds
-//!    every file there queues the job again.
+//!    atomic, so a file is there whole or not at all) and queues the next
+//!    file of its window; the one that finds every file there queues the
+//!    job again.
 //! 3. The job puts the files together into a GitLab export archive at its
 //!    upload key, and imports it like any other archive: everything the
 //!    import checks, and how it publishes (one generation, switched in at
@@ -22,13 +26,11 @@ mod archive;
 
 use std::time::Duration;
 
-use futures::StreamExt;
-
 use super::lease::Lease;
 use crate::domain::{now, BulkSource, ImportFailure, Job, JobKind, JobUpdate, Message, When};
 use crate::relations;
 use crate::remote::source::{SourceInstance, SourceRelation};
-use crate::{keys, stream, App, Error, Result};
+use crate::{keys, App, Error, Result};
 use archive::write_archive;
 
 /// How long the source may take to export the project before the run
@@ -36,6 +38,11 @@ use archive::write_archive;
 const EXPORT_WAIT: Duration = Duration::from_secs(600);
 const FIRST_POLL: Duration = Duration::from_millis(200);
 const MAX_POLL: Duration = Duration::from_secs(5);
+
+/// The most files (relations and batches) one entity's export may have:
+/// a hundred million records at GitLab's 1,000 per batch. A source claiming
+/// more is refused before anything is planned.
+const MAX_SOURCE_FILES: u64 = 100_000;
 
 /// One file of the source's export: a relation, or one batch of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +84,81 @@ fn staging(archive_key: &str) -> String {
     format!("{}source/", keys::upload_folder(archive_key))
 }
 
+/// The files of the source's export in download order, kept small: each
+/// relation with its number of batches (0: one file, not batched).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Plan(Vec<(String, u32)>);
+
+impl Plan {
+    fn of(parts: &[Part]) -> Plan {
+        let mut plan: Vec<(String, u32)> = Vec::new();
+        for part in parts {
+            match plan.last_mut() {
+                Some((relation, batches)) if *relation == part.relation && part.batch.is_some() => {
+                    *batches += 1
+                }
+                _ => plan.push((part.relation.clone(), u32::from(part.batch.is_some()))),
+            }
+        }
+        Plan(plan)
+    }
+
+    fn parts(&self) -> impl Iterator<Item = Part> + '_ {
+        self.0.iter().flat_map(|(relation, batches)| {
+            let batched = *batches > 0;
+            (1..=(*batches).max(1)).map(move |n| Part {
+                relation: relation.clone(),
+                batch: batched.then_some(n),
+            })
+        })
+    }
+
+    fn key(staging: &str) -> String {
+        format!("{staging}plan.json")
+    }
+
+    async fn save(&self, app: &App, staging: &str) -> Result<()> {
+        let json = serde_json::to_vec(self).map_err(Error::internal)?;
+        app.blobs
+            .put(&Self::key(staging), crate::stream::from_bytes(json))
+            .await?;
+        Ok(())
+    }
+
+    async fn load(app: &App, staging: &str) -> Result<Plan> {
+        let json = crate::stream::collect(app.blobs.get(&Self::key(staging)).await?).await?;
+        serde_json::from_slice(&json).map_err(Error::internal)
+    }
+
+    /// The messages of the first `window` files not staged at or after
+    /// `from` (an index in download order).
+    fn next_messages(
+        &self,
+        job: &Job,
+        staged: &[Part],
+        from: usize,
+        window: usize,
+    ) -> Vec<Message> {
+        self.parts()
+            .skip(from)
+            .filter(|part| !staged.contains(part))
+            .take(window)
+            .map(|part| part.message(job))
+            .collect()
+    }
+}
+
+/// The files staged so far.
+async fn staged_parts(app: &App, staging: &str) -> Result<Vec<Part>> {
+    Ok(app
+        .blobs
+        .list(staging)
+        .await?
+        .iter()
+        .filter_map(|blob| Part::of_key(&blob.key, staging))
+        .collect())
+}
+
 /// Where a migration's import job stands before its archive is read.
 pub(super) enum Prepared {
     /// The archive is at the upload key: import it.
@@ -100,13 +182,7 @@ pub(super) async fn prepare(
         return request_export(app, lease, job, source, &remote).await;
     };
     let staging = staging(archive_key);
-    let mut staged: Vec<Part> = app
-        .blobs
-        .list(&staging)
-        .await?
-        .iter()
-        .filter_map(|blob| Part::of_key(&blob.key, &staging))
-        .collect();
+    let mut staged = staged_parts(app, &staging).await?;
     if staged.len() < expected as usize {
         let written = app.blobs.list(archive_key).await?;
         if written.iter().any(|blob| blob.key == archive_key) {
@@ -115,15 +191,17 @@ pub(super) async fn prepare(
         }
         // Early (a message delivered twice): the last file queues the job
         // again. Queued by the stale-job sweep: a file's message was lost,
-        // and the missing ones are queued again.
+        // and a window of the missing ones is queued again.
         let missing: Vec<Message> = if job.stalls > 0 {
-            let status = remote.relations_export_status(project_id).await?;
-            plan(job, &status)
-                .0
-                .into_iter()
-                .filter(|part| !staged.contains(part))
-                .map(|part| part.message(job))
-                .collect()
+            let window = app.settings.relation_export_window;
+            match Plan::load(app, &staging).await {
+                Ok(plan) => plan.next_messages(job, &staged, 0, window),
+                Err(_) => {
+                    let status = remote.relations_export_status(project_id).await?;
+                    let parts = plan(job, &status, &app.settings.limits)?.0;
+                    Plan::of(&parts).next_messages(job, &staged, 0, window)
+                }
+            }
         } else {
             Vec::new()
         };
@@ -177,11 +255,15 @@ async fn request_export(
         Some(status) => status,
         None => return Ok(Prepared::Lost),
     };
-    let (parts, failures) = plan(job, &status);
+    let (parts, failures) = plan(job, &status, &app.settings.limits)?;
     if parts.is_empty() {
         return Err(Error::BadRequest(
             "Import failed: the source exported no relation".into(),
         ));
+    }
+    let plan = Plan::of(&parts);
+    if let Some(archive_key) = &job.archive_key {
+        plan.save(app, &staging(archive_key)).await?;
     }
     let update = JobUpdate {
         failures: Some(failures),
@@ -193,16 +275,44 @@ async fn request_export(
     if !lease.pause(update).await? {
         return Ok(Prepared::Lost);
     }
-    let messages: Vec<Message> = parts.iter().map(|part| part.message(job)).collect();
+    let messages = plan.next_messages(job, &[], 0, app.settings.relation_export_window);
     app.queue.send(&messages).await?;
-    tracing::info!(files = messages.len(), "the source exported the project");
+    tracing::info!(files = parts.len(), "the source exported the project");
     Ok(Prepared::Waiting)
 }
 
 /// The files of the source's export, and the relations it failed (GitLab's
 /// entity ends `finished` with them as failures, unless every relation
-/// failed).
-fn plan(job: &Job, status: &[SourceRelation]) -> (Vec<Part>, Vec<ImportFailure>) {
+/// failed). A source claiming more relations or files than an archive may
+/// hold is refused whole, before anything is planned.
+fn plan(
+    job: &Job,
+    status: &[SourceRelation],
+    limits: &crate::archive::Limits,
+) -> Result<(Vec<Part>, Vec<ImportFailure>)> {
+    let relations = status.len();
+    // `self` is no relation file.
+    let max_relations = limits.max_relations + 1;
+    if relations > max_relations {
+        return Err(Error::BadRequest(format!(
+            "the source exported {relations} relations, more than the {max_relations} an import takes"
+        )));
+    }
+    let files: u64 = status
+        .iter()
+        .map(|r| {
+            if r.batched {
+                u64::from(r.batches_count)
+            } else {
+                1
+            }
+        })
+        .sum();
+    if files > MAX_SOURCE_FILES {
+        return Err(Error::BadRequest(format!(
+            "the source exported {files} files, more than the {MAX_SOURCE_FILES} a migration takes"
+        )));
+    }
     let mut parts = Vec::new();
     let mut failures = Vec::new();
     for relation in status {
@@ -211,7 +321,7 @@ fn plan(job: &Job, status: &[SourceRelation]) -> (Vec<Part>, Vec<ImportFailure>)
             Err(reason) => failures.push(failure(job, failures.len(), &relation.relation, reason)),
         }
     }
-    (parts, failures)
+    Ok((parts, failures))
 }
 
 /// Step 2: one file of the source's export, downloaded; the last one queues
@@ -238,13 +348,11 @@ pub(super) async fn download_part(app: &App, message: &Message) -> Result<()> {
     let staging = staging(archive_key);
     let downloaded = async {
         let remote = connect(app, source)?;
-        let body = remote
-            .download(project_id, &part.relation, part.batch)
-            .await?;
         let limit = app.settings.max_upload_bytes;
-        app.blobs
-            .put(&part.key(&staging), Box::pin(capped(body, limit)))
-            .await
+        let body = remote
+            .download(project_id, &part.relation, part.batch, limit)
+            .await?;
+        app.blobs.put(&part.key(&staging), body).await
     }
     .await;
     match downloaded {
@@ -267,17 +375,28 @@ pub(super) async fn download_part(app: &App, message: &Message) -> Result<()> {
         app.blobs.delete_prefix(&staging).await?;
         return Ok(());
     }
-    let staged = app.blobs.list(&staging).await?.len();
+    let staged = staged_parts(app, &staging).await?;
     // Progress the sweep sees: a long migration is not a stalled one.
     let progress = JobUpdate {
-        processed: Some(staged as u64),
+        processed: Some(staged.len() as u64),
         ..JobUpdate::default()
     };
     app.jobs
         .record_progress(&job.id, When::started(), progress)
         .await?;
-    if staged >= expected as usize {
+    if staged.len() >= expected as usize {
         app.queue.send(&[Message::for_job(&job)]).await?;
+        return Ok(());
+    }
+    // The next file of this one's window: the first not staged a window
+    // further on (a message delivered twice queues it twice, which is
+    // harmless; one lost is found by the stale-job sweep).
+    let plan = Plan::load(app, &staging).await?;
+    let window = app.settings.relation_export_window;
+    let at = plan.parts().position(|p| p == part);
+    if let Some(at) = at {
+        let next = plan.next_messages(&job, &staged, at + window, 1);
+        app.queue.send(&next).await?;
     }
     Ok(())
 }
@@ -356,21 +475,6 @@ fn failure(job: &Job, index: usize, relation: &str, reason: String) -> ImportFai
     }
 }
 
-/// The body, refused once it passes `limit` bytes.
-fn capped(body: stream::ByteStream, limit: u64) -> stream::ByteStream {
-    let mut seen = 0u64;
-    Box::pin(body.map(move |chunk| {
-        let chunk = chunk?;
-        seen += chunk.len() as u64;
-        if seen > limit {
-            return Err(std::io::Error::other(format!(
-                "a file of the source is larger than {limit} bytes"
-            )));
-        }
-        Ok(chunk)
-    }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -391,5 +495,24 @@ mod tests {
             assert_eq!(Part::of_key(&part.key(staging), staging), Some(part));
         }
         assert_eq!(Part::of_key("imports/x/source/junk", staging), None);
+        assert_eq!(Part::of_key(&Plan::key(staging), staging), None);
+    }
+
+    #[test]
+    fn a_plan_lists_its_files_in_order() {
+        let part = |relation: &str, batch| Part {
+            relation: relation.into(),
+            batch,
+        };
+        let parts = vec![
+            part("self", None),
+            part("issues", Some(1)),
+            part("issues", Some(2)),
+            part("labels", None),
+            part("notes", Some(1)),
+        ];
+        let plan = Plan::of(&parts);
+        assert_eq!(plan.0.len(), 4);
+        assert_eq!(plan.parts().collect::<Vec<_>>(), parts);
     }
 }
