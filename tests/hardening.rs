@@ -145,3 +145,182 @@ fn a_bom_before_the_first_record_is_not_part_of_it() {
         vec![json!({"iid": 1}), json!({"iid": 2})]
     );
 }
+
+/// A form's fields besides its file are capped in number and in total
+/// size, and refused with `413` as they arrive, not once they are held.
+#[test]
+fn form_floods_are_refused_before_they_are_held() {
+    let server = Server::start();
+    let idle = server.peak_rss();
+    let send = |path: &str, form: multipart::Form| {
+        client()
+            .post(server.url(path))
+            .header("PRIVATE-TOKEN", ROOT_TOKEN)
+            .multipart(form)
+            .send()
+            .unwrap()
+    };
+    // Many small fields.
+    let mut many = multipart::Form::new().text("path", "many");
+    for n in 0..1100 {
+        many = many.text(format!("field{n}"), "x");
+    }
+    let many = many.part(
+        "file",
+        multipart::Part::bytes(e2e::synthetic_archive(1)).file_name("export.tar.gz"),
+    );
+    let response = send("/projects/import", many);
+    assert_eq!(response.status(), 413);
+    let body: Value = response.json().unwrap();
+    assert_eq!(body["message"], "the request has more than 1024 parameters");
+    // Fields of 60 KiB each, far past 1 MiB together (13,107 of them were
+    // 806 MB): refused at the first MiB, on both routes that read forms.
+    // (Under the 64 MiB the server reads on after a 413, so that this
+    // client reads the answer rather than a closed connection.)
+    let field = "x".repeat(60 * 1024);
+    for path in ["/projects/import", "/projects/remote-import"] {
+        let mut big = multipart::Form::new().text("path", "big");
+        for n in 0..900 {
+            big = big.text(format!("field{n}"), field.clone());
+        }
+        let response = send(path, big);
+        assert_eq!(response.status(), 413, "{path}");
+        let body: Value = response.json().unwrap();
+        assert_eq!(
+            body["message"], "the request's parameters are larger than 1048576 bytes",
+            "{path}"
+        );
+    }
+    let peak = server.peak_rss();
+    eprintln!(
+        "form floods of 54 MB: peak RSS {} MiB (idle {} MiB)",
+        peak >> 20,
+        idle >> 20
+    );
+    assert!(peak < idle + (100 << 20), "{} MiB", peak >> 20);
+    // A form under the caps still works.
+    let mut fine = multipart::Form::new().text("path", "fine");
+    for n in 0..100 {
+        fine = fine.text(format!("field{n}"), "x");
+    }
+    let fine = fine.part(
+        "file",
+        multipart::Part::bytes(e2e::synthetic_archive(1)).file_name("export.tar.gz"),
+    );
+    assert_eq!(send("/projects/import", fine).status(), 201);
+    let listed: Value = server.get(Some(ROOT_TOKEN), "/projects").json().unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+}
+
+/// Grape merges a JSON body into the parameters only when it is a hash:
+/// `null` (what client libraries send for a call without options), `[]`
+/// or `3` mean no parameters.
+#[test]
+fn json_bodies_that_are_not_objects_mean_no_parameters() {
+    let server = Server::start();
+    let status = server.import_and_wait(ROOT_TOKEN, e2e::synthetic_archive(1), &[("path", "j")]);
+    let id = status["id"].as_u64().unwrap();
+    for body in ["null", "[]", "3", "\"text\"", ""] {
+        let response = client()
+            .post(server.url(&format!("/projects/{id}/export")))
+            .header("PRIVATE-TOKEN", ROOT_TOKEN)
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 202, "{body:?}");
+        server.wait_export(ROOT_TOKEN, id);
+    }
+    let response = client()
+        .post(server.url(&format!("/projects/{id}/export")))
+        .header("PRIVATE-TOKEN", ROOT_TOKEN)
+        .header("Content-Type", "application/json")
+        .body("{")
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    // The nested routes read it the same way: no parameters, so the
+    // required ones are missing.
+    let response = client()
+        .post(server.url("/bulk_imports"))
+        .header("PRIVATE-TOKEN", ROOT_TOKEN)
+        .header("Content-Type", "application/json")
+        .body("null")
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("is missing"),
+        "{body}"
+    );
+}
+
+/// A hash or an array where Grape declares a scalar is `400 {"error":
+/// "<name> is invalid"}`, never stored as text nor dropped.
+#[test]
+fn arrays_and_hashes_in_place_of_text_are_invalid() {
+    let server = Server::start();
+    let post = |body: Value| {
+        client()
+            .post(server.url("/projects/remote-import"))
+            .header("PRIVATE-TOKEN", ROOT_TOKEN)
+            .json(&body)
+            .send()
+            .unwrap()
+    };
+    let url = "https://example.com/export.tar.gz";
+    for (body, name) in [
+        (
+            json!({"url": url, "path": "a", "override_params": {"description": ["a", "b"]}}),
+            "override_params[description]",
+        ),
+        (
+            json!({"url": url, "path": "a", "override_params": {"description": {"x": "y"}}}),
+            "override_params[description]",
+        ),
+        (
+            json!({"url": url, "path": "a", "override_params": {"build_timeout": [600]}}),
+            "override_params[build_timeout]",
+        ),
+        (json!({"url": url, "path": ["a"]}), "path"),
+        (json!({"url": {"a": "b"}, "path": "a"}), "url"),
+    ] {
+        let response = post(body.clone());
+        assert_eq!(response.status(), 400, "{body}");
+        let answer: Value = response.json().unwrap();
+        assert_eq!(
+            answer,
+            json!({"error": format!("{name} is invalid")}),
+            "{body}"
+        );
+    }
+    let listed: Value = server.get(Some(ROOT_TOKEN), "/projects").json().unwrap();
+    assert_eq!(listed, json!([]), "nothing was created");
+}
+
+/// A key no string can hold (an unpaired surrogate escape) is kept as
+/// written, with overrides too: the byte edit never decodes it.
+#[test]
+fn overrides_apply_beside_keys_no_string_holds() {
+    let server = Server::start();
+    let attributes = br#"{"\ud800":1,"description":"old","visibility_level":0}"#;
+    let archive = tar_gz(&[("VERSION", b"0.2.4"), ("tree/project.json", attributes)]);
+    let status = server.import_and_wait(
+        ROOT_TOKEN,
+        archive,
+        &[
+            ("path", "surrogate"),
+            ("override_params[description]", "new"),
+        ],
+    );
+    assert_eq!(status["import_status"], "finished", "{status}");
+    let id = status["id"].as_u64().unwrap();
+    let (_, exported) = server.export_and_download(ROOT_TOKEN, id);
+    let written = e2e::archive_entry(&exported, "tree/project.json").unwrap();
+    assert_eq!(
+        String::from_utf8(written).unwrap(),
+        r#"{"\ud800":1,"description":"new","visibility_level":0}"#
+    );
+    let _ = read_archive;
+}

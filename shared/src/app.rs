@@ -60,6 +60,9 @@ pub struct Settings {
     /// a safe point and continues in a fresh message (besides a Lambda's own
     /// deadline, which always counts). `None`: no limit of its own.
     pub invocation_budget: Option<Duration>,
+    /// How long a remote (a migration's source, a remote import's URL, an
+    /// export's upload target) may take.
+    pub remote: crate::remote::bounded::RemoteLimits,
 }
 
 impl Default for Settings {
@@ -82,6 +85,7 @@ impl Default for Settings {
             job_lease: Duration::from_secs(60),
             trust_forwarded_headers: false,
             invocation_budget: None,
+            remote: Default::default(),
         }
     }
 }

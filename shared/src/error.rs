@@ -33,6 +33,10 @@ pub enum Error {
     /// (`render_api_error!(…, 422)`).
     #[error("{0}")]
     Unprocessable(String),
+    /// A client sent its request body too slowly (below the server's
+    /// minimum rate) and was cut off.
+    #[error("408 Request Timeout")]
+    RequestTimeout,
     /// GitLab's rate limit answer; `retry_after` in seconds.
     #[error("This endpoint has been requested too many times. Try again later.")]
     TooManyRequests { retry_after: u64 },

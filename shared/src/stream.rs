@@ -5,6 +5,7 @@ use std::io::{self, Read, Write};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
@@ -38,6 +39,134 @@ impl Read for Counted {
         self.count.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
+}
+
+/// The least a client's stream must keep up: at least `min_bytes` in every
+/// `window` after the first (Apache's `mod_reqtimeout` `minrate`, as a
+/// sliding window: bytes sent early buy no idle time later).
+#[derive(Debug, Clone, Copy)]
+pub struct MinRate {
+    pub window: Duration,
+    pub min_bytes: u64,
+}
+
+impl MinRate {
+    /// 1 KiB/s averaged over 30 s.
+    pub const CLIENT_BODY: MinRate = MinRate {
+        window: Duration::from_secs(30),
+        min_bytes: 30 * 1024,
+    };
+}
+
+/// The window in slots, so that old bytes leave it a slot at a time.
+const RATE_SLOTS: usize = 30;
+
+/// Bytes received per slot of the window.
+struct RateMeter {
+    started: tokio::time::Instant,
+    slot: Duration,
+    slots: [u64; RATE_SLOTS],
+    /// The slot (counted from the start) the newest bytes are in.
+    at: u64,
+}
+
+impl RateMeter {
+    fn new(rate: &MinRate) -> Self {
+        RateMeter {
+            started: tokio::time::Instant::now(),
+            slot: (rate.window / RATE_SLOTS as u32).max(Duration::from_millis(1)),
+            slots: [0; RATE_SLOTS],
+            at: 0,
+        }
+    }
+
+    fn advance(&mut self) {
+        let now = (self.started.elapsed().as_nanos() / self.slot.as_nanos()) as u64;
+        if now - self.at >= RATE_SLOTS as u64 {
+            self.slots = [0; RATE_SLOTS];
+        } else {
+            for at in self.at + 1..=now {
+                self.slots[at as usize % RATE_SLOTS] = 0;
+            }
+        }
+        self.at = now;
+    }
+
+    fn add(&mut self, bytes: usize) {
+        self.advance();
+        self.slots[self.at as usize % RATE_SLOTS] += bytes as u64;
+    }
+
+    fn behind(&mut self, rate: &MinRate) -> bool {
+        self.advance();
+        self.started.elapsed() >= rate.window && self.slots.iter().sum::<u64>() < rate.min_bytes
+    }
+}
+
+/// `stream`, failing with `TimedOut` (and calling `on_cut`) once it falls
+/// behind `rate`, checked as bytes arrive and once a slot while none do.
+pub fn min_rate<S, E>(
+    stream: S,
+    rate: MinRate,
+    on_cut: impl Fn() + Send + Sync + 'static,
+) -> ByteStream
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + 'static,
+    E: std::fmt::Display,
+{
+    let meter = RateMeter::new(&rate);
+    let tick = Box::pin(tokio::time::sleep(meter.slot));
+    let on_cut = Arc::new(on_cut);
+    let state = (Box::pin(stream), meter, tick, false);
+    let stream = futures::stream::unfold(state, move |(mut body, mut meter, mut tick, ended)| {
+        let rate = rate;
+        let cut = move |meter: &RateMeter| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "fewer than {} bytes arrived in {} s",
+                    rate.min_bytes,
+                    meter.slot.as_secs_f64() * RATE_SLOTS as f64
+                ),
+            )
+        };
+        let on_cut = on_cut.clone();
+        async move {
+            if ended {
+                return None;
+            }
+            loop {
+                tokio::select! {
+                    item = body.next() => {
+                        let item = match item? {
+                            Ok(chunk) => chunk,
+                            Err(err) => {
+                                let err = io::Error::other(err.to_string());
+                                return Some((Err(err), (body, meter, tick, true)));
+                            }
+                        };
+                        meter.add(item.len());
+                        if meter.behind(&rate) {
+                            on_cut();
+                            let err = cut(&meter);
+                            return Some((Err(err), (body, meter, tick, true)));
+                        }
+                        return Some((Ok(item), (body, meter, tick, false)));
+                    }
+                    () = &mut tick => {
+                        if meter.behind(&rate) {
+                            on_cut();
+                            let err = cut(&meter);
+                            return Some((Err(err), (body, meter, tick, true)));
+                        }
+                        let next = tokio::time::Instant::now() + meter.slot;
+                        tick.as_mut().reset(next);
+                    }
+                }
+            }
+        }
+    });
+    Box::pin(stream)
 }
 
 /// How many bytes travel together between the archive thread and storage.
@@ -186,6 +315,54 @@ impl Pieces {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn every(pause: Duration, bytes: usize) -> impl Stream<Item = io::Result<Bytes>> + Send {
+        futures::stream::unfold((), move |()| async move {
+            tokio::time::sleep(pause).await;
+            Some((Ok(Bytes::from(vec![b'x'; bytes])), ()))
+        })
+    }
+
+    #[tokio::test]
+    async fn a_stream_below_the_rate_is_cut_and_one_above_goes_on() {
+        let rate = MinRate {
+            window: Duration::from_millis(300),
+            min_bytes: 300,
+        };
+        // A byte every 20 ms (50 bytes/s against 1,000): cut after a window.
+        let flagged = Arc::new(AtomicBool::new(false));
+        let flag = flagged.clone();
+        let started = tokio::time::Instant::now();
+        let mut slow = min_rate(every(Duration::from_millis(20), 1), rate, move || {
+            flag.store(true, Ordering::SeqCst)
+        });
+        let failure = loop {
+            match slow.next().await.expect("the stream goes on until cut") {
+                Ok(_) => continue,
+                Err(err) => break err,
+            }
+        };
+        assert_eq!(failure.kind(), io::ErrorKind::TimedOut);
+        assert!(flagged.load(Ordering::SeqCst));
+        assert!(started.elapsed() >= rate.window);
+        assert!(
+            started.elapsed() < rate.window * 3,
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(slow.next().await.is_none(), "nothing after the cut");
+
+        // A stall with nothing arriving is cut too, at the window's end.
+        let mut stalled = min_rate(every(Duration::from_secs(3600), 1), rate, || {});
+        let started = tokio::time::Instant::now();
+        assert!(stalled.next().await.unwrap().is_err());
+        assert!(started.elapsed() < rate.window * 2);
+
+        // 100 bytes every 20 ms keeps well above it.
+        let fast = min_rate(every(Duration::from_millis(20), 100), rate, || {});
+        let items: Vec<_> = fast.take(40).collect().await;
+        assert!(items.iter().all(Result::is_ok));
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn unfinished_writer_ends_stream_with_error() {

@@ -83,6 +83,11 @@ fn claimed_extension(kind: tar::EntryType, claimed: u64) -> Vec<u8> {
     gz.finish().expect("gzip")
 }
 
+/// A `.tar.gz` whose GNU long name claims `claimed` bytes and holds 64 KiB.
+pub fn long_name_tar_gz(claimed: u64) -> Vec<u8> {
+    claimed_extension(tar::EntryType::GNULongName, claimed)
+}
+
 /// The base entries and one file at `path`, a name longer than a tar
 /// header holds (written with a GNU long-name entry).
 fn with_long_path(path: &str) -> Vec<u8> {

@@ -155,6 +155,18 @@ impl Server {
         next
     }
 
+    /// The server's peak resident memory so far, in bytes (`VmHWM`).
+    pub fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the server's /proc status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM");
+        kib * 1024
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}/api/v4{}", self.base, path)
     }
@@ -411,6 +423,17 @@ pub fn client() -> Client {
         .clone()
 }
 
+/// A client whose connections come from `address` (another loopback
+/// address than the tests' usual 127.0.0.1: another client, to the server).
+pub fn client_from(address: &str) -> Client {
+    Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .local_address(address.parse::<std::net::IpAddr>().expect("an address"))
+        .timeout(Duration::from_secs(120))
+        .build()
+        .expect("client")
+}
+
 fn with_token(
     request: reqwest::blocking::RequestBuilder,
     token: Option<&str>,
@@ -574,6 +597,7 @@ pub fn fixture_relations(name: &str) -> BTreeMap<String, Vec<Value>> {
 
 pub mod contract;
 pub mod hostile;
+pub mod migration;
 pub mod moto;
 pub mod stores;
 

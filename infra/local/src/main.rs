@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the whole API and run the workers in this process.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage users (run while the server is stopped).
     #[command(subcommand)]
     User(UserCommand),
@@ -139,11 +139,41 @@ struct ServeArgs {
     leftovers_grace: Option<u64>,
     #[command(flatten)]
     connections: ConnectionArgs,
+    #[command(flatten)]
+    remote: RemoteArgs,
+}
+
+/// How long a remote (a migration's source, a remote import's URL, an
+/// export's upload target) may make a worker wait.
+#[derive(Args)]
+struct RemoteArgs {
+    /// Seconds one metadata request to a remote may take in all (a status,
+    /// a project lookup), its body included.
+    #[arg(long, default_value_t = 30, env = "REMOTE_METADATA_TIMEOUT_SECONDS")]
+    remote_metadata_timeout: u64,
+    /// Bytes a second a remote file must average after its grace period.
+    #[arg(long, default_value_t = 64 * 1024, env = "REMOTE_MIN_RATE")]
+    remote_min_rate: u64,
+    /// Seconds at the start of a remote file not held to the rate.
+    #[arg(long, default_value_t = 60, env = "REMOTE_GRACE_SECONDS")]
+    remote_grace: u64,
+}
+
+impl RemoteArgs {
+    fn limits(&self) -> shared::remote::bounded::RemoteLimits {
+        shared::remote::bounded::RemoteLimits {
+            metadata_deadline: Duration::from_secs(self.remote_metadata_timeout.max(1)),
+            file_pace: shared::remote::bounded::Pace {
+                grace: Duration::from_secs(self.remote_grace),
+                rate: self.remote_min_rate.max(1),
+            },
+        }
+    }
 }
 
 /// What one client may hold of the server: a client that sends a request
 /// slowly, or never finishes it, is cut off instead of holding a
-/// connection forever.
+/// connection forever, and no address holds more than its share.
 #[derive(Args)]
 struct ConnectionArgs {
     /// Seconds a client has to send a request's headers.
@@ -152,9 +182,79 @@ struct ConnectionArgs {
     /// Seconds a request body (an upload) may stall without a byte.
     #[arg(long, default_value_t = 60, env = "BODY_IDLE_TIMEOUT_SECONDS")]
     body_idle_timeout: u64,
-    /// Connections served at once; more wait to be accepted.
-    #[arg(long, default_value_t = 512, env = "MAX_CONNECTIONS")]
-    max_connections: usize,
+    /// Bytes a second a request body must average over each window
+    /// (`--body-rate-window`) after its first, or it is cut with `408`.
+    #[arg(long, default_value_t = 1024, env = "BODY_MIN_RATE")]
+    body_min_rate: u64,
+    /// Seconds over which a body's rate is averaged.
+    #[arg(long, default_value_t = 30, env = "BODY_RATE_WINDOW_SECONDS")]
+    body_rate_window: u64,
+    /// Connections served at once; more wait to be accepted. Unset: what
+    /// the open-file limit (raised to its hard limit at start) leaves room
+    /// for, at most 16,384.
+    #[arg(long, env = "MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Connections one client address may hold at once; past it a new one
+    /// is answered `503` and closed (nginx's `limit_conn`). Unset: a
+    /// sixteenth of `--max-connections`, at least 8.
+    #[arg(long, env = "MAX_CONNECTIONS_PER_ADDRESS")]
+    max_connections_per_address: Option<usize>,
+}
+
+/// The connection pool's size and one address's share of it.
+struct ConnectionLimits {
+    total: usize,
+    per_address: usize,
+    header_timeout: Duration,
+}
+
+impl ConnectionArgs {
+    /// Raises the open-file limit, and sizes the pool to it.
+    fn limits(&self) -> ConnectionLimits {
+        // Descriptors besides connections: the store, blobs being read and
+        // written, outgoing requests.
+        const RESERVED_FILES: u64 = 512;
+        const MOST_CONNECTIONS: u64 = 16_384;
+        let open_files = match shared::runtime::raise_open_file_limit() {
+            Ok((before, after)) => {
+                if after > before {
+                    tracing::info!(before, after, "raised the open-file limit");
+                }
+                after
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot read the open-file limit");
+                1024
+            }
+        };
+        let fitting = open_files
+            .saturating_sub(RESERVED_FILES)
+            .clamp(64, MOST_CONNECTIONS);
+        let total = self.max_connections.unwrap_or(fitting as usize).max(1);
+        let per_address = self
+            .max_connections_per_address
+            .unwrap_or((total / 16).max(8))
+            .clamp(1, total);
+        tracing::info!(
+            connections = total,
+            per_address,
+            open_files,
+            "connection limits"
+        );
+        ConnectionLimits {
+            total,
+            per_address,
+            header_timeout: Duration::from_secs(self.header_read_timeout.max(1)),
+        }
+    }
+
+    fn body_rate(&self) -> shared::stream::MinRate {
+        let window = self.body_rate_window.max(1);
+        shared::stream::MinRate {
+            window: Duration::from_secs(window),
+            min_bytes: self.body_min_rate.saturating_mul(window),
+        }
+    }
 }
 
 /// What an imported archive may cost (a violating import fails cleanly).
@@ -234,7 +334,7 @@ fn main() {
 async fn run() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
         Command::User(UserCommand::Create {
             username,
             name,
@@ -348,6 +448,7 @@ async fn serve(args: ServeArgs) -> Result<(), shared::Error> {
         allow_local_requests: args.allow_local_requests,
         trust_forwarded_headers: args.trust_forwarded_headers,
         invocation_budget: args.invocation_budget.map(Duration::from_secs),
+        remote: args.remote.limits(),
         ..Settings::default()
     };
     let app = match args.backend {
@@ -404,10 +505,11 @@ async fn serve(args: ServeArgs) -> Result<(), shared::Error> {
     println!("ready");
 
     let router =
-        shared::http::router(app).layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
-            Duration::from_secs(args.connections.body_idle_timeout),
-        ));
-    serve_connections(listener, router, &args.connections).await
+        shared::http::with_min_body_rate(shared::http::router(app), args.connections.body_rate())
+            .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+                Duration::from_secs(args.connections.body_idle_timeout),
+            ));
+    serve_connections(listener, router, &args.connections.limits()).await
 }
 
 #[cfg(feature = "aws")]
@@ -440,15 +542,17 @@ async fn aws_app(_settings: Settings, _provision: bool) -> Result<App, shared::E
     ))
 }
 
-/// Accepts connections, at most `max_connections` at once, each with a
-/// deadline for its request headers, until the process is asked to stop.
+/// Accepts connections, at most `limits.total` at once and
+/// `limits.per_address` from one address, each with a deadline for its
+/// request headers, until the process is asked to stop.
 async fn serve_connections(
     listener: tokio::net::TcpListener,
     router: axum::Router,
-    limits: &ConnectionArgs,
+    limits: &ConnectionLimits,
 ) -> Result<(), shared::Error> {
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
-    let header_timeout = Duration::from_secs(limits.header_read_timeout.max(1));
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.total));
+    let by_address = AddressShares::new(limits.per_address);
+    let header_timeout = limits.header_timeout;
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
@@ -456,9 +560,9 @@ async fn serve_connections(
             slot = slots.clone().acquire_owned() => slot.map_err(shared::Error::internal)?,
             () = &mut shutdown => return Ok(()),
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(err) => {
                     // Out of descriptors, most likely: wait rather than spin.
                     tracing::warn!(error = %err, "cannot accept a connection");
@@ -468,6 +572,11 @@ async fn serve_connections(
             },
             () = &mut shutdown => return Ok(()),
         };
+        let Some(share) = by_address.enter(peer.ip()) else {
+            // Said in one write if the socket takes it, never waited on.
+            let _ = stream.try_write(TOO_MANY_CONNECTIONS);
+            continue;
+        };
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
         tokio::spawn(async move {
             let _ = hyper::server::conn::http1::Builder::new()
@@ -475,8 +584,61 @@ async fn serve_connections(
                 .header_read_timeout(header_timeout)
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                 .await;
+            drop(share);
             drop(slot);
         });
+    }
+}
+
+/// nginx's `limit_conn` answer, before any request was read.
+const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+Content-Type: application/json\r\nContent-Length: 69\r\nRetry-After: 1\r\nConnection: close\r\n\r\n\
+{\"message\":\"503 Service Unavailable: too many connections from here\"}";
+
+/// Connections open per client address.
+#[derive(Clone)]
+struct AddressShares {
+    open: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    per_address: usize,
+}
+
+/// One connection's place in its address's share; given back on drop.
+struct AddressShare {
+    shares: AddressShares,
+    address: std::net::IpAddr,
+}
+
+impl AddressShares {
+    fn new(per_address: usize) -> Self {
+        AddressShares {
+            open: Default::default(),
+            per_address,
+        }
+    }
+
+    fn enter(&self, address: std::net::IpAddr) -> Option<AddressShare> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(address).or_default();
+        if *count >= self.per_address {
+            return None;
+        }
+        *count += 1;
+        Some(AddressShare {
+            shares: self.clone(),
+            address,
+        })
+    }
+}
+
+impl Drop for AddressShare {
+    fn drop(&mut self) {
+        let mut open = self.shares.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.address);
+            }
+        }
     }
 }
 

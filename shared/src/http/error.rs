@@ -20,6 +20,7 @@ pub fn error_response(err: &Error) -> Response {
         Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         Error::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
         Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+        Error::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         Error::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
         Error::Storage(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };

@@ -218,16 +218,26 @@ impl<S: Send + Sync> FromRequest<S> for Params {
                 .await
                 .map_err(|_| bad_body("multipart"))?;
             let mut budget = FieldBudget::default();
-            while let Some(field) = multipart
-                .next_field()
-                .await
-                .map_err(|_| bad_body("multipart"))?
-            {
-                let Some(name) = field.name().map(str::to_owned) else {
-                    continue;
-                };
-                let text = field_text(field, &name, &mut budget).await?;
-                params.values.insert(name, text);
+            let read = async {
+                while let Some(field) = multipart
+                    .next_field()
+                    .await
+                    .map_err(|_| bad_body("multipart"))?
+                {
+                    let Some(name) = field.name().map(str::to_owned) else {
+                        continue;
+                    };
+                    let text = field_text(field, &name, &mut budget).await?;
+                    params.values.insert(name, text);
+                }
+                Ok(())
+            }
+            .await;
+            if let Err(err) = read {
+                if matches!(err, Error::PayloadTooLarge(_)) {
+                    drain_refused(&mut multipart).await;
+                }
+                return Err(err);
             }
         } else if content_type.starts_with("application/json") {
             let body = small_body(req).await?;
@@ -315,6 +325,21 @@ impl FieldBudget {
             ))
         })?;
         Ok(())
+    }
+}
+
+/// Reads on (up to 64 MiB, dropped) after refusing a multipart body as too
+/// large, so that the client gets to read the `413` instead of a connection
+/// closed under its request.
+pub async fn drain_refused(multipart: &mut Multipart) {
+    let mut left = 64 * 1024 * 1024usize;
+    while let Ok(Some(mut field)) = multipart.next_field().await {
+        while let Ok(Some(chunk)) = field.chunk().await {
+            left = left.saturating_sub(chunk.len());
+            if left == 0 {
+                return;
+            }
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! GitLab's REST routes over the services. Built once here; the local server
 //! mounts all of them, each Lambda function mounts its own group.
 
+mod body_rate;
 mod error;
 mod extract;
 mod handlers;
@@ -10,6 +11,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::Router;
 
+pub use body_rate::with_min_body_rate;
 pub use error::error_response;
 
 use crate::App;

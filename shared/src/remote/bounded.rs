@@ -17,9 +17,24 @@ pub const ERROR_EXCERPT_BYTES: usize = 4 * 1024;
 /// The largest JSON answer read (a relations export status of 20,000
 /// batches is about 2 MiB).
 pub const MAX_JSON_BYTES: usize = 8 * 1024 * 1024;
-/// How long one metadata exchange (a status, a project lookup) may take
-/// from connecting to its body's end, whatever the read timeout allows.
-pub const METADATA_DEADLINE: Duration = Duration::from_secs(30);
+/// How long a remote may take: the operator's settings (`Settings::remote`).
+#[derive(Debug, Clone, Copy)]
+pub struct RemoteLimits {
+    /// One metadata exchange (a status, a project lookup), from connecting
+    /// to its body's end, whatever the read timeout allows.
+    pub metadata_deadline: Duration,
+    /// How fast a file must come.
+    pub file_pace: Pace,
+}
+
+impl Default for RemoteLimits {
+    fn default() -> Self {
+        RemoteLimits {
+            metadata_deadline: Duration::from_secs(30),
+            file_pace: Pace::FILE,
+        }
+    }
+}
 /// How fast a transfer must go: `grace` first, then `rate` bytes a second
 /// on average for every byte received so far.
 #[derive(Debug, Clone, Copy)]
@@ -62,7 +77,8 @@ pub async fn excerpt(mut response: reqwest::Response) -> String {
 /// A JSON answer read up to `MAX_JSON_BYTES`; past it, a permanent failure
 /// saying so (no retry makes an answer smaller).
 pub async fn json<T: DeserializeOwned>(mut response: reqwest::Response, what: &str) -> Result<T> {
-    let too_large = || Error::BadRequest(format!("{what} is larger than {MAX_JSON_BYTES} bytes"));
+    let too_large =
+        || Error::PayloadTooLarge(format!("{what} is larger than {MAX_JSON_BYTES} bytes"));
     if response
         .content_length()
         .is_some_and(|size| size > MAX_JSON_BYTES as u64)

@@ -9,7 +9,6 @@ mod guard;
 mod s3;
 pub mod source;
 
-use bounded::Pace;
 use guard::{blocked_cause, client, local_target, Blocked};
 
 pub use crate::domain::UploadTarget;
@@ -169,7 +168,8 @@ pub async fn fetch_into(app: &App, url: &str, key: &str, limit: u64) -> Result<u
     if response.content_length().is_some_and(|size| size > limit) {
         return Err(Error::PayloadTooLarge(too_large));
     }
-    let body = bounded::paced(response.bytes_stream(), limit, Pace::FILE, too_large);
+    let pace = app.settings.remote.file_pace;
+    let body = bounded::paced(response.bytes_stream(), limit, pace, too_large);
     app.blobs.put(key, body).await
 }
 
@@ -187,7 +187,7 @@ pub async fn send_blob(app: &App, key: &str, size: u64, target: &UploadTarget) -
     // sender would.
     let mut request = client(app.settings.allow_local_requests)?
         .request(method, &target.url)
-        .timeout(Pace::FILE.deadline(size))
+        .timeout(app.settings.remote.file_pace.deadline(size))
         .header(reqwest::header::CONTENT_TYPE, "application/gzip")
         .header(reqwest::header::CONTENT_LENGTH, size)
         .body(body);

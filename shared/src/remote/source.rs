@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::bounded::{self, Pace, METADATA_DEADLINE};
+use super::bounded::{self, RemoteLimits};
 use super::guard::{blocked_cause, client};
 use crate::stream::ByteStream;
 use crate::{redact, Error, Result};
@@ -29,6 +29,7 @@ pub struct SourceInstance {
     api: reqwest::Url,
     token: String,
     client: reqwest::Client,
+    limits: RemoteLimits,
 }
 
 /// One relation of the source's relations export status.
@@ -68,7 +69,7 @@ enum Failure {
 
 impl SourceInstance {
     /// `url` is the instance's base URL (a relative root is kept).
-    pub fn new(url: &str, token: &str, allow_local: bool) -> Result<Self> {
+    pub fn new(url: &str, token: &str, allow_local: bool, limits: RemoteLimits) -> Result<Self> {
         let base = super::check_url(url, "configuration[url]", allow_local)?;
         let mut api = base.clone();
         let path = format!("{}/api/v4/", base.path().trim_end_matches('/'));
@@ -78,6 +79,7 @@ impl SourceInstance {
             api,
             token: token.trim().to_owned(),
             client: client(allow_local)?,
+            limits,
         })
     }
 
@@ -163,15 +165,17 @@ impl SourceInstance {
     /// token's scopes; `/user` answers both questions on either server).
     pub async fn check_token(&self) -> Result<()> {
         let path = "user";
-        self.send(path, |c, url| c.get(url).timeout(METADATA_DEADLINE))
-            .await
-            .map_err(|failure| {
-                Self::error(path, failure, |code| match code {
-                    401 | 403 => Some(TOKEN_REFUSED.into()),
-                    404 => Some(NOT_AN_INSTANCE.into()),
-                    _ => None,
-                })
-            })?;
+        self.send(path, |c, url| {
+            c.get(url).timeout(self.limits.metadata_deadline)
+        })
+        .await
+        .map_err(|failure| {
+            Self::error(path, failure, |code| match code {
+                401 | 403 => Some(TOKEN_REFUSED.into()),
+                404 => Some(NOT_AN_INSTANCE.into()),
+                _ => None,
+            })
+        })?;
         Ok(())
     }
 
@@ -180,7 +184,9 @@ impl SourceInstance {
         let path = format!("projects/{}", crate::uri::encode_component(full_path));
         let not_found = || format!("Import failed. '{full_path}' not found.");
         let response = self
-            .send(&path, |c, url| c.get(url).timeout(METADATA_DEADLINE))
+            .send(&path, |c, url| {
+                c.get(url).timeout(self.limits.metadata_deadline)
+            })
             .await
             .map_err(|failure| Self::error(&path, failure, |code| (code == 404).then(not_found)))?;
         #[derive(Deserialize)]
@@ -202,7 +208,7 @@ impl SourceInstance {
         self.send(&path, |c, url| {
             c.post(url)
                 .form(&[("batched", "true")])
-                .timeout(METADATA_DEADLINE)
+                .timeout(self.limits.metadata_deadline)
         })
         .await
         .map_err(|failure| {
@@ -221,7 +227,9 @@ impl SourceInstance {
     pub async fn relations_export_status(&self, project_id: u64) -> Result<Vec<SourceRelation>> {
         let path = format!("projects/{project_id}/export_relations/status");
         let response = self
-            .send(&path, |c, url| c.get(url).timeout(METADATA_DEADLINE))
+            .send(&path, |c, url| {
+                c.get(url).timeout(self.limits.metadata_deadline)
+            })
             .await
             .map_err(|failure| Self::error(&path, failure, |_| None))?;
         let mut status: Vec<SourceRelation> =
@@ -266,7 +274,7 @@ impl SourceInstance {
         Ok(bounded::paced(
             response.bytes_stream(),
             limit,
-            Pace::FILE,
+            self.limits.file_pace,
             too_large,
         ))
     }
@@ -278,16 +286,30 @@ mod tests {
 
     #[test]
     fn the_api_is_under_the_base_url() {
-        let source = SourceInstance::new("https://gitlab.example.com/root/", "t", false).unwrap();
+        let source = SourceInstance::new(
+            "https://gitlab.example.com/root/",
+            "t",
+            false,
+            RemoteLimits::default(),
+        )
+        .unwrap();
         assert_eq!(
             source.url("user").unwrap().as_str(),
             "https://gitlab.example.com/root/api/v4/user"
         );
-        let source = SourceInstance::new("https://gitlab.example.com", "t", false).unwrap();
+        let source = SourceInstance::new(
+            "https://gitlab.example.com",
+            "t",
+            false,
+            RemoteLimits::default(),
+        )
+        .unwrap();
         assert_eq!(
             source.url("projects/a%2Fb").unwrap().as_str(),
             "https://gitlab.example.com/api/v4/projects/a%2Fb"
         );
-        assert!(SourceInstance::new("http://127.0.0.1:1", "t", false).is_err());
+        assert!(
+            SourceInstance::new("http://127.0.0.1:1", "t", false, RemoteLimits::default()).is_err()
+        );
     }
 }

@@ -20,7 +20,14 @@ pub(super) struct UploadForm {
 }
 
 impl UploadForm {
-    pub(super) async fn receive(app: &App, request: Request) -> Result<Self> {
+    pub(super) async fn receive(
+        app: &App,
+        user: &crate::domain::User,
+        request: Request,
+    ) -> Result<Self> {
+        // Before a byte of the body is read: one user's uploads never take
+        // more than their share of the server's connections.
+        let _under_way = UserUploads::enter(user.id)?;
         let mut multipart = Multipart::from_request(request, app)
             .await
             .map_err(|_| Error::InvalidParameter("file is missing".into()))?;
@@ -63,7 +70,7 @@ impl UploadForm {
                 ) {
                     // Read on a little, so the client gets to read the 413
                     // instead of a connection closed under its upload.
-                    drain(&mut multipart, 64 * 1024 * 1024).await;
+                    crate::http::extract::drain_refused(&mut multipart).await;
                 }
                 Err(form.discard(app, err).await)
             }
@@ -99,7 +106,7 @@ pub async fn import_project(
     Caller(user): Caller,
     request: Request,
 ) -> JsonResponse {
-    let form = UploadForm::receive(&app, request).await?;
+    let form = UploadForm::receive(&app, &user, request).await?;
     let started = async {
         let request = import_request(&form.params())?;
         let (project, job) = service::start_import(&app, &user, &request, &form.key).await?;
@@ -196,19 +203,6 @@ pub async fn authorize_import(
 /// Its own presigned upload is `import/upload-url`.
 pub async fn workhorse_authorize(Caller(_): Caller) -> JsonResponse {
     Err(Error::Forbidden)
-}
-
-/// Reads and drops up to `budget` more bytes of a multipart body.
-pub(super) async fn drain(multipart: &mut Multipart, budget: usize) {
-    let mut left = budget;
-    while let Ok(Some(mut field)) = multipart.next_field().await {
-        while let Ok(Some(chunk)) = field.chunk().await {
-            left = left.saturating_sub(chunk.len());
-            if left == 0 {
-                return;
-            }
-        }
-    }
 }
 
 pub(super) fn bad_multipart(err: axum::extract::multipart::MultipartError) -> Error {

@@ -67,7 +67,7 @@ pub async fn import_relation(
     Caller(user): Caller,
     request: Request,
 ) -> JsonResponse {
-    let form = UploadForm::receive(&app, request).await?;
+    let form = UploadForm::receive(&app, &user, request).await?;
     let started = async {
         let params = form.params();
         let path = required(&params, "path")?;

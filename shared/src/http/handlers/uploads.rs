@@ -40,6 +40,47 @@ pub(super) async fn refuse_upload(body: Body, err: Error) -> Error {
     err
 }
 
+/// The uploads one user has under way in this process, at most
+/// `MAX_UPLOADS_PER_USER`: a user sending many slow uploads at once gets
+/// `429` for the ones past it instead of taking every connection.
+pub(super) struct UserUploads(crate::domain::UserId);
+
+/// GitLab lets a user start 6 imports a minute; 16 at once is far past
+/// any client's need and a small share of the connections.
+pub const MAX_UPLOADS_PER_USER: usize = 16;
+
+static UPLOADS_BY_USER: std::sync::Mutex<Option<HashMap<crate::domain::UserId, usize>>> =
+    std::sync::Mutex::new(None);
+
+impl UserUploads {
+    pub(super) fn enter(user: crate::domain::UserId) -> Result<UserUploads> {
+        let mut by_user = UPLOADS_BY_USER.lock().unwrap_or_else(|e| e.into_inner());
+        let count = by_user
+            .get_or_insert_with(HashMap::new)
+            .entry(user)
+            .or_default();
+        if *count >= MAX_UPLOADS_PER_USER {
+            return Err(Error::TooManyRequests { retry_after: 1 });
+        }
+        *count += 1;
+        Ok(UserUploads(user))
+    }
+}
+
+impl Drop for UserUploads {
+    fn drop(&mut self) {
+        let mut by_user = UPLOADS_BY_USER.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(by_user) = by_user.as_mut() {
+            if let Some(count) = by_user.get_mut(&self.0) {
+                *count -= 1;
+                if *count == 0 {
+                    by_user.remove(&self.0);
+                }
+            }
+        }
+    }
+}
+
 /// A key being uploaded to in this process: one upload per URL at a time.
 pub(super) struct UploadSlot(String);
 

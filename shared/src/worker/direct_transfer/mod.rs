@@ -9,7 +9,7 @@
 //!    never puts other users' work behind its own.
 //! 2. Each file's message downloads it into the upload's folder (a put is
 //!    atomic, so a file is there whole or not at all) and queues the next
-//!    file of its window; the one that finds every file there queues the
+//!    file past the window; the one that finds every file there queues the
 //!    job again.
 //! 3. The job puts the files together into a GitLab export archive at its
 //!    upload key, and imports it like any other archive: everything the
@@ -130,17 +130,9 @@ impl Plan {
         serde_json::from_slice(&json).map_err(Error::internal)
     }
 
-    /// The messages of the first `window` files not staged at or after
-    /// `from` (an index in download order).
-    fn next_messages(
-        &self,
-        job: &Job,
-        staged: &[Part],
-        from: usize,
-        window: usize,
-    ) -> Vec<Message> {
+    /// The messages of the first `window` files not staged.
+    fn first_missing(&self, job: &Job, staged: &[Part], window: usize) -> Vec<Message> {
         self.parts()
-            .skip(from)
             .filter(|part| !staged.contains(part))
             .take(window)
             .map(|part| part.message(job))
@@ -195,11 +187,11 @@ pub(super) async fn prepare(
         let missing: Vec<Message> = if job.stalls > 0 {
             let window = app.settings.relation_export_window;
             match Plan::load(app, &staging).await {
-                Ok(plan) => plan.next_messages(job, &staged, 0, window),
+                Ok(plan) => plan.first_missing(job, &staged, window),
                 Err(_) => {
                     let status = remote.relations_export_status(project_id).await?;
                     let parts = plan(job, &status, &app.settings.limits)?.0;
-                    Plan::of(&parts).next_messages(job, &staged, 0, window)
+                    Plan::of(&parts).first_missing(job, &staged, window)
                 }
             }
         } else {
@@ -227,7 +219,12 @@ fn connect(app: &App, source: &BulkSource) -> Result<SourceInstance> {
     let token = source.token.as_ref().ok_or_else(|| {
         Error::BadRequest("the access token to the source instance is no longer kept".into())
     })?;
-    SourceInstance::new(&source.url, &token.0, app.settings.allow_local_requests)
+    SourceInstance::new(
+        &source.url,
+        &token.0,
+        app.settings.allow_local_requests,
+        app.settings.remote,
+    )
 }
 
 /// Step 1: the source checked and its export done, one message per file.
@@ -275,7 +272,7 @@ async fn request_export(
     if !lease.pause(update).await? {
         return Ok(Prepared::Lost);
     }
-    let messages = plan.next_messages(job, &[], 0, app.settings.relation_export_window);
+    let messages = plan.first_missing(job, &[], app.settings.relation_export_window);
     app.queue.send(&messages).await?;
     tracing::info!(files = parts.len(), "the source exported the project");
     Ok(Prepared::Waiting)
@@ -388,15 +385,19 @@ pub(super) async fn download_part(app: &App, message: &Message) -> Result<()> {
         app.queue.send(&[Message::for_job(&job)]).await?;
         return Ok(());
     }
-    // The next file of this one's window: the first not staged a window
-    // further on (a message delivered twice queues it twice, which is
-    // harmless; one lost is found by the stale-job sweep).
+    // The next file of the window. Each file that ends takes a ticket, and
+    // ticket n queues the file `window - 1 + n` in download order: files
+    // delivered twice, even at the same moment, each queue a file of their
+    // own, never one twice. A lost message is found by the stale-job sweep.
+    let ticket = app
+        .jobs
+        .next_number(&format!("direct_transfer:{}", job.id))
+        .await?;
     let plan = Plan::load(app, &staging).await?;
-    let window = app.settings.relation_export_window;
-    let at = plan.parts().position(|p| p == part);
-    if let Some(at) = at {
-        let next = plan.next_messages(&job, &staged, at + window, 1);
-        app.queue.send(&next).await?;
+    let window = app.settings.relation_export_window as u64;
+    let next = usize::try_from(window - 1 + ticket).unwrap_or(usize::MAX);
+    if let Some(next) = plan.parts().nth(next).filter(|p| !staged.contains(p)) {
+        app.queue.send(&[next.message(&job)]).await?;
     }
     Ok(())
 }
