@@ -4,12 +4,15 @@
 # installs them into ./.venv).
 #
 #   bash infra/build-lambdas.sh          what `sam build` deploys: the release profile
-#                                        of Cargo.toml (size-optimized, fat LTO, one
-#                                        codegen unit) plus cargo-lambda's panic=abort
-#   bash infra/build-lambdas.sh --check  the same code without LTO and with parallel
-#                                        codegen: proves every function builds for arm64
-#                                        in minutes instead of ~20 (the tests use it);
-#                                        its bootstraps are larger than deployed ones
+#                                        of Cargo.toml (size-optimized) plus what
+#                                        cargo-lambda adds to a release build where
+#                                        Cargo.toml is silent: thin LTO, one codegen
+#                                        unit, stripped symbols, panic=abort
+#   bash infra/build-lambdas.sh --check  the same code without cargo-lambda's additions,
+#                                        without LTO and with parallel codegen: proves
+#                                        every function builds for arm64 in minutes
+#                                        instead of ~20 (the tests use it); its
+#                                        bootstraps are larger than deployed ones
 set -euo pipefail
 cd "$(dirname "$0")/.."
 functions=(schedule status download import worker scheduled-export)

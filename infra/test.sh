@@ -27,6 +27,8 @@ fi
 
 step "format"
 cargo fmt --all -- --check
+# Every relative link and anchor of README.md and docs/ leads somewhere.
+python3 infra/check_links.py
 
 step "lint"
 cargo clippy --workspace --all-targets --locked -- -D warnings

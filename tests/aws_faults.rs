@@ -16,7 +16,8 @@ use e2e::{read_archive, synthetic_archive, ArchiveContent};
 use shared::domain::{JobStatus, User};
 use shared::service::{self, ImportRequest};
 use shared::worker::{self, Outcome};
-use shared::{aws, stream, App};
+use shared::{stream, App};
+use shared_aws as aws;
 
 const ISSUES: usize = 3_000;
 

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use e2e::{fixture_archive, fixtures_dir, Server, ROOT_TOKEN};
+use e2e::{fixture_archive, Server, ROOT_TOKEN};
 use serde_json::Value;
 
 fn repo_root() -> PathBuf {
@@ -78,7 +78,7 @@ fn python_gitlab_migrates_a_project_between_two_servers() {
 
 /// The seed pages' curl commands, in page order, continuation lines joined.
 fn seed_curls(file: &str) -> Vec<String> {
-    let seeds = fixtures_dir().join("../../seeds").join(file);
+    let seeds = repo_root().join("tests/fixtures/gitlab-docs").join(file);
     let text =
         std::fs::read_to_string(&seeds).unwrap_or_else(|err| panic!("{}: {err}", seeds.display()));
     let mut commands = Vec::new();
@@ -143,8 +143,8 @@ fn poll(server: &Server, command: &str, dir: &Path, archive: &Path, field: &str)
 
 #[test]
 fn the_seed_curl_commands_work_as_written() {
-    let import_export = seed_curls("004_d8ce825b685a008f.txt");
-    let relations = seed_curls("000_b44351cbc780b9de.txt");
+    let import_export = seed_curls("project_import_export_api.txt");
+    let relations = seed_curls("project_relations_export_api.txt");
     assert_eq!((import_export.len(), relations.len()), (5, 3));
 
     let server = Server::start();

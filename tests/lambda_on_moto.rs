@@ -11,9 +11,9 @@ use e2e::{
 };
 use lambda_http::request::LambdaRequest;
 use serde_json::{json, Value};
-use shared::aws::AwsClients;
 use shared::domain::JobKind;
 use shared::{auth, http, App};
+use shared_aws::AwsClients;
 use tower::ServiceExt;
 
 const TOKEN: &str = "lambda-root-token-of-the-tests";
@@ -193,7 +193,7 @@ async fn sqs_event_from_queue(clients: &AwsClients, queue_url: &str) -> (SqsEven
 async fn run_worker_once(app: &App, clients: &AwsClients, queue_url: &str) -> Vec<String> {
     let (event, receipts) = sqs_event_from_queue(clients, queue_url).await;
     assert!(!event.records.is_empty(), "a message was queued");
-    let response = shared::lambda::handle_sqs_event(app, event, None).await;
+    let response = shared_aws::lambda::handle_sqs_event(app, event, None).await;
     // Lambda deletes the messages that did not fail.
     let failed: Vec<String> = response
         .batch_item_failures
@@ -225,7 +225,7 @@ async fn deliver_twice(app: &App, clients: &AwsClients, queue_url: &str) -> usiz
     let count = event.records.len();
     let again: SqsEvent = serde_json::from_value(serde_json::to_value(&event).unwrap()).unwrap();
     for event in [event, again] {
-        let response = shared::lambda::handle_sqs_event(app, event, None).await;
+        let response = shared_aws::lambda::handle_sqs_event(app, event, None).await;
         assert!(response.batch_item_failures.is_empty());
     }
     delete_received(clients, queue_url, receipts).await;
@@ -240,8 +240,8 @@ async fn deliver_twice_at_once(app: &App, clients: &AwsClients, queue_url: &str)
     let count = event.records.len();
     let again: SqsEvent = serde_json::from_value(serde_json::to_value(&event).unwrap()).unwrap();
     let (first, second) = tokio::join!(
-        shared::lambda::handle_sqs_event(app, event, None),
-        shared::lambda::handle_sqs_event(app, again, None)
+        shared_aws::lambda::handle_sqs_event(app, event, None),
+        shared_aws::lambda::handle_sqs_event(app, again, None)
     );
     // Neither asks for a retry: a delivery that finds the job held by the
     // other run leaves it to that run.
@@ -256,7 +256,7 @@ async fn deliver_twice_at_once(app: &App, clients: &AwsClients, queue_url: &str)
     count
 }
 
-async fn setup() -> (App, AwsClients, shared::aws::AwsNames) {
+async fn setup() -> (App, AwsClients, shared_aws::AwsNames) {
     let (app, clients, names) = moto::app().await;
     auth::ensure_root(&app, Some(TOKEN)).await.unwrap();
     (app, clients, names)
@@ -416,7 +416,7 @@ async fn a_sliced_export_through_the_lambda_functions() {
         export_slice_bytes: 11 << 19,
         ..(*app.settings).clone()
     };
-    let app = shared::aws::app(&clients, &names, settings);
+    let app = shared_aws::app(&clients, &names, settings);
     let queue_url = names.queue_url.clone();
     let root = app.users.user_by_username("root").await.unwrap().unwrap();
     let (one, two) = (noise(6 << 20, 1), noise(6 << 20, 2));
@@ -530,7 +530,7 @@ async fn only_the_failed_message_is_reported() {
         .find(|r| r.body.as_deref().unwrap().contains("\"export\""))
         .and_then(|r| r.message_id.clone())
         .unwrap();
-    let response = shared::lambda::handle_sqs_event(&app, event, None).await;
+    let response = shared_aws::lambda::handle_sqs_event(&app, event, None).await;
     let failed: Vec<String> = response
         .batch_item_failures
         .iter()
@@ -799,17 +799,17 @@ async fn scheduled_exports_through_the_eventbridge_function() {
 
     // One tick delivered twice schedules one export.
     let tick = "2026-11-25T03:00:00Z";
-    let first = shared::lambda::handle_scheduled_event(&app, scheduled_event(tick))
+    let first = shared_aws::lambda::handle_scheduled_event(&app, scheduled_event(tick))
         .await
         .unwrap();
-    let again = shared::lambda::handle_scheduled_event(&app, scheduled_event(tick))
+    let again = shared_aws::lambda::handle_scheduled_event(&app, scheduled_event(tick))
         .await
         .unwrap();
     assert_eq!(first, json!({"scheduled": 1, "skipped": 0}));
     assert_eq!(again, json!({"scheduled": 0, "skipped": 1}));
     assert!(run_worker_once(&app, &clients, &queue_url).await.is_empty());
     for tick in ["2026-11-26T03:00:00Z", "2026-11-27T03:00:00Z"] {
-        shared::lambda::handle_scheduled_event(&app, scheduled_event(tick))
+        shared_aws::lambda::handle_scheduled_event(&app, scheduled_event(tick))
             .await
             .unwrap();
         assert!(run_worker_once(&app, &clients, &queue_url).await.is_empty());
@@ -1039,7 +1039,7 @@ async fn the_root_token_is_read_from_its_secret() {
         }
     };
     let arn = secret(format!("{}-root-token", names.table), TOKEN).await;
-    let token = shared::lambda::read_root_token(&clients, &arn)
+    let token = shared_aws::lambda::read_root_token(&clients, &arn)
         .await
         .unwrap();
     auth::ensure_root(&app, Some(&token)).await.unwrap();
@@ -1048,7 +1048,7 @@ async fn the_root_token_is_read_from_its_secret() {
     assert_eq!(user["username"], "root");
 
     let missing = format!("{arn}-gone");
-    let refused = shared::lambda::read_root_token(&clients, &missing)
+    let refused = shared_aws::lambda::read_root_token(&clients, &missing)
         .await
         .unwrap_err()
         .to_string();
@@ -1061,7 +1061,7 @@ async fn the_root_token_is_read_from_its_secret() {
     assert!(refused.contains("ResourceNotFoundException"), "{refused}");
 
     let short = secret(format!("{}-short", names.table), "too-short").await;
-    let refused = shared::lambda::read_root_token(&clients, &short)
+    let refused = shared_aws::lambda::read_root_token(&clients, &short)
         .await
         .unwrap_err()
         .to_string();

@@ -373,7 +373,7 @@ async fn a_late_copy_of_a_slice_leaves_nothing_behind_the_finished_export() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_s3_the_slices_are_parts_of_one_multipart_upload() {
     let (whole, clients, names) = e2e::stores::moto_app_with(Settings::clone).await;
-    let sliced = shared::aws::app(&clients, &names, sliced(&whole.settings, 11 << 19));
+    let sliced = shared_aws::app(&clients, &names, sliced(&whole.settings, 11 << 19));
     let user = whole.users.create_user("root", "Root", true).await.unwrap();
     let issues = "{\"iid\":1,\"title\":\"one\"}\n{\"iid\":2,\"title\":\"two\"}\n";
     let (one, two) = (noise(6 << 20, 1), noise(6 << 20, 2));
@@ -398,8 +398,8 @@ async fn on_s3_the_slices_are_parts_of_one_multipart_upload() {
 /// The S3 ETag of the project's downloadable export.
 async fn etag(
     app: &App,
-    clients: &shared::aws::AwsClients,
-    names: &shared::aws::AwsNames,
+    clients: &shared_aws::AwsClients,
+    names: &shared_aws::AwsNames,
     project: &Project,
 ) -> String {
     let download = service::export_download(app, project).await.unwrap();
@@ -419,7 +419,7 @@ async fn etag(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_s3_slices_too_small_for_parts_fall_back_to_one_stream() {
     let (whole, clients, names) = e2e::stores::moto_app_with(Settings::clone).await;
-    let sliced = shared::aws::app(&clients, &names, sliced(&whole.settings, 64 * 1024));
+    let sliced = shared_aws::app(&clients, &names, sliced(&whole.settings, 64 * 1024));
     let user = whole.users.create_user("root", "Root", true).await.unwrap();
     let project = imported(&whole, &user, "small", synthetic_archive(ISSUES)).await;
     export(&sliced, &user, &project).await;

@@ -5,16 +5,12 @@
 pub mod app;
 pub mod archive;
 pub mod auth;
-#[cfg(feature = "aws")]
-pub mod aws;
 pub mod crash;
 pub mod domain;
 pub mod embedded;
 pub mod error;
 pub mod http;
 pub mod keys;
-#[cfg(feature = "lambda")]
-pub mod lambda;
 pub mod metrics;
 pub mod ports;
 pub mod redact;

@@ -13,17 +13,17 @@ use serde_json::Value;
 
 pub const ROOT_TOKEN: &str = "root-token-for-tests";
 
-/// The team's GitLab fixtures, beside the repository. Missing, they fail the
-/// test with where they were looked for and how to point at them.
+/// GitLab's reference exports, carried by the repository
+/// (`tests/fixtures/gitlab`, see its README); `GITLAB_FIXTURES` points
+/// elsewhere.
 pub fn fixtures_dir() -> PathBuf {
     let dir = match std::env::var("GITLAB_FIXTURES") {
         Ok(dir) => PathBuf::from(dir),
-        Err(_) => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/gitlab"),
+        Err(_) => Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/gitlab"),
     };
     assert!(
         dir.is_dir(),
-        "GitLab fixtures not found at {}: clone the repository beside the team folder \
-         (../shared/fixtures/gitlab) or set GITLAB_FIXTURES to that directory",
+        "GitLab fixtures not found at {} (GITLAB_FIXTURES, or tests/fixtures/gitlab)",
         dir.display()
     );
     dir

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use shared::aws::{self, AwsClients, AwsNames};
 use shared::{App, Settings};
+use shared_aws::{self as aws, AwsClients, AwsNames};
 
 struct MotoProcess {
     child: Child,
@@ -88,7 +88,7 @@ pub async fn clients() -> AwsClients {
 
 /// SDK clients pointed at `endpoint` (moto, or a proxy in front of it).
 pub async fn clients_at(endpoint: &str) -> AwsClients {
-    let config = shared::aws::config_loader()
+    let config = shared_aws::config_loader()
         .endpoint_url(endpoint)
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_credential_types::Credentials::new(
@@ -132,7 +132,7 @@ pub async fn app() -> (App, AwsClients, AwsNames) {
         // remote-import-s3 fetches from moto, on 127.0.0.1.
         allow_local_requests: true,
         // As on Lambda: API Gateway sets the forwarded headers.
-        trust_forwarded_headers: shared::lambda::settings_from_env().trust_forwarded_headers,
+        trust_forwarded_headers: shared_aws::lambda::settings_from_env().trust_forwarded_headers,
         ..Settings::default()
     };
     let app = aws::app(&clients, &names, settings);

@@ -4,11 +4,11 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use shared::aws::{self, AwsClients, AwsNames};
 use shared::domain::{Job, Message, Project, User};
 use shared::service::ImportRequest;
 use shared::worker::{self, Outcome};
 use shared::{service, stream, App, Settings};
+use shared_aws::{self as aws, AwsClients, AwsNames};
 
 /// An AWS app's DynamoDB table, to list what it holds.
 #[derive(Clone, Copy)]

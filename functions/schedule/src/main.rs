@@ -1,7 +1,7 @@
 //! `POST /projects/:id/export`.
 
-fn main() -> Result<(), shared::lambda::Error> {
-    shared::runtime::block_on(shared::lambda::run_http(
+fn main() -> Result<(), shared_aws::lambda::Error> {
+    shared::runtime::block_on(shared_aws::lambda::run_http(
         shared::http::Function::Schedule.routes(),
     ))
 }

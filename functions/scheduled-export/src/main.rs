@@ -1,5 +1,5 @@
 //! EventBridge-triggered: queues the scheduled exports of one tick.
 
-fn main() -> Result<(), shared::lambda::Error> {
-    shared::runtime::block_on(shared::lambda::run_scheduled_exports())
+fn main() -> Result<(), shared_aws::lambda::Error> {
+    shared::runtime::block_on(shared_aws::lambda::run_scheduled_exports())
 }

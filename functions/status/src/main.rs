@@ -1,8 +1,8 @@
 //! `GET /projects/:id/export`, `GET /projects/:id/import`, `GET /user` and the
 //! admin routes for users and tokens.
 
-fn main() -> Result<(), shared::lambda::Error> {
-    shared::runtime::block_on(shared::lambda::run_http(
+fn main() -> Result<(), shared_aws::lambda::Error> {
+    shared::runtime::block_on(shared_aws::lambda::run_http(
         shared::http::Function::Status.routes(),
     ))
 }

@@ -1,5 +1,5 @@
 //! SQS-triggered: export builds and imports, with partial batch failures.
 
-fn main() -> Result<(), shared::lambda::Error> {
-    shared::runtime::block_on(shared::lambda::run_worker())
+fn main() -> Result<(), shared_aws::lambda::Error> {
+    shared::runtime::block_on(shared_aws::lambda::run_worker())
 }

@@ -514,7 +514,7 @@ async fn serve(args: ServeArgs) -> Result<(), shared::Error> {
 
 #[cfg(feature = "aws")]
 async fn aws_app(settings: Settings, provision: bool) -> Result<App, shared::Error> {
-    use shared::aws::{self, AwsClients, AwsNames};
+    use shared_aws::{self as aws, AwsClients, AwsNames};
     let clients = AwsClients::from_env().await;
     let names = if provision {
         let var = |name: &str| {

@@ -22,13 +22,13 @@ use aws_sdk_dynamodb::types::{ConditionCheck, Put, TransactWriteItem};
 use super::dynamo::keys as layout;
 use super::dynamo::{ddb_error, delete_of, get_n, get_s, key, n, s, DynamoStore, Item};
 use super::s3::S3BlobStore;
-use crate::keys;
-use crate::ports::{
+use shared::keys;
+use shared::ports::{
     BatchSize, BlobStore, ContentStore, GenerationRef, RecordRange, RecordStream, RelationStats,
     StoredGeneration, StoredRecord,
 };
-use crate::stream::ByteStream;
-use crate::{Error, Result};
+use shared::stream::ByteStream;
+use shared::{Error, Result};
 
 /// One S3 PUT per this many bytes of records: about 250 requests per GB
 /// (a few tenths of a cent), in memory twice while one is written and the

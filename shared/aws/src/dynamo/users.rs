@@ -4,9 +4,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{ddb_error, get_s, key, keys, n, s, with_data, DynamoStore};
-use crate::domain::{now, Namespace, NamespaceId, Token, User, UserId};
-use crate::ports::UserStore;
-use crate::{Error, Result};
+use shared::domain::{now, Namespace, NamespaceId, Token, User, UserId};
+use shared::ports::UserStore;
+use shared::{Error, Result};
 
 #[async_trait]
 impl UserStore for DynamoStore {
@@ -25,7 +25,7 @@ impl UserStore for DynamoStore {
             name: name.to_owned(),
             owner_id: id,
         };
-        let lookup = crate::domain::name_key(username);
+        let lookup = shared::domain::name_key(username);
         let mut by_name = key(keys::username(&lookup), "USER");
         by_name.insert("id".into(), n(id));
         let mut by_path = key(keys::namespace_path(&lookup), "NS");
@@ -50,7 +50,7 @@ impl UserStore for DynamoStore {
     }
 
     async fn user_by_username(&self, username: &str) -> Result<Option<User>> {
-        let lookup = crate::domain::name_key(username);
+        let lookup = shared::domain::name_key(username);
         let mut id = self.indexed_id(&keys::username(&lookup), "USER").await?;
         if id.is_none() && lookup != username {
             // Written before names were keyed in lower case.
@@ -120,7 +120,7 @@ impl UserStore for DynamoStore {
     }
 
     async fn namespace_by_path(&self, path: &str) -> Result<Option<Namespace>> {
-        let lookup = crate::domain::name_key(path);
+        let lookup = shared::domain::name_key(path);
         let mut id = self
             .indexed_id(&keys::namespace_path(&lookup), "NS")
             .await?;

@@ -8,9 +8,9 @@ use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use axum::Router;
 
-use crate::aws::{self, AwsClients, AwsNames};
-use crate::worker::{self, Outcome};
-use crate::{auth, http, App, Settings};
+use crate::{AwsClients, AwsNames};
+use shared::worker::{self, Outcome};
+use shared::{auth, http, App, Settings};
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -39,7 +39,7 @@ pub fn settings_from_env() -> Settings {
         export_slice_bytes: number("EXPORT_SLICE_BYTES")
             .filter(|n| *n > 0)
             .unwrap_or(defaults.export_slice_bytes),
-        limits: crate::archive::Limits {
+        limits: shared::archive::Limits {
             max_relations: number("MAX_RELATIONS")
                 .map(|n| n as usize)
                 .unwrap_or(defaults.limits.max_relations),
@@ -74,12 +74,12 @@ pub fn init_logging() {
 pub async fn app_from_env() -> Result<App, Error> {
     let clients = AwsClients::from_env().await;
     let names = AwsNames::from_env()?;
-    let mut app = aws::app(&clients, &names, settings_from_env());
+    let mut app = crate::app(&clients, &names, settings_from_env());
     // Job metrics as EMF lines in the log: CloudWatch extracts them.
     let namespace = std::env::var("METRICS_NAMESPACE")
-        .unwrap_or_else(|_| crate::metrics::DEFAULT_NAMESPACE.to_owned());
+        .unwrap_or_else(|_| shared::metrics::DEFAULT_NAMESPACE.to_owned());
     app.metrics =
-        crate::metrics::Metrics::new(&namespace, std::sync::Arc::new(crate::metrics::Stdout));
+        shared::metrics::Metrics::new(&namespace, std::sync::Arc::new(shared::metrics::Stdout));
     // The administrator's token is in the stack's secret, never in the
     // environment: anyone who may read a function's configuration would
     // read it there.
@@ -195,8 +195,8 @@ pub async fn run_scheduled_exports() -> Result<(), Error> {
 
 /// The stale-job sweep (every few minutes, from its own schedule rule).
 pub async fn handle_sweep(app: &App) -> Result<serde_json::Value, Error> {
-    use crate::worker::sweep;
-    let summary = sweep::sweep_stale_jobs(app, crate::domain::now(), sweep::STALE_AFTER).await?;
+    use shared::worker::sweep;
+    let summary = sweep::sweep_stale_jobs(app, shared::domain::now(), sweep::STALE_AFTER).await?;
     Ok(serde_json::json!({
         "requeued": summary.requeued,
         "failed": summary.failed,
@@ -205,9 +205,9 @@ pub async fn handle_sweep(app: &App) -> Result<serde_json::Value, Error> {
 
 /// The leftovers sweep (daily, from its own schedule rule).
 pub async fn handle_leftovers(app: &App) -> Result<serde_json::Value, Error> {
-    use crate::worker::leftovers;
+    use shared::worker::leftovers;
     let grace = leftovers::grace(app);
-    let summary = leftovers::sweep_leftovers(app, crate::domain::now(), grace).await?;
+    let summary = leftovers::sweep_leftovers(app, shared::domain::now(), grace).await?;
     Ok(serde_json::json!({
         "generations": summary.generations,
         "folders": summary.folders,
@@ -220,8 +220,8 @@ pub async fn handle_scheduled_event(
     app: &App,
     event: EventBridgeEvent,
 ) -> Result<serde_json::Value, Error> {
-    let tick = event.time.unwrap_or_else(crate::domain::now);
-    let summary = crate::service::schedule::run_tick(app, tick).await?;
+    let tick = event.time.unwrap_or_else(shared::domain::now);
+    let summary = shared::service::schedule::run_tick(app, tick).await?;
     Ok(serde_json::json!({
         "scheduled": summary.scheduled,
         "skipped": summary.skipped,
@@ -241,13 +241,13 @@ pub async fn handle_sqs_event(
     for record in event.records {
         let id = record.message_id.clone().unwrap_or_default();
         let body = record.body.as_deref().unwrap_or_default();
-        let Some(message) = aws::parse_message(body) else {
+        let Some(message) = crate::parse_message(body) else {
             let keys = uploaded_keys(body);
             if keys.is_empty() {
                 tracing::warn!(message_id = id, "dropping a message that is not ours");
             }
             for key in keys {
-                if let Err(err) = crate::service::upload_landed(app, &key).await {
+                if let Err(err) = shared::service::upload_landed(app, &key).await {
                     tracing::warn!(key, error = %err, "cannot start the uploaded import");
                     let mut failure = BatchItemFailure::default();
                     failure.item_identifier = id.clone();

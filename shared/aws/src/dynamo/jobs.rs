@@ -5,12 +5,12 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 
 use super::{data_of, ddb_error, delete_of, get_s, key, keys, n, s, with_data, DynamoStore, Item};
-use crate::domain::{
+use shared::domain::{
     now, BulkImport, Job, JobKind, JobStatus, JobUpdate, ProjectId, RelationExportPart, UserId,
     When,
 };
-use crate::ports::JobStore;
-use crate::{Error, Result};
+use shared::ports::JobStore;
+use shared::{Error, Result};
 
 #[async_trait]
 impl JobStore for DynamoStore {

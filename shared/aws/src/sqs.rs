@@ -7,9 +7,9 @@ use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, SendMessageBatchRequestEntry};
 use aws_sdk_sqs::Client;
 
-use crate::domain::Message;
-use crate::ports::{Delivery, Queue};
-use crate::{Error, Result};
+use shared::domain::Message;
+use shared::ports::{Delivery, Queue};
+use shared::{Error, Result};
 
 pub struct SqsQueue {
     client: Client,

@@ -5,9 +5,9 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{Delete, Put, ReturnValue, TransactWriteItem};
 
 use super::{data_of, ddb_error, get_n, key, keys, n, s, with_data, DynamoStore};
-use crate::domain::{now, DeletedProject, ExportSchedule, NewProject, Project, ProjectId, UserId};
-use crate::ports::ProjectStore;
-use crate::{Error, Result};
+use shared::domain::{now, DeletedProject, ExportSchedule, NewProject, Project, ProjectId, UserId};
+use shared::ports::ProjectStore;
+use shared::{Error, Result};
 
 #[async_trait]
 impl ProjectStore for DynamoStore {

@@ -13,9 +13,9 @@ use aws_sdk_s3::Client;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
-use crate::ports::{BlobInfo, BlobStore, StoredPart};
-use crate::stream::{BorrowedStream, ByteStream};
-use crate::{Error, Result};
+use shared::ports::{BlobInfo, BlobStore, StoredPart};
+use shared::stream::{BorrowedStream, ByteStream};
+use shared::{Error, Result};
 
 /// S3's smallest part (but the last) is 5 MiB; 8 MiB parts keep memory low.
 const PART_BYTES: usize = 8 * 1024 * 1024;
@@ -109,7 +109,7 @@ impl S3BlobStore {
 
     pub(crate) async fn get_bytes(&self, key: &str) -> Result<Bytes> {
         let body = self.get(key).await?;
-        Ok(Bytes::from(crate::stream::collect(body).await?))
+        Ok(Bytes::from(shared::stream::collect(body).await?))
     }
 
     /// The object's bytes `range` (a ranged GET unless all of it); an end
@@ -235,7 +235,7 @@ impl SpooledPart {
     async fn write(mut body: BorrowedStream<'_>) -> Result<(SpooledPart, u64)> {
         use tokio::io::AsyncWriteExt;
         let spooled = SpooledPart {
-            path: std::env::temp_dir().join(format!("part-{}", crate::domain::new_id())),
+            path: std::env::temp_dir().join(format!("part-{}", shared::domain::new_id())),
         };
         let mut file = tokio::fs::File::create(&spooled.path).await?;
         let mut size = 0u64;

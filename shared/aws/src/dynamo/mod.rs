@@ -42,7 +42,7 @@ use aws_sdk_dynamodb::Client;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::{Error, Result};
+use shared::{Error, Result};
 
 pub(super) type Item = HashMap<String, AttributeValue>;
 

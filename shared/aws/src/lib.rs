@@ -1,9 +1,14 @@
-//! The AWS adapters: DynamoDB for users, projects, jobs and content
-//! manifests; S3 for blobs and content records; SQS for work. Each honours `AWS_ENDPOINT_URL` so the same code runs
+//! The AWS adapters of the shared crate's ports: DynamoDB for users,
+//! projects, jobs and content manifests; S3 for blobs and content records;
+//! SQS for work; and (feature `lambda`) the Lambda entry points. A crate of
+//! their own so that the local server, which runs without AWS, never
+//! compiles the AWS SDK. Each honours `AWS_ENDPOINT_URL` so the same code runs
 //! against moto in the tests.
 
 mod content;
 mod dynamo;
+#[cfg(feature = "lambda")]
+pub mod lambda;
 mod s3;
 mod sqs;
 
@@ -14,7 +19,7 @@ pub use dynamo::DynamoStore;
 pub use s3::S3BlobStore;
 pub use sqs::{parse_message, SqsQueue};
 
-use crate::{App, Error, Result, Settings};
+use shared::{App, Error, Result, Settings};
 
 /// Where the resources are: what `template.yaml` passes as environment.
 #[derive(Debug, Clone)]
