@@ -4,10 +4,10 @@
 # installs them into ./.venv).
 #
 #   bash infra/build-lambdas.sh          what `sam build` deploys: the release profile
-#                                        of Cargo.toml (size-optimized) plus what
-#                                        cargo-lambda adds to a release build where
-#                                        Cargo.toml is silent: thin LTO, one codegen
-#                                        unit, stripped symbols, panic=abort
+#                                        of Cargo.toml (size-optimized, fat LTO,
+#                                        stripped) plus what cargo-lambda adds to a
+#                                        release build where Cargo.toml is silent:
+#                                        one codegen unit, panic=abort
 #   bash infra/build-lambdas.sh --check  the same code without cargo-lambda's additions,
 #                                        without LTO and with parallel codegen: proves
 #                                        every function builds for arm64 in minutes
