@@ -220,34 +220,24 @@ fn json_bodies_that_are_not_objects_mean_no_parameters() {
     let server = Server::start();
     let status = server.import_and_wait(ROOT_TOKEN, e2e::synthetic_archive(1), &[("path", "j")]);
     let id = status["id"].as_u64().unwrap();
-    for body in ["null", "[]", "3", "\"text\"", ""] {
-        let response = client()
-            .post(server.url(&format!("/projects/{id}/export")))
+    let post_json = |path: &str, body: &'static str| {
+        client()
+            .post(server.url(path))
             .header("PRIVATE-TOKEN", ROOT_TOKEN)
             .header("Content-Type", "application/json")
             .body(body)
             .send()
-            .unwrap();
-        assert_eq!(response.status(), 202, "{body:?}");
+            .unwrap()
+    };
+    let export = format!("/projects/{id}/export");
+    for body in ["null", "[]", "3", "\"text\"", ""] {
+        assert_eq!(post_json(&export, body).status(), 202, "{body:?}");
         server.wait_export(ROOT_TOKEN, id);
     }
-    let response = client()
-        .post(server.url(&format!("/projects/{id}/export")))
-        .header("PRIVATE-TOKEN", ROOT_TOKEN)
-        .header("Content-Type", "application/json")
-        .body("{")
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), 400);
+    assert_eq!(post_json(&export, "{").status(), 400);
     // The nested routes read it the same way: no parameters, so the
     // required ones are missing.
-    let response = client()
-        .post(server.url("/bulk_imports"))
-        .header("PRIVATE-TOKEN", ROOT_TOKEN)
-        .header("Content-Type", "application/json")
-        .body("null")
-        .send()
-        .unwrap();
+    let response = post_json("/bulk_imports", "null");
     assert_eq!(response.status(), 400);
     let body: Value = response.json().unwrap();
     assert!(
