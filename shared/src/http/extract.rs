@@ -190,6 +190,7 @@ impl Params {
                 for (key, value) in object {
                     self.add_json(format!("{name}[{key}]"), value);
                 }
+                self.values.remove(&name);
                 self.structured.insert(name);
             }
             Value::Array(_) => {
@@ -291,14 +292,16 @@ fn too_many_fields() -> Error {
     Error::PayloadTooLarge(format!("the request has more than {MAX_FIELDS} parameters"))
 }
 
+fn params_too_large() -> Error {
+    Error::PayloadTooLarge(format!(
+        "the request's parameters are larger than {MAX_PARAMS_BYTES} bytes"
+    ))
+}
+
 async fn small_body(req: Request) -> Result<Bytes, Error> {
     axum::body::to_bytes(req.into_body(), MAX_PARAMS_BYTES)
         .await
-        .map_err(|_| {
-            Error::PayloadTooLarge(format!(
-                "the request's parameters are larger than {MAX_PARAMS_BYTES} bytes"
-            ))
-        })
+        .map_err(|_| params_too_large())
 }
 
 /// What a multipart form's text fields may still take: counted as they
@@ -319,11 +322,7 @@ impl Default for FieldBudget {
 
 impl FieldBudget {
     fn spend(&mut self, bytes: usize) -> Result<(), Error> {
-        self.bytes = self.bytes.checked_sub(bytes).ok_or_else(|| {
-            Error::PayloadTooLarge(format!(
-                "the request's parameters are larger than {MAX_PARAMS_BYTES} bytes"
-            ))
-        })?;
+        self.bytes = self.bytes.checked_sub(bytes).ok_or_else(params_too_large)?;
         Ok(())
     }
 }

@@ -49,16 +49,13 @@ pub(super) struct UserUploads(crate::domain::UserId);
 /// any client's need and a small share of the connections.
 pub const MAX_UPLOADS_PER_USER: usize = 16;
 
-static UPLOADS_BY_USER: std::sync::Mutex<Option<HashMap<crate::domain::UserId, usize>>> =
-    std::sync::Mutex::new(None);
+static UPLOADS_BY_USER: std::sync::Mutex<std::collections::BTreeMap<crate::domain::UserId, usize>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
 
 impl UserUploads {
     pub(super) fn enter(user: crate::domain::UserId) -> Result<UserUploads> {
         let mut by_user = UPLOADS_BY_USER.lock().unwrap_or_else(|e| e.into_inner());
-        let count = by_user
-            .get_or_insert_with(HashMap::new)
-            .entry(user)
-            .or_default();
+        let count = by_user.entry(user).or_default();
         if *count >= MAX_UPLOADS_PER_USER {
             return Err(Error::TooManyRequests { retry_after: 1 });
         }
@@ -70,12 +67,10 @@ impl UserUploads {
 impl Drop for UserUploads {
     fn drop(&mut self) {
         let mut by_user = UPLOADS_BY_USER.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(by_user) = by_user.as_mut() {
-            if let Some(count) = by_user.get_mut(&self.0) {
-                *count -= 1;
-                if *count == 0 {
-                    by_user.remove(&self.0);
-                }
+        if let Some(count) = by_user.get_mut(&self.0) {
+            *count -= 1;
+            if *count == 0 {
+                by_user.remove(&self.0);
             }
         }
     }

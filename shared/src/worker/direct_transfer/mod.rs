@@ -45,7 +45,7 @@ const MAX_POLL: Duration = Duration::from_secs(5);
 const MAX_SOURCE_FILES: u64 = 100_000;
 
 /// One file of the source's export: a relation, or one batch of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Part {
     relation: String,
     batch: Option<u32>,
@@ -132,6 +132,7 @@ impl Plan {
 
     /// The messages of the first `window` files not staged.
     fn first_missing(&self, job: &Job, staged: &[Part], window: usize) -> Vec<Message> {
+        let staged: std::collections::HashSet<&Part> = staged.iter().collect();
         self.parts()
             .filter(|part| !staged.contains(part))
             .take(window)
@@ -188,11 +189,13 @@ pub(super) async fn prepare(
             let window = app.settings.relation_export_window;
             match Plan::load(app, &staging).await {
                 Ok(plan) => plan.first_missing(job, &staged, window),
-                Err(_) => {
+                // Planned before plans were kept: the source says again.
+                Err(Error::NotFound(_)) => {
                     let status = remote.relations_export_status(project_id).await?;
                     let parts = plan(job, &status, &app.settings.limits)?.0;
                     Plan::of(&parts).first_missing(job, &staged, window)
                 }
+                Err(err) => return Err(err),
             }
         } else {
             Vec::new()
