@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every test of the project: formatting, lints, the SAM template check,
+# Runs every test of the project: formatting, lints, the SAM template checks,
 # unit, contract (embedded and moto) and end-to-end tests, and the Lambda
 # build. Installs what it needs: Python tools into ./.venv, the arm64 Rust
 # target through rustup.
@@ -43,6 +43,14 @@ if [ ! -x .venv-checkov/bin/python ]; then
 fi
 .venv-checkov/bin/pip install --quiet --disable-pip-version-check -r infra/requirements-checkov.txt
 .venv-checkov/bin/checkov -f template.yaml --framework cloudformation --skip-download --quiet --compact
+# What `sam build` and `sam deploy` read first: the SAM CLI's own check of the
+# template (its transform, then its cfn-lint), with no AWS account or network.
+if [ ! -x .venv-sam/bin/python ]; then
+    python3 -m venv .venv-sam
+fi
+.venv-sam/bin/pip install --quiet --disable-pip-version-check -r infra/requirements-sam.txt
+SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}" \
+    .venv-sam/bin/sam validate --lint --template-file template.yaml
 
 step "build"
 cargo build --workspace --all-targets --locked
