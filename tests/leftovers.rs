@@ -27,7 +27,13 @@ async fn left_by(app: &App, table: Option<Table<'_>>, job: &Job) -> Vec<String> 
 /// whose continuation then killed the worker on every delivery.
 async fn an_import_given_up(app: &App, table: Option<Table<'_>>) {
     let user = app.users.create_user("root", "Root", true).await.unwrap();
-    let (project, import) = start_import(app, &user, "given-up", synthetic_archive(1_000)).await;
+    let (project, import) = start_import(
+        app,
+        &user,
+        "given-up",
+        synthetic_archive(e2e::ISSUES_PAST_ONE_RUN),
+    )
+    .await;
     let first = app.queue.receive(1, Duration::from_secs(30)).await.unwrap();
     assert_eq!(
         worker::attempt(app, &first[0].message, 1).await,

@@ -22,7 +22,12 @@ use shared::App;
 const ISSUES: usize = 600;
 
 async fn start_import(app: &App, user: &User, path: &str) -> (Project, String) {
-    let (project, job) = stores::start_import(app, user, path, synthetic_archive(ISSUES)).await;
+    start_import_of(app, user, path, ISSUES).await
+}
+
+async fn start_import_of(app: &App, user: &User, path: &str, issues: usize) -> (Project, String) {
+    let archive = synthetic_archive(issues);
+    let (project, job) = stores::start_import(app, user, path, archive).await;
     (project, job.id)
 }
 
@@ -141,7 +146,8 @@ async fn an_import_under_way(app: &App, table: Option<Table<'_>>) {
     let user = app.users.create_user("root", "Root", true).await.unwrap();
     let before = holdings(app, table).await;
     for deletion_first in [false, true] {
-        let (project, import) = start_import(app, &user, "under-way").await;
+        let (project, import) =
+            start_import_of(app, &user, "under-way", e2e::ISSUES_PAST_ONE_RUN).await;
         let first = app.queue.receive(1, Duration::from_secs(30)).await.unwrap();
         assert_eq!(
             worker::attempt(app, &first[0].message, 1).await,

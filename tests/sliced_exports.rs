@@ -15,7 +15,7 @@ use e2e::stores::{start_import, work_queue};
 use e2e::{noise, read_archive, synthetic_archive};
 use shared::domain::{Job, JobKind, JobStatus, Project, User};
 use shared::ports::{BlobInfo, BlobStore, StoredPart};
-use shared::stream::{BorrowedStream, ByteStream};
+use shared::stream::{BlockingReader, BorrowedStream, ByteStream};
 use shared::worker::sweep::{sweep_stale_jobs, STALE_AFTER};
 use shared::worker::{self, Outcome};
 use shared::{service, stream, App, Settings};
@@ -263,6 +263,9 @@ impl BlobStore for Meanwhile {
     }
     async fn get(&self, key: &str) -> shared::Result<ByteStream> {
         self.inner.get(key).await
+    }
+    async fn reader_from(&self, key: &str, offset: u64) -> shared::Result<BlockingReader> {
+        self.inner.reader_from(key, offset).await
     }
     async fn list(&self, prefix: &str) -> shared::Result<Vec<BlobInfo>> {
         self.inner.list(prefix).await

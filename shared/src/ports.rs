@@ -382,6 +382,9 @@ pub trait BlobStore: Send + Sync {
             self.get(key).await?,
         )))
     }
+    /// The blob from byte `offset` on (a ranged read), for a blocking
+    /// thread: an import that goes on where an earlier run stopped.
+    async fn reader_from(&self, key: &str, offset: u64) -> Result<BlockingReader>;
     async fn list(&self, prefix: &str) -> Result<Vec<BlobInfo>>;
     /// The names of the folders right under `prefix` (which ends in `/`):
     /// `a` and `b` for `x/a/1` and `x/b/c/2` under `x/`.
@@ -411,6 +414,29 @@ pub trait BlobStore: Send + Sync {
     async fn abort_parts(&self, key: &str, upload: &str) -> Result<()>;
     /// The least size of every part but the last (S3's 5 MiB).
     fn min_part_bytes(&self) -> u64;
+}
+
+/// Stores `value` as a small JSON blob: a plan, a checkpoint, what a step
+/// wrote, kept beside the blobs it describes.
+pub async fn put_json(
+    blobs: &dyn BlobStore,
+    key: &str,
+    value: &(impl serde::Serialize + ?Sized),
+) -> Result<()> {
+    let json = serde_json::to_vec(value).map_err(crate::Error::internal)?;
+    blobs
+        .put(key, crate::stream::from_bytes(Bytes::from(json)))
+        .await?;
+    Ok(())
+}
+
+/// A JSON blob `put_json` stored; `404` if there is none.
+pub async fn get_json<T: serde::de::DeserializeOwned>(
+    blobs: &dyn BlobStore,
+    key: &str,
+) -> Result<T> {
+    let json = crate::stream::collect(blobs.get(key).await?).await?;
+    serde_json::from_slice(&json).map_err(crate::Error::storage)
 }
 
 /// A received message and the handle to acknowledge it.

@@ -7,7 +7,9 @@ use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use proptest::prelude::*;
-use shared::archive::{read_archive, ArchiveError, ImportEvent, Limits};
+use shared::archive::{
+    read_archive, ArchiveError, ImportEvent, Limits, ReadControl, ReadEnd, ReaderCheckpoint,
+};
 
 struct Counting;
 
@@ -47,7 +49,20 @@ fn read(bytes: &[u8]) -> Result<String, ArchiveError> {
         drop(event);
         Ok(())
     };
-    read_archive(bytes, &limits(), &mut sink)
+    whole(read_archive(
+        bytes,
+        &limits(),
+        None,
+        &ReadControl::default(),
+        &mut sink,
+    ))
+}
+
+fn whole(end: Result<ReadEnd, ArchiveError>) -> Result<String, ArchiveError> {
+    match end? {
+        ReadEnd::Complete { version } => Ok(version),
+        ReadEnd::Stopped(_) => panic!("stopped without being asked"),
+    }
 }
 
 fn valid_archive(records: &[String], extra: &[(String, Vec<u8>)]) -> Vec<u8> {
@@ -103,7 +118,45 @@ proptest! {
             }
             Ok(())
         };
-        prop_assert_eq!(read_archive(archive.as_slice(), &limits(), &mut sink), Ok("0.2.4".to_owned()));
+        let control = ReadControl::default();
+        prop_assert_eq!(whole(read_archive(archive.as_slice(), &limits(), None, &control, &mut sink)), Ok("0.2.4".to_owned()));
+        prop_assert_eq!(seen, records);
+    }
+
+    /// Stopped after any record and resumed from its checkpoint (through
+    /// JSON, as a job keeps it), again and again: the same records.
+    #[test]
+    fn a_read_stopped_and_resumed_anywhere_reads_every_record_once(
+        records in prop::collection::vec(record(), 1..40),
+        stops in prop::collection::vec(1usize..8, 1..6),
+    ) {
+        let archive = valid_archive(&records, &[]);
+        let mut seen = Vec::new();
+        let mut from: Option<Box<ReaderCheckpoint>> = None;
+        for run in 0.. {
+            let control = ReadControl::default();
+            let stop_after = stops.get(run).copied().unwrap_or(usize::MAX);
+            let mut count = 0;
+            let mut sink = |event: ImportEvent| {
+                count += 1;
+                if count == stop_after {
+                    control.request_stop();
+                }
+                if let ImportEvent::Record { json, .. } = event {
+                    seen.push(String::from_utf8(json.to_vec()).unwrap());
+                }
+                Ok(())
+            };
+            let offset = from.as_ref().map_or(0, |from| from.access.compressed as usize);
+            match read_archive(&archive[offset..], &limits(), from.as_deref(), &control, &mut sink) {
+                Ok(ReadEnd::Complete { .. }) => break,
+                Ok(ReadEnd::Stopped(checkpoint)) => {
+                    let json = serde_json::to_string(&checkpoint).unwrap();
+                    from = Some(serde_json::from_str(&json).unwrap());
+                }
+                Err(err) => prop_assert!(false, "{err}"),
+            }
+        }
         prop_assert_eq!(seen, records);
     }
 

@@ -601,6 +601,11 @@ pub mod migration;
 pub mod moto;
 pub mod stores;
 
+/// Issues enough that an import cut short (`stores::cut_short`) stops
+/// before the archive's end: a run asked to stop first stores what its
+/// reader read ahead, a few thousand records.
+pub const ISSUES_PAST_ONE_RUN: usize = 12_000;
+
 /// A deterministic GitLab-shaped project archive with `issues` issues (a
 /// few notes and label links each), some labels and merge requests.
 pub fn synthetic_archive(issues: usize) -> Vec<u8> {

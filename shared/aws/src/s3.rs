@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
 use shared::ports::{BlobInfo, BlobStore, StoredPart};
-use shared::stream::{BorrowedStream, ByteStream};
+use shared::stream::{BlockingReader, BorrowedStream, ByteStream};
 use shared::{Error, Result};
 
 /// S3's smallest part (but the last) is 5 MiB; 8 MiB parts keep memory low.
@@ -284,6 +284,11 @@ impl BlobStore for S3BlobStore {
 
     async fn get(&self, key: &str) -> Result<ByteStream> {
         self.get_range(key, 0..u64::MAX).await
+    }
+
+    async fn reader_from(&self, key: &str, offset: u64) -> Result<BlockingReader> {
+        let body = self.get_range(key, offset..u64::MAX).await?;
+        Ok(Box::new(shared::stream::blocking_reader(body)))
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<BlobInfo>> {

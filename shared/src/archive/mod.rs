@@ -4,6 +4,7 @@
 //! read. Reading and writing run on blocking threads over bounded channels.
 
 mod events;
+mod inflate;
 mod json;
 mod legacy;
 mod parallel_gzip;
@@ -13,9 +14,12 @@ mod slices;
 mod writer;
 
 pub use events::{ImportEvent, SinkClosed};
+pub use inflate::{AccessPoint, Inflater};
 pub use json::check_record;
 pub use parallel_gzip::{one_encoder_takes_every_core, ParallelGzEncoder};
-pub use reader::{read_archive, read_relation, read_tar_files};
+pub use reader::{
+    read_archive, read_relation, read_tar_files, ReadControl, ReadEnd, ReaderCheckpoint,
+};
 pub use slices::{trailer, Slice, SliceSum};
 pub use writer::{header_bytes, padding, write_archive, ExportItem, END_OF_ARCHIVE};
 

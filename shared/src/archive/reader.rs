@@ -5,15 +5,17 @@
 use std::cell::Cell;
 use std::io::{self, BufRead, BufReader, Read};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use flate2::read::MultiGzDecoder;
+use serde::{Deserialize, Serialize};
 
 mod ahead;
 mod paths;
 
 use super::events::{invalid, ImportEvent, Sink};
+use super::inflate::{AccessPoint, AccessPoints, Inflater, Progress};
 use super::json::check_record;
 use super::{
     is_supported_version, legacy, relation_file, ArchiveError, Limits, LEGACY_PROJECT_JSON,
@@ -21,14 +23,84 @@ use super::{
 };
 use paths::{normalize, relation_of, shown, Extensions, Tree, MAX_PATH_BYTES};
 
-/// Reads a whole `.tar.gz`, emitting events in order. Returns the archive's
-/// VERSION.
+/// How a read of a whole archive ended.
+#[derive(Debug)]
+pub enum ReadEnd {
+    /// Read to its end; the archive's VERSION.
+    Complete { version: String },
+    /// Stopped at a safe point on request: a later read goes on from here.
+    Stopped(Box<ReaderCheckpoint>),
+}
+
+/// Shared by a read and whoever started it: a request to stop at the next
+/// safe point (between two entries, or between two lines of a relation's
+/// file) one way, how far the inflater got the other.
+#[derive(Clone, Default)]
+pub struct ReadControl {
+    stop: Arc<AtomicBool>,
+    progress: Arc<Progress>,
+}
+
+impl ReadControl {
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// The archive's offset of the next byte the read takes in.
+    pub fn compressed(&self) -> u64 {
+        self.progress.compressed()
+    }
+
+    /// Bytes this read inflated (from where it started).
+    pub fn inflated(&self) -> u64 {
+        self.progress.inflated()
+    }
+}
+
+/// Where a read stopped, with everything it needs to go on there without
+/// reading a byte before: the inflater's access point at or before the
+/// stop, the uncompressed offset of the stop, and what the checks had seen
+/// (entries, paths, the VERSION, relation files, the file it was in).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReaderCheckpoint {
+    pub access: AccessPoint,
+    pub expanded: u64,
+    version: Option<String>,
+    has_project: bool,
+    relation_files: usize,
+    entries: u64,
+    files: Vec<String>,
+    dirs: Vec<String>,
+    inside: Option<InsideRelation>,
+}
+
+/// A relation's file the read stopped in, between two of its lines.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct InsideRelation {
+    relation: String,
+    next_line: u64,
+    /// Uncompressed offsets where the file's data ends and the next entry's
+    /// header starts (after the padding).
+    data_end: u64,
+    next_header: u64,
+}
+
+/// Reads a whole `.tar.gz`, emitting events in order: from its start, or
+/// from where an earlier read stopped (`input` then starts at the
+/// checkpoint's compressed offset). Asked through `control`, it stops at the
+/// next safe point.
 pub fn read_archive(
     input: impl Read + Send,
     limits: &Limits,
+    from: Option<&ReaderCheckpoint>,
+    control: &ReadControl,
     sink: &mut Sink<'_>,
-) -> Result<String, ArchiveError> {
-    read_selected(input, limits, None, sink)
+) -> Result<ReadEnd, ArchiveError> {
+    read_selected(input, limits, None, from, Some(control), sink)
 }
 
 /// Reads a `.tar.gz` for one relation: only that relation's records are
@@ -40,31 +112,68 @@ pub fn read_relation(
     relation: &str,
     sink: &mut Sink<'_>,
 ) -> Result<String, ArchiveError> {
-    read_selected(input, limits, Some(relation), sink)
+    match read_selected(input, limits, Some(relation), None, None, sink)? {
+        ReadEnd::Complete { version } => Ok(version),
+        ReadEnd::Stopped(_) => unreachable!("a read without a stop signal never stops"),
+    }
 }
 
 fn read_selected(
     input: impl Read + Send,
     limits: &Limits,
     only: Option<&str>,
+    from: Option<&ReaderCheckpoint>,
+    control: Option<&ReadControl>,
     sink: &mut Sink<'_>,
-) -> Result<String, ArchiveError> {
-    let mut input = BufReader::with_capacity(64 * 1024, input);
-    let head = input.fill_buf().map_err(corrupt)?;
-    if head.len() < 2 || head[0] != 0x1f || head[1] != 0x8b {
-        return Err(ArchiveError::NotGzip);
+) -> Result<ReadEnd, ArchiveError> {
+    let access = from.map_or_else(AccessPoint::start, |from| from.access.clone());
+    let inflater = if from.is_some() {
+        Inflater::resume(io::Cursor::new(Vec::new()).chain(input), access.clone())
+    } else {
+        Inflater::new(gzip_input(input)?)
     }
+    .map_err(corrupt)?;
+    let inflater = match control {
+        Some(control) => inflater.report_to(control.progress.clone()),
+        None => inflater,
+    };
+    let points = inflater.access_points();
     let over_limit = Rc::new(Cell::new(false));
     std::thread::scope(|scope| {
+        let position = Rc::new(Cell::new(access.expanded));
         // Every member, as `gzip -dc` reads them: pigz and parallel writers
         // cut one stream into many.
-        let mut expanded = LimitedReader {
-            inner: ahead::read_ahead(scope, MultiGzDecoder::new(input)),
-            remaining: limits.max_uncompressed_bytes,
-            over_limit: over_limit.clone(),
+        let mut expanded = Positioned {
+            inner: LimitedReader {
+                inner: ahead::read_ahead(scope, inflater),
+                remaining: limits
+                    .max_uncompressed_bytes
+                    .saturating_sub(access.expanded),
+                over_limit: over_limit.clone(),
+            },
+            position: position.clone(),
         };
-        let result = read_entries(&mut expanded, limits, only, sink)
-            .and_then(|version| read_to_the_end(&mut expanded).map(|()| version));
+        let mut entries = Entries {
+            limits,
+            only,
+            check: EntryCheck::new(limits),
+            seen: Seen::default(),
+            position,
+            points,
+            control,
+        };
+        let result = (|| {
+            let mut inside = None;
+            if let Some(from) = from {
+                inside = entries.restore(from);
+                skip(&mut expanded, from.expanded.saturating_sub(access.expanded))?;
+            }
+            let end = entries.read(&mut expanded, inside, sink)?;
+            if let ReadEnd::Complete { .. } = end {
+                read_to_the_end(&mut expanded)?;
+            }
+            Ok(end)
+        })();
         if over_limit.get() {
             return Err(ArchiveError::TooLarge {
                 limit: limits.max_uncompressed_bytes,
@@ -72,6 +181,32 @@ fn read_selected(
         }
         result
     })
+}
+
+/// `input`, once its first bytes show a gzip stream.
+fn gzip_input<R: Read>(mut input: R) -> Result<io::Chain<io::Cursor<Vec<u8>>, R>, ArchiveError> {
+    let mut head = [0u8; 2];
+    let mut got = 0;
+    while got < head.len() {
+        match input.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(corrupt(err)),
+        }
+    }
+    if head[..got] != [0x1f, 0x8b] {
+        return Err(ArchiveError::NotGzip);
+    }
+    Ok(io::Cursor::new(head.to_vec()).chain(input))
+}
+
+fn skip(input: &mut impl Read, bytes: u64) -> Result<(), ArchiveError> {
+    let skipped = io::copy(&mut input.take(bytes), &mut io::sink()).map_err(corrupt)?;
+    if skipped < bytes {
+        return Err(ArchiveError::Corrupt("the archive ends early".into()));
+    }
+    Ok(())
 }
 
 /// The tar stream ends before the gzip stream does (its padding, then each
@@ -82,79 +217,196 @@ fn read_to_the_end(expanded: &mut impl Read) -> Result<(), ArchiveError> {
     Ok(())
 }
 
-fn read_entries(
-    expanded: impl Read,
-    limits: &Limits,
-    only: Option<&str>,
-    sink: &mut Sink<'_>,
-) -> Result<String, ArchiveError> {
-    let mut selected = |event: ImportEvent| match (&event, only) {
-        (_, None) => sink(event),
-        (ImportEvent::Record { relation, .. }, Some(only)) if **relation == *only => sink(event),
-        _ => Ok(()),
-    };
-    let sink: &mut Sink<'_> = &mut selected;
-    let mut archive = tar::Archive::new(expanded);
-    let mut version = None;
-    let mut has_project = false;
-    let mut relation_files = 0usize;
-    let mut check = EntryCheck::new(limits);
-    for entry in archive.entries().map_err(corrupt)?.raw(true) {
-        let mut entry = entry.map_err(corrupt)?;
-        let Some(path) = check.file_path(&mut entry)? else {
-            continue;
+/// What the archive showed so far, checked at its end.
+#[derive(Default)]
+struct Seen {
+    version: Option<String>,
+    has_project: bool,
+    relation_files: usize,
+}
+
+/// Where an entry's data lies in the uncompressed stream.
+#[derive(Clone, Copy)]
+struct Layout {
+    data_start: u64,
+    data_end: u64,
+    next_header: u64,
+}
+
+/// The reading of an archive's entries, with what it checks across them.
+struct Entries<'a> {
+    limits: &'a Limits,
+    only: Option<&'a str>,
+    check: EntryCheck<'a>,
+    seen: Seen,
+    /// The uncompressed offset of the next byte read.
+    position: Rc<Cell<u64>>,
+    points: AccessPoints,
+    control: Option<&'a ReadControl>,
+}
+
+impl Entries<'_> {
+    /// Takes on what the checks had seen at `from`; returns the relation
+    /// file it stopped in, if any.
+    fn restore(&mut self, from: &ReaderCheckpoint) -> Option<InsideRelation> {
+        self.seen = Seen {
+            version: from.version.clone(),
+            has_project: from.has_project,
+            relation_files: from.relation_files,
         };
+        self.check.count = from.entries;
+        self.check.tree = Tree::with_paths(from.files.clone(), from.dirs.clone());
+        from.inside.clone()
+    }
+
+    /// A checkpoint at `expanded`, if a stop was requested and an access
+    /// point at or before it is still kept (else the next safe point).
+    fn stop_here(
+        &self,
+        expanded: u64,
+        inside: impl FnOnce() -> Option<InsideRelation>,
+    ) -> Option<Box<ReaderCheckpoint>> {
+        if !self.control?.stop_requested() {
+            return None;
+        }
+        let access = self.points.at_or_before(expanded)?;
+        let (files, dirs) = self.check.tree.paths();
+        Some(Box::new(ReaderCheckpoint {
+            access,
+            expanded,
+            version: self.seen.version.clone(),
+            has_project: self.seen.has_project,
+            relation_files: self.seen.relation_files,
+            entries: self.check.count,
+            files,
+            dirs,
+            inside: inside(),
+        }))
+    }
+
+    fn read(
+        &mut self,
+        expanded: &mut impl Read,
+        inside: Option<InsideRelation>,
+        sink: &mut Sink<'_>,
+    ) -> Result<ReadEnd, ArchiveError> {
+        let only = self.only;
+        let mut selected = |event: ImportEvent| match (&event, only) {
+            (_, None) => sink(event),
+            (ImportEvent::Record { relation, .. }, Some(only)) if **relation == *only => {
+                sink(event)
+            }
+            _ => Ok(()),
+        };
+        let sink: &mut Sink<'_> = &mut selected;
+        if let Some(inside) = inside {
+            // The rest of the file the last read stopped in.
+            let layout = Layout {
+                data_start: self.position.get(),
+                data_end: inside.data_end,
+                next_header: inside.next_header,
+            };
+            let mut rest = (&mut *expanded).take(layout.data_end.saturating_sub(layout.data_start));
+            let relation = inside.relation.as_str();
+            if let Some(stop) =
+                self.read_ndjson(&mut rest, relation, inside.next_line, layout, sink)?
+            {
+                return Ok(ReadEnd::Stopped(stop));
+            }
+            skip(
+                expanded,
+                layout.next_header.saturating_sub(self.position.get()),
+            )?;
+        }
+        let mut archive = tar::Archive::new(expanded);
+        for entry in archive.entries().map_err(corrupt)?.raw(true) {
+            let mut entry = entry.map_err(corrupt)?;
+            let data_start = self.position.get();
+            let size = entry.size();
+            let layout = Layout {
+                data_start,
+                data_end: data_start.saturating_add(size),
+                next_header: data_start.saturating_add(size.div_ceil(512).saturating_mul(512)),
+            };
+            let Some(path) = self.check.file_path(&mut entry)? else {
+                continue;
+            };
+            if let Some(stop) = self.read_entry(&mut entry, path, layout, sink)? {
+                return Ok(ReadEnd::Stopped(stop));
+            }
+            if let Some(stop) = self.stop_here(layout.next_header, || None) {
+                return Ok(ReadEnd::Stopped(stop));
+            }
+        }
+        let version = self
+            .seen
+            .version
+            .take()
+            .ok_or(ArchiveError::MissingVersion)?;
+        if !self.seen.has_project {
+            return Err(ArchiveError::MissingProject);
+        }
+        Ok(ReadEnd::Complete { version })
+    }
+
+    /// Reads one file entry; a checkpoint if it stopped inside it.
+    fn read_entry(
+        &mut self,
+        entry: &mut impl Read,
+        path: String,
+        layout: Layout,
+        sink: &mut Sink<'_>,
+    ) -> Result<Option<Box<ReaderCheckpoint>>, ArchiveError> {
+        let limits = self.limits;
         match path.as_str() {
             "VERSION" => {
-                let text = read_small(&mut entry, 64, "VERSION")?;
+                let text = read_small(entry, 64, "VERSION")?;
                 let text = text.trim().to_owned();
                 if !is_supported_version(&text) {
                     return Err(ArchiveError::UnsupportedVersion(text));
                 }
-                version = Some(text);
+                self.seen.version = Some(text);
             }
             "GITLAB_VERSION" | "GITLAB_REVISION" => {
-                read_small(&mut entry, 256, &path)?;
+                read_small(entry, 256, &path)?;
             }
             PROJECT_JSON => {
-                let text = read_small(&mut entry, limits.max_attributes_bytes, &path)?;
+                let text = read_small(entry, limits.max_attributes_bytes, &path)?;
                 let attributes = check_record(text.as_bytes(), limits)
                     .map_err(|reason| invalid(&path, 1, reason))?;
                 sink(ImportEvent::Attributes(Bytes::copy_from_slice(attributes)))
                     .map_err(|_| ArchiveError::Aborted)?;
-                has_project = true;
+                self.seen.has_project = true;
             }
             LEGACY_PROJECT_JSON => {
-                legacy::read_project_json(&mut entry, limits, sink)?;
-                has_project = true;
+                legacy::read_project_json(entry, limits, sink)?;
+                self.seen.has_project = true;
             }
             _ => {
                 let relation = relation_of(&path)?;
                 if relation.is_some() {
-                    relation_files += 1;
-                    if relation_files > limits.max_relations {
+                    self.seen.relation_files += 1;
+                    if self.seen.relation_files > limits.max_relations {
                         return Err(ArchiveError::TooManyRelations {
                             limit: limits.max_relations,
                         });
                     }
                 }
-                match (relation, only) {
-                    (Some(relation), None) => read_ndjson(&mut entry, &relation, limits, sink)?,
-                    (Some(relation), Some(only)) if relation == only => {
-                        read_ndjson(&mut entry, &relation, limits, sink)?
+                match (relation, self.only) {
+                    (Some(relation), None) => {
+                        return self.read_ndjson(entry, &relation, 1, layout, sink);
                     }
-                    (None, None) => read_blob(&mut entry, path, sink)?,
+                    (Some(relation), Some(only)) if relation == only => {
+                        return self.read_ndjson(entry, &relation, 1, layout, sink);
+                    }
+                    (None, None) => read_blob(entry, path, sink)?,
                     // Not wanted: the tar reader skips the rest of the entry.
                     _ => {}
                 }
             }
         }
+        Ok(None)
     }
-    let version = version.ok_or(ArchiveError::MissingVersion)?;
-    if !has_project {
-        return Err(ArchiveError::MissingProject);
-    }
-    Ok(version)
 }
 
 /// What every tar entry from a stranger passes before it is read: a bound
@@ -237,14 +489,10 @@ pub fn read_tar_files<E: From<ArchiveError>>(
     limits: &Limits,
     mut file: impl FnMut(String, &mut dyn Read, u64) -> Result<(), E>,
 ) -> Result<(), E> {
-    let mut input = BufReader::with_capacity(64 * 1024, input);
-    let head = input.fill_buf().map_err(corrupt)?;
-    if head.len() < 2 || head[0] != 0x1f || head[1] != 0x8b {
-        return Err(ArchiveError::NotGzip.into());
-    }
+    let inflater = Inflater::new(gzip_input(input)?).map_err(corrupt)?;
     let over_limit = Rc::new(Cell::new(false));
     let mut expanded = LimitedReader {
-        inner: MultiGzDecoder::new(input),
+        inner: inflater,
         remaining: limits.max_uncompressed_bytes,
         over_limit: over_limit.clone(),
     };
@@ -271,62 +519,117 @@ pub fn read_tar_files<E: From<ArchiveError>>(
 
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
-fn read_ndjson(
-    entry: &mut impl Read,
-    relation: &str,
-    limits: &Limits,
-    sink: &mut Sink<'_>,
-) -> Result<(), ArchiveError> {
-    let file = relation_file(relation);
-    let relation: Arc<str> = relation.into();
-    let mut copies = RecordCopies::default();
-    let big_records = BigRecords::default();
-    let mut lines = BufReader::with_capacity(64 * 1024, entry);
-    let mut line = Vec::new();
-    let mut number = 0u64;
-    loop {
-        line.clear();
-        number += 1;
-        let complete = read_line_limited(&mut lines, &mut line, limits.max_record_bytes + 2)
-            .map_err(corrupt)?;
-        if line.is_empty() && !complete {
-            return Ok(());
-        }
-        if line.len() > limits.max_record_bytes + 1 {
-            return Err(invalid(
-                &file,
-                number,
-                format!(
-                    "line longer than the limit of {} bytes",
-                    limits.max_record_bytes
-                ),
-            ));
-        }
-        if number == 1 && line.starts_with(UTF8_BOM) {
-            // Editors on Windows start files with one; it is no JSON.
-            line.drain(..UTF8_BOM.len());
-        }
-        if line.trim_ascii().is_empty() {
-            continue;
-        }
-        let record =
-            check_record(&line, limits).map_err(|reason| invalid(&file, number, reason))?;
-        let json = if record.len() > RecordCopies::BLOCK_BYTES {
-            // A big record keeps the line's own buffer rather than a second
-            // copy of it; the next line starts with a small one.
-            let start = record.as_ptr() as usize - line.as_ptr() as usize;
-            let end = start + record.len();
-            big_records
-                .hand_out(std::mem::take(&mut line))
-                .slice(start..end)
-        } else {
-            copies.copy(record)
+impl Entries<'_> {
+    /// Reads a relation's records from its line `first_line` on (the data
+    /// at `layout.data_start`), or up to a requested stop between two lines.
+    fn read_ndjson(
+        &self,
+        entry: &mut impl Read,
+        relation: &str,
+        first_line: u64,
+        layout: Layout,
+        sink: &mut Sink<'_>,
+    ) -> Result<Option<Box<ReaderCheckpoint>>, ArchiveError> {
+        let limits = self.limits;
+        let file = relation_file(relation);
+        let shared: Arc<str> = relation.into();
+        let mut copies = RecordCopies::default();
+        let big_records = BigRecords::default();
+        let counted = Counted {
+            inner: entry,
+            count: 0,
         };
-        sink(ImportEvent::Record {
-            relation: relation.clone(),
-            json,
-        })
-        .map_err(|_| ArchiveError::Aborted)?;
+        let mut lines = BufReader::with_capacity(64 * 1024, counted);
+        let mut line = Vec::new();
+        let mut number = first_line.saturating_sub(1);
+        loop {
+            if self.control.is_some() {
+                let taken = lines.get_ref().count - lines.buffer().len() as u64;
+                let at = layout.data_start + taken;
+                let inside = || {
+                    Some(InsideRelation {
+                        relation: relation.to_owned(),
+                        next_line: number + 1,
+                        data_end: layout.data_end,
+                        next_header: layout.next_header,
+                    })
+                };
+                if let Some(stop) = self.stop_here(at, inside) {
+                    return Ok(Some(stop));
+                }
+            }
+            line.clear();
+            number += 1;
+            let complete = read_line_limited(&mut lines, &mut line, limits.max_record_bytes + 2)
+                .map_err(corrupt)?;
+            if line.is_empty() && !complete {
+                return Ok(None);
+            }
+            if line.len() > limits.max_record_bytes + 1 {
+                return Err(invalid(
+                    &file,
+                    number,
+                    format!(
+                        "line longer than the limit of {} bytes",
+                        limits.max_record_bytes
+                    ),
+                ));
+            }
+            if number == 1 && line.starts_with(UTF8_BOM) {
+                // Editors on Windows start files with one; it is no JSON.
+                line.drain(..UTF8_BOM.len());
+            }
+            if line.trim_ascii().is_empty() {
+                continue;
+            }
+            let record =
+                check_record(&line, limits).map_err(|reason| invalid(&file, number, reason))?;
+            let json = if record.len() > RecordCopies::BLOCK_BYTES {
+                // A big record keeps the line's own buffer rather than a second
+                // copy of it; the next line starts with a small one.
+                let start = record.as_ptr() as usize - line.as_ptr() as usize;
+                let end = start + record.len();
+                big_records
+                    .hand_out(std::mem::take(&mut line))
+                    .slice(start..end)
+            } else {
+                copies.copy(record)
+            };
+            sink(ImportEvent::Record {
+                relation: shared.clone(),
+                json,
+            })
+            .map_err(|_| ArchiveError::Aborted)?;
+        }
+    }
+}
+
+/// Counts the bytes read through it.
+struct Counted<R> {
+    inner: R,
+    count: u64,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// Keeps the uncompressed offset of the next byte read where the entries'
+/// reader sees it while tar holds this reader.
+struct Positioned<R> {
+    inner: R,
+    position: Rc<Cell<u64>>,
+}
+
+impl<R: Read> Read for Positioned<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.position.set(self.position.get() + n as u64);
+        Ok(n)
     }
 }
 
@@ -504,6 +807,223 @@ mod tests {
         drop(first);
         assert_eq!(&copies.copy(b"[]")[..], b"[]");
         assert_eq!(&second[..], b"{}", "a copy outlives the block it came from");
+    }
+
+    /// A `.tar.gz` as GitLab writes one (a single gzip member): a few
+    /// relation files of several MiB, an upload between them, a long name.
+    fn gitlab_like_archive() -> Vec<u8> {
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut add = |path: &str, data: &[u8]| {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_entry_type(tar::EntryType::Regular);
+            tar.append_data(&mut header, path, data).unwrap();
+        };
+        add("VERSION", b"0.2.4");
+        add("tree/project.json", br#"{"description":"resumable"}"#);
+        let relation = |name: &str, records: usize| {
+            let mut text = String::new();
+            for id in 0..records {
+                text.push_str(&format!(
+                    "{{\"iid\":{id},\"title\":\"{name} {id}\",\"description\":\"{}\"}}\n",
+                    "words of text ".repeat(id % 40)
+                ));
+            }
+            text
+        };
+        add(
+            "tree/project/issues.ndjson",
+            relation("issue", 40_000).as_bytes(),
+        );
+        add("uploads/0123456789abcdef/big.bin", &vec![7u8; 3_000_000]);
+        let long = format!("uploads/{}/file.txt", "d".repeat(150));
+        add(&long, b"long name");
+        add(
+            "tree/project/merge_requests.ndjson",
+            relation("mr", 30_000).as_bytes(),
+        );
+        add(
+            "tree/project/labels.ndjson",
+            relation("label", 10).as_bytes(),
+        );
+        let tar = tar.into_inner().unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+        std::io::Write::write_all(&mut gz, &tar).unwrap();
+        gz.finish().unwrap()
+    }
+
+    /// The events with each blob's chunks joined: where a chunk ends
+    /// depends on how the reads below it fell.
+    fn joined_chunks(events: &[ImportEvent]) -> Vec<ImportEvent> {
+        let mut joined: Vec<ImportEvent> = Vec::new();
+        for event in events {
+            match (joined.last_mut(), event) {
+                (Some(ImportEvent::BlobChunk(before)), ImportEvent::BlobChunk(chunk)) => {
+                    *before = Bytes::from([&before[..], &chunk[..]].concat());
+                }
+                _ => joined.push(event.clone()),
+            }
+        }
+        joined
+    }
+
+    /// Reads from `from` (or the start), asking to stop after `stop_after`
+    /// events; the events and how the read ended.
+    fn read_some(
+        archive: &[u8],
+        from: Option<&ReaderCheckpoint>,
+        stop_after: usize,
+    ) -> (Vec<ImportEvent>, ReadEnd) {
+        let control = ReadControl::default();
+        let mut events = Vec::new();
+        let offset = from.map_or(0, |from| from.access.compressed as usize);
+        let mut sink = |event| {
+            events.push(event);
+            if events.len() == stop_after {
+                control.request_stop();
+            }
+            Ok(())
+        };
+        let end = read_archive(
+            &archive[offset..],
+            &Limits::default(),
+            from,
+            &control,
+            &mut sink,
+        )
+        .unwrap();
+        (events, end)
+    }
+
+    #[test]
+    fn a_read_stopped_anywhere_goes_on_from_its_checkpoint_to_the_same_events() {
+        let archive = gitlab_like_archive();
+        let (whole, end) = read_some(&archive, None, usize::MAX);
+        assert!(matches!(end, ReadEnd::Complete { .. }));
+        for stop_after in [
+            1,
+            2,
+            3,
+            1_000,
+            25_000,
+            39_999,
+            40_003,
+            40_020,
+            55_000,
+            whole.len() - 2,
+        ] {
+            let mut events = Vec::new();
+            let mut from: Option<Box<ReaderCheckpoint>> = None;
+            let mut stops = 0;
+            loop {
+                // Stopped first where the case says, then every 7,000 events.
+                let after = if from.is_none() { stop_after } else { 7_000 };
+                let (read, end) = read_some(&archive, from.as_deref(), after);
+                events.extend(read);
+                match end {
+                    ReadEnd::Complete { version } => {
+                        assert_eq!(version, "0.2.4");
+                        break;
+                    }
+                    ReadEnd::Stopped(checkpoint) => {
+                        stops += 1;
+                        let json = serde_json::to_string(&checkpoint).unwrap();
+                        from = Some(serde_json::from_str(&json).unwrap());
+                    }
+                }
+            }
+            assert!(stops >= 1, "never stopped after {stop_after} events");
+            assert!(
+                joined_chunks(&events) == joined_chunks(&whole),
+                "stopping after {stop_after} events lost or repeated some"
+            );
+        }
+    }
+
+    #[test]
+    fn a_resumed_read_does_not_inflate_again_what_it_read_before() {
+        let archive = gitlab_like_archive();
+        let control = ReadControl::default();
+        let mut sink = |_| Ok(());
+        read_archive(&archive[..], &Limits::default(), None, &control, &mut sink).unwrap();
+        let whole = control.inflated();
+        let (mut inflated, mut from, mut runs) = (0, None::<Box<ReaderCheckpoint>>, 0);
+        loop {
+            let control = ReadControl::default();
+            let mut count = 0;
+            let mut sink = |_| {
+                count += 1;
+                if count == 5_000 {
+                    control.request_stop();
+                }
+                Ok(())
+            };
+            let offset = from
+                .as_ref()
+                .map_or(0, |from| from.access.compressed as usize);
+            let end = read_archive(
+                &archive[offset..],
+                &Limits::default(),
+                from.as_deref(),
+                &control,
+                &mut sink,
+            )
+            .unwrap();
+            inflated += control.inflated();
+            runs += 1;
+            match end {
+                ReadEnd::Complete { .. } => break,
+                ReadEnd::Stopped(checkpoint) => from = Some(checkpoint),
+            }
+        }
+        assert!(runs >= 10, "{runs} runs");
+        // Each resumed run inflates again at most the span between two
+        // access points (256 KiB), and each stop throws away what was
+        // read ahead (3 MiB at most).
+        let extra = inflated - whole;
+        assert!(
+            extra <= runs * 13 * 256 * 1024,
+            "{extra} bytes inflated again over {runs} runs"
+        );
+    }
+
+    #[test]
+    fn a_resumed_read_still_refuses_a_path_seen_before_the_stop() {
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut add = |path: &str, data: &[u8]| {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_entry_type(tar::EntryType::Regular);
+            tar.append_data(&mut header, path, data).unwrap();
+        };
+        add("VERSION", b"0.2.4");
+        add("tree/project.json", b"{}");
+        add("uploads/a/x", &vec![1u8; 2_000_000]);
+        add("uploads/a/x", b"again");
+        let tar = tar.into_inner().unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(1));
+        std::io::Write::write_all(&mut gz, &tar).unwrap();
+        let archive = gz.finish().unwrap();
+        let (_, end) = read_some(&archive, None, 1);
+        let ReadEnd::Stopped(from) = end else {
+            panic!("the read did not stop");
+        };
+        let control = ReadControl::default();
+        let offset = from.access.compressed as usize;
+        let mut sink = |_| Ok(());
+        let result = read_archive(
+            &archive[offset..],
+            &Limits::default(),
+            Some(&from),
+            &control,
+            &mut sink,
+        );
+        assert!(
+            matches!(result, Err(ArchiveError::DuplicateEntry(_))),
+            "{result:?}"
+        );
     }
 
     #[test]

@@ -216,6 +216,17 @@ pub struct ImportResume {
     pub files: u64,
     /// Invocations that worked on the import so far.
     pub invocations: u32,
+    /// Where the archive's reader stopped: the key of a blob beside the
+    /// upload (with its 32 KiB window and the paths seen, it may not fit
+    /// the job's item). None: the next run reads from the archive's start
+    /// and skips what `records` and `files` count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reader: Option<String>,
+    /// Archive bytes read and bytes inflated by the runs so far.
+    #[serde(default)]
+    pub archive_read: u64,
+    #[serde(default)]
+    pub inflated: u64,
 }
 
 impl ImportResume {

@@ -258,6 +258,13 @@ impl BlobStore for DirBlobStore {
         Ok(Box::new(self.open_blob(key).await?.into_std().await))
     }
 
+    async fn reader_from(&self, key: &str, offset: u64) -> Result<BlockingReader> {
+        use std::io::Seek;
+        let mut file = self.open_blob(key).await?.into_std().await;
+        file.seek(std::io::SeekFrom::Start(offset))?;
+        Ok(Box::new(file))
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<BlobInfo>> {
         let root = self.root.clone();
         let prefix = prefix.to_owned();

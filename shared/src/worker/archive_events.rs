@@ -5,7 +5,9 @@
 
 use tokio::sync::mpsc;
 
-use crate::archive::{self, ArchiveError, ImportEvent, SinkClosed};
+use crate::archive::{
+    self, ArchiveError, ImportEvent, ReadControl, ReadEnd, ReaderCheckpoint, SinkClosed,
+};
 use crate::runtime::{self, Thread};
 use crate::{stream, Result};
 
@@ -26,16 +28,23 @@ const BIG_EVENT_BYTES: usize = 1024 * 1024;
 pub(super) struct ArchiveEvents {
     batches: mpsc::Receiver<Vec<ImportEvent>>,
     current: std::vec::IntoIter<ImportEvent>,
-    reader: Thread<std::result::Result<String, ArchiveError>>,
+    reader: Thread<std::result::Result<ReadEnd, ArchiveError>>,
+}
+
+/// What to read of an archive.
+pub(super) enum Reading {
+    /// The whole archive, from its start or from a checkpoint (the archive
+    /// then starts at its compressed offset), stopping when asked.
+    Whole {
+        from: Option<Box<ReaderCheckpoint>>,
+        control: ReadControl,
+    },
+    /// Only one relation's records.
+    Relation(String),
 }
 
 impl ArchiveEvents {
-    /// Starts reading the whole archive, or only `relation`'s records.
-    pub fn read(
-        archive: stream::BlockingReader,
-        limits: archive::Limits,
-        relation: Option<String>,
-    ) -> Self {
+    pub fn read(archive: stream::BlockingReader, limits: archive::Limits, what: Reading) -> Self {
         let (sender, batches) = mpsc::channel(BATCHES_AHEAD);
         let input = archive;
         let reader = runtime::spawn_thread("archive-reader", move || {
@@ -45,12 +54,16 @@ impl ArchiveEvents {
                 bytes: 0,
             };
             let mut sink = |event| batch.push(event);
-            let version = match &relation {
-                None => archive::read_archive(input, &limits, &mut sink)?,
-                Some(relation) => archive::read_relation(input, &limits, relation, &mut sink)?,
+            let end = match &what {
+                Reading::Whole { from, control } => {
+                    archive::read_archive(input, &limits, from.as_deref(), control, &mut sink)?
+                }
+                Reading::Relation(relation) => ReadEnd::Complete {
+                    version: archive::read_relation(input, &limits, relation, &mut sink)?,
+                },
             };
             batch.send().map_err(|_| ArchiveError::Aborted)?;
-            Ok(version)
+            Ok(end)
         });
         ArchiveEvents {
             batches,
@@ -68,18 +81,11 @@ impl ArchiveEvents {
         }
     }
 
-    /// Stops reading before the end, whatever the rest holds.
-    pub async fn stop(self) {
-        drop(self.batches);
-        let _ = self.reader.join().await;
-    }
-
     /// Stops reading if the consumer did not reach the end, and tells how
     /// reading went.
-    pub async fn finish(self) -> Result<()> {
+    pub async fn finish(self) -> Result<ReadEnd> {
         drop(self.batches);
-        self.reader.join().await??;
-        Ok(())
+        Ok(self.reader.join().await??)
     }
 }
 

@@ -9,13 +9,13 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::archive_events::ArchiveEvents;
+use super::archive_events::{ArchiveEvents, Reading};
 use super::direct_transfer;
 use super::generation;
 use super::lease::{claim, Claim, Lease};
 use super::records::{failures_of, stored_counts, RecordWriter};
 use super::Deadline;
-use crate::archive::ImportEvent;
+use crate::archive::{ImportEvent, ReadControl, ReadEnd, ReaderCheckpoint};
 use crate::domain::{ImportResume, Job, JobUpdate, Message, Project, RelationCounts};
 use crate::ports::GenerationRef;
 use crate::service::content_files_prefix;
@@ -83,7 +83,16 @@ async fn import(app: &App, lease: &Lease, job: Job, deadline: Deadline) -> Resul
             Err(err) => return Err(err),
         }
     }
-    let archive = match app.blobs.reader(&upload).await {
+    let from = match &resume.reader {
+        Some(key) => match load_checkpoint(app, key).await {
+            Ok(from) => Some(from),
+            Err(err) if err.is_permanent() => return lease.fail(err.to_string()).await,
+            Err(err) => return Err(err),
+        },
+        None => None,
+    };
+    let offset = from.as_ref().map_or(0, |from| from.access.compressed);
+    let archive = match app.blobs.reader_from(&upload, offset).await {
         Ok(archive) => archive,
         Err(Error::NotFound(_)) => {
             return lease.fail("the uploaded archive is missing".into()).await
@@ -95,12 +104,16 @@ async fn import(app: &App, lease: &Lease, job: Job, deadline: Deadline) -> Resul
         upload,
         generation,
         invocations = resume.invocations,
+        offset,
         "import started"
     );
-    let outcome = ingest(app, lease, &project, &job, &resume, archive, deadline).await;
+    let outcome = ingest(app, lease, &project, &job, &resume, from, archive, deadline).await;
     let summary = match outcome {
         Ok(Ingested::Done(summary)) => summary,
-        Ok(Ingested::Paused(checkpoint)) => return pause(app, lease, &job, checkpoint).await,
+        Ok(Ingested::Paused(mut checkpoint, reader)) => {
+            checkpoint.archive_read += archive_bytes.load(std::sync::atomic::Ordering::Relaxed);
+            return pause(app, lease, &job, &upload, checkpoint, *reader).await;
+        }
         Err(err) => {
             generation::discard(app, project.id, &generation).await?;
             if err.is_permanent() {
@@ -148,7 +161,7 @@ async fn import(app: &App, lease: &Lease, job: Job, deadline: Deadline) -> Resul
         summary.records,
         summary.counts,
         &replaced,
-        Some(archive_bytes.load(std::sync::atomic::Ordering::Relaxed)),
+        Some(resume.archive_read + archive_bytes.load(std::sync::atomic::Ordering::Relaxed)),
     )
     .await?;
     app.blobs
@@ -160,13 +173,32 @@ async fn import(app: &App, lease: &Lease, job: Job, deadline: Deadline) -> Resul
 
 /// Records where the import stands and hands the rest to a fresh message.
 /// Everything the checkpoint counts is durable: the records were flushed,
-/// and the checkpoint's own write is a durable commit.
-async fn pause(app: &App, lease: &Lease, job: &Job, checkpoint: ImportResume) -> Result<()> {
+/// the reader's checkpoint stored, and the job's own write is a durable
+/// commit.
+async fn pause(
+    app: &App,
+    lease: &Lease,
+    job: &Job,
+    upload: &str,
+    mut checkpoint: ImportResume,
+    reader: ReaderCheckpoint,
+) -> Result<()> {
+    // One blob per run: a run that stops before its job write leaves the
+    // checkpoint the job names untouched.
+    let key = format!(
+        "{}checkpoints/{}.json",
+        crate::keys::upload_folder(upload),
+        checkpoint.invocations
+    );
+    crate::ports::put_json(&*app.blobs, &key, &reader).await?;
+    checkpoint.reader = Some(key);
     let records = checkpoint.total_records();
     tracing::info!(
         records,
         files = checkpoint.files,
         invocations = checkpoint.invocations,
+        archive_offset = reader.access.compressed,
+        inflated = checkpoint.inflated,
         "import continues in a fresh invocation"
     );
     let update = JobUpdate {
@@ -179,6 +211,16 @@ async fn pause(app: &App, lease: &Lease, job: &Job, checkpoint: ImportResume) ->
         app.queue.send(&[Message::for_job(job)]).await?;
     }
     Ok(())
+}
+
+/// The reader's checkpoint an earlier run stored.
+async fn load_checkpoint(app: &App, key: &str) -> Result<Box<ReaderCheckpoint>> {
+    match crate::ports::get_json(&*app.blobs, key).await {
+        Err(Error::NotFound(_)) => Err(Error::BadRequest(
+            "the import's checkpoint is missing".into(),
+        )),
+        loaded => loaded,
+    }
 }
 
 async fn finish(
@@ -210,42 +252,64 @@ struct Summary {
 
 enum Ingested {
     Done(Summary),
-    /// Stopped before the deadline: a later run continues from here.
-    Paused(ImportResume),
+    /// Stopped past the deadline: a later run continues from here.
+    Paused(ImportResume, Box<ReaderCheckpoint>),
 }
 
 /// Reads the archive on a blocking thread and stores what it finds, batching
-/// records per relation. A run continuing an earlier one reads the archive
-/// again from its start and skips what `resume` says is stored (the gzip
-/// stream cannot be entered in the middle); past the deadline it stops at
-/// the first safe point: between files, where the records written so far
-/// end a batch.
+/// records per relation. A run continuing an earlier one starts where its
+/// reader stopped (`from`: `archive` starts at its compressed offset).
+/// Past the deadline, with this run's share done, it asks the reader to
+/// stop at its next safe point (between two entries or two lines), stores
+/// everything read before it, and returns the checkpoint.
+#[allow(clippy::too_many_arguments)]
 async fn ingest(
     app: &App,
     lease: &Lease,
     project: &Project,
     job: &Job,
     resume: &ImportResume,
+    from: Option<Box<ReaderCheckpoint>>,
     archive: stream::BlockingReader,
     deadline: Deadline,
 ) -> Result<Ingested> {
     let generation = resume.generation.as_str();
     let at = GenerationRef::new(project.id, generation);
-    let mut events = ArchiveEvents::read(archive, app.settings.limits.clone(), None);
+    // Resumed from a checkpoint, nothing read was stored before; without
+    // one (a run of an earlier version stopped) what was is skipped.
+    let (mut read_of, mut files_read): (HashMap<Arc<str>, u64>, u64) = match &from {
+        Some(_) => (
+            resume
+                .records
+                .iter()
+                .map(|(relation, &n)| (Arc::from(relation.as_str()), n))
+                .collect(),
+            resume.files,
+        ),
+        None => (HashMap::new(), 0),
+    };
+    let control = ReadControl::default();
+    let reading = Reading::Whole {
+        from,
+        control: control.clone(),
+    };
+    let mut events = ArchiveEvents::read(archive, app.settings.limits.clone(), reading);
     let mut writer = RecordWriter::continuing(app, at, lease.attempt(), &resume.records);
     let mut description = None;
     let mut blob: Option<BlobUpload> = None;
-    let mut read_of: HashMap<Arc<str>, u64> = HashMap::new();
-    let (mut files_read, mut files_stored) = (0u64, resume.files);
-    let mut paused = false;
+    let mut files_stored = resume.files;
+    let mut stop_requested = false;
     let mut progress_writes = ProgressWrites::default();
     let stored: Result<()> = async {
-        // Past the deadline, with this run's share done: stop at a safe point.
-        let stop_here = |writer: &RecordWriter, files_stored: u64| {
-            let progressed = writer.records > resume.total_records() || files_stored > resume.files;
-            progressed && deadline.passed()
-        };
         while let Some(event) = events.next().await {
+            if !stop_requested && deadline.passed() {
+                let progressed =
+                    writer.records > resume.total_records() || files_stored > resume.files;
+                if progressed {
+                    control.request_stop();
+                    stop_requested = true;
+                }
+            }
             match event {
                 ImportEvent::Attributes(json) => {
                     let json = with_overrides(json, &job.overrides)?;
@@ -257,10 +321,6 @@ async fn ingest(
                     *read += 1;
                     if *read <= resume.records.get(&*relation).copied().unwrap_or(0) {
                         continue;
-                    }
-                    if writer.at_batch_start(&relation) && stop_here(&writer, files_stored) {
-                        paused = true;
-                        break;
                     }
                     writer.push(&relation, json).await?;
                     if super::progress_due(writer.records - 1, writer.records) {
@@ -278,10 +338,6 @@ async fn ingest(
                     if files_read <= resume.files {
                         // Stored by an earlier run: its chunks pass by.
                         continue;
-                    }
-                    if stop_here(&writer, files_stored) {
-                        paused = true;
-                        break;
                     }
                     let key = format!("{}{path}", content_files_prefix(project.id, generation));
                     blob = Some(BlobUpload::start(app, key));
@@ -304,13 +360,8 @@ async fn ingest(
     .await;
     // Before the job moves on: no progress lands after it.
     let stored = stored.and(progress_writes.settle().await);
-    // Stop the reader if storing failed or paused, then learn how reading went.
-    let parsed = if paused && stored.is_ok() {
-        events.stop().await;
-        Ok(())
-    } else {
-        events.finish().await
-    };
+    // Stop the reader if storing failed, then learn how reading went.
+    let parsed = events.finish().await;
     // Nothing may still be writing when a failed import is cleaned up.
     writer.settle().await;
     if let Some(upload) = blob.take() {
@@ -318,14 +369,19 @@ async fn ingest(
         upload.abort().await;
     }
     stored?;
-    parsed?;
-    if paused {
-        return Ok(Ingested::Paused(ImportResume {
-            generation: generation.to_owned(),
-            records: writer.stored(),
-            files: files_stored,
-            invocations: resume.invocations + 1,
-        }));
+    if let ReadEnd::Stopped(reader) = parsed? {
+        return Ok(Ingested::Paused(
+            ImportResume {
+                generation: generation.to_owned(),
+                records: writer.stored(),
+                files: files_stored,
+                invocations: resume.invocations + 1,
+                reader: None,
+                archive_read: resume.archive_read,
+                inflated: resume.inflated + control.inflated(),
+            },
+            reader,
+        ));
     }
     Ok(Ingested::Done(Summary {
         records: writer.records,

@@ -83,12 +83,6 @@ impl<'a> RecordWriter<'a> {
         }
     }
 
-    /// Whether `relation`'s next record would start a batch: after a flush
-    /// everything before it is stored and nothing of it is.
-    pub fn at_batch_start(&self, relation: &str) -> bool {
-        self.batch.is_empty() || relation != self.batch_relation
-    }
-
     /// Per relation, the records given to the store (all of them stored
     /// once `flush` returned).
     pub fn stored(&self) -> BTreeMap<String, u64> {

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::archive_events::ArchiveEvents;
+use super::archive_events::{ArchiveEvents, Reading};
 use super::generation;
 use super::lease::{claim, Claim, Lease};
 use super::records::{failures_of, RecordWriter};
@@ -239,7 +239,7 @@ impl Merge<'_> {
         existing: &HashSet<RecordKey>,
     ) -> Result<(Runs, RelationCounts)> {
         let limits = self.app.settings.limits.clone();
-        let relation = Some(self.relation.to_owned());
+        let relation = Reading::Relation(self.relation.to_owned());
         let mut events = ArchiveEvents::read(archive, limits, relation);
         let mut writer = RecordWriter::new(self.app, self.at(self.staged), self.lease.attempt());
         let mut counts = RelationCounts::default();

@@ -40,6 +40,24 @@ pub(super) struct Tree {
 }
 
 impl Tree {
+    /// The paths seen, files then directories, for a reader that goes on
+    /// in a later run.
+    pub(super) fn paths(&self) -> (Vec<String>, Vec<String>) {
+        let sorted = |set: &HashSet<String>| {
+            let mut paths: Vec<String> = set.iter().cloned().collect();
+            paths.sort_unstable();
+            paths
+        };
+        (sorted(&self.files), sorted(&self.dirs))
+    }
+
+    pub(super) fn with_paths(files: Vec<String>, dirs: Vec<String>) -> Self {
+        Tree {
+            files: files.into_iter().collect(),
+            dirs: dirs.into_iter().collect(),
+        }
+    }
+
     pub(super) fn add_dir(&mut self, path: &str) -> Result<(), ArchiveError> {
         self.add_parents(path)?;
         if self.files.contains(path) {

@@ -118,16 +118,11 @@ impl Plan {
     }
 
     async fn save(&self, app: &App, staging: &str) -> Result<()> {
-        let json = serde_json::to_vec(self).map_err(Error::internal)?;
-        app.blobs
-            .put(&Self::key(staging), crate::stream::from_bytes(json))
-            .await?;
-        Ok(())
+        crate::ports::put_json(&*app.blobs, &Self::key(staging), self).await
     }
 
     async fn load(app: &App, staging: &str) -> Result<Plan> {
-        let json = crate::stream::collect(app.blobs.get(&Self::key(staging)).await?).await?;
-        serde_json::from_slice(&json).map_err(Error::internal)
+        crate::ports::get_json(&*app.blobs, &Self::key(staging)).await
     }
 
     /// The messages of the first `window` files not staged.

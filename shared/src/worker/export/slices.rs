@@ -22,7 +22,7 @@ use super::plan::{Plan, Segment, SlicePlan};
 use super::Built;
 use crate::archive::{self, Slice, SliceSum};
 use crate::domain::{Job, JobKind, JobUpdate, Message, When};
-use crate::ports::{GenerationRef, RecordPages, StoredPart};
+use crate::ports::{get_json, put_json, GenerationRef, RecordPages, StoredPart};
 use crate::worker::lease::Lease;
 use crate::worker::pipeline::{self, Chunks, PartOf};
 use crate::{keys, stream, App, Error, Result};
@@ -58,13 +58,8 @@ fn message(job: &Job, slice: usize) -> Message {
 
 /// The job's plan, if its archive is being written in slices.
 pub(super) async fn load_plan(app: &App, job: &Job) -> Result<Option<Plan>> {
-    match app.blobs.get(&plan_key(job)).await {
-        Ok(body) => {
-            let bytes = stream::collect(body).await?;
-            Ok(Some(
-                serde_json::from_slice(&bytes).map_err(Error::storage)?,
-            ))
-        }
+    match get_json(&*app.blobs, &plan_key(job)).await {
+        Ok(plan) => Ok(Some(plan)),
         Err(Error::NotFound(_)) => Ok(None),
         Err(err) => Err(err),
     }
@@ -87,10 +82,7 @@ pub(super) async fn start(
         tar_bytes,
         slices,
     };
-    let stored = Bytes::from(serde_json::to_vec(&plan).map_err(Error::internal)?);
-    app.blobs
-        .put(&plan_key(job), stream::from_bytes(stored))
-        .await?;
+    put_json(&*app.blobs, &plan_key(job), &plan).await?;
     // Let go first: the last slice queues the job again, and must find it
     // free.
     if !lease.pause(JobUpdate::default()).await? {
@@ -145,9 +137,7 @@ pub(super) async fn join(app: &App, lease: &Lease, job: &Job, plan: &Plan) -> Re
     let mut written: Vec<Written> = {
         let mut read = Vec::with_capacity(written.len());
         for (n, _) in &written {
-            let body = app.blobs.get(&written_key(job, *n)).await?;
-            let bytes = stream::collect(body).await?;
-            read.push(serde_json::from_slice::<Written>(&bytes).map_err(Error::storage)?);
+            read.push(get_json::<Written>(&*app.blobs, &written_key(job, *n)).await?);
         }
         read
     };
@@ -240,13 +230,7 @@ pub(in crate::worker) async fn run(app: &App, message: &Message) -> Result<()> {
         let produce = |chunks| write_slice(app, job.project_id, plan.mtime(), slice, chunks);
         let ((), part, sum) = pipeline::gzip_part(app, part, produce).await?;
         crate::crash::point("export-slice-part-stored");
-        let written = serde_json::to_vec(&Written { part, sum }).map_err(Error::internal)?;
-        app.blobs
-            .put(
-                &written_key(&job, n),
-                stream::from_bytes(Bytes::from(written)),
-            )
-            .await?;
+        put_json(&*app.blobs, &written_key(&job, n), &Written { part, sum }).await?;
         tracing::info!(
             slice = n,
             records = slice.records,
