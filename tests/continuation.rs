@@ -141,11 +141,15 @@ async fn a_continuation_whose_message_was_lost_goes_on_from_the_redelivered_one(
 #[test]
 fn the_local_servers_invocation_budget_continues_imports() {
     let server = e2e::Server::start_with(&["--invocation-budget", "0"]);
-    let status = server.import_and_wait(
-        e2e::ROOT_TOKEN,
-        synthetic_archive(ISSUES),
-        &[("path", "budget")],
-    );
+    let archive = synthetic_archive(ISSUES);
+    let expanded = {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&archive[..]), &mut out)
+            .unwrap();
+        out.len() as u64
+    };
+    let size = archive.len() as u64;
+    let status = server.import_and_wait(e2e::ROOT_TOKEN, archive, &[("path", "budget")]);
     assert_eq!(status["import_status"], "finished", "{status}");
     let id = status["id"].as_u64().unwrap();
     let import = server
@@ -153,6 +157,20 @@ fn the_local_servers_invocation_budget_continues_imports() {
         .json::<serde_json::Value>()
         .unwrap();
     assert_eq!(import["import_status"], "finished");
+    // How far it got, across its invocations: the whole archive, each
+    // byte inflated about once (a stop throws away what was read ahead).
+    let progress = &import["import_progress"];
+    assert_eq!(progress["archive_bytes"], size, "{progress}");
+    assert_eq!(progress["archive_bytes_read"], size, "{progress}");
+    assert_eq!(progress["estimated_seconds_left"], 0, "{progress}");
+    assert!(progress["invocations"].as_u64().unwrap() >= 3, "{progress}");
+    let inflated = progress["inflated_bytes"].as_u64().unwrap();
+    let runs = progress["invocations"].as_u64().unwrap();
+    assert!(
+        inflated >= expanded,
+        "{progress}: {expanded} bytes uncompressed"
+    );
+    assert!(inflated <= expanded + runs * 4 * 1024 * 1024, "{progress}");
     let response = server.post(Some(e2e::ROOT_TOKEN), &format!("/projects/{id}/export"));
     assert_eq!(response.status(), 202);
     server.wait_export(e2e::ROOT_TOKEN, id);

@@ -386,12 +386,7 @@ impl<R: Read> Inflater<R> {
         self.member_size += written as u64;
         self.expanded += written as u64;
         self.inflated += written as u64;
-        self.progress
-            .compressed
-            .store(self.compressed, Ordering::Relaxed);
-        self.progress
-            .inflated
-            .store(self.inflated, Ordering::Relaxed);
+        self.report();
         match status {
             zlib::Z_STREAM_END => self.stage = Stage::Trailer,
             zlib::Z_OK | zlib::Z_BUF_ERROR => {
@@ -404,6 +399,14 @@ impl<R: Read> Inflater<R> {
             _ => return Err(invalid("corrupt deflate stream")),
         }
         Ok(written)
+    }
+
+    fn report(&self) {
+        let progress = &self.progress;
+        progress
+            .compressed
+            .store(self.compressed, Ordering::Relaxed);
+        progress.inflated.store(self.inflated, Ordering::Relaxed);
     }
 
     fn mark(&mut self, data_type: i32) {
@@ -464,6 +467,7 @@ impl<R: Read> Read for Inflater<R> {
                 }
                 Stage::Trailer => {
                     self.read_trailer()?;
+                    self.report();
                     self.stage = Stage::Header;
                 }
                 Stage::End => return Ok(0),

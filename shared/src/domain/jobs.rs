@@ -117,6 +117,9 @@ pub struct Job {
     /// left off; the next run continues from there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume: Option<ImportResume>,
+    /// Import: how far its runs got through the archive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_progress: Option<ArchiveProgress>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -180,6 +183,7 @@ impl Job {
             attempt: 0,
             lease_until: None,
             resume: None,
+            archive_progress: None,
             created_at: at,
             updated_at: at,
         }
@@ -201,6 +205,7 @@ pub struct JobUpdate {
     pub upload_landed: bool,
     /// Import: the run stops here and a later run continues.
     pub resume: Option<ImportResume>,
+    pub archive_progress: Option<ArchiveProgress>,
     /// Migration: the source's project id and how many files it has.
     pub bulk_plan: Option<(u64, u32)>,
 }
@@ -227,6 +232,21 @@ pub struct ImportResume {
     pub archive_read: u64,
     #[serde(default)]
     pub inflated: u64,
+}
+
+/// How far an import's runs got through its archive: what the status API
+/// shows of a long import, with an estimate of the time left.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct ArchiveProgress {
+    /// The archive's size, when known.
+    pub archive_bytes: Option<u64>,
+    /// The archive's bytes read so far (its offset, compressed).
+    pub read: u64,
+    /// Bytes inflated by every run so far: the archive's uncompressed size
+    /// once done, and what runs that stopped read ahead and threw away.
+    pub inflated: u64,
+    /// Runs (invocations) that worked on it, this one included.
+    pub invocations: u32,
 }
 
 impl ImportResume {
@@ -328,6 +348,9 @@ impl Job {
         }
         if update.resume.is_some() {
             self.resume = update.resume;
+        }
+        if update.archive_progress.is_some() {
+            self.archive_progress = update.archive_progress;
         }
         match update.lease {
             Some(LeaseChange::Claim { until }) => {

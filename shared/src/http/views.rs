@@ -3,8 +3,8 @@
 use serde_json::{json, Map, Value};
 
 use crate::domain::{
-    gitlab_time, ExportSchedule, ImportFailure, Job, JobStatus, Project, RelationCounts, Token,
-    User,
+    gitlab_time, ArchiveProgress, ExportSchedule, ImportFailure, Job, JobStatus, Project,
+    RelationCounts, Token, User,
 };
 use crate::service::bulk_imports::{BulkImportState, EntityState};
 use crate::service::relation_export::{status_code, RelationState};
@@ -129,8 +129,35 @@ pub fn import_status(project: &Project, state: &ImportState) -> Value {
     );
     if let Some(job) = &state.job {
         fields.insert("records_imported".into(), job.processed.into());
+        if let Some(progress) = &job.archive_progress {
+            fields.insert("import_progress".into(), import_progress(job, progress));
+        }
     }
     Value::Object(fields)
+}
+
+/// How far a long import got through its archive (our addition): bytes of
+/// the archive read, bytes inflated, invocations, and the time left if the
+/// rest goes as fast as what was read so far.
+fn import_progress(job: &Job, progress: &ArchiveProgress) -> Value {
+    let left = match (job.status, progress.archive_bytes) {
+        (JobStatus::Finished, _) => Some(0),
+        (JobStatus::Started, Some(size)) if progress.read > 0 => {
+            let elapsed = (crate::domain::now() - job.created_at)
+                .num_milliseconds()
+                .max(0) as f64;
+            let rest = size.saturating_sub(progress.read) as f64;
+            Some((elapsed / 1000.0 * rest / progress.read as f64).ceil() as u64)
+        }
+        _ => None,
+    };
+    json!({
+        "archive_bytes": progress.archive_bytes,
+        "archive_bytes_read": progress.read,
+        "inflated_bytes": progress.inflated,
+        "invocations": progress.invocations,
+        "estimated_seconds_left": left,
+    })
 }
 
 fn failed_relation(failure: &ImportFailure) -> Value {

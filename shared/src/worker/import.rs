@@ -16,7 +16,9 @@ use super::lease::{claim, Claim, Lease};
 use super::records::{failures_of, stored_counts, RecordWriter};
 use super::Deadline;
 use crate::archive::{ImportEvent, ReadControl, ReadEnd, ReaderCheckpoint};
-use crate::domain::{ImportResume, Job, JobUpdate, Message, Project, RelationCounts};
+use crate::domain::{
+    ArchiveProgress, ImportResume, Job, JobUpdate, Message, Project, RelationCounts,
+};
 use crate::ports::GenerationRef;
 use crate::service::content_files_prefix;
 use crate::{remote, stream, App, Error, Result};
@@ -34,8 +36,12 @@ async fn import(app: &App, lease: &Lease, job: Job, deadline: Deadline) -> Resul
         return lease.fail("the project no longer exists".into()).await;
     };
     if generation::published_by(&project, &job, None) {
-        let counts = job.relation_counts.clone();
-        return finish(app, lease, project.id, job.processed, counts, &[], None).await;
+        let update = JobUpdate {
+            processed: Some(job.processed),
+            relation_counts: Some(job.relation_counts.clone()),
+            ..JobUpdate::default()
+        };
+        return finish(app, lease, project.id, update, &[], None).await;
     }
     let Some(upload) = job.archive_key.clone() else {
         return lease.fail("the job has no uploaded archive".into()).await;
@@ -107,12 +113,22 @@ async fn import(app: &App, lease: &Lease, job: Job, deadline: Deadline) -> Resul
         offset,
         "import started"
     );
-    let outcome = ingest(app, lease, &project, &job, &resume, from, archive, deadline).await;
+    let reading = Source {
+        from,
+        archive,
+        size: blob_size(app, &upload).await?,
+    };
+    let outcome = ingest(app, lease, &project, &job, &resume, reading, deadline).await;
     let summary = match outcome {
         Ok(Ingested::Done(summary)) => summary,
-        Ok(Ingested::Paused(mut checkpoint, reader)) => {
+        Ok(Ingested::Paused(progress, mut checkpoint, reader)) => {
             checkpoint.archive_read += archive_bytes.load(std::sync::atomic::Ordering::Relaxed);
-            return pause(app, lease, &job, &upload, checkpoint, *reader).await;
+            let stop = Stop {
+                progress,
+                resume: checkpoint,
+                reader: *reader,
+            };
+            return pause(app, lease, &job, &upload, stop).await;
         }
         Err(err) => {
             generation::discard(app, project.id, &generation).await?;
@@ -154,16 +170,14 @@ async fn import(app: &App, lease: &Lease, job: Job, deadline: Deadline) -> Resul
     }
     let replaced = current.generations();
     crate::crash::point("import-switched");
-    finish(
-        app,
-        lease,
-        current.id,
-        summary.records,
-        summary.counts,
-        &replaced,
-        Some(resume.archive_read + archive_bytes.load(std::sync::atomic::Ordering::Relaxed)),
-    )
-    .await?;
+    let update = JobUpdate {
+        processed: Some(summary.records),
+        relation_counts: Some(summary.counts),
+        archive_progress: Some(summary.progress),
+        ..JobUpdate::default()
+    };
+    let read = resume.archive_read + archive_bytes.load(std::sync::atomic::Ordering::Relaxed);
+    finish(app, lease, current.id, update, &replaced, Some(read)).await?;
     app.blobs
         .delete_prefix(&crate::keys::upload_folder(&upload))
         .await?;
@@ -175,14 +189,12 @@ async fn import(app: &App, lease: &Lease, job: Job, deadline: Deadline) -> Resul
 /// Everything the checkpoint counts is durable: the records were flushed,
 /// the reader's checkpoint stored, and the job's own write is a durable
 /// commit.
-async fn pause(
-    app: &App,
-    lease: &Lease,
-    job: &Job,
-    upload: &str,
-    mut checkpoint: ImportResume,
-    reader: ReaderCheckpoint,
-) -> Result<()> {
+async fn pause(app: &App, lease: &Lease, job: &Job, upload: &str, stop: Stop) -> Result<()> {
+    let Stop {
+        progress,
+        resume: mut checkpoint,
+        reader,
+    } = stop;
     // One blob per run: a run that stops before its job write leaves the
     // checkpoint the job names untouched.
     let key = format!(
@@ -205,12 +217,20 @@ async fn pause(
         processed: Some(records),
         relation_counts: Some(stored_counts(&checkpoint.records)),
         resume: Some(checkpoint),
+        archive_progress: Some(progress),
         ..JobUpdate::default()
     };
     if lease.pause(update).await? {
         app.queue.send(&[Message::for_job(job)]).await?;
     }
     Ok(())
+}
+
+/// Where a run stopped: what the job shows, what the next run needs.
+struct Stop {
+    progress: ArchiveProgress,
+    resume: ImportResume,
+    reader: ReaderCheckpoint,
 }
 
 /// The reader's checkpoint an earlier run stored.
@@ -227,16 +247,10 @@ async fn finish(
     app: &App,
     lease: &Lease,
     project_id: u64,
-    records: u64,
-    counts: BTreeMap<String, RelationCounts>,
+    update: JobUpdate,
     replaced: &[String],
     archive_bytes: Option<u64>,
 ) -> Result<()> {
-    let update = JobUpdate {
-        processed: Some(records),
-        relation_counts: Some(counts),
-        ..JobUpdate::default()
-    };
     lease.finish(update, archive_bytes).await?;
     for old in replaced {
         generation::discard(app, project_id, old).await?;
@@ -248,12 +262,31 @@ struct Summary {
     records: u64,
     counts: BTreeMap<String, RelationCounts>,
     description: Option<String>,
+    progress: ArchiveProgress,
+}
+
+/// The archive a run reads: from its start, or from where the reader of an
+/// earlier run stopped (`archive` then starts at its compressed offset).
+struct Source {
+    from: Option<Box<ReaderCheckpoint>>,
+    archive: stream::BlockingReader,
+    /// The archive's size, when the store tells it.
+    size: Option<u64>,
+}
+
+/// The size of the blob at `key`, if it is there.
+async fn blob_size(app: &App, key: &str) -> Result<Option<u64>> {
+    let listed = app.blobs.list(key).await?;
+    Ok(listed
+        .iter()
+        .find(|blob| blob.key == key)
+        .map(|blob| blob.size))
 }
 
 enum Ingested {
     Done(Summary),
     /// Stopped past the deadline: a later run continues from here.
-    Paused(ImportResume, Box<ReaderCheckpoint>),
+    Paused(ArchiveProgress, ImportResume, Box<ReaderCheckpoint>),
 }
 
 /// Reads the archive on a blocking thread and stores what it finds, batching
@@ -262,17 +295,20 @@ enum Ingested {
 /// Past the deadline, with this run's share done, it asks the reader to
 /// stop at its next safe point (between two entries or two lines), stores
 /// everything read before it, and returns the checkpoint.
-#[allow(clippy::too_many_arguments)]
 async fn ingest(
     app: &App,
     lease: &Lease,
     project: &Project,
     job: &Job,
     resume: &ImportResume,
-    from: Option<Box<ReaderCheckpoint>>,
-    archive: stream::BlockingReader,
+    source: Source,
     deadline: Deadline,
 ) -> Result<Ingested> {
+    let Source {
+        from,
+        archive,
+        size,
+    } = source;
     let generation = resume.generation.as_str();
     let at = GenerationRef::new(project.id, generation);
     // Resumed from a checkpoint, nothing read was stored before; without
@@ -289,6 +325,12 @@ async fn ingest(
         None => (HashMap::new(), 0),
     };
     let control = ReadControl::default();
+    let progress = |control: &ReadControl| ArchiveProgress {
+        archive_bytes: size,
+        read: control.compressed(),
+        inflated: resume.inflated + control.inflated(),
+        invocations: resume.invocations + 1,
+    };
     let reading = Reading::Whole {
         from,
         control: control.clone(),
@@ -325,12 +367,13 @@ async fn ingest(
                     writer.push(&relation, json).await?;
                     if super::progress_due(writer.records - 1, writer.records) {
                         tracing::info!(records = writer.records, "import progress");
-                        let progress = JobUpdate {
+                        let update = JobUpdate {
                             processed: Some(writer.records),
                             relation_counts: Some(writer.counts()),
+                            archive_progress: Some(progress(&control)),
                             ..JobUpdate::default()
                         };
-                        progress_writes.record(lease, progress).await?;
+                        progress_writes.record(lease, update).await?;
                     }
                 }
                 ImportEvent::BlobStart { path } => {
@@ -370,7 +413,10 @@ async fn ingest(
     }
     stored?;
     if let ReadEnd::Stopped(reader) = parsed? {
+        let mut progress = progress(&control);
+        progress.read = reader.access.compressed;
         return Ok(Ingested::Paused(
+            progress,
             ImportResume {
                 generation: generation.to_owned(),
                 records: writer.stored(),
@@ -387,6 +433,7 @@ async fn ingest(
         records: writer.records,
         counts: writer.counts(),
         description,
+        progress: progress(&control),
     }))
 }
 
