@@ -2,7 +2,7 @@
 """Imports continued across invocations: the cost of stopping and going on.
 
     python3 bench/continued_import.py [--issues 200000] [--budgets 1,2,5]
-                                      [--bin target/release/local] [--runs 3]
+                                      [--bin target/release/local] [--runs 5]
                                       [--out bench/CONTINUED.md]
 
 The local server's `--invocation-budget N` gives each worker run N seconds,
@@ -13,7 +13,7 @@ the same tar recompressed by `gzip -6` into one member, as GitLab writes its
 exports) this imports it in one run and with each budget, each time on a
 fresh server and data directory, and reports against the one-run import of
 the same archive in the same run of this script: total time (median of
---runs), bytes inflated (the server's `import_progress.inflated_bytes`,
+--runs, taken in rounds that import with every budget once), bytes inflated (the server's `import_progress.inflated_bytes`,
 against the archive's uncompressed size), invocations and peak RSS.
 Standard library only (it borrows `run.py`'s generator and server driver).
 """
@@ -76,12 +76,17 @@ def import_once(binary, archive, budget, log):
 
 def bench_archive(binary, label, archive, budgets, runs, log):
     expanded = uncompressed_size(archive)
+    configurations = [None] + budgets
+    # Round after round, every budget once a round: the machine's drift
+    # falls on all of them alike.
+    measured = {budget: [] for budget in configurations}
+    for attempt in range(runs):
+        for budget in configurations:
+            run.progress("%s: budget %s, round %d of %d" % (label, budget or "none", attempt + 1, runs))
+            measured[budget].append(import_once(binary, archive, budget, log))
     rows = []
-    for budget in [None] + budgets:
-        results = []
-        for attempt in range(runs):
-            run.progress("%s: budget %s, run %d of %d" % (label, budget or "none", attempt + 1, runs))
-            results.append(import_once(binary, archive, budget, log))
+    for budget in configurations:
+        results = measured[budget]
         seconds = statistics.median(r[0] for r in results)
         progress = results[0][1]
         rows.append({
@@ -137,7 +142,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--issues", type=int, default=200000)
     parser.add_argument("--budgets", default="1,2,5", help="invocation budgets in seconds, comma-separated")
-    parser.add_argument("--runs", type=int, default=3, help="imports per budget (the median is reported)")
+    parser.add_argument("--runs", type=int, default=5, help="imports per budget (the median is reported)")
     parser.add_argument("--bin", default=os.path.join(run.ROOT, "target", "release", "local"))
     parser.add_argument("--out", default=os.path.join(run.ROOT, "bench", "CONTINUED.md"))
     args = parser.parse_args()

@@ -178,3 +178,56 @@ fn the_local_servers_invocation_budget_continues_imports() {
         server.fetch_file(e2e::ROOT_TOKEN, &format!("/projects/{id}/export/download"));
     assert_eq!(read_archive(&archive).relations["issues"].len(), ISSUES);
 }
+
+/// A blob too big for one run (40 MiB and a bit: five 8 MiB parts and a
+/// short one) is stored part by part across invocations, each delivered
+/// twice at once, and an export gives it back byte for byte.
+async fn a_big_blob_crosses_invocations(app: &App) {
+    let blob = e2e::noise(40 * 1024 * 1024 + 12_345, 7);
+    let archive = e2e::tar_gz(&[
+        ("VERSION", b"0.2.4"),
+        ("tree/project.json", br#"{"description":"big blob"}"#),
+        ("tree/project/labels.ndjson", b"{\"title\":\"bug\"}\n"),
+        ("project.bundle", &blob),
+        ("uploads/abc123/after.txt", b"after the big one"),
+    ]);
+    let user: User = app.users.create_user("root", "Root", true).await.unwrap();
+    let (project, import) = start_import(app, &user, "big-blob", archive).await;
+    let job = work_until_done(app, &import.id).await;
+    assert_eq!(job.status, JobStatus::Finished, "{job:?}");
+    let runs = job.archive_progress.as_ref().unwrap().invocations;
+    assert!(runs >= 3, "{runs} invocations");
+
+    let project = app.projects.project(project.id).await.unwrap().unwrap();
+    let export = service::schedule_export(app, &user, &project, None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        work_until_done(app, &export.id).await.status,
+        JobStatus::Finished
+    );
+    let download = service::export_download(app, &project).await.unwrap();
+    let bytes = stream::collect(app.blobs.get(&download.key).await.unwrap())
+        .await
+        .unwrap();
+    let exported = read_archive(&bytes);
+    assert!(
+        exported.files["project.bundle"] == blob,
+        "the bundle changed"
+    );
+    assert_eq!(
+        exported.files["uploads/abc123/after.txt"],
+        b"after the big one"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_blob_crosses_invocations_on_the_embedded_store() {
+    let (app, _dir) = embedded(cut_short);
+    a_big_blob_crosses_invocations(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_blob_crosses_invocations_on_aws() {
+    a_big_blob_crosses_invocations(&on_moto(cut_short).await).await;
+}

@@ -356,14 +356,7 @@ pub struct BlobInfo {
     pub modified: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-/// One stored part of a blob written in parts.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct StoredPart {
-    pub number: u32,
-    pub size: u64,
-    /// What the store needs to join it (S3's ETag).
-    pub receipt: String,
-}
+pub use crate::domain::StoredPart;
 
 /// The highest part number (S3's).
 pub const MAX_PART_NUMBER: u32 = 10_000;

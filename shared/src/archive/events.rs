@@ -16,9 +16,13 @@ pub enum ImportEvent {
         relation: Arc<str>,
         json: Bytes,
     },
-    /// An opaque file (repository bundle, upload, ...) follows in chunks.
+    /// An opaque file (repository bundle, upload, ...) follows in chunks:
+    /// `size` bytes in all, from its byte `from` on (0 unless a read that
+    /// stopped inside it goes on there).
     BlobStart {
         path: String,
+        size: u64,
+        from: u64,
     },
     BlobChunk(Bytes),
     BlobEnd,

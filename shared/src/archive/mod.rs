@@ -32,6 +32,19 @@ pub const PROJECT_JSON: &str = "tree/project.json";
 pub const LEGACY_PROJECT_JSON: &str = "project.json";
 pub const RELATION_DIR: &str = "tree/project/";
 
+/// The parts a blob of an archive is stored in when it is too big for one
+/// run to copy: an import may stop inside such a blob only where a part
+/// ends, and goes on with the next part. 8 MiB (S3's parts are at least
+/// 5 MiB), more for a blob that would need more than S3's 10,000 parts.
+pub fn blob_part_bytes(size: u64) -> Option<u64> {
+    const PART: u64 = 8 * 1024 * 1024;
+    const MIB: u64 = 1024 * 1024;
+    (size > 2 * PART).then(|| {
+        let parts = u64::from(crate::ports::MAX_PART_NUMBER);
+        PART.max(size.div_ceil(parts).div_ceil(MIB) * MIB)
+    })
+}
+
 pub fn relation_file(relation: &str) -> String {
     format!("{RELATION_DIR}{relation}.ndjson")
 }

@@ -18,8 +18,8 @@ use super::events::{invalid, ImportEvent, Sink};
 use super::inflate::{AccessPoint, AccessPoints, Inflater, Progress};
 use super::json::check_record;
 use super::{
-    is_supported_version, legacy, relation_file, ArchiveError, Limits, LEGACY_PROJECT_JSON,
-    PROJECT_JSON,
+    blob_part_bytes, is_supported_version, legacy, relation_file, ArchiveError, Limits,
+    LEGACY_PROJECT_JSON, PROJECT_JSON,
 };
 use paths::{normalize, relation_of, shown, Extensions, Tree, MAX_PATH_BYTES};
 
@@ -75,18 +75,60 @@ pub struct ReaderCheckpoint {
     entries: u64,
     files: Vec<String>,
     dirs: Vec<String>,
-    inside: Option<InsideRelation>,
+    inside: Option<Inside>,
 }
 
-/// A relation's file the read stopped in, between two of its lines.
+impl ReaderCheckpoint {
+    /// The blob the read stopped inside (its path, and the bytes of it
+    /// before the stop), if it did.
+    pub fn inside_blob(&self) -> Option<(&str, u64)> {
+        match &self.inside {
+            Some(Inside::Blob { path, from, .. }) => Some((path, *from)),
+            _ => None,
+        }
+    }
+}
+
+/// The file the read stopped in: where its data ends and where the next
+/// entry's header starts (after the padding), as uncompressed offsets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct InsideRelation {
-    relation: String,
-    next_line: u64,
-    /// Uncompressed offsets where the file's data ends and the next entry's
-    /// header starts (after the padding).
-    data_end: u64,
-    next_header: u64,
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Inside {
+    /// A relation's file, between two of its lines.
+    Relation {
+        relation: String,
+        next_line: u64,
+        data_end: u64,
+        next_header: u64,
+    },
+    /// A blob stored in parts, where a part ends.
+    Blob {
+        path: String,
+        size: u64,
+        from: u64,
+        data_end: u64,
+        next_header: u64,
+    },
+}
+
+impl Inside {
+    fn layout(&self, data_start: u64) -> Layout {
+        let (Inside::Relation {
+            data_end,
+            next_header,
+            ..
+        }
+        | Inside::Blob {
+            data_end,
+            next_header,
+            ..
+        }) = self;
+        Layout {
+            data_start,
+            data_end: *data_end,
+            next_header: *next_header,
+        }
+    }
 }
 
 /// Reads a whole `.tar.gz`, emitting events in order: from its start, or
@@ -248,7 +290,7 @@ struct Entries<'a> {
 impl Entries<'_> {
     /// Takes on what the checks had seen at `from`; returns the relation
     /// file it stopped in, if any.
-    fn restore(&mut self, from: &ReaderCheckpoint) -> Option<InsideRelation> {
+    fn restore(&mut self, from: &ReaderCheckpoint) -> Option<Inside> {
         self.seen = Seen {
             version: from.version.clone(),
             has_project: from.has_project,
@@ -264,7 +306,7 @@ impl Entries<'_> {
     fn stop_here(
         &self,
         expanded: u64,
-        inside: impl FnOnce() -> Option<InsideRelation>,
+        inside: impl FnOnce() -> Option<Inside>,
     ) -> Option<Box<ReaderCheckpoint>> {
         if !self.control?.stop_requested() {
             return None;
@@ -287,7 +329,7 @@ impl Entries<'_> {
     fn read(
         &mut self,
         expanded: &mut impl Read,
-        inside: Option<InsideRelation>,
+        inside: Option<Inside>,
         sink: &mut Sink<'_>,
     ) -> Result<ReadEnd, ArchiveError> {
         let only = self.only;
@@ -301,16 +343,19 @@ impl Entries<'_> {
         let sink: &mut Sink<'_> = &mut selected;
         if let Some(inside) = inside {
             // The rest of the file the last read stopped in.
-            let layout = Layout {
-                data_start: self.position.get(),
-                data_end: inside.data_end,
-                next_header: inside.next_header,
-            };
+            let layout = inside.layout(self.position.get());
             let mut rest = (&mut *expanded).take(layout.data_end.saturating_sub(layout.data_start));
-            let relation = inside.relation.as_str();
-            if let Some(stop) =
-                self.read_ndjson(&mut rest, relation, inside.next_line, layout, sink)?
-            {
+            let stopped = match inside {
+                Inside::Relation {
+                    relation,
+                    next_line,
+                    ..
+                } => self.read_ndjson(&mut rest, &relation, next_line, layout, sink)?,
+                Inside::Blob {
+                    path, size, from, ..
+                } => self.read_blob(&mut rest, path, (size, from), layout, sink)?,
+            };
+            if let Some(stop) = stopped {
                 return Ok(ReadEnd::Stopped(stop));
             }
             skip(
@@ -399,7 +444,10 @@ impl Entries<'_> {
                     (Some(relation), Some(only)) if relation == only => {
                         return self.read_ndjson(entry, &relation, 1, layout, sink);
                     }
-                    (None, None) => read_blob(entry, path, sink)?,
+                    (None, None) => {
+                        let size = layout.data_end - layout.data_start;
+                        return self.read_blob(entry, path, (size, 0), layout, sink);
+                    }
                     // Not wanted: the tar reader skips the rest of the entry.
                     _ => {}
                 }
@@ -547,7 +595,7 @@ impl Entries<'_> {
                 let taken = lines.get_ref().count - lines.buffer().len() as u64;
                 let at = layout.data_start + taken;
                 let inside = || {
-                    Some(InsideRelation {
+                    Some(Inside::Relation {
                         relation: relation.to_owned(),
                         next_line: number + 1,
                         data_end: layout.data_end,
@@ -601,6 +649,59 @@ impl Entries<'_> {
             })
             .map_err(|_| ArchiveError::Aborted)?;
         }
+    }
+}
+
+impl Entries<'_> {
+    /// Streams a blob's bytes `from..size` (its data at `layout.data_start`)
+    /// in chunks. A blob stored in parts may stop where a part ends.
+    fn read_blob(
+        &self,
+        entry: &mut impl Read,
+        path: String,
+        (size, from): (u64, u64),
+        layout: Layout,
+        sink: &mut Sink<'_>,
+    ) -> Result<Option<Box<ReaderCheckpoint>>, ArchiveError> {
+        let part = blob_part_bytes(size);
+        sink(ImportEvent::BlobStart {
+            path: path.clone(),
+            size,
+            from,
+        })
+        .map_err(|_| ArchiveError::Aborted)?;
+        let mut buf = vec![0u8; crate::stream::CHUNK];
+        let mut at = from;
+        loop {
+            let mut want = buf.len();
+            if let Some(part) = part {
+                let to_part_end = part - at % part;
+                if to_part_end == part && at > from && at < size {
+                    let inside = || {
+                        Some(Inside::Blob {
+                            path: path.clone(),
+                            size,
+                            from: at,
+                            data_end: layout.data_end,
+                            next_header: layout.next_header,
+                        })
+                    };
+                    if let Some(stop) = self.stop_here(layout.data_start + (at - from), inside) {
+                        return Ok(Some(stop));
+                    }
+                }
+                want = want.min(to_part_end as usize);
+            }
+            let n = entry.read(&mut buf[..want]).map_err(corrupt)?;
+            if n == 0 {
+                break;
+            }
+            at += n as u64;
+            sink(ImportEvent::BlobChunk(Bytes::copy_from_slice(&buf[..n])))
+                .map_err(|_| ArchiveError::Aborted)?;
+        }
+        sink(ImportEvent::BlobEnd).map_err(|_| ArchiveError::Aborted)?;
+        Ok(None)
     }
 }
 
@@ -721,20 +822,6 @@ fn read_line_limited(input: &mut impl BufRead, line: &mut Vec<u8>, max: usize) -
         line.extend_from_slice(window);
         input.consume(taken);
     }
-}
-
-fn read_blob(entry: &mut impl Read, path: String, sink: &mut Sink<'_>) -> Result<(), ArchiveError> {
-    sink(ImportEvent::BlobStart { path }).map_err(|_| ArchiveError::Aborted)?;
-    let mut buf = vec![0u8; crate::stream::CHUNK];
-    loop {
-        let n = entry.read(&mut buf).map_err(corrupt)?;
-        if n == 0 {
-            break;
-        }
-        sink(ImportEvent::BlobChunk(Bytes::copy_from_slice(&buf[..n])))
-            .map_err(|_| ArchiveError::Aborted)?;
-    }
-    sink(ImportEvent::BlobEnd).map_err(|_| ArchiveError::Aborted)
 }
 
 fn read_small(entry: &mut impl Read, max: usize, path: &str) -> Result<String, ArchiveError> {

@@ -232,6 +232,28 @@ pub struct ImportResume {
     pub archive_read: u64,
     #[serde(default)]
     pub inflated: u64,
+    /// The blob of the archive the last run stopped inside, stored in parts
+    /// so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob: Option<BlobInParts>,
+}
+
+/// A blob written in parts across runs: where it goes, the store's upload,
+/// and the parts stored so far.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BlobInParts {
+    pub key: String,
+    pub upload: String,
+    pub parts: Vec<StoredPart>,
+}
+
+/// One stored part of a blob written in parts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredPart {
+    pub number: u32,
+    pub size: u64,
+    /// What the store needs to join it (S3's ETag).
+    pub receipt: String,
 }
 
 /// How far an import's runs got through its archive: what the status API

@@ -17,7 +17,7 @@ use super::records::{failures_of, stored_counts, RecordWriter};
 use super::Deadline;
 use crate::archive::{ImportEvent, ReadControl, ReadEnd, ReaderCheckpoint};
 use crate::domain::{
-    ArchiveProgress, ImportResume, Job, JobUpdate, Message, Project, RelationCounts,
+    ArchiveProgress, BlobInParts, ImportResume, Job, JobUpdate, Message, Project, RelationCounts,
 };
 use crate::ports::GenerationRef;
 use crate::service::content_files_prefix;
@@ -341,12 +341,15 @@ async fn ingest(
     let mut blob: Option<BlobUpload> = None;
     let mut files_stored = resume.files;
     let mut stop_requested = false;
+    // Parts of a blob too big for one run stored by this one.
+    let mut parts_stored = 0u64;
     let mut progress_writes = ProgressWrites::default();
     let stored: Result<()> = async {
         while let Some(event) = events.next().await {
             if !stop_requested && deadline.passed() {
-                let progressed =
-                    writer.records > resume.total_records() || files_stored > resume.files;
+                let progressed = writer.records > resume.total_records()
+                    || files_stored > resume.files
+                    || parts_stored > 0;
                 if progressed {
                     control.request_stop();
                     stop_requested = true;
@@ -376,23 +379,28 @@ async fn ingest(
                         progress_writes.record(lease, update).await?;
                     }
                 }
-                ImportEvent::BlobStart { path } => {
-                    files_read += 1;
-                    if files_read <= resume.files {
-                        // Stored by an earlier run: its chunks pass by.
-                        continue;
+                ImportEvent::BlobStart { path, size, from } => {
+                    if from == 0 {
+                        files_read += 1;
+                        if files_read <= resume.files {
+                            // Stored by an earlier run: its chunks pass by.
+                            continue;
+                        }
                     }
                     let key = format!("{}{path}", content_files_prefix(project.id, generation));
-                    blob = Some(BlobUpload::start(app, key));
+                    let stored = resume.blob.as_ref();
+                    blob = Some(BlobUpload::start(app, key, (size, from), stored).await?);
                 }
                 ImportEvent::BlobChunk(chunk) => {
-                    if let Some(upload) = &blob {
-                        upload.send(chunk).await?;
+                    if let Some(upload) = &mut blob {
+                        if upload.send(app, chunk).await? {
+                            parts_stored += 1;
+                        }
                     }
                 }
                 ImportEvent::BlobEnd => {
                     if let Some(upload) = blob.take() {
-                        upload.finish().await?;
+                        upload.finish(app).await?;
                         files_stored += 1;
                     }
                 }
@@ -407,10 +415,18 @@ async fn ingest(
     let parsed = events.finish().await;
     // Nothing may still be writing when a failed import is cleaned up.
     writer.settle().await;
-    if let Some(upload) = blob.take() {
-        // Cut short by a failure: make sure it never lands.
-        upload.abort().await;
-    }
+    let stopped_inside_blob = stored.is_ok()
+        && matches!(&parsed, Ok(ReadEnd::Stopped(reader)) if reader.inside_blob().is_some());
+    let blob_parts = match blob.take() {
+        // The next run goes on with it.
+        Some(BlobUpload::Parts(upload)) if stopped_inside_blob => Some(upload.stopped()),
+        Some(upload) => {
+            // Cut short by a failure: make sure it never lands.
+            upload.abort(app).await;
+            None
+        }
+        None => None,
+    };
     stored?;
     if let ReadEnd::Stopped(reader) = parsed? {
         let mut progress = progress(&control);
@@ -423,6 +439,7 @@ async fn ingest(
                 files: files_stored,
                 invocations: resume.invocations + 1,
                 reader: None,
+                blob: blob_parts,
                 archive_read: resume.archive_read,
                 inflated: resume.inflated + control.inflated(),
             },
@@ -501,17 +518,155 @@ fn description_of(attributes: &[u8]) -> Option<String> {
 }
 
 /// One blob of the archive on its way to the blob store.
-struct BlobUpload {
+enum BlobUpload {
+    /// Streamed into one write.
+    Whole(WholeUpload),
+    /// Too big for one run: stored part by part.
+    Parts(PartsUpload),
+}
+
+impl BlobUpload {
+    /// The blob `size` bytes long at `key`, from its byte `from` on (a run
+    /// that stopped inside it left its parts in `resume`).
+    async fn start(
+        app: &App,
+        key: String,
+        (size, from): (u64, u64),
+        resume: Option<&BlobInParts>,
+    ) -> Result<Self> {
+        let Some(part_bytes) = crate::archive::blob_part_bytes(size) else {
+            return Ok(BlobUpload::Whole(WholeUpload::start(app, key)));
+        };
+        if from == 0 {
+            let upload = app.blobs.start_parts(&key).await?;
+            return Ok(BlobUpload::Parts(PartsUpload::new(
+                BlobInParts {
+                    key,
+                    upload,
+                    parts: Vec::new(),
+                },
+                part_bytes,
+            )));
+        }
+        match resume {
+            Some(stored) if stored.key == key && stored.parts.len() as u64 * part_bytes == from => {
+                Ok(BlobUpload::Parts(PartsUpload::new(
+                    stored.clone(),
+                    part_bytes,
+                )))
+            }
+            _ => Err(Error::internal(format!(
+                "the parts of {key} before byte {from} are not recorded"
+            ))),
+        }
+    }
+
+    /// Whether a part was stored.
+    async fn send(&mut self, app: &App, chunk: Bytes) -> Result<bool> {
+        match self {
+            BlobUpload::Whole(upload) => upload.send(chunk).await.map(|()| false),
+            BlobUpload::Parts(upload) => upload.send(app, chunk).await,
+        }
+    }
+
+    async fn finish(self, app: &App) -> Result<()> {
+        match self {
+            BlobUpload::Whole(upload) => upload.finish().await,
+            BlobUpload::Parts(upload) => upload.finish(app).await,
+        }
+    }
+
+    async fn abort(self, app: &App) {
+        match self {
+            BlobUpload::Whole(upload) => upload.abort().await,
+            BlobUpload::Parts(upload) => {
+                let stored = upload.stored;
+                if let Err(err) = app.blobs.abort_parts(&stored.key, &stored.upload).await {
+                    tracing::warn!(key = stored.key, error = %err, "a blob's parts stay behind");
+                }
+            }
+        }
+    }
+}
+
+/// A blob written in parts of `part_bytes` (the last one shorter): the
+/// reader hands its chunks over without crossing a part's end, and stops
+/// inside the blob only where a part ends, so a part is never split
+/// between runs.
+struct PartsUpload {
+    stored: BlobInParts,
+    part_bytes: u64,
+    pending: Vec<Bytes>,
+    pending_bytes: u64,
+}
+
+impl PartsUpload {
+    fn new(stored: BlobInParts, part_bytes: u64) -> Self {
+        PartsUpload {
+            stored,
+            part_bytes,
+            pending: Vec::new(),
+            pending_bytes: 0,
+        }
+    }
+
+    async fn send(&mut self, app: &App, chunk: Bytes) -> Result<bool> {
+        self.pending_bytes += chunk.len() as u64;
+        self.pending.push(chunk);
+        if self.pending_bytes < self.part_bytes {
+            return Ok(false);
+        }
+        self.store_part(app).await?;
+        Ok(true)
+    }
+
+    async fn store_part(&mut self, app: &App) -> Result<()> {
+        let number = self.stored.parts.len() as u32 + 1;
+        let chunks = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        let body = futures::stream::iter(chunks.into_iter().map(Ok));
+        let stored = &self.stored;
+        let part = app
+            .blobs
+            .put_part(&stored.key, &stored.upload, number, Box::pin(body))
+            .await?;
+        self.stored.parts.push(part);
+        Ok(())
+    }
+
+    async fn finish(mut self, app: &App) -> Result<()> {
+        if self.pending_bytes > 0 || self.stored.parts.is_empty() {
+            self.store_part(app).await?;
+        }
+        let stored = &self.stored;
+        app.blobs
+            .complete_parts(&stored.key, &stored.upload, &stored.parts)
+            .await?;
+        Ok(())
+    }
+
+    /// What the next run needs to go on: every part so far is stored.
+    fn stopped(self) -> BlobInParts {
+        debug_assert!(
+            self.pending.is_empty(),
+            "a run stops only where a part ends"
+        );
+        self.stored
+    }
+}
+
+/// A blob streamed into one write of the store.
+struct WholeUpload {
     chunks: mpsc::Sender<std::io::Result<Bytes>>,
     task: JoinHandle<Result<u64>>,
 }
 
-impl BlobUpload {
+impl WholeUpload {
     fn start(app: &App, key: String) -> Self {
         let (chunks, rx) = mpsc::channel(4);
         let blobs = app.blobs.clone();
         let task = tokio::spawn(async move { blobs.put(&key, stream::from_receiver(rx)).await });
-        BlobUpload { chunks, task }
+        WholeUpload { chunks, task }
     }
 
     async fn send(&self, chunk: Bytes) -> Result<()> {
