@@ -264,6 +264,9 @@ impl BlobStore for Meanwhile {
     async fn get(&self, key: &str) -> shared::Result<ByteStream> {
         self.inner.get(key).await
     }
+    async fn get_range(&self, key: &str, offset: u64, length: u64) -> shared::Result<ByteStream> {
+        self.inner.get_range(key, offset, length).await
+    }
     async fn reader_from(&self, key: &str, offset: u64) -> shared::Result<BlockingReader> {
         self.inner.reader_from(key, offset).await
     }
@@ -396,6 +399,35 @@ async fn on_s3_the_slices_are_parts_of_one_multipart_upload() {
         .await
         .ends_with("-3\""));
     same_as_one_stream(&sliced, &whole, &user, &project, (2, 2)).await;
+}
+
+/// A blob bigger than a slice (a repository bundle) is cut between slices,
+/// each writing its piece from a ranged read, and comes back whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_s3_a_blob_bigger_than_a_slice_is_cut_between_slices() {
+    let (whole, clients, names) = e2e::stores::moto_app_with(Settings::clone).await;
+    let sliced = shared_aws::app(&clients, &names, sliced(&whole.settings, 11 << 19));
+    let user = whole.users.create_user("root", "Root", true).await.unwrap();
+    let bundle = noise(23 << 20, 3);
+    let archive = e2e::tar_gz(&[
+        ("VERSION", b"0.2.4"),
+        ("tree/project.json", b"{\"description\":\"bundle\"}"),
+        (
+            "tree/project/issues.ndjson",
+            b"{\"iid\":1,\"title\":\"one\"}\n",
+        ),
+        ("project.bundle", &bundle),
+    ]);
+    let project = imported(&whole, &user, "bundle", archive).await;
+    let (exported, slices) = export(&sliced, &user, &project).await;
+    assert!(slices >= 4, "{slices} slice messages");
+    let bundle_out = entries(&exported)
+        .into_iter()
+        .find(|(path, _)| path == "project.bundle")
+        .unwrap()
+        .1;
+    assert!(bundle_out == bundle, "the bundle changed");
+    same_as_one_stream(&sliced, &whole, &user, &project, (1, 4)).await;
 }
 
 /// The S3 ETag of the project's downloadable export.

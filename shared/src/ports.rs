@@ -375,6 +375,9 @@ pub trait BlobStore: Send + Sync {
             self.get(key).await?,
         )))
     }
+    /// `length` bytes of the blob from byte `offset` on (a ranged read):
+    /// one slice's piece of a blob bigger than a slice.
+    async fn get_range(&self, key: &str, offset: u64, length: u64) -> Result<ByteStream>;
     /// The blob from byte `offset` on (a ranged read), for a blocking
     /// thread: an import that goes on where an earlier run stopped.
     async fn reader_from(&self, key: &str, offset: u64) -> Result<BlockingReader>;

@@ -286,6 +286,13 @@ impl BlobStore for S3BlobStore {
         self.get_range(key, 0..u64::MAX).await
     }
 
+    async fn get_range(&self, key: &str, offset: u64, length: u64) -> Result<ByteStream> {
+        if length == 0 {
+            return Ok(shared::stream::from_bytes(Bytes::new()));
+        }
+        S3BlobStore::get_range(self, key, offset..offset + length).await
+    }
+
     async fn reader_from(&self, key: &str, offset: u64) -> Result<BlockingReader> {
         let body = self.get_range(key, offset..u64::MAX).await?;
         Ok(Box::new(shared::stream::blocking_reader(body)))

@@ -258,6 +258,16 @@ impl BlobStore for DirBlobStore {
         Ok(Box::new(self.open_blob(key).await?.into_std().await))
     }
 
+    async fn get_range(&self, key: &str, offset: u64, length: u64) -> Result<ByteStream> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let mut file = self.open_blob(key).await?;
+        file.seek(std::io::SeekFrom::Start(offset)).await?;
+        Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(
+            file.take(length),
+            crate::stream::CHUNK,
+        )))
+    }
+
     async fn reader_from(&self, key: &str, offset: u64) -> Result<BlockingReader> {
         use std::io::Seek;
         let mut file = self.open_blob(key).await?.into_std().await;

@@ -62,8 +62,15 @@ pub(super) enum Segment {
         first: u64,
         count: u64,
     },
-    /// A stored blob's bytes.
-    Blob { key: String, size: u64 },
+    /// Bytes `offset..offset + size` of a stored blob: a blob bigger than
+    /// a slice is cut between slices like a relation, so that no slice
+    /// (one worker's run) copies more than about a slice.
+    Blob {
+        key: String,
+        size: u64,
+        #[serde(default)]
+        offset: u64,
+    },
     /// The zeros after an entry of `size` bytes.
     Padding { size: u64 },
     /// The archive's two empty blocks.
@@ -103,7 +110,7 @@ impl Plan {
 /// Cuts the archive of `entries` into slices of about `slice_bytes` of tar
 /// stream each, and returns them with the stream's length. A relation is
 /// cut between records (at its average record size: slices are only about
-/// even); a blob stays whole. Every slice but the last is at least
+/// even), a blob between bytes. Every slice but the last is at least
 /// `slice_bytes` long, and the last at least half that: each becomes a part
 /// S3 wants at least 5 MiB of. `None` if some small file is not text.
 pub(super) fn cut(
@@ -136,10 +143,7 @@ pub(super) fn cut(
                 let text = text.to_owned();
                 cutter.add(Segment::Text { text }, size, 0);
             }
-            Entry::Blob { key, size, .. } => {
-                let key = key.clone();
-                cutter.add(Segment::Blob { key, size: *size }, *size, 0);
-            }
+            Entry::Blob { key, size, .. } => cutter.add_blob(key, *size),
             Entry::Relation { generation, stats } => cutter.add_records(generation, stats),
         }
         cutter.add(Segment::Padding { size }, padding, 0);
@@ -176,6 +180,28 @@ impl Cutter {
         slice.records += records;
         self.filled += bytes;
         *self.lengths.last_mut().expect("one length per slice") += bytes;
+    }
+
+    fn add_blob(&mut self, key: &str, size: u64) {
+        let mut offset = 0;
+        loop {
+            let room = match self.slice_bytes.checked_sub(self.filled) {
+                Some(room) if room > 0 => room,
+                // The next `add` starts a slice.
+                _ => self.slice_bytes,
+            };
+            let piece = room.min(size - offset);
+            let segment = Segment::Blob {
+                key: key.to_owned(),
+                size: piece,
+                offset,
+            };
+            self.add(segment, piece, 0);
+            offset += piece;
+            if offset >= size {
+                return;
+            }
+        }
     }
 
     fn add_records(&mut self, generation: &str, stats: &RelationStats) {
@@ -305,6 +331,39 @@ mod tests {
             assert_eq!(ends.filter(|s| **s == Segment::End).count(), 1);
             assert_eq!(slices.last().unwrap().segments.last(), Some(&Segment::End));
         }
+    }
+
+    #[test]
+    fn a_blob_bigger_than_a_slice_is_cut_into_pieces_that_cover_it_once() {
+        let entries = vec![
+            relation("labels", 10, 1_000),
+            Entry::Blob {
+                key: "k/bundle".into(),
+                path: "project.bundle".into(),
+                size: 10_000_000,
+            },
+        ];
+        let (slices, _) = cut(&entries, 1_000_000, 0).unwrap().unwrap();
+        assert!(slices.len() >= 9, "{} slices", slices.len());
+        let mut next = 0;
+        for slice in &slices {
+            let pieces: Vec<(u64, u64)> = slice
+                .segments
+                .iter()
+                .filter_map(|segment| match segment {
+                    Segment::Blob { size, offset, .. } => Some((*offset, *size)),
+                    _ => None,
+                })
+                .collect();
+            // A last slice under half the size joins the one before.
+            let in_slice: u64 = pieces.iter().map(|(_, size)| size).sum();
+            assert!(in_slice <= 1_500_000, "{in_slice} bytes of the blob in one slice");
+            for (offset, size) in pieces {
+                assert_eq!(offset, next);
+                next += size;
+            }
+        }
+        assert_eq!(next, 10_000_000);
     }
 
     #[test]

@@ -307,8 +307,8 @@ async fn write_slice(
                     )));
                 }
             }
-            Segment::Blob { key, size } => {
-                let mut body = app.blobs.get(key).await?;
+            Segment::Blob { key, size, offset } => {
+                let mut body = app.blobs.get_range(key, *offset, *size).await?;
                 let mut sent = 0u64;
                 while let Some(chunk) = futures::StreamExt::next(&mut body).await {
                     let chunk = chunk?;
