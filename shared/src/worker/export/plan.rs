@@ -357,7 +357,10 @@ mod tests {
                 .collect();
             // A last slice under half the size joins the one before.
             let in_slice: u64 = pieces.iter().map(|(_, size)| size).sum();
-            assert!(in_slice <= 1_500_000, "{in_slice} bytes of the blob in one slice");
+            assert!(
+                in_slice <= 1_500_000,
+                "{in_slice} bytes of the blob in one slice"
+            );
             for (offset, size) in pieces {
                 assert_eq!(offset, next);
                 next += size;
