@@ -6,8 +6,13 @@
 //! takes several; it must end equal to a one-invocation run, on both
 //! backends, with every message delivered twice at the same moment.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+
+use e2e::intercepted::{Call, Intercepted};
 use e2e::stores::{cut_short, embedded_app_with, moto_app_with, start_import};
 use e2e::{read_archive, synthetic_archive, ArchiveContent};
 use shared::domain::{Job, JobStatus, Message, Project, User};
@@ -32,9 +37,13 @@ async fn import_and_export(app: &App) -> (Job, ArchiveContent) {
     let (user, project, import) = start_synthetic_import(app, "long").await;
     let job = work_until_done(app, &import.id).await;
     assert_eq!(job.status, JobStatus::Finished, "{job:?}");
+    (job, exported(app, &user, &project).await)
+}
 
+/// What an export of the project holds.
+async fn exported(app: &App, user: &User, project: &Project) -> ArchiveContent {
     let project = app.projects.project(project.id).await.unwrap().unwrap();
-    let export = service::schedule_export(app, &user, &project, None, None)
+    let export = service::schedule_export(app, user, &project, None, None)
         .await
         .unwrap();
     assert_eq!(
@@ -45,7 +54,7 @@ async fn import_and_export(app: &App) -> (Job, ArchiveContent) {
     let bytes = stream::collect(app.blobs.get(&download.key).await.unwrap())
         .await
         .unwrap();
-    (job, read_archive(&bytes))
+    read_archive(&bytes)
 }
 
 /// A new administrator's import of the synthetic project at `path`, queued.
@@ -56,6 +65,12 @@ async fn start_synthetic_import(app: &App, path: &str) -> (User, Project, Job) {
 }
 
 async fn work_until_done(app: &App, job_id: &str) -> Job {
+    work_until_done_retrying(app, job_id, false).await
+}
+
+/// `work_until_done`, where a delivery may also end in a retry (when
+/// `retries`), delivered again at once.
+async fn work_until_done_retrying(app: &App, job_id: &str, retries: bool) -> Job {
     for _ in 0..2_000 {
         let job = app.jobs.job(job_id).await.unwrap().unwrap();
         if job.status.is_done() {
@@ -72,6 +87,13 @@ async fn work_until_done(app: &App, job_id: &str) -> Job {
                 worker::attempt(app, message, delivery.receive_count),
                 worker::attempt(app, message, delivery.receive_count)
             );
+            if retries && (a, b) != (Outcome::Done, Outcome::Done) {
+                app.queue
+                    .retry(&delivery.receipt, Duration::ZERO)
+                    .await
+                    .unwrap();
+                continue;
+            }
             assert_eq!((a, b), (Outcome::Done, Outcome::Done));
             app.queue.ack(&delivery.receipt).await.unwrap();
         }
@@ -230,4 +252,41 @@ async fn a_big_blob_crosses_invocations_on_the_embedded_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_big_blob_crosses_invocations_on_aws() {
     a_big_blob_crosses_invocations(&on_moto(cut_short).await).await;
+}
+
+/// A continued run that fails for a reason a retry can fix (the store
+/// refuses to store the archive's last file, as a network would) keeps what
+/// the runs before it stored: the retry goes on from the last checkpoint
+/// into the same generation, and the import ends equal to one run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_continued_run_failing_for_a_while_keeps_what_earlier_runs_stored() {
+    let (whole, _a) = embedded(Settings::clone);
+    let (_, in_one_run) = import_and_export(&whole).await;
+    let (app, _b) = embedded(cut_short);
+    let failed = Arc::new(AtomicBool::new(false));
+    let once = failed.clone();
+    let before = move |call: &Call| -> BoxFuture<'static, shared::Result<()>> {
+        // The bundle comes after the relations: a run continuing others.
+        let bundle = matches!(call, Call::Put { key } if key.ends_with("/project.bundle"));
+        let fail = bundle && !once.swap(true, Ordering::SeqCst);
+        Box::pin(async move {
+            match fail {
+                true => Err(shared::Error::Storage("connection reset by peer".into())),
+                false => Ok(()),
+            }
+        })
+    };
+    let failing = App {
+        blobs: Arc::new(Intercepted::new(app.blobs.clone(), before)),
+        ..app.clone()
+    };
+    let (user, project, import) = start_synthetic_import(&failing, "long").await;
+    let job = work_until_done_retrying(&failing, &import.id, true).await;
+    assert!(
+        failed.load(Ordering::SeqCst),
+        "no continued run read the archive"
+    );
+    assert_eq!(job.status, JobStatus::Finished, "{job:?}");
+    assert_continued(&job, 3);
+    assert_eq!(exported(&app, &user, &project).await, in_one_run);
 }

@@ -11,11 +11,10 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
+use e2e::intercepted::{Call, Intercepted};
 use e2e::stores::{start_import, work_queue};
 use e2e::{noise, read_archive, synthetic_archive};
 use shared::domain::{Job, JobKind, JobStatus, Project, User};
-use shared::ports::{BlobInfo, BlobStore, StoredPart};
-use shared::stream::{BlockingReader, BorrowedStream, ByteStream};
 use shared::worker::sweep::{sweep_stale_jobs, STALE_AFTER};
 use shared::worker::{self, Outcome};
 use shared::{service, stream, App, Settings};
@@ -241,78 +240,6 @@ async fn a_slice_failing_every_delivery_fails_the_export_and_drops_its_parts() {
     assert_eq!(parts.count(), 0, "the upload's parts are dropped");
 }
 
-/// A blob store that, once, runs `before` just before storing `key`: the
-/// moment another worker acts between two steps of this one.
-struct Meanwhile {
-    inner: Arc<dyn BlobStore>,
-    key: String,
-    before: Mutex<Option<BoxFuture<'static, ()>>>,
-}
-
-#[async_trait::async_trait]
-impl BlobStore for Meanwhile {
-    async fn put(&self, key: &str, body: BorrowedStream<'_>) -> shared::Result<u64> {
-        let before = match key == self.key {
-            true => self.before.lock().unwrap().take(),
-            false => None,
-        };
-        if let Some(before) = before {
-            before.await;
-        }
-        self.inner.put(key, body).await
-    }
-    async fn get(&self, key: &str) -> shared::Result<ByteStream> {
-        self.inner.get(key).await
-    }
-    async fn get_range(&self, key: &str, offset: u64, length: u64) -> shared::Result<ByteStream> {
-        self.inner.get_range(key, offset, length).await
-    }
-    async fn reader_from(&self, key: &str, offset: u64) -> shared::Result<BlockingReader> {
-        self.inner.reader_from(key, offset).await
-    }
-    async fn list(&self, prefix: &str) -> shared::Result<Vec<BlobInfo>> {
-        self.inner.list(prefix).await
-    }
-    async fn folders(&self, prefix: &str) -> shared::Result<Vec<String>> {
-        self.inner.folders(prefix).await
-    }
-    async fn delete_prefix(&self, prefix: &str) -> shared::Result<()> {
-        self.inner.delete_prefix(prefix).await
-    }
-    async fn download_url(&self, key: &str, name: &str, ttl: Duration) -> shared::Result<String> {
-        self.inner.download_url(key, name, ttl).await
-    }
-    async fn upload_url(&self, key: &str, ttl: Duration) -> shared::Result<String> {
-        self.inner.upload_url(key, ttl).await
-    }
-    async fn start_parts(&self, key: &str) -> shared::Result<String> {
-        self.inner.start_parts(key).await
-    }
-    async fn put_part(
-        &self,
-        key: &str,
-        upload: &str,
-        number: u32,
-        body: BorrowedStream<'_>,
-    ) -> shared::Result<StoredPart> {
-        self.inner.put_part(key, upload, number, body).await
-    }
-    async fn complete_parts(
-        &self,
-        key: &str,
-        upload: &str,
-        parts: &[StoredPart],
-    ) -> shared::Result<u64> {
-        self.inner.complete_parts(key, upload, parts).await
-    }
-    async fn abort_parts(&self, key: &str, upload: &str) -> shared::Result<()> {
-        self.inner.abort_parts(key, upload).await
-    }
-    fn min_part_bytes(&self) -> u64 {
-        self.inner.min_part_bytes()
-    }
-}
-
 /// A slice delivered twice, the copies a step apart: the late copy has
 /// stored its part and not yet its record when the early copy writes the
 /// same slice and the export completes (joined, finished, its slice
@@ -342,12 +269,23 @@ async fn a_late_copy_of_a_slice_leaves_nothing_behind_the_finished_export() {
             "{worked:?}"
         );
     };
+    // Once, just before the late copy stores its slice's record.
+    let record = shared::keys::export_slice_record_key(project.id, &job.id, slice);
+    let meanwhile: Mutex<Option<BoxFuture<'static, ()>>> = Mutex::new(Some(Box::pin(meanwhile)));
+    let before = move |call: &Call| -> BoxFuture<'static, shared::Result<()>> {
+        let run = match call {
+            Call::Put { key } if *key == record => meanwhile.lock().unwrap().take(),
+            _ => None,
+        };
+        Box::pin(async move {
+            if let Some(run) = run {
+                run.await;
+            }
+            Ok(())
+        })
+    };
     let late = App {
-        blobs: Arc::new(Meanwhile {
-            inner: app.blobs.clone(),
-            key: shared::keys::export_slice_record_key(project.id, &job.id, slice),
-            before: Mutex::new(Some(Box::pin(meanwhile))),
-        }),
+        blobs: Arc::new(Intercepted::new(app.blobs.clone(), before)),
         ..app.clone()
     };
     assert_eq!(

@@ -597,6 +597,7 @@ pub fn fixture_relations(name: &str) -> BTreeMap<String, Vec<Value>> {
 
 pub mod contract;
 pub mod hostile;
+pub mod intercepted;
 pub mod migration;
 pub mod moto;
 pub mod stores;

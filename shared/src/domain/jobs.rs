@@ -239,11 +239,13 @@ pub struct ImportResume {
 }
 
 /// A blob written in parts across runs: where it goes, the store's upload,
-/// and the parts stored so far.
+/// and the parts stored so far (kept in the run's checkpoint beside the
+/// upload, not in the job).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct BlobInParts {
     pub key: String,
     pub upload: String,
+    #[serde(default, skip)]
     pub parts: Vec<StoredPart>,
 }
 

@@ -78,6 +78,10 @@ pub async fn discard_abandoned(app: &App, job: &Job) -> Result<()> {
     }
     match job.kind {
         JobKind::Import | JobKind::RelationImport => {
+            // A blob the last run stopped inside, stored in parts so far.
+            if let Some(blob) = job.resume.as_ref().and_then(|r| r.blob.as_ref()) {
+                app.blobs.abort_parts(&blob.key, &blob.upload).await?;
+            }
             if let Some(upload) = job
                 .archive_key
                 .as_deref()

@@ -18,6 +18,7 @@ use super::Deadline;
 use crate::archive::{ImportEvent, ReadControl, ReadEnd, ReaderCheckpoint};
 use crate::domain::{
     ArchiveProgress, BlobInParts, ImportResume, Job, JobUpdate, Message, Project, RelationCounts,
+    StoredPart,
 };
 use crate::ports::GenerationRef;
 use crate::service::content_files_prefix;
@@ -46,7 +47,7 @@ async fn import(app: &App, lease: &Lease, job: Job, deadline: Deadline) -> Resul
     let Some(upload) = job.archive_key.clone() else {
         return lease.fail("the job has no uploaded archive".into()).await;
     };
-    let resume = match job.resume.clone() {
+    let mut resume = match job.resume.clone() {
         // Earlier invocations wrote part of it: go on where they stopped.
         Some(resume) => resume,
         None => {
@@ -91,7 +92,12 @@ async fn import(app: &App, lease: &Lease, job: Job, deadline: Deadline) -> Resul
     }
     let from = match &resume.reader {
         Some(key) => match load_checkpoint(app, key).await {
-            Ok(from) => Some(from),
+            Ok(saved) => {
+                if let Some(blob) = &mut resume.blob {
+                    blob.parts = saved.parts;
+                }
+                Some(Box::new(saved.reader))
+            }
             Err(err) if err.is_permanent() => return lease.fail(err.to_string()).await,
             Err(err) => return Err(err),
         },
@@ -130,15 +136,23 @@ async fn import(app: &App, lease: &Lease, job: Job, deadline: Deadline) -> Resul
             };
             return pause(app, lease, &job, &upload, stop).await;
         }
-        Err(err) => {
+        Err(err) if err.is_permanent() => {
+            // Nothing of a refused archive is kept, the upload included.
             generation::discard(app, project.id, &generation).await?;
-            if err.is_permanent() {
-                // Nothing of a refused archive is kept, the upload included.
-                app.blobs
-                    .delete_prefix(&crate::keys::upload_folder(&upload))
-                    .await?;
-                let failures = failures_of(app, &err, "project_import").await?;
-                return lease.fail_with(err.to_string(), failures).await;
+            if let Some(blob) = &resume.blob {
+                app.blobs.abort_parts(&blob.key, &blob.upload).await?;
+            }
+            app.blobs
+                .delete_prefix(&crate::keys::upload_folder(&upload))
+                .await?;
+            let failures = failures_of(app, &err, "project_import").await?;
+            return lease.fail_with(err.to_string(), failures).await;
+        }
+        Err(err) => {
+            // The retry goes on from the last checkpoint, into the same
+            // generation: what earlier runs stored there stays.
+            if resume.invocations == 0 {
+                generation::discard(app, project.id, &generation).await?;
             }
             return Err(err);
         }
@@ -195,21 +209,31 @@ async fn pause(app: &App, lease: &Lease, job: &Job, upload: &str, stop: Stop) ->
         resume: mut checkpoint,
         reader,
     } = stop;
-    // One blob per run: a run that stops before its job write leaves the
-    // checkpoint the job names untouched.
+    // One blob per run (its invocation and its claim): a run that stops
+    // before its job write, or one that lost the job, never overwrites the
+    // checkpoint the job names.
     let key = format!(
-        "{}checkpoints/{}.json",
+        "{}checkpoints/{}-{}.json",
         crate::keys::upload_folder(upload),
-        checkpoint.invocations
+        checkpoint.invocations,
+        lease.attempt()
     );
-    crate::ports::put_json(&*app.blobs, &key, &reader).await?;
+    // The parts of a blob it stopped inside go beside the reader's state:
+    // thousands of them would not fit a job's item.
+    let parts = checkpoint
+        .blob
+        .as_mut()
+        .map(|blob| std::mem::take(&mut blob.parts))
+        .unwrap_or_default();
+    let saved = SavedCheckpoint { reader, parts };
+    crate::ports::put_json(&*app.blobs, &key, &saved).await?;
     checkpoint.reader = Some(key);
     let records = checkpoint.total_records();
     tracing::info!(
         records,
         files = checkpoint.files,
         invocations = checkpoint.invocations,
-        archive_offset = reader.access.compressed,
+        archive_offset = saved.reader.access.compressed,
         inflated = checkpoint.inflated,
         "import continues in a fresh invocation"
     );
@@ -233,8 +257,17 @@ struct Stop {
     reader: ReaderCheckpoint,
 }
 
-/// The reader's checkpoint an earlier run stored.
-async fn load_checkpoint(app: &App, key: &str) -> Result<Box<ReaderCheckpoint>> {
+/// What a run that stopped leaves for the next, beside the upload.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedCheckpoint {
+    reader: ReaderCheckpoint,
+    /// The parts stored so far of the blob it stopped inside.
+    #[serde(default)]
+    parts: Vec<StoredPart>,
+}
+
+/// The checkpoint an earlier run stored.
+async fn load_checkpoint(app: &App, key: &str) -> Result<SavedCheckpoint> {
     match crate::ports::get_json(&*app.blobs, key).await {
         Err(Error::NotFound(_)) => Err(Error::BadRequest(
             "the import's checkpoint is missing".into(),
@@ -419,7 +452,7 @@ async fn ingest(
         && matches!(&parsed, Ok(ReadEnd::Stopped(reader)) if reader.inside_blob().is_some());
     let blob_parts = match blob.take() {
         // The next run goes on with it.
-        Some(BlobUpload::Parts(upload)) if stopped_inside_blob => Some(upload.stopped()),
+        Some(BlobUpload::Parts(upload)) if stopped_inside_blob => Some(upload.stopped()?),
         Some(upload) => {
             // Cut short by a failure: make sure it never lands.
             upload.abort(app).await;
@@ -523,6 +556,9 @@ enum BlobUpload {
     Whole(WholeUpload),
     /// Too big for one run: stored part by part.
     Parts(PartsUpload),
+    /// Completed by an earlier run of this checkpoint that then died: its
+    /// chunks pass by.
+    Stored,
 }
 
 impl BlobUpload {
@@ -548,12 +584,14 @@ impl BlobUpload {
                 part_bytes,
             )));
         }
+        if blob_size(app, &key).await? == Some(size) {
+            return Ok(BlobUpload::Stored);
+        }
         match resume {
             Some(stored) if stored.key == key && stored.parts.len() as u64 * part_bytes == from => {
-                Ok(BlobUpload::Parts(PartsUpload::new(
-                    stored.clone(),
-                    part_bytes,
-                )))
+                let mut upload = PartsUpload::new(stored.clone(), part_bytes);
+                upload.resumed = true;
+                Ok(BlobUpload::Parts(upload))
             }
             _ => Err(Error::internal(format!(
                 "the parts of {key} before byte {from} are not recorded"
@@ -566,6 +604,7 @@ impl BlobUpload {
         match self {
             BlobUpload::Whole(upload) => upload.send(chunk).await.map(|()| false),
             BlobUpload::Parts(upload) => upload.send(app, chunk).await,
+            BlobUpload::Stored => Ok(false),
         }
     }
 
@@ -573,18 +612,22 @@ impl BlobUpload {
         match self {
             BlobUpload::Whole(upload) => upload.finish().await,
             BlobUpload::Parts(upload) => upload.finish(app).await,
+            BlobUpload::Stored => Ok(()),
         }
     }
 
     async fn abort(self, app: &App) {
         match self {
             BlobUpload::Whole(upload) => upload.abort().await,
+            // The job's checkpoint names it: a retry goes on with it.
+            BlobUpload::Parts(upload) if upload.resumed => {}
             BlobUpload::Parts(upload) => {
                 let stored = upload.stored;
                 if let Err(err) = app.blobs.abort_parts(&stored.key, &stored.upload).await {
                     tracing::warn!(key = stored.key, error = %err, "a blob's parts stay behind");
                 }
             }
+            BlobUpload::Stored => {}
         }
     }
 }
@@ -595,6 +638,8 @@ impl BlobUpload {
 /// between runs.
 struct PartsUpload {
     stored: BlobInParts,
+    /// Started by an earlier run (the job's checkpoint names it).
+    resumed: bool,
     part_bytes: u64,
     pending: Vec<Bytes>,
     pending_bytes: u64,
@@ -604,6 +649,7 @@ impl PartsUpload {
     fn new(stored: BlobInParts, part_bytes: u64) -> Self {
         PartsUpload {
             stored,
+            resumed: false,
             part_bytes,
             pending: Vec::new(),
             pending_bytes: 0,
@@ -646,12 +692,11 @@ impl PartsUpload {
     }
 
     /// What the next run needs to go on: every part so far is stored.
-    fn stopped(self) -> BlobInParts {
-        debug_assert!(
-            self.pending.is_empty(),
-            "a run stops only where a part ends"
-        );
-        self.stored
+    fn stopped(self) -> Result<BlobInParts> {
+        if !self.pending.is_empty() {
+            return Err(Error::internal("the reader stopped inside a part"));
+        }
+        Ok(self.stored)
     }
 }
 
