@@ -219,20 +219,7 @@ async fn a_big_blob_crosses_invocations(app: &App) {
     assert_eq!(job.status, JobStatus::Finished, "{job:?}");
     let runs = job.archive_progress.as_ref().unwrap().invocations;
     assert!(runs >= 3, "{runs} invocations");
-
-    let project = app.projects.project(project.id).await.unwrap().unwrap();
-    let export = service::schedule_export(app, &user, &project, None, None)
-        .await
-        .unwrap();
-    assert_eq!(
-        work_until_done(app, &export.id).await.status,
-        JobStatus::Finished
-    );
-    let download = service::export_download(app, &project).await.unwrap();
-    let bytes = stream::collect(app.blobs.get(&download.key).await.unwrap())
-        .await
-        .unwrap();
-    let exported = read_archive(&bytes);
+    let exported = exported(app, &user, &project).await;
     assert!(
         exported.files["project.bundle"] == blob,
         "the bundle changed"

@@ -896,19 +896,26 @@ mod tests {
         assert_eq!(&second[..], b"{}", "a copy outlives the block it came from");
     }
 
-    /// A `.tar.gz` as GitLab writes one (a single gzip member): a few
-    /// relation files of several MiB, an upload between them, a long name.
-    fn gitlab_like_archive() -> Vec<u8> {
+    /// A `.tar.gz` of `entries` as GitLab writes one: regular files, one
+    /// gzip member at `level`.
+    fn tar_gz(entries: &[(&str, &[u8])], level: u32) -> Vec<u8> {
         let mut tar = tar::Builder::new(Vec::new());
-        let mut add = |path: &str, data: &[u8]| {
+        for (path, data) in entries {
             let mut header = tar::Header::new_gnu();
             header.set_size(data.len() as u64);
             header.set_mode(0o644);
             header.set_entry_type(tar::EntryType::Regular);
-            tar.append_data(&mut header, path, data).unwrap();
-        };
-        add("VERSION", b"0.2.4");
-        add("tree/project.json", br#"{"description":"resumable"}"#);
+            tar.append_data(&mut header, path, *data).unwrap();
+        }
+        let tar = tar.into_inner().unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
+        std::io::Write::write_all(&mut gz, &tar).unwrap();
+        gz.finish().unwrap()
+    }
+
+    /// A GitLab-like archive: a few relation files of several MiB, an
+    /// upload between them, a long name.
+    fn gitlab_like_archive() -> Vec<u8> {
         let relation = |name: &str, records: usize| {
             let mut text = String::new();
             for id in 0..records {
@@ -919,25 +926,24 @@ mod tests {
             }
             text
         };
-        add(
-            "tree/project/issues.ndjson",
-            relation("issue", 40_000).as_bytes(),
-        );
-        add("uploads/0123456789abcdef/big.bin", &vec![7u8; 3_000_000]);
         let long = format!("uploads/{}/file.txt", "d".repeat(150));
-        add(&long, b"long name");
-        add(
-            "tree/project/merge_requests.ndjson",
-            relation("mr", 30_000).as_bytes(),
-        );
-        add(
-            "tree/project/labels.ndjson",
-            relation("label", 10).as_bytes(),
-        );
-        let tar = tar.into_inner().unwrap();
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
-        std::io::Write::write_all(&mut gz, &tar).unwrap();
-        gz.finish().unwrap()
+        let (issues, merge_requests) = (relation("issue", 40_000), relation("mr", 30_000));
+        let labels = relation("label", 10);
+        tar_gz(
+            &[
+                ("VERSION", b"0.2.4"),
+                ("tree/project.json", br#"{"description":"resumable"}"#),
+                ("tree/project/issues.ndjson", issues.as_bytes()),
+                ("uploads/0123456789abcdef/big.bin", &vec![7u8; 3_000_000]),
+                (&long, b"long name"),
+                (
+                    "tree/project/merge_requests.ndjson",
+                    merge_requests.as_bytes(),
+                ),
+                ("tree/project/labels.ndjson", labels.as_bytes()),
+            ],
+            6,
+        )
     }
 
     /// The events with each blob's chunks joined: where a chunk ends
@@ -1077,22 +1083,15 @@ mod tests {
 
     #[test]
     fn a_resumed_read_still_refuses_a_path_seen_before_the_stop() {
-        let mut tar = tar::Builder::new(Vec::new());
-        let mut add = |path: &str, data: &[u8]| {
-            let mut header = tar::Header::new_gnu();
-            header.set_size(data.len() as u64);
-            header.set_mode(0o644);
-            header.set_entry_type(tar::EntryType::Regular);
-            tar.append_data(&mut header, path, data).unwrap();
-        };
-        add("VERSION", b"0.2.4");
-        add("tree/project.json", b"{}");
-        add("uploads/a/x", &vec![1u8; 2_000_000]);
-        add("uploads/a/x", b"again");
-        let tar = tar.into_inner().unwrap();
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(1));
-        std::io::Write::write_all(&mut gz, &tar).unwrap();
-        let archive = gz.finish().unwrap();
+        let archive = tar_gz(
+            &[
+                ("VERSION", b"0.2.4"),
+                ("tree/project.json", b"{}"),
+                ("uploads/a/x", &vec![1u8; 2_000_000]),
+                ("uploads/a/x", b"again"),
+            ],
+            1,
+        );
         let (_, end) = read_some(&archive, None, 1);
         let ReadEnd::Stopped(from) = end else {
             panic!("the read did not stop");
