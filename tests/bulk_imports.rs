@@ -48,6 +48,49 @@ fn a_project_migrates_from_another_instance_record_for_record() {
     assert_eq!(to.attributes, from.attributes);
 }
 
+/// A migration bigger than one invocation: the destination's import reads
+/// the staged files (never put together into an archive first) across many
+/// invocations (a budget of zero stops each run soon after its first stored
+/// record, inside a relation's batches or between files) and ends equal to
+/// the source, records and files.
+#[test]
+fn a_migration_bigger_than_an_invocation_continues_and_ends_equal() {
+    let source = Server::start();
+    let (_, alice) = source.create_user("alice");
+    let archive = synthetic_archive(ISSUES_PAST_ONE_RUN);
+    let imported = source.import_and_wait(&alice, archive, &[("path", "big")]);
+    assert_eq!(imported["import_status"], "finished");
+    let source_id = imported["id"].as_u64().unwrap();
+
+    let destination = Server::start_with(&["--allow-local-requests", "--invocation-budget", "0"]);
+    let body = migration_of(&source.base, &alice, "alice/big", "big");
+    let (migration, entity) = migrate(&destination, &body);
+    assert_eq!(migration["status"], "finished", "{entity}");
+    assert_eq!(entity["failures"], json!([]));
+    let project_id = entity["project_id"].as_u64().unwrap();
+    let import: Value = destination
+        .get(Some(ROOT_TOKEN), &format!("/projects/{project_id}/import"))
+        .json()
+        .unwrap();
+    let progress = &import["import_progress"];
+    assert!(progress["invocations"].as_u64().unwrap() >= 3, "{progress}");
+    assert_eq!(
+        progress["archive_bytes_read"], progress["archive_bytes"],
+        "{progress}"
+    );
+
+    let (_, from) = source.export_and_download(&alice, source_id);
+    let (_, to) = destination.export_and_download(ROOT_TOKEN, project_id);
+    let (from, to) = (read_archive(&from), read_archive(&to));
+    let mut expected = from.relations.clone();
+    expected.remove("project_members");
+    assert_eq!(to.relations["issues"].len(), ISSUES_PAST_ONE_RUN);
+    assert_eq!(to.relations, expected);
+    assert_eq!(to.attributes, from.attributes);
+    assert!(!from.files.is_empty());
+    assert_eq!(to.files, from.files);
+}
+
 const SOURCE_TOKEN: &str = "glpat-source-token-0123456789";
 
 #[test]

@@ -104,8 +104,8 @@ async fn import(app: &App, lease: &Lease, job: Job, deadline: Deadline) -> Resul
         None => None,
     };
     let offset = from.as_ref().map_or(0, |from| from.access.compressed);
-    let archive = match app.blobs.reader_from(&upload, offset).await {
-        Ok(archive) => archive,
+    let (archive, size) = match open_archive(app, &job, &upload, offset).await {
+        Ok(opened) => opened,
         Err(Error::NotFound(_)) => {
             return lease.fail("the uploaded archive is missing".into()).await
         }
@@ -122,7 +122,7 @@ async fn import(app: &App, lease: &Lease, job: Job, deadline: Deadline) -> Resul
     let reading = Source {
         from,
         archive,
-        size: blob_size(app, &upload).await?,
+        size,
     };
     let outcome = ingest(app, lease, &project, &job, &resume, reading, deadline).await;
     let summary = match outcome {
@@ -305,6 +305,22 @@ struct Source {
     archive: stream::BlockingReader,
     /// The archive's size, when the store tells it.
     size: Option<u64>,
+}
+
+/// The job's archive from its byte `offset` on, and its size when known:
+/// the upload, or a migration's staged files.
+async fn open_archive(
+    app: &App,
+    job: &Job,
+    upload: &str,
+    offset: u64,
+) -> Result<(stream::BlockingReader, Option<u64>)> {
+    if job.bulk.is_some() {
+        let (archive, size) = direct_transfer::archive(app, upload, offset).await?;
+        return Ok((archive, Some(size)));
+    }
+    let archive = app.blobs.reader_from(upload, offset).await?;
+    Ok((archive, blob_size(app, upload).await?))
 }
 
 /// The size of the blob at `key`, if it is there.

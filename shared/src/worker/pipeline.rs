@@ -55,14 +55,6 @@ impl Entries {
             .map_err(|_| stopped("archive writer"))
     }
 
-    /// Another handle on the same archive, for a producer on a thread of
-    /// its own.
-    pub fn sender(&self) -> Entries {
-        Entries {
-            items: self.items.clone(),
-        }
-    }
-
     /// A whole small file.
     pub async fn file(&self, path: &str, bytes: Bytes) -> Result<()> {
         self.send(ExportItem::Begin {
@@ -125,6 +117,14 @@ pub(super) struct Chunks {
 }
 
 impl Chunks {
+    /// Another handle on the same file, for a producer on a thread of its
+    /// own.
+    pub fn sender(&self) -> Chunks {
+        Chunks {
+            chunks: self.chunks.clone(),
+        }
+    }
+
     pub async fn send(&self, chunk: Bytes) -> Result<()> {
         self.chunks
             .send(Some(chunk))

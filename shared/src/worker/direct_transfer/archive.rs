@@ -1,183 +1,213 @@
-//! Step 3's archive: the staged files of the source put together as
-//! GitLab's exporter would have written them.
+//! The archive of steps 2 and 3, never written whole. Each file of the
+//! source is staged (step 2) as one gzip member of the archive's tar stream:
+//! a relation's NDJSON (or `self`'s JSON) as its bare data, a file
+//! relation's files as whole tar entries. Step 3 only lists those members
+//! with the few bytes between them (the entries' headers, padding, the
+//! archive's end) as a small composition beside them; the import reads it as
+//! a multi-member gzip stream like any uploaded archive, and stops in and
+//! continues from it across invocations the same way: no file of the source
+//! is copied or read twice, whatever the project's size.
 
-use std::io::Read;
+use std::io::{self, Read, Write};
 
 use bytes::Bytes;
 use flate2::read::MultiGzDecoder;
+use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
 
 use super::Part;
-use crate::archive::{self, ExportItem};
-use crate::domain::now;
+use crate::archive::{self, Limits};
 use crate::relations::{self, SELF_RELATION};
-use crate::worker::pipeline::{tar_gz, Entries};
+use crate::stream::{BlockingReader, ByteStream};
+use crate::worker::pipeline;
 use crate::{runtime, stream, App, Error, Result};
 
-/// Bytes of a decompressed file sent into the archive at a time.
+/// Bytes of a decompressed file sent on at a time.
 const PIECE: usize = 64 * 1024;
 
-/// The archive GitLab's exporter would have written from these files:
-/// `tree/project.json` from `self`, one NDJSON file per relation (its
-/// batches one after another), and the file relations' files as they are.
-pub(super) async fn write_archive(
-    app: &App,
-    archive_key: &str,
-    staging: &str,
-    parts: &[Part],
-) -> Result<()> {
-    let mtime = now().timestamp().max(0) as u64;
-    tar_gz(app, archive_key, mtime, |entries| async move {
-        entries
-            .file("VERSION", Bytes::from_static(archive::VERSION.as_bytes()))
-            .await?;
-        let mut at = 0;
-        while at < parts.len() {
-            let relation = &parts[at].relation;
-            let end = parts[at..]
-                .iter()
-                .position(|p| &p.relation != relation)
-                .map_or(parts.len(), |n| at + n);
-            let files = &parts[at..end];
-            if relation == SELF_RELATION {
-                relation_file(app, &entries, "tree/project.json", staging, files).await?;
-            } else if relations::is_file_relation(relation) {
-                for file in files {
-                    inner_files(app, &entries, relation, &file.key(staging)).await?;
-                }
-            } else {
-                let path = format!("tree/project/{relation}.ndjson");
-                relation_file(app, &entries, &path, staging, files).await?;
-            }
-            at = end;
-        }
-        entries.finish().await
-    })
-    .await?;
-    Ok(())
+/// A staged file of the source: the archive bytes it holds (uncompressed)
+/// and its stored size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Staged {
+    pub part: Part,
+    pub bytes: u64,
+    pub stored: u64,
 }
 
-/// The decompressed files, one after another, as the archive entry `path`.
-/// A first pass measures them (a tar entry's size comes before its bytes);
-/// a file not ending its last line gets the newline NDJSON needs.
-async fn relation_file(
-    app: &App,
-    entries: &Entries,
-    path: &str,
-    staging: &str,
-    files: &[Part],
-) -> Result<()> {
-    let limit = app.settings.limits.max_uncompressed_bytes;
-    let mut sizes = Vec::with_capacity(files.len());
-    for file in files {
-        let reader = source_file(app, &file.key(staging)).await?;
-        let measured = runtime::spawn_thread("measure", move || measure(reader, limit))
-            .join()
-            .await??;
-        sizes.push(measured);
+impl Part {
+    /// The empty blob that says the part's file is staged whole, and how
+    /// many archive bytes it holds: one listing tells every part's sizes.
+    fn marker(&self, staging: &str, bytes: u64) -> String {
+        format!(
+            "{staging}{}.{}.{bytes}.staged",
+            self.relation,
+            self.batch.unwrap_or(0)
+        )
     }
-    let ndjson = path.ends_with(".ndjson");
-    let padding = |(size, ends_line): (u64, bool)| u64::from(ndjson && size > 0 && !ends_line);
-    let total: u64 = sizes.iter().map(|s| s.0 + padding(*s)).sum();
-    entries
-        .send(ExportItem::Begin {
-            path: path.to_owned(),
-            size: total,
+
+    fn of_marker(key: &str, staging: &str) -> Option<(Part, u64)> {
+        let name = key.strip_prefix(staging)?.strip_suffix(".staged")?;
+        let (name, bytes) = name.rsplit_once('.')?;
+        let part = Part::of_key(&format!("{staging}{name}.gz"), staging)?;
+        Some((part, bytes.parse().ok()?))
+    }
+
+    /// Where the names of this part's staged blobs start.
+    fn prefix(&self, staging: &str) -> String {
+        format!("{staging}{}.{}.", self.relation, self.batch.unwrap_or(0))
+    }
+}
+
+/// The files staged whole so far (a file without its marker may be half
+/// written by a run that is still going, or died).
+pub(super) async fn staged_files(app: &App, staging: &str) -> Result<Vec<Staged>> {
+    let listed = app.blobs.list(staging).await?;
+    let stored: std::collections::HashMap<&str, u64> = listed
+        .iter()
+        .map(|blob| (blob.key.as_str(), blob.size))
+        .collect();
+    Ok(listed
+        .iter()
+        .filter_map(|blob| {
+            let (part, bytes) = Part::of_marker(&blob.key, staging)?;
+            let stored = *stored.get(part.key(staging).as_str())?;
+            Some(Staged {
+                part,
+                bytes,
+                stored,
+            })
         })
-        .await?;
-    for (file, size) in files.iter().zip(sizes) {
-        let reader = source_file(app, &file.key(staging)).await?;
+        .collect())
+}
+
+/// Whether `part` is staged whole already.
+pub(super) async fn is_staged(app: &App, part: &Part, staging: &str) -> Result<bool> {
+    let listed = app.blobs.list(&part.prefix(staging)).await?;
+    Ok(listed
+        .iter()
+        .any(|blob| Part::of_marker(&blob.key, staging).is_some_and(|(p, _)| p == *part)))
+}
+
+/// Step 2: the source's file `body` staged as the archive's member for
+/// `part`. The file is checked as an import checks an archive (a file
+/// relation's tar with every limit, the others decompressed within the
+/// size limit) and written again in our own gzip, so the import reads
+/// nothing the source wrote; a file is staged the same, byte for byte,
+/// however often it is downloaded.
+pub(super) async fn stage(
+    app: &App,
+    part: &Part,
+    staging: &str,
+    body: ByteStream,
+    mtime: u64,
+) -> Result<()> {
+    let key = part.key(staging);
+    let relation = part.relation.clone();
+    let limits = app.settings.limits.clone();
+    let (bytes, _) = pipeline::gzip(app, &key, |chunks| async move {
+        let reader = stream::blocking_reader(body);
         let handle = tokio::runtime::Handle::current();
-        let sender = entries.sender();
-        runtime::spawn_thread("decompress", move || -> Result<()> {
-            let mut reader = MultiGzDecoder::new(reader).take(size.0);
-            let mut piece = vec![0; PIECE];
-            loop {
-                let n = reader.read(&mut piece).map_err(corrupt)?;
-                if n == 0 {
-                    break;
-                }
-                let data = Bytes::copy_from_slice(&piece[..n]);
-                handle.block_on(sender.send(ExportItem::Data(data)))?;
-            }
-            Ok(())
+        let sender = chunks.sender();
+        let bytes = runtime::spawn_thread("stage", move || {
+            let mut emit = |chunk: Bytes| handle.block_on(sender.send(chunk));
+            archive_bytes(reader, &relation, &limits, mtime, &mut emit)
         })
         .join()
         .await??;
-        if padding(size) == 1 {
-            entries
-                .send(ExportItem::Data(Bytes::from_static(b"\n")))
-                .await?;
-        }
+        chunks.finish().await?;
+        Ok(bytes)
+    })
+    .await?;
+    let empty: ByteStream = Box::pin(futures::stream::empty());
+    app.blobs.put(&part.marker(staging, bytes), empty).await?;
+    Ok(())
+}
+
+/// What `relation`'s file from the source adds to the archive's tar stream,
+/// sent on through `emit`; returns how many bytes.
+fn archive_bytes(
+    reader: impl Read + Send,
+    relation: &str,
+    limits: &Limits,
+    mtime: u64,
+    emit: &mut dyn FnMut(Bytes) -> Result<()>,
+) -> Result<u64> {
+    if relations::is_file_relation(relation) {
+        return tar_entries(reader, relation, limits, mtime, emit);
     }
-    entries.send(ExportItem::End).await
-}
-
-type SourceFile = Box<dyn Read + Send>;
-
-/// A staged file, to be read (and decompressed) on a blocking thread: a
-/// decoder reads as soon as it is made.
-async fn source_file(app: &App, key: &str) -> Result<SourceFile> {
-    Ok(Box::new(stream::blocking_reader(app.blobs.get(key).await?)))
-}
-
-fn corrupt(err: std::io::Error) -> Error {
-    Error::BadRequest(format!("a file of the source is corrupt: {err}"))
-}
-
-/// The decompressed size, and whether the last byte ends a line.
-fn measure(reader: SourceFile, limit: u64) -> Result<(u64, bool)> {
-    let mut reader = MultiGzDecoder::new(reader);
+    let limit = limits.max_uncompressed_bytes;
+    let mut decoder = MultiGzDecoder::new(reader);
     let mut size = 0u64;
     let mut last = b'\n';
-    let mut buffer = vec![0; PIECE];
+    let mut piece = vec![0; PIECE];
     loop {
-        let n = reader.read(&mut buffer).map_err(corrupt)?;
+        let n = decoder.read(&mut piece).map_err(corrupt)?;
         if n == 0 {
-            return Ok((size, last == b'\n'));
+            break;
         }
         size += n as u64;
-        last = buffer[n - 1];
         if size > limit {
             return Err(Error::BadRequest(format!(
                 "the source's files are larger than {limit} bytes uncompressed"
             )));
         }
+        last = piece[n - 1];
+        emit(Bytes::copy_from_slice(&piece[..n]))?;
     }
+    // A batch not ending its last line gets the newline NDJSON needs.
+    if relation != SELF_RELATION && last != b'\n' {
+        emit(Bytes::from_static(b"\n"))?;
+        size += 1;
+    }
+    Ok(size)
 }
 
-/// The files of a file relation's `.tar.gz`, each as an entry of its own,
-/// read with every check an import's archive gets (extension headers,
-/// paths, entry counts, expanded size).
-async fn inner_files(app: &App, entries: &Entries, relation: &str, key: &str) -> Result<()> {
-    let relation = relation.to_owned();
-    let reader = source_file(app, key).await?;
-    let limits = app.settings.limits.clone();
-    let handle = tokio::runtime::Handle::current();
-    let sender = entries.sender();
-    runtime::spawn_thread("file relation", move || -> Result<()> {
-        archive::read_tar_files(reader, &limits, |path, entry, size| -> Result<()> {
-            let path = archive_path(&relation, &path);
-            let send = |item| handle.block_on(sender.send(item));
-            send(ExportItem::Begin { path, size })?;
-            let mut piece = vec![0; PIECE];
-            loop {
-                let n = entry.read(&mut piece).map_err(corrupt)?;
-                if n == 0 {
-                    break;
-                }
-                send(ExportItem::Data(Bytes::copy_from_slice(&piece[..n])))?;
+/// The files of a file relation's `.tar.gz`, each as a tar entry of the
+/// archive, read with every check an import's archive gets (extension
+/// headers, paths, entry counts, expanded size).
+fn tar_entries(
+    reader: impl Read + Send,
+    relation: &str,
+    limits: &Limits,
+    mtime: u64,
+    emit: &mut dyn FnMut(Bytes) -> Result<()>,
+) -> Result<u64> {
+    let mut total = 0u64;
+    archive::read_tar_files(reader, limits, |path, entry, size| -> Result<()> {
+        let path = archive_path(relation, &path);
+        let header = archive::header_bytes(&path, size, mtime)
+            .map_err(|err| Error::Internal(format!("a tar header for {path}: {err}")))?;
+        total += header.len() as u64;
+        emit(Bytes::from(header))?;
+        let mut copied = 0u64;
+        let mut piece = vec![0; PIECE];
+        loop {
+            let n = entry.read(&mut piece).map_err(corrupt)?;
+            if n == 0 {
+                break;
             }
-            send(ExportItem::End)
-        })
-        .map_err(|err| match err {
-            Error::Archive(err) => {
-                Error::BadRequest(format!("a file of the source is refused: {err}"))
-            }
-            other => other,
-        })
+            copied += n as u64;
+            emit(Bytes::copy_from_slice(&piece[..n]))?;
+        }
+        if copied != size {
+            return Err(corrupt(io::Error::other(format!(
+                "{path} holds {copied} of its {size} bytes"
+            ))));
+        }
+        let padding = archive::padding(size);
+        emit(Bytes::from(vec![0; padding]))?;
+        total += size + padding as u64;
+        Ok(())
     })
-    .join()
-    .await?
+    .map_err(|err| match err {
+        Error::Archive(err) => Error::BadRequest(format!("a file of the source is refused: {err}")),
+        other => other,
+    })?;
+    Ok(total)
+}
+
+fn corrupt(err: io::Error) -> Error {
+    Error::BadRequest(format!("a file of the source is corrupt: {err}"))
 }
 
 /// Where a file of a file relation's `.tar.gz` goes in the archive: ours
@@ -198,6 +228,165 @@ fn archive_path(relation: &str, path: &str) -> String {
     }
 }
 
+/// Step 3's archive: the staged members in archive order, with the bytes
+/// between them, each stretch of those its own small gzip member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Composition {
+    members: Vec<Member>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Member {
+    /// A few bytes of the tar stream (headers, padding, the end), deflated.
+    Between { gzip: Vec<u8> },
+    /// A staged file, as stored.
+    Staged {
+        relation: String,
+        batch: Option<u32>,
+        stored: u64,
+    },
+}
+
+impl Member {
+    fn stored(&self) -> u64 {
+        match self {
+            Member::Between { gzip } => gzip.len() as u64,
+            Member::Staged { stored, .. } => *stored,
+        }
+    }
+}
+
+impl Composition {
+    /// The archive GitLab's exporter would have written from `staged`, in
+    /// archive order: `VERSION`, `tree/project.json` from `self`, one
+    /// NDJSON file per relation (its batches one after another), the file
+    /// relations' files as they are.
+    pub fn of(staged: &[Staged], mtime: u64) -> Result<Composition> {
+        let mut composition = Composition {
+            members: Vec::new(),
+        };
+        let mut between = Vec::new();
+        let header = |path: &str, size| {
+            archive::header_bytes(path, size, mtime)
+                .map_err(|err| Error::Internal(format!("a tar header for {path}: {err}")))
+        };
+        let version = archive::VERSION.as_bytes();
+        between.extend(header("VERSION", version.len() as u64)?);
+        between.extend_from_slice(version);
+        between.resize(between.len() + archive::padding(version.len() as u64), 0);
+        let mut at = 0;
+        while at < staged.len() {
+            let relation = &staged[at].part.relation;
+            let end = staged[at..]
+                .iter()
+                .position(|s| &s.part.relation != relation)
+                .map_or(staged.len(), |n| at + n);
+            let files = &staged[at..end];
+            at = end;
+            let entry = if relation == SELF_RELATION {
+                Some(archive::PROJECT_JSON.to_owned())
+            } else if relations::is_file_relation(relation) {
+                None
+            } else {
+                Some(archive::relation_file(relation))
+            };
+            let size: u64 = files.iter().map(|file| file.bytes).sum();
+            if let Some(path) = &entry {
+                between.extend(header(path, size)?);
+            }
+            for file in files.iter().filter(|file| file.bytes > 0) {
+                composition.close(&mut between)?;
+                composition.members.push(Member::Staged {
+                    relation: file.part.relation.clone(),
+                    batch: file.part.batch,
+                    stored: file.stored,
+                });
+            }
+            if entry.is_some() {
+                between.resize(between.len() + archive::padding(size), 0);
+            }
+        }
+        between.extend_from_slice(&archive::END_OF_ARCHIVE);
+        composition.close(&mut between)?;
+        Ok(composition)
+    }
+
+    /// The bytes gathered since the last staged file, as a member.
+    fn close(&mut self, between: &mut Vec<u8>) -> Result<()> {
+        if between.is_empty() {
+            return Ok(());
+        }
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gzip.write_all(between)
+            .and_then(|()| gzip.try_finish())
+            .map_err(|err| Error::Internal(format!("deflating the archive's headers: {err}")))?;
+        self.members.push(Member::Between {
+            gzip: gzip
+                .finish()
+                .map_err(|err| Error::Internal(err.to_string()))?,
+        });
+        between.clear();
+        Ok(())
+    }
+
+    /// The archive's size: what an import reads of it.
+    pub fn size(&self) -> u64 {
+        self.members.iter().map(Member::stored).sum()
+    }
+
+    fn key(staging: &str) -> String {
+        format!("{staging}archive.json")
+    }
+
+    pub async fn save(&self, app: &App, staging: &str) -> Result<()> {
+        crate::ports::put_json(&*app.blobs, &Self::key(staging), self).await
+    }
+
+    pub async fn load(app: &App, staging: &str) -> Result<Composition> {
+        crate::ports::get_json(&*app.blobs, &Self::key(staging)).await
+    }
+
+    /// The archive from its byte `offset` on: the members from there, each
+    /// staged one a ranged read of its own, opened when the reader gets to
+    /// it.
+    pub fn reader_from(self, app: &App, staging: &str, offset: u64) -> BlockingReader {
+        let mut start = 0u64;
+        let mut from = Vec::new();
+        for member in self.members {
+            let end = start + member.stored();
+            if end > offset {
+                from.push((member, offset.saturating_sub(start)));
+            }
+            start = end;
+        }
+        let (app, staging) = (app.clone(), staging.to_owned());
+        let members = futures::stream::iter(from).then(move |(member, skip)| {
+            let (app, staging) = (app.clone(), staging.clone());
+            async move {
+                let bytes: ByteStream = match member {
+                    Member::Between { gzip } => Box::pin(futures::stream::once(async move {
+                        Ok(Bytes::from(gzip).slice(skip as usize..))
+                    })),
+                    Member::Staged {
+                        relation,
+                        batch,
+                        stored,
+                    } => {
+                        let key = Part { relation, batch }.key(&staging);
+                        app.blobs
+                            .get_range(&key, skip, stored - skip)
+                            .await
+                            .map_err(io::Error::other)?
+                    }
+                };
+                Ok::<_, io::Error>(bytes)
+            }
+        });
+        Box::new(stream::blocking_reader(Box::pin(members.try_flatten())))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,5 +404,119 @@ mod tests {
             "project.bundle"
         );
         assert_eq!(archive_path("repository", "repo.bundle"), "project.bundle");
+    }
+
+    #[test]
+    fn a_marker_names_its_part_and_its_bytes() {
+        let staging = "imports/u/source/";
+        let part = Part {
+            relation: "merge_requests".into(),
+            batch: Some(12),
+        };
+        let marker = part.marker(staging, 4096);
+        assert_eq!(marker, "imports/u/source/merge_requests.12.4096.staged");
+        assert_eq!(
+            Part::of_marker(&marker, staging),
+            Some((part.clone(), 4096))
+        );
+        assert!(marker.starts_with(&part.prefix(staging)));
+        assert_eq!(Part::of_marker(&part.key(staging), staging), None);
+        assert_eq!(
+            Part::of_marker("imports/u/source/archive.json", staging),
+            None
+        );
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gzip.write_all(data).unwrap();
+        gzip.finish().unwrap()
+    }
+
+    /// What `archive_bytes` stages for a file of the source.
+    fn staged(relation: &str, file: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut emit = |chunk: Bytes| {
+            out.extend_from_slice(&chunk);
+            Ok(())
+        };
+        let size =
+            archive_bytes(file, relation, &Limits::default(), 1_700_000_000, &mut emit).unwrap();
+        assert_eq!(size, out.len() as u64);
+        out
+    }
+
+    /// The members, staged and between, one after another read as one
+    /// gzip stream, are the tar GitLab's exporter writes.
+    #[test]
+    fn the_composition_reads_as_the_archive_of_its_files() {
+        let mut uploads = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(3);
+        uploads
+            .append_data(&mut header, "ab/c.png", &b"png"[..])
+            .unwrap();
+        let uploads = gzip(&uploads.into_inner().unwrap());
+        let sources: Vec<(&str, Option<u32>, Vec<u8>)> = vec![
+            ("self", None, gzip(br#"{"description":"d"}"#)),
+            ("issues", Some(1), gzip(b"{\"iid\":1}\n")),
+            // GitLab's batches may leave their last line open.
+            ("issues", Some(2), gzip(b"{\"iid\":2}")),
+            ("labels", None, gzip(b"")),
+            ("uploads", None, uploads),
+        ];
+        let mut blobs = std::collections::HashMap::new();
+        let mut files = Vec::new();
+        for (relation, batch, file) in &sources {
+            let part = Part {
+                relation: (*relation).into(),
+                batch: *batch,
+            };
+            let data = staged(relation, file);
+            let stored = gzip(&data);
+            files.push(Staged {
+                part: part.clone(),
+                bytes: data.len() as u64,
+                stored: stored.len() as u64,
+            });
+            blobs.insert(part, stored);
+        }
+        let composition = Composition::of(&files, 1_700_000_000).unwrap();
+        let mut archive = Vec::new();
+        for member in &composition.members {
+            match member {
+                Member::Between { gzip } => archive.extend_from_slice(gzip),
+                Member::Staged {
+                    relation, batch, ..
+                } => archive.extend_from_slice(
+                    &blobs[&Part {
+                        relation: relation.clone(),
+                        batch: *batch,
+                    }],
+                ),
+            }
+        }
+        assert_eq!(composition.size(), archive.len() as u64);
+        let mut entries = Vec::new();
+        let mut tar = tar::Archive::new(MultiGzDecoder::new(&archive[..]));
+        for entry in tar.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let path = entry.path().unwrap().to_string_lossy().into_owned();
+            let mut data = String::new();
+            entry.read_to_string(&mut data).unwrap();
+            entries.push((path, data));
+        }
+        let expected = [
+            ("VERSION", archive::VERSION),
+            ("tree/project.json", r#"{"description":"d"}"#),
+            ("tree/project/issues.ndjson", "{\"iid\":1}\n{\"iid\":2}\n"),
+            ("tree/project/labels.ndjson", ""),
+            ("uploads/ab/c.png", "png"),
+        ];
+        let expected: Vec<(String, String)> = expected
+            .iter()
+            .map(|(path, data)| ((*path).to_owned(), (*data).to_owned()))
+            .collect();
+        assert_eq!(entries, expected);
     }
 }

@@ -7,14 +7,16 @@
 //!    it): on AWS each is an invocation of its own. At most a window of
 //!    them is queued at a time, so a source claiming thousands of batches
 //!    never puts other users' work behind its own.
-//! 2. Each file's message downloads it into the upload's folder (a put is
-//!    atomic, so a file is there whole or not at all) and queues the next
-//!    file past the window; the one that finds every file there queues the
-//!    job again.
-//! 3. The job puts the files together into a GitLab export archive at its
-//!    upload key, and imports it like any other archive: everything the
-//!    import checks, and how it publishes (one generation, switched in at
-//!    the end), is the same.
+//! 2. Each file's message downloads it into the upload's folder, staged as
+//!    one member of the archive to be (see `archive`): the file is there,
+//!    with a marker naming its size, whole or not at all. It queues the
+//!    next file past the window; the one that finds every file there
+//!    queues the job again.
+//! 3. The job lists the staged files in archive order (a composition, a
+//!    small file beside them) and imports that like any other archive,
+//!    across as many invocations as it takes: everything the import checks,
+//!    and how it publishes (one generation, switched in at the end), is the
+//!    same. Nothing is copied into an archive first.
 //!
 //! Any message may arrive twice, or not at all: a file downloaded twice is
 //! the same file, a job message early finds files missing and queues their
@@ -31,7 +33,7 @@ use crate::domain::{now, BulkSource, ImportFailure, Job, JobKind, JobUpdate, Mes
 use crate::relations;
 use crate::remote::source::{SourceInstance, SourceRelation};
 use crate::{keys, App, Error, Result};
-use archive::write_archive;
+use archive::{stage, staged_files, Composition, Staged};
 
 /// How long the source may take to export the project before the run
 /// gives up and a retry asks again.
@@ -78,8 +80,7 @@ impl Part {
     }
 }
 
-/// Where the job's files from the source are kept until the archive is
-/// written.
+/// Where the job's files from the source are kept until its import ends.
 fn staging(archive_key: &str) -> String {
     format!("{}source/", keys::upload_folder(archive_key))
 }
@@ -136,15 +137,9 @@ impl Plan {
     }
 }
 
-/// The files staged so far.
-async fn staged_parts(app: &App, staging: &str) -> Result<Vec<Part>> {
-    Ok(app
-        .blobs
-        .list(staging)
-        .await?
-        .iter()
-        .filter_map(|blob| Part::of_key(&blob.key, staging))
-        .collect())
+/// The parts staged so far.
+fn parts_of(staged: &[Staged]) -> Vec<Part> {
+    staged.iter().map(|file| file.part.clone()).collect()
 }
 
 /// Where a migration's import job stands before its archive is read.
@@ -170,18 +165,14 @@ pub(super) async fn prepare(
         return request_export(app, lease, job, source, &remote).await;
     };
     let staging = staging(archive_key);
-    let mut staged = staged_parts(app, &staging).await?;
+    let mut staged = staged_files(app, &staging).await?;
     if staged.len() < expected as usize {
-        let written = app.blobs.list(archive_key).await?;
-        if written.iter().any(|blob| blob.key == archive_key) {
-            // An earlier run wrote the archive and stopped in its import.
-            return Ok(Prepared::Ready);
-        }
         // Early (a message delivered twice): the last file queues the job
         // again. Queued by the stale-job sweep: a file's message was lost,
         // and a window of the missing ones is queued again.
         let missing: Vec<Message> = if job.stalls > 0 {
             let window = app.settings.relation_export_window;
+            let staged = parts_of(&staged);
             match Plan::load(app, &staging).await {
                 Ok(plan) => plan.first_missing(job, &staged, window),
                 // Planned before plans were kept: the source says again.
@@ -203,14 +194,34 @@ pub(super) async fn prepare(
     }
     staged.sort_by(|a, b| {
         let rank = |p: &Part| (relations::relation_export_rank(&p.relation), p.batch);
-        rank(a).cmp(&rank(b))
+        rank(&a.part).cmp(&rank(&b.part))
     });
     if !lease.confirm().await? {
         return Ok(Prepared::Lost);
     }
-    write_archive(app, archive_key, &staging, &staged).await?;
-    app.blobs.delete_prefix(&staging).await?;
+    Composition::of(&staged, mtime(job))?
+        .save(app, &staging)
+        .await?;
     Ok(Prepared::Ready)
+}
+
+/// Every tar header of the job's archive carries this time: a file staged
+/// twice is staged the same.
+fn mtime(job: &Job) -> u64 {
+    job.created_at.timestamp().max(0) as u64
+}
+
+/// The archive of a migration's entity, prepared: read from `offset` on,
+/// and its size.
+pub(super) async fn archive(
+    app: &App,
+    archive_key: &str,
+    offset: u64,
+) -> Result<(crate::stream::BlockingReader, u64)> {
+    let staging = staging(archive_key);
+    let composition = Composition::load(app, &staging).await?;
+    let size = composition.size();
+    Ok((composition.reader_from(app, &staging, offset), size))
 }
 
 fn connect(app: &App, source: &BulkSource) -> Result<SourceInstance> {
@@ -342,12 +353,16 @@ pub(super) async fn download_part(app: &App, message: &Message) -> Result<()> {
     };
     let staging = staging(archive_key);
     let downloaded = async {
+        if archive::is_staged(app, &part, &staging).await? {
+            // Delivered again: staged already.
+            return Ok(());
+        }
         let remote = connect(app, source)?;
         let limit = app.settings.max_upload_bytes;
         let body = remote
             .download(project_id, &part.relation, part.batch, limit)
             .await?;
-        app.blobs.put(&part.key(&staging), body).await
+        stage(app, &part, &staging, body, mtime(&job)).await
     }
     .await;
     match downloaded {
@@ -370,7 +385,7 @@ pub(super) async fn download_part(app: &App, message: &Message) -> Result<()> {
         app.blobs.delete_prefix(&staging).await?;
         return Ok(());
     }
-    let staged = staged_parts(app, &staging).await?;
+    let staged = parts_of(&staged_files(app, &staging).await?);
     // Progress the sweep sees: a long migration is not a stalled one.
     let progress = JobUpdate {
         processed: Some(staged.len() as u64),
