@@ -298,6 +298,9 @@ pub enum When {
     StatusIn(StatusSet),
     /// Started and still owned by the run that claimed it as this attempt.
     OwnedBy(u32),
+    /// `OwnedBy`, with its lease not let go: a renewal sent before the run
+    /// paused and landing after it must not take the job back.
+    Leased(u32),
     /// Not done, and no run holds a live lease on it at this instant.
     Unleased(DateTime<Utc>),
     /// An authorized import whose upload has not landed yet.
@@ -318,6 +321,7 @@ impl When {
         match *self {
             When::StatusIn(statuses) => statuses.contains(job.status),
             When::OwnedBy(attempt) => job.status == JobStatus::Started && job.attempt == attempt,
+            When::Leased(attempt) => When::OwnedBy(attempt).holds(job) && job.lease_until.is_some(),
             When::Unleased(at) => {
                 !job.status.is_done() && job.lease_until.is_none_or(|until| until <= at)
             }
@@ -471,5 +475,38 @@ impl RelationExportPart {
         if let Some(exported) = update.processed {
             self.exported = exported;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run pauses (lets go of its lease, still `started`) while its last
+    /// renewal is in flight: landing after the pause, the renewal finds the
+    /// lease let go and must not take the job back from the next run.
+    #[test]
+    fn a_renewal_after_a_pause_does_not_take_the_job_back() {
+        let mut job = Job::new(JobKind::Import, 1, 1);
+        let until = now() + chrono::Duration::seconds(60);
+        job.apply(
+            JobStatus::Started,
+            JobUpdate {
+                lease: Some(LeaseChange::Claim { until }),
+                ..JobUpdate::default()
+            },
+        );
+        let attempt = job.attempt;
+        assert!(When::Leased(attempt).holds(&job));
+        job.apply(
+            JobStatus::Started,
+            JobUpdate {
+                lease: Some(LeaseChange::Release),
+                ..JobUpdate::default()
+            },
+        );
+        assert!(When::OwnedBy(attempt).holds(&job));
+        assert!(!When::Leased(attempt).holds(&job));
+        assert!(When::Unleased(now()).holds(&job));
     }
 }

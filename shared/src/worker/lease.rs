@@ -100,7 +100,7 @@ async fn renew(app: &App, job_id: &str, attempt: u32, lease_for: Duration) -> Re
         .jobs
         .transition(
             job_id,
-            When::OwnedBy(attempt),
+            When::Leased(attempt),
             JobStatus::Started,
             JobUpdate {
                 lease: Some(LeaseChange::Renew { until }),
