@@ -19,7 +19,9 @@ counting proxy (`aws_proxy.py`) between the two. For each synthetic project
                     destination's staging and import)
   delete            DELETE /projects/:id, until the bucket holds nothing of it
 
-Status polls go to a second server on the same table, bucket and queue that
+The counted server runs two workers: in a migration from itself, one waits
+for the source's relations export while the other builds it. Status polls
+go to a second server on the same table, bucket and queue that
 talks to moto directly, so that they are not counted as the job's calls.
 
 Per phase it prints the calls per service and operation (items, bytes; for
@@ -237,7 +239,7 @@ def bench_size(binary, issues, moto, work):
                   "QUEUE_URL": "%s/123456789012/%s-queue" % (moto.url, names["TABLE_NAME"])}
     phases = {}
     worker_log, status_log = os.path.join(work, "worker-%d.log" % issues), os.path.join(work, "status-%d.log" % issues)
-    with harness.Server(binary, None, worker_log, ["--backend", "aws", "--provision", "--workers", "1", "--allow-local-requests"], counted_env) as worker, \
+    with harness.Server(binary, None, worker_log, ["--backend", "aws", "--provision", "--workers", "2", "--allow-local-requests"], counted_env) as worker, \
             harness.Server(binary, None, status_log, ["--backend", "aws", "--workers", "0"], direct_env) as status:
 
         def phase(name, action):

@@ -16,10 +16,16 @@ fi
 .venv/bin/pip install --quiet --disable-pip-version-check -r infra/requirements.txt
 export PATH="$root/.venv/bin:$PATH"
 export MOTO_SERVER="$root/.venv/bin/moto_server"
-# The benchmark's baselines (gzip is in every Debian).
-if ! command -v pigz >/dev/null 2>&1; then
-    apt_get() { if [ "$(id -u)" = 0 ]; then apt-get "$@"; else sudo apt-get "$@"; fi; }
-    apt_get install -y -qq pigz >/dev/null 2>&1 || { apt_get update -qq && apt_get install -y -qq pigz; }
+# The benchmark's baselines (gzip is in every Debian) and the browser the
+# console's test drives (Debian's chromium and its driver).
+apt_get() { if [ "$(id -u)" = 0 ]; then apt-get "$@"; else sudo apt-get "$@"; fi; }
+missing=()
+command -v pigz >/dev/null 2>&1 || missing+=(pigz)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+if [ "${#missing[@]}" -gt 0 ]; then
+    apt_get install -y -qq "${missing[@]}" >/dev/null 2>&1 \
+        || { apt_get update -qq && apt_get install -y -qq "${missing[@]}"; }
 fi
 if ! rustup target list --installed | grep -qx aarch64-unknown-linux-gnu; then
     rustup target add aarch64-unknown-linux-gnu

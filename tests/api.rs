@@ -449,9 +449,18 @@ fn queued_work_survives_a_crash_and_restart() {
         unfinished.contains(&status["export_status"].as_str().unwrap()),
         "{status}"
     );
+    // How far it got (our addition), of every record of the project.
+    let records: usize = e2e::fixture_relations("complex")
+        .values()
+        .map(Vec::len)
+        .sum();
+    let progress = &status["export_progress"];
+    assert_eq!(progress["records_total"], records, "{status}");
+    assert!(progress["records_exported"].as_u64().unwrap() <= records as u64);
     let server = server.restart(&["--workers", "2"]);
     let status = server.wait_export(ROOT_TOKEN, id);
     assert_eq!(status["export_status"], "finished");
+    assert!(status.get("export_progress").is_none(), "{status}");
     let (_, archive) = server.download(ROOT_TOKEN, id);
     assert_eq!(
         read_archive(&archive).relations,
@@ -789,6 +798,33 @@ fn projects_are_listed_and_shown_like_gitlab() {
     let listed: Vec<Value> = page.json().unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["path"], "c");
+
+    // GitLab's `search`: name or path, whatever the case, paged alike.
+    for (query, expected) in [
+        ("search=B", vec!["b"]),
+        ("search=ROOT%2F&per_page=2&page=2", vec!["c"]),
+        ("search=nothing-like-it", vec![]),
+        ("search=", vec!["a", "b", "c"]),
+    ] {
+        let found = server.get(Some(ROOT_TOKEN), &format!("/projects?{query}"));
+        assert_eq!(found.status(), 200, "{query}");
+        let total = found.headers()["x-total"].to_str().unwrap().to_owned();
+        let paths: Vec<String> = found
+            .json::<Vec<Value>>()
+            .unwrap()
+            .iter()
+            .map(|p| p["path"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(paths, expected, "{query}");
+        if query == "search=ROOT%2F&per_page=2&page=2" {
+            assert_eq!(total, "3");
+        }
+    }
+    let theirs: Vec<Value> = server
+        .get(Some(&stranger), "/projects?search=a")
+        .json()
+        .unwrap();
+    assert!(theirs.is_empty());
 
     // A stranger sees none of them; bad paging is a 400.
     let theirs: Vec<Value> = server.get(Some(&stranger), "/projects").json().unwrap();

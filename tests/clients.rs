@@ -5,24 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use e2e::{fixture_archive, Server, ROOT_TOKEN};
+use e2e::{fixture_archive, repo_root, venv_python, Server, ROOT_TOKEN};
 use serde_json::Value;
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The project venv's Python, which the test command fills.
-fn venv_python() -> PathBuf {
-    let python = repo_root().join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run `bash infra/test.sh` (it installs python-gitlab into .venv), \
-         or `python3 -m venv .venv && .venv/bin/pip install -r infra/requirements.txt`",
-        python.display()
-    );
-    python
-}
 
 fn write_fixture_archive(dir: &Path) -> PathBuf {
     let path = dir.join("complex_export.tar.gz");

@@ -13,6 +13,23 @@ use serde_json::Value;
 
 pub const ROOT_TOKEN: &str = "root-token-for-tests";
 
+/// The repository's root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The project venv's Python, which the test command fills.
+pub fn venv_python() -> PathBuf {
+    let python = repo_root().join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run `bash infra/test.sh` (it installs the Python tools into .venv), \
+         or `python3 -m venv .venv && .venv/bin/pip install -r infra/requirements.txt`",
+        python.display()
+    );
+    python
+}
+
 /// GitLab's reference exports, carried by the repository
 /// (`tests/fixtures/gitlab`, see its README); `GITLAB_FIXTURES` points
 /// elsewhere.

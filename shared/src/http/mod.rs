@@ -2,6 +2,7 @@
 //! mounts all of them, each Lambda function mounts its own group.
 
 mod body_rate;
+mod console;
 mod error;
 mod extract;
 mod handlers;
@@ -12,6 +13,7 @@ use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::Router;
 
 pub use body_rate::with_min_body_rate;
+pub use console::{console_routes, CONSOLE_PATHS, CONTENT_SECURITY_POLICY_VALUE};
 pub use error::error_response;
 
 use crate::App;
@@ -26,7 +28,8 @@ const API: &str = "/api/v4";
 pub enum Function {
     /// `POST`s that queue work: exports, export schedules, deletion.
     Schedule,
-    /// Statuses, projects, the current user, the admin API, the document.
+    /// Statuses, projects, the current user, the admin API, the document,
+    /// the console.
     Status,
     /// Archive and relation downloads.
     Download,
@@ -299,6 +302,9 @@ impl Function {
             });
         match self {
             Function::Import => router.layer(DefaultBodyLimit::disable()),
+            // The console's few static files: the function that answers
+            // the statuses it shows.
+            Function::Status => router.merge(console::console_routes()),
             _ => router,
         }
     }

@@ -98,6 +98,16 @@ pub fn statistics(statistics: &ProjectStatistics) -> Value {
 pub fn export_status(project: &Project, state: &ExportState, base_url: &str) -> Value {
     let mut fields = project_fields(project);
     fields.insert("export_status".into(), state.status.into());
+    if let Some(progress) = &state.progress {
+        // Our addition: how far a running export got.
+        fields.insert(
+            "export_progress".into(),
+            json!({
+                "records_exported": progress.records_exported,
+                "records_total": progress.records_total,
+            }),
+        );
+    }
     if state.finished.is_some() {
         fields.insert(
             "_links".into(),

@@ -53,13 +53,44 @@ pub async fn list_projects(
     app: &App,
     user: &User,
     owned: bool,
+    search: Option<&str>,
     page: usize,
     per_page: usize,
 ) -> Result<(Vec<Project>, u64)> {
     let owner = (owned || !user.is_admin).then_some(user.id);
     let offset = page.saturating_sub(1).saturating_mul(per_page);
-    app.projects.list_projects(owner, offset, per_page).await
+    let Some(search) = search.map(str::to_lowercase).filter(|s| !s.is_empty()) else {
+        return app.projects.list_projects(owner, offset, per_page).await;
+    };
+    // GitLab's `search`: the name or the path holds the text, whatever the
+    // case. The stores keep no index of it: the caller's projects are read
+    // in pages and matched.
+    let matches = |project: &Project| {
+        project.name.to_lowercase().contains(&search)
+            || project.full_path().to_lowercase().contains(&search)
+    };
+    let (mut found, mut total, mut from) = (Vec::new(), 0u64, 0usize);
+    loop {
+        let (batch, all) = app
+            .projects
+            .list_projects(owner, from, SEARCH_BATCH)
+            .await?;
+        let read = batch.len();
+        from += read;
+        for project in batch.into_iter().filter(matches) {
+            if total as usize >= offset && found.len() < per_page {
+                found.push(project);
+            }
+            total += 1;
+        }
+        if read == 0 || from as u64 >= all {
+            return Ok((found, total));
+        }
+    }
 }
+
+/// Projects read at a time when a search matches them.
+const SEARCH_BATCH: usize = 100;
 
 /// Deletes the project: from now on it answers `404` and its path is free;
 /// what it holds is deleted by a queued `ProjectDeletion`, which the stale
@@ -132,6 +163,13 @@ pub async fn schedule_export(
 pub struct ExportState {
     pub status: &'static str,
     pub finished: Option<Job>,
+    /// While an export runs: records written so far, of how many.
+    pub progress: Option<ExportProgress>,
+}
+
+pub struct ExportProgress {
+    pub records_exported: u64,
+    pub records_total: u64,
 }
 
 pub async fn export_state(app: &App, project: &Project) -> Result<ExportState> {
@@ -154,7 +192,25 @@ pub async fn export_state(app: &App, project: &Project) -> Result<ExportState> {
         },
     };
     let finished = if status == "finished" { finished } else { None };
-    Ok(ExportState { status, finished })
+    let progress = match &latest {
+        Some(job) if !job.status.is_done() => {
+            let records_total = content_relations(app, project)
+                .await?
+                .iter()
+                .map(|(_, stats)| stats.records)
+                .sum();
+            Some(ExportProgress {
+                records_exported: job.processed,
+                records_total,
+            })
+        }
+        _ => None,
+    };
+    Ok(ExportState {
+        status,
+        finished,
+        progress,
+    })
 }
 
 /// A finished file a client may download.

@@ -50,7 +50,9 @@ pub async fn list_projects(
     let per_page = params.number("per_page", 20)?.min(100);
     let owned = params.flag("owned")?;
     let statistics = params.flag("statistics")?;
-    let (projects, total) = service::list_projects(&app, &user, owned, page, per_page).await?;
+    let search = params.get("search")?;
+    let (projects, total) =
+        service::list_projects(&app, &user, owned, search, page, per_page).await?;
     let mut body = Vec::with_capacity(projects.len());
     for project in &projects {
         body.push(project_view(&app, project, &base, statistics).await?);
