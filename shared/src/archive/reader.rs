@@ -21,7 +21,7 @@ use super::{
     blob_part_bytes, is_supported_version, legacy, relation_file, ArchiveError, Limits,
     LEGACY_PROJECT_JSON, PROJECT_JSON,
 };
-use paths::{normalize, relation_of, shown, Extensions, Tree, MAX_PATH_BYTES};
+use paths::{normalize, relation_of, shown, Extensions, SeenPaths, Tree, MAX_PATH_BYTES};
 
 /// How a read of a whole archive ended.
 #[derive(Debug)]
@@ -73,8 +73,8 @@ pub struct ReaderCheckpoint {
     has_project: bool,
     relation_files: usize,
     entries: u64,
-    files: Vec<String>,
-    dirs: Vec<String>,
+    #[serde(flatten)]
+    paths: SeenPaths,
     inside: Option<Inside>,
 }
 
@@ -207,7 +207,7 @@ fn read_selected(
         let result = (|| {
             let mut inside = None;
             if let Some(from) = from {
-                inside = entries.restore(from);
+                inside = entries.restore(from)?;
                 skip(&mut expanded, from.expanded.saturating_sub(access.expanded))?;
             }
             let end = entries.read(&mut expanded, inside, sink)?;
@@ -290,15 +290,16 @@ struct Entries<'a> {
 impl Entries<'_> {
     /// Takes on what the checks had seen at `from`; returns the relation
     /// file it stopped in, if any.
-    fn restore(&mut self, from: &ReaderCheckpoint) -> Option<Inside> {
+    fn restore(&mut self, from: &ReaderCheckpoint) -> Result<Option<Inside>, ArchiveError> {
         self.seen = Seen {
             version: from.version.clone(),
             has_project: from.has_project,
             relation_files: from.relation_files,
         };
         self.check.count = from.entries;
-        self.check.tree = Tree::with_paths(from.files.clone(), from.dirs.clone());
-        from.inside.clone()
+        self.check.tree = Tree::from_seen(&from.paths)
+            .ok_or_else(|| ArchiveError::Corrupt("the checkpoint's paths are not ours".into()))?;
+        Ok(from.inside.clone())
     }
 
     /// A checkpoint at `expanded`, if a stop was requested and an access
@@ -312,7 +313,7 @@ impl Entries<'_> {
             return None;
         }
         let access = self.points.at_or_before(expanded)?;
-        let (files, dirs) = self.check.tree.paths();
+
         Some(Box::new(ReaderCheckpoint {
             access,
             expanded,
@@ -320,8 +321,7 @@ impl Entries<'_> {
             has_project: self.seen.has_project,
             relation_files: self.seen.relation_files,
             entries: self.check.count,
-            files,
-            dirs,
+            paths: self.check.tree.seen(),
             inside: inside(),
         }))
     }
