@@ -277,3 +277,75 @@ async fn a_continued_run_failing_for_a_while_keeps_what_earlier_runs_stored() {
     assert_continued(&job, 3);
     assert_eq!(exported(&app, &user, &project).await, in_one_run);
 }
+
+/// A migration too big for one invocation: the source is a local server
+/// (its project past one run), the destination an application whose every
+/// run stops as soon as it stored a record, each message (the job's, each
+/// file's) delivered twice at the same moment. The staged files are read
+/// where they are across the runs and the project ends equal to the
+/// source's, records and files.
+async fn a_migration_crosses_invocations(app: &App) {
+    let (source, from) = tokio::task::spawn_blocking(|| {
+        let source = e2e::Server::start();
+        let archive = synthetic_archive(ISSUES);
+        let imported = source.import_and_wait(e2e::ROOT_TOKEN, archive, &[("path", "big")]);
+        assert_eq!(imported["import_status"], "finished", "{imported}");
+        let id = imported["id"].as_u64().unwrap();
+        let (_, exported) = source.export_and_download(e2e::ROOT_TOKEN, id);
+        (source, read_archive(&exported))
+    })
+    .await
+    .unwrap();
+    let user: User = app.users.create_user("root", "Root", true).await.unwrap();
+    let request = shared::service::bulk_imports::NewBulkImport {
+        url: source.base.clone(),
+        access_token: e2e::ROOT_TOKEN.into(),
+        entities: vec![shared::service::bulk_imports::NewEntity {
+            source_full_path: "root/big".into(),
+            destination_slug: "migrated".into(),
+            destination_namespace: "root".into(),
+            migrate_projects: true,
+            migrate_memberships: true,
+        }],
+    };
+    let migration = shared::service::bulk_imports::create(app, &user, request)
+        .await
+        .unwrap();
+    let entity = &migration.entities[0];
+    let job = work_until_done(app, &entity.job_id).await;
+    assert_eq!(job.status, JobStatus::Finished, "{job:?}");
+    assert_continued(&job, 3);
+    let project = app
+        .projects
+        .project(entity.project_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let to = exported(app, &user, &project).await;
+    let mut expected = from.relations.clone();
+    expected.remove("project_members");
+    assert_eq!(to.relations, expected);
+    assert_eq!(to.attributes, from.attributes);
+    assert_eq!(to.files, from.files);
+    tokio::task::spawn_blocking(move || drop(source))
+        .await
+        .unwrap();
+}
+
+fn local_sources(settings: &Settings) -> Settings {
+    Settings {
+        allow_local_requests: true,
+        ..cut_short(settings)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_crosses_invocations_on_the_embedded_store() {
+    let (app, _dir) = embedded(local_sources);
+    a_migration_crosses_invocations(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_crosses_invocations_on_aws() {
+    a_migration_crosses_invocations(&on_moto(local_sources).await).await;
+}
