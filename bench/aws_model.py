@@ -2,7 +2,7 @@
 """Every AWS call of import, full export, batched relations export and
 relation import, counted on moto, priced, and held against AWS's limits.
 
-    python3 bench/aws_model.py [--issues 10000,200000] [--bin PATH] [--out bench/RESULTS.md]
+    python3 bench/aws_model.py [--issues 10000,50000,200000] [--bin PATH] [--project-gb 100] [--out bench/RESULTS.md]
 
 It runs the `local` server on the AWS adapters (`--backend aws`, the same
 routes and workers the Lambda functions run) against a moto server, with a
@@ -32,11 +32,12 @@ typical latency, (b) the busiest partition key at DynamoDB's per-partition
 limits, (c) the busiest S3 prefix at S3's per-prefix rates, (d) the CPU time
 the server spent (as on one Lambda vCPU). The last line is one JSON object.
 
-Then it extrapolates to `--project-gb` (100 GB of archive by default) from
-the largest size's counts per GB of archive, after checking that they are
-linear (the per-GB figures of the two sizes side by side): invocations,
-work and wall time, requests, cost, the busiest partition key's and S3
-prefix's rates against AWS's, and what bounds a project's size instead.
+Then it extrapolates to `--project-gb` (100 GB of archive by default) along
+a line through the smallest and largest sizes' counts (a fixed part per job,
+a part per GB), checked against the sizes measured between them:
+invocations, work and wall time, requests, cost, the busiest partition
+key's and S3 prefix's rates against AWS's, and what bounds a project's size
+instead.
 
 `--out` puts the report into that file's `aws_model` section (bench/run.py
 keeps the section when it rewrites the file). Standard library only, plus
@@ -358,57 +359,79 @@ def members_of(generated):
     return generated["relations"].get("project_members", 0)
 
 
-def per_gb(result):
-    """The result's figures per phase, per GB of archive."""
-    gb = result["archive_bytes"] / GB
-    out = {}
-    for name, p in result["phases"].items():
-        out[name] = {
-            "s3_requests": p["s3_requests"] / gb,
-            "dynamodb_items_written": p["dynamodb_items_written"] / gb,
-            "wcu_max_pk": p["counts"]["wcu_max_pk"] / gb,
-            "sqs_messages": p["sqs_messages"] / gb,
-            "cost_usd": p["cost_usd"] / gb,
-            "work_s": p["pessimistic_s"] / gb,
-        }
-    return out
+# Phases whose work fans out over the workers (a message per slice, relation,
+# batch or file); the others run their invocations one after another.
+FAN_OUT = {"export", "relations export", "migration"}
+WORKER_CONCURRENCY = 10  # template.yaml, WorkerMaxConcurrency's default
+
+METRICS = ("s3_requests", "dynamodb_items_written", "sqs_messages", "cost_usd", "work_s", "wcu_max_pk")
+
+
+def figures(phase):
+    return {"s3_requests": phase["s3_requests"], "dynamodb_items_written": phase["dynamodb_items_written"],
+            "sqs_messages": phase["sqs_messages"], "cost_usd": phase["cost_usd"], "work_s": phase["pessimistic_s"],
+            "wcu_max_pk": phase["counts"]["wcu_max_pk"]}
+
+
+def fit(results, name):
+    """Per metric, a fixed part and a part per GB of archive, through the
+    smallest and the largest size measured: value = fixed + per_gb * GB."""
+    small, large = results[0], results[-1]
+    gb_small, gb_large = small["archive_bytes"] / GB, large["archive_bytes"] / GB
+    a, b = figures(small["phases"][name]), figures(large["phases"][name])
+    line = {}
+    for metric in METRICS:
+        per_gb = (b[metric] - a[metric]) / (gb_large - gb_small)
+        line[metric] = (a[metric] - per_gb * gb_small, per_gb)
+    return line
+
+
+def at(line, gb):
+    return {metric: max(0.0, fixed + per_gb * gb) for metric, (fixed, per_gb) in line.items()}
 
 
 def extrapolate(results, project_gb):
-    """`project_gb` of archive, from the largest measured size's counts per
-    GB; with the ratio of the two sizes' per-GB figures (1.0: linear)."""
-    smallest, largest = results[0], results[-1]
-    base, small = per_gb(largest), per_gb(smallest)
-    scale = project_gb * GB / largest["archive_bytes"]
+    """`project_gb` of archive from a line through the smallest and largest
+    sizes' counts (a fixed part and a part per GB); a size measured between
+    them checks the line (predicted / measured, 1.00 when it holds)."""
+    middle = results[1:-1]
     phases = {}
-    for name, p in largest["phases"].items():
-        work = p["pessimistic_s"] * scale
-        invocations = max(1, -(-int(work) // INVOCATION_WORK_S))
-        continuations = invocations - 1
+    for name, phase in results[-1]["phases"].items():
+        line = fit(results, name)
+        value = at(line, project_gb)
+        work = value["work_s"]
+        sequential_invocations = max(1, -(-int(work) // INVOCATION_WORK_S))
+        continuations = sequential_invocations - 1 if name not in FAN_OUT else 0
+        invocations = max(sequential_invocations, int(round(value["sqs_messages"])))
         extra_cost = continuations * (
             CONTINUATION_CALLS["s3_put"] * PRICES["s3_put"] + CONTINUATION_CALLS["s3_get"] * PRICES["s3_get"]
             + CONTINUATION_CALLS["dynamodb_wcu"] * PRICES["dynamodb_wru"]
             + CONTINUATION_CALLS["dynamodb_rcu"] * PRICES["dynamodb_rru"]
             + CONTINUATION_CALLS["sqs"] * PRICES["sqs_request"])
-        seconds = p["pessimistic_s"] or 1e-9
-        busiest_wcu_rate = p["counts"]["wcu_max_pk"] / seconds
-        busiest_prefix_rate = max([max(v.get("put", 0), v.get("get", 0)) / seconds
-                                   for v in p["counts"]["s3_by_prefix"].values()] or [0])
-        linear = {key: (base[name][key] / small[name][key]) if small[name][key] else None
-                  for key in ("s3_requests", "dynamodb_items_written", "wcu_max_pk", "cost_usd", "work_s")}
+        wall = work / WORKER_CONCURRENCY if name in FAN_OUT else work
+        # The busiest key's and prefix's rates at the largest size measured:
+        # their units and the job's time both grow with the project.
+        seconds = phase["pessimistic_s"] or 1e-9
+        checks = {}
+        for result in middle:
+            predicted = at(line, result["archive_bytes"] / GB)
+            measured = figures(result["phases"][name])
+            checks[result["issues"]] = {m: (predicted[m] / measured[m]) if measured[m] else None for m in METRICS}
         phases[name] = {
             "work_s": work,
+            "wall_s": wall,
             "invocations": invocations,
-            "s3_requests": p["s3_requests"] * scale + continuations * (CONTINUATION_CALLS["s3_put"] + CONTINUATION_CALLS["s3_get"]),
-            "dynamodb_items_written": p["dynamodb_items_written"] * scale + continuations * CONTINUATION_CALLS["dynamodb_wcu"],
-            "sqs_messages": p["sqs_messages"] * scale + continuations,
-            "cost_usd": p["cost_usd"] * scale + extra_cost,
-            "busiest_key_wcu_per_s": busiest_wcu_rate,
-            "busiest_prefix_requests_per_s": busiest_prefix_rate,
-            "linear": linear,
+            "s3_requests": value["s3_requests"] + continuations * (CONTINUATION_CALLS["s3_put"] + CONTINUATION_CALLS["s3_get"]),
+            "dynamodb_items_written": value["dynamodb_items_written"] + continuations * CONTINUATION_CALLS["dynamodb_wcu"],
+            "sqs_messages": value["sqs_messages"] + continuations,
+            "cost_usd": value["cost_usd"] + extra_cost,
+            "busiest_key_wcu_per_s": phase["counts"]["wcu_max_pk"] / seconds,
+            "busiest_prefix_requests_per_s": max([max(v.get("put", 0), v.get("get", 0)) / seconds
+                                                  for v in phase["counts"]["s3_by_prefix"].values()] or [0]),
+            "per_gb": {m: per_gb for m, (_, per_gb) in line.items()},
+            "checks": checks,
         }
-    return {"project_gb": project_gb, "from_issues": largest["issues"], "from_archive_bytes": largest["archive_bytes"],
-            "compared_with_issues": smallest["issues"], "phases": phases}
+    return {"project_gb": project_gb, "sizes": [(r["issues"], r["archive_bytes"]) for r in results], "phases": phases}
 
 
 def ratio(value):
@@ -425,37 +448,44 @@ def duration(seconds):
 
 def extrapolation_report(model):
     gb = model["project_gb"]
+    sizes = ", ".join("%d issues (%.1f MB)" % (issues, size / 1e6) for issues, size in model["sizes"])
     out = ["## Extrapolated: a %d GB project" % gb, "",
-           "An extrapolation, not a measurement: the %d-issue project's counts per GB of archive (%.1f MB) times %d GB. "
-           "Work is the pessimistic time (calls one after another plus CPU on one vCPU); a job runs as many worker "
-           "invocations as its work takes at %d s each (the %d s timeout less the margin it stops in), each "
-           "continuation adding a checkpoint (%s). Wall time: the import, a migration's import and the relation "
-           "import run their invocations one after another, so their wall time is their work; an export's slices "
-           "and a relations export's files fan out over the workers, so theirs is their work divided by the "
-           "workers running at once."
-           % (model["from_issues"], model["from_archive_bytes"] / 1e6, gb, INVOCATION_WORK_S, WORKER_TIMEOUT_S,
-              ", ".join("%s %d" % kv for kv in CONTINUATION_CALLS.items())), "",
-           "| phase | work | invocations | S3 requests | DynamoDB items written | SQS messages | cost | busiest key WCU/s (≤ %d) | busiest prefix req/s (≤ %d) |"
+           "An extrapolation, not a measurement. Each count is a line through the smallest and the largest size "
+           "measured (%s): a fixed part per job and a part per GB of archive, taken to %d GB. Work is the "
+           "pessimistic time (calls one after another plus CPU on one vCPU). A job takes as many worker invocations "
+           "as its work at %d s each (the %d s timeout less the margin it stops in), or as its messages where it "
+           "fans out; each continuation of a job that runs alone adds a checkpoint (%s). Wall time: the import, the "
+           "relation import and the deletion run their invocations one after another, so their wall time is their "
+           "work; an export's slices, a relations export's files and a migration's downloads fan out over the "
+           "workers, so theirs is shown at %d workers (WorkerMaxConcurrency's default)."
+           % (sizes, gb, INVOCATION_WORK_S, WORKER_TIMEOUT_S, ", ".join("%s %d" % kv for kv in CONTINUATION_CALLS.items()),
+              WORKER_CONCURRENCY), "",
+           "| phase | work | wall time | invocations | S3 requests | DynamoDB items written | SQS messages | requests' cost | busiest key WCU/s (≤ %d) | busiest prefix req/s (≤ %d) |"
            % (PARTITION_WCU_PER_S, PREFIX_PUTS_PER_S),
-           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, p in model["phases"].items():
-        out.append("| %s | %s | %d | %.0f | %.0f | %.0f | $%.2f | %.0f | %.0f |" % (
-            name, duration(p["work_s"]), p["invocations"], p["s3_requests"], p["dynamodb_items_written"],
-            p["sqs_messages"], p["cost_usd"], p["busiest_key_wcu_per_s"], p["busiest_prefix_requests_per_s"]))
-    out += ["", "Linear in size: each per-GB figure of the %d-issue project divided by the %d-issue one's "
-            "(1.00: the same per GB; below 1: fixed costs spread over more bytes)." % (model["from_issues"], model["compared_with_issues"]), "",
-            "| phase | S3 requests | DynamoDB items | busiest key WCU | cost | work |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
-    for name, p in model["phases"].items():
-        lin = p["linear"]
-        out.append("| %s | %s | %s | %s | %s | %s |" % (name, ratio(lin["s3_requests"]), ratio(lin["dynamodb_items_written"]),
-                                                    ratio(lin["wcu_max_pk"]), ratio(lin["cost_usd"]), ratio(lin["work_s"])))
+        out.append("| %s | %s | %s | %d | %.0f | %.0f | %.0f | $%.2f | %.0f | %.0f |" % (
+            name, duration(p["work_s"]), duration(p["wall_s"]), p["invocations"], p["s3_requests"],
+            p["dynamodb_items_written"], p["sqs_messages"], p["cost_usd"], p["busiest_key_wcu_per_s"],
+            p["busiest_prefix_requests_per_s"]))
+    checked = sorted({issues for p in model["phases"].values() for issues in p["checks"]})
+    for issues in checked:
+        out += ["", "The line, checked at %d issues (measured in the same run, not used to draw it): predicted / "
+                "measured, 1.00 where the counts are linear in size." % issues, "",
+                "| phase | S3 requests | DynamoDB items | SQS messages | cost | work | busiest key WCU |",
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for name, p in model["phases"].items():
+            c = p["checks"][issues]
+            out.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+                name, ratio(c["s3_requests"]), ratio(c["dynamodb_items_written"]), ratio(c["sqs_messages"]),
+                ratio(c["cost_usd"]), ratio(c["work_s"]), ratio(c["wcu_max_pk"])))
     worst_key = max(p["busiest_key_wcu_per_s"] for p in model["phases"].values())
     worst_prefix = max(p["busiest_prefix_requests_per_s"] for p in model["phases"].values())
     out += ["", "The busiest partition key takes at most %.0f WCU/s (%.0f %% of DynamoDB's %d) and the busiest S3 prefix "
-            "%.0f requests/s (%.1f %% of %d): both the units and the time grow with the project, so these rates do not "
-            "grow with it, and no project size is bound by them. What bounds a project's size is elsewhere: the limits "
-            "in docs/configuration.md (the archive's expanded size, 20 GiB by default; an upload, 5 GiB, S3's largest "
-            "single PUT), and a migration's 100,000 source files."
+            "%.0f requests/s (%.1f %% of %d), at the largest size measured: a key's units and the job's time both grow "
+            "with the project, so these rates do not, and no project size is bound by them. What bounds a project's "
+            "size is elsewhere: the limits in docs/configuration.md (the archive's expanded size, 20 GiB by default; "
+            "an upload, 5 GiB, S3's largest single PUT; a million entries), and a migration's 100,000 source files."
             % (worst_key, 100 * worst_key / PARTITION_WCU_PER_S, PARTITION_WCU_PER_S, worst_prefix,
                100 * worst_prefix / PREFIX_PUTS_PER_S, PREFIX_PUTS_PER_S), ""]
     return out
@@ -531,7 +561,8 @@ def summary(result):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--issues", default="10000,200000", help="issue counts, comma-separated")
+    parser.add_argument("--issues", default="10000,50000,200000",
+                        help="issue counts, comma-separated (a size between the smallest and largest checks the extrapolation's line)")
     parser.add_argument("--bin", help="a local binary built with --features aws (default: build it)")
     parser.add_argument("--project-gb", type=int, default=100, help="the project size to extrapolate to, GB of archive")
     parser.add_argument("--out", help="put the report into this file's aws_model section (e.g. bench/RESULTS.md)")
@@ -563,7 +594,7 @@ def main():
     if len(results) > 1:
         model = extrapolate(results, args.project_gb)
         print(json.dumps({"extrapolated_gb": args.project_gb, **{
-            name: {k: (round(v, 4) if isinstance(v, float) else v) for k, v in p.items() if k != "linear"}
+            name: {k: (round(v, 4) if isinstance(v, float) else v) for k, v in p.items() if k not in ("per_gb", "checks")}
             for name, p in model["phases"].items()}}))
 
 
