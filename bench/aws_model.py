@@ -363,6 +363,7 @@ def members_of(generated):
 # batch or file); the others run their invocations one after another.
 FAN_OUT = {"export", "relations export", "migration"}
 WORKER_CONCURRENCY = 10  # template.yaml, WorkerMaxConcurrency's default
+EXPORT_SLICE_BYTES = 256 * 1024 * 1024  # Settings::export_slice_bytes's default
 
 METRICS = ("s3_requests", "dynamodb_items_written", "sqs_messages", "cost_usd", "work_s", "wcu_max_pk")
 
@@ -400,6 +401,13 @@ def extrapolate(results, project_gb):
         line = fit(results, name)
         value = at(line, project_gb)
         work = value["work_s"]
+        if name == "export":
+            # The local server writes an export as one stream; on Lambda one
+            # this big is cut into slices of tar, a message and an invocation
+            # each, besides the one that plans them.
+            tar_per_archive_byte = results[-1]["input"]["ndjson_bytes"] / results[-1]["archive_bytes"]
+            slices = -(-int(project_gb * GB * tar_per_archive_byte) // EXPORT_SLICE_BYTES)
+            value["sqs_messages"] = max(value["sqs_messages"], slices + 1)
         sequential_invocations = max(1, -(-int(work) // INVOCATION_WORK_S))
         continuations = sequential_invocations - 1 if name not in FAN_OUT else 0
         invocations = max(sequential_invocations, int(round(value["sqs_messages"])))
@@ -457,7 +465,9 @@ def extrapolation_report(model):
            "fans out; each continuation of a job that runs alone adds a checkpoint (%s). Wall time: the import, the "
            "relation import and the deletion run their invocations one after another, so their wall time is their "
            "work; an export's slices, a relations export's files and a migration's downloads fan out over the "
-           "workers, so theirs is shown at %d workers (WorkerMaxConcurrency's default)."
+           "workers, so theirs is shown at %d workers (WorkerMaxConcurrency's default). The local server writes "
+           "an export as one stream, so the export's messages are counted as Lambda would cut it: one per 256 MiB "
+           "slice of tar (the largest size's tar bytes per archive byte), and one for its plan."
            % (sizes, gb, INVOCATION_WORK_S, WORKER_TIMEOUT_S, ", ".join("%s %d" % kv for kv in CONTINUATION_CALLS.items()),
               WORKER_CONCURRENCY), "",
            "| phase | work | wall time | invocations | S3 requests | DynamoDB items written | SQS messages | requests' cost | busiest key WCU/s (≤ %d) | busiest prefix req/s (≤ %d) |"

@@ -241,3 +241,38 @@ async fn every_job_finishes_through_throttling_and_dropped_connections() {
     assert_eq!(faulty.relation_files, fault_free.relation_files);
     assert_eq!(faulty.second_export, fault_free.second_export);
 }
+
+/// A run that finished its export and died before the project's pointer to
+/// its newest finished export was written (or a client that polls between
+/// the two writes, as python-gitlab does before it downloads): the export
+/// shows `finished` with its links, and downloads, at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_downloads_as_soon_as_it_shows_finished() {
+    let (app, clients, names) = moto::app().await;
+    let user: User = app.users.create_user("root", "Root", true).await.unwrap();
+    let (project, _) = e2e::stores::start_import(&app, &user, "gap", synthetic_archive(50)).await;
+    e2e::stores::work_queue(&app).await;
+    let project = app.projects.project(project.id).await.unwrap().unwrap();
+    let export = service::schedule_export(&app, &user, &project, None, None)
+        .await
+        .unwrap();
+    e2e::stores::work_queue(&app).await;
+    let (pk, sk) = aws::finished_pointer_key(project.id, shared::domain::JobKind::Export);
+    clients
+        .dynamodb
+        .delete_item()
+        .table_name(&names.table)
+        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(pk))
+        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S(sk))
+        .send()
+        .await
+        .unwrap();
+    let state = service::export_state(&app, &project).await.unwrap();
+    assert_eq!(state.status, "finished");
+    assert_eq!(state.finished.map(|job| job.id), Some(export.id.clone()));
+    let download = service::export_download(&app, &project).await.unwrap();
+    let bytes = stream::collect(app.blobs.get(&download.key).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(read_archive(&bytes).relations["issues"].len(), 50);
+}

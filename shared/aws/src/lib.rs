@@ -19,6 +19,16 @@ pub use dynamo::DynamoStore;
 pub use s3::S3BlobStore;
 pub use sqs::{parse_message, SqsQueue};
 
+/// The table key (`pk`, `sk`) of a project's pointer to its newest finished
+/// job of `kind`, written after the job's own item: a run that dies between
+/// the two leaves the pointer behind (a test takes it away to play that).
+pub fn finished_pointer_key(project_id: u64, kind: shared::domain::JobKind) -> (String, String) {
+    (
+        dynamo::keys::project(project_id),
+        dynamo::keys::job_pointer("FINISHED", kind),
+    )
+}
+
 use shared::{App, Error, Result, Settings};
 
 /// Where the resources are: what `template.yaml` passes as environment.

@@ -224,6 +224,14 @@ impl JobStore for DynamoStore {
         project_id: ProjectId,
         kind: JobKind,
     ) -> Result<Option<Job>> {
+        // A job's own item turns finished before its FINISHED pointer is
+        // written (and a crash may fall between): the latest job, once
+        // finished, is the newest finished one, so a client that saw it
+        // finished downloads it at once.
+        let latest = self.latest_job(project_id, kind).await?;
+        if let Some(job) = latest.filter(|job| job.status == JobStatus::Finished) {
+            return Ok(Some(job));
+        }
         self.pointed_job(project_id, &keys::job_pointer("FINISHED", kind))
             .await
     }

@@ -27,7 +27,7 @@
 //! the table above are built in `keys.rs`.
 
 mod jobs;
-pub(super) mod keys;
+pub(crate) mod keys;
 mod projects;
 mod users;
 
