@@ -101,8 +101,27 @@ fn a_sources_tar_file_passes_the_import_checks() {
     assert!(text.contains("a file of the source is refused"), "{text}");
     assert!(text.contains("extension header"), "{text}");
     assert_memory_bounded(&destination, idle, 100 * MIB, "a 256 MiB long name");
+    // Nothing is left once the files still on their way when it failed
+    // have landed and found it failed.
     let uploads = destination.data_dir.join("blobs/imports");
-    assert!(std::fs::read_dir(&uploads).map_or(true, |mut d| d.next().is_none()));
+    let empty = || std::fs::read_dir(&uploads).map_or(true, |mut d| d.next().is_none());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(empty(), "{:?}", walk_dir(&uploads));
+}
+
+fn walk_dir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(walk_dir(&path));
+        }
+        found.push(path);
+    }
+    found
 }
 
 #[test]

@@ -381,8 +381,11 @@ pub(super) async fn download_part(app: &App, message: &Message) -> Result<()> {
         .await?
         .is_none_or(|job| job.status.is_done())
     {
-        // Failed or canceled meanwhile: its folder is gone, and so is this.
-        app.blobs.delete_prefix(&staging).await?;
+        // Failed or canceled meanwhile: its folder is gone, and so is this
+        // (the whole folder: this file may have made it again).
+        app.blobs
+            .delete_prefix(&keys::upload_folder(archive_key))
+            .await?;
         return Ok(());
     }
     let staged = parts_of(&staged_files(app, &staging).await?);
