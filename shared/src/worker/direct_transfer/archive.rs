@@ -136,24 +136,7 @@ fn archive_bytes(
         return tar_entries(reader, relation, limits, mtime, emit);
     }
     let limit = limits.max_uncompressed_bytes;
-    let mut decoder = MultiGzDecoder::new(reader);
-    let mut size = 0u64;
-    let mut last = b'\n';
-    let mut piece = vec![0; PIECE];
-    loop {
-        let n = decoder.read(&mut piece).map_err(corrupt)?;
-        if n == 0 {
-            break;
-        }
-        size += n as u64;
-        if size > limit {
-            return Err(Error::BadRequest(format!(
-                "the source's files are larger than {limit} bytes uncompressed"
-            )));
-        }
-        last = piece[n - 1];
-        emit(Bytes::copy_from_slice(&piece[..n]))?;
-    }
+    let (mut size, last) = send_all(&mut MultiGzDecoder::new(reader), limit, emit)?;
     // A batch not ending its last line gets the newline NDJSON needs.
     if relation != SELF_RELATION && last != b'\n' {
         emit(Bytes::from_static(b"\n"))?;
@@ -179,16 +162,7 @@ fn tar_entries(
             .map_err(|err| Error::Internal(format!("a tar header for {path}: {err}")))?;
         total += header.len() as u64;
         emit(Bytes::from(header))?;
-        let mut copied = 0u64;
-        let mut piece = vec![0; PIECE];
-        loop {
-            let n = entry.read(&mut piece).map_err(corrupt)?;
-            if n == 0 {
-                break;
-            }
-            copied += n as u64;
-            emit(Bytes::copy_from_slice(&piece[..n]))?;
-        }
+        let (copied, _) = send_all(entry, size, emit)?;
         if copied != size {
             return Err(corrupt(io::Error::other(format!(
                 "{path} holds {copied} of its {size} bytes"
@@ -204,6 +178,32 @@ fn tar_entries(
         other => other,
     })?;
     Ok(total)
+}
+
+/// Sends what `reader` holds on through `emit`, a piece at a time: how many
+/// bytes (refused past `limit`), and the last of them (a newline if none).
+fn send_all(
+    reader: &mut dyn Read,
+    limit: u64,
+    emit: &mut dyn FnMut(Bytes) -> Result<()>,
+) -> Result<(u64, u8)> {
+    let mut size = 0u64;
+    let mut last = b'\n';
+    let mut piece = vec![0; PIECE];
+    loop {
+        let n = reader.read(&mut piece).map_err(corrupt)?;
+        if n == 0 {
+            return Ok((size, last));
+        }
+        size += n as u64;
+        if size > limit {
+            return Err(Error::BadRequest(format!(
+                "the source's files are larger than {limit} bytes uncompressed"
+            )));
+        }
+        last = piece[n - 1];
+        emit(Bytes::copy_from_slice(&piece[..n]))?;
+    }
 }
 
 fn corrupt(err: io::Error) -> Error {
