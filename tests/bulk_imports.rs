@@ -20,15 +20,28 @@ fn a_project_migrates_from_another_instance_record_for_record() {
     let source_id = imported["id"].as_u64().unwrap();
 
     let destination = destination();
+    // Three of the source's four members have a user here.
+    let users: std::collections::BTreeMap<&str, u64> = ["bernard_willms", "saul_will", "user4"]
+        .into_iter()
+        .map(|username| (username, destination.create_user(username).0))
+        .collect();
     let body = migration_of(&source.base, &alice, "alice/origin", "migrated");
     let (migration, entity) = migrate(&destination, &body);
     assert_eq!(migration["status"], "finished", "{entity}");
-    assert_eq!(migration["has_failures"], false);
     assert_eq!(entity["status"], "finished");
     assert_eq!(entity["entity_type"], "project");
     assert_eq!(entity["destination_full_path"], "root/migrated");
-    assert_eq!(entity["failures"], json!([]));
     assert_eq!(entity["stats"]["issues"]["imported"], 12);
+    assert_eq!(entity["stats"]["project_members"]["imported"], 3);
+    // The fourth is the entity's one failure, saying why.
+    assert_eq!(migration["has_failures"], true);
+    let failures = entity["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0]["relation"], "project_members");
+    assert_eq!(
+        failures[0]["exception_message"],
+        "emmet.schamberger: no user of this instance has this username"
+    );
     let text = destination
         .get(Some(ROOT_TOKEN), "/bulk_imports/entities")
         .text()
@@ -38,14 +51,135 @@ fn a_project_migrates_from_another_instance_record_for_record() {
     let project_id = entity["project_id"].as_u64().unwrap();
     let (_, from) = source.export_and_download(&alice, source_id);
     let (_, to) = destination.export_and_download(ROOT_TOKEN, project_id);
-    let (from, to) = (read_archive(&from), read_archive(&to));
-    let mut expected = from.relations.clone();
-    // Direct transfer does not carry members (GitLab's relations export
-    // skips them; GitLab maps members by user instead).
-    expected.remove("project_members");
-    assert!(!expected.is_empty());
-    assert_eq!(to.relations, expected);
+    let (mut from, mut to) = (read_archive(&from), read_archive(&to));
+    // Members name users of their instance: they are equal as the users
+    // they name (by username), with their access and dates.
+    let member = |record: &Value| {
+        (
+            record["user"]["username"].as_str().unwrap().to_owned(),
+            record["access_level"].clone(),
+            record["created_at"].clone(),
+            record.get("expires_at").cloned().unwrap_or(Value::Null),
+        )
+    };
+    let source_members: Vec<_> = from
+        .relations
+        .remove("project_members")
+        .unwrap()
+        .iter()
+        .map(member)
+        .collect();
+    let kept: Vec<_> = to
+        .relations
+        .remove("project_members")
+        .unwrap()
+        .iter()
+        .map(member)
+        .collect();
+    let expected: Vec<_> = source_members
+        .into_iter()
+        .filter(|(username, ..)| username != "emmet.schamberger")
+        .collect();
+    assert_eq!(kept, expected);
+    assert!(!from.relations.is_empty());
+    assert_eq!(to.relations, from.relations);
     assert_eq!(to.attributes, from.attributes);
+
+    // Each kept member names the user of this instance.
+    let listed: Value = destination
+        .get(
+            Some(ROOT_TOKEN),
+            &format!("/projects/{project_id}/members/all"),
+        )
+        .json()
+        .unwrap();
+    let listed: std::collections::BTreeMap<&str, u64> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["username"].as_str().unwrap(), m["id"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(listed, users);
+}
+
+/// The members API answers as GitLab's: its `Member` entities, paginated,
+/// with GitLab's status codes.
+#[test]
+fn the_members_api_answers_as_gitlabs() {
+    let server = Server::start();
+    let (_, alice) = server.create_user("alice");
+    let imported = server.import_and_wait(&alice, fixture_archive("complex"), &[("path", "team")]);
+    let id = imported["id"].as_u64().unwrap();
+    for path in [
+        format!("/projects/{id}/members"),
+        format!("/projects/{id}/members/all"),
+    ] {
+        let response = server.get(Some(&alice), &format!("{path}?per_page=3"));
+        assert_eq!(response.status(), 200);
+        let header = |name: &str| response.headers()[name].to_str().unwrap().to_owned();
+        assert_eq!(header("x-total"), "4");
+        assert_eq!(header("x-next-page"), "2");
+        assert_eq!(header("x-per-page"), "3");
+        let first: Value = response.json().unwrap();
+        assert_eq!(first.as_array().unwrap().len(), 3);
+        assert_eq!(first[0]["id"], 16);
+        assert_eq!(first[0]["username"], "bernard_willms");
+        assert_eq!(first[0]["access_level"], 40);
+        assert_eq!(first[0]["state"], "active");
+        assert_eq!(first[0]["membership_state"], "active");
+        assert_eq!(first[0]["expires_at"], Value::Null);
+        assert_eq!(first[0]["created_at"], "2016-06-14T15:02:03.834Z");
+        assert!(first[0]["web_url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/bernard_willms"));
+        let rest: Value = server
+            .get(Some(&alice), &format!("{path}?per_page=3&page=2"))
+            .json()
+            .unwrap();
+        assert_eq!(rest.as_array().unwrap().len(), 1);
+        assert_eq!(rest[0]["username"], "user4");
+        let past: Value = server
+            .get(Some(&alice), &format!("{path}?page=9"))
+            .json()
+            .unwrap();
+        assert_eq!(past, json!([]));
+        assert_eq!(server.get(None, &path).status(), 401);
+        let (_, bob) = server.create_user(&format!("bob{}", path.len()));
+        let hidden = server.get(Some(&bob), &path);
+        assert_eq!(hidden.status(), 404);
+        assert_eq!(
+            hidden.json::<Value>().unwrap(),
+            json!({"message": "404 Project Not Found"})
+        );
+        assert_eq!(
+            server.get(Some(&alice), &format!("{path}?page=x")).status(),
+            400
+        );
+    }
+}
+
+/// Without `migrate_memberships` the members stay behind, and nothing
+/// fails for them.
+#[test]
+fn a_migration_without_memberships_brings_no_members() {
+    let source = Server::start();
+    let (_, alice) = source.create_user("alice");
+    source.import_and_wait(&alice, fixture_archive("complex"), &[("path", "solo")]);
+    let destination = destination();
+    let mut body = migration_of(&source.base, &alice, "alice/solo", "solo");
+    body["entities"][0]["migrate_memberships"] = json!(false);
+    let (migration, entity) = migrate(&destination, &body);
+    assert_eq!(migration["status"], "finished", "{entity}");
+    assert_eq!(migration["has_failures"], false);
+    assert_eq!(entity["failures"], json!([]));
+    assert_eq!(entity["stats"].get("project_members"), None);
+    let project_id = entity["project_id"].as_u64().unwrap();
+    let listed: Value = destination
+        .get(Some(ROOT_TOKEN), &format!("/projects/{project_id}/members"))
+        .json()
+        .unwrap();
+    assert_eq!(listed, json!([]));
 }
 
 /// A migration bigger than one invocation: the destination's import reads
@@ -101,10 +235,15 @@ fn a_gitlab_source_with_file_relations_and_a_failing_relation() {
     fake.unavailable_for = 4;
     let (url, _) = fake.serve();
     let destination = destination();
+    // Every member of the source has a user here.
+    for username in ["bernard_willms", "saul_will", "emmet.schamberger", "user4"] {
+        destination.create_user(username);
+    }
     let (migration, entity) = migrate(
         &destination,
         &migration_of(&url, SOURCE_TOKEN, "group/project", "copy"),
     );
+    assert_eq!(entity["stats"]["project_members"]["imported"], 4);
     // GitLab ends the entity finished when some relations failed, and
     // lists them.
     assert_eq!(migration["status"], "finished", "{entity}");
@@ -132,9 +271,20 @@ fn a_gitlab_source_with_file_relations_and_a_failing_relation() {
 
     let project_id = entity["project_id"].as_u64().unwrap();
     let (_, exported) = destination.export_and_download(ROOT_TOKEN, project_id);
-    let exported = read_archive(&exported);
+    let mut exported = read_archive(&exported);
     let mut expected = fixture_relations("complex");
-    expected.remove("project_members");
+    let members = |records: Vec<Value>| -> Vec<(Value, Value)> {
+        let mut members: Vec<_> = records
+            .iter()
+            .map(|r| (r["user"]["username"].clone(), r["access_level"].clone()))
+            .collect();
+        members.sort_by_key(|m| m.0.to_string());
+        members
+    };
+    assert_eq!(
+        members(exported.relations.remove("project_members").unwrap()),
+        members(expected.remove("project_members").unwrap())
+    );
     expected.remove("milestones");
     assert_eq!(exported.relations, expected);
     assert_eq!(

@@ -101,6 +101,28 @@ async fn work_until_done_retrying(app: &App, job_id: &str, retries: bool) -> Job
     panic!("job {job_id} is not done");
 }
 
+/// Every relation's records in the job's generation are the counts the job
+/// says it stored: a loss shows here, before any export reads them.
+async fn assert_stored_as_counted(app: &App, job: &Job) {
+    let resume = job.resume.as_ref().expect("the import was cut short");
+    let at = shared::ports::GenerationRef::new(job.project_id, &resume.generation);
+    let stored: std::collections::BTreeMap<String, u64> = app
+        .content
+        .relations(at)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|stats| (stats.relation, stats.records))
+        .collect();
+    let counted: std::collections::BTreeMap<String, u64> = job
+        .relation_counts
+        .iter()
+        .filter(|(_, counts)| counts.stored > 0)
+        .map(|(relation, counts)| (relation.clone(), counts.stored))
+        .collect();
+    assert_eq!(stored, counted, "{job:?}");
+}
+
 fn assert_continued(job: &Job, at_least: u32) {
     let resume = job.resume.as_ref().expect("the import was cut short");
     assert!(
@@ -120,15 +142,19 @@ async fn an_import_cut_short_continues_and_ends_equal_on_the_embedded_store() {
     let (job, continued) = import_and_export(&cut).await;
     // 1,000 records a batch: every relation's batches and both files.
     assert_continued(&job, 5);
+    assert_stored_as_counted(&cut, &job).await;
     assert_eq!(continued, in_one_run);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_import_cut_short_continues_and_ends_equal_on_aws() {
+    e2e::log_when_asked();
     let (_, in_one_run) = import_and_export(&on_moto(Settings::clone).await).await;
-    let (job, continued) = import_and_export(&on_moto(cut_short).await).await;
+    let cut = on_moto(cut_short).await;
+    let (job, continued) = import_and_export(&cut).await;
     // 4 MiB chunks: each relation and each file is an invocation's share.
     assert_continued(&job, 3);
+    assert_stored_as_counted(&cut, &job).await;
     assert_eq!(continued, in_one_run);
 }
 

@@ -1146,7 +1146,9 @@ async fn a_migration_by_direct_transfer_through_the_lambda_functions() {
         }
     };
     let messages = drain().await + 1;
-    let files = fixture_relations("complex").len() - 1 + 1 + 4; // - members, + self, + file relations
+    // The relations but members, `self`, the file relations, and the
+    // members (read from the members API).
+    let files = fixture_relations("complex").len() - 1 + 1 + 4 + 1;
     assert_eq!(messages, files, "one message per file");
     let (_, _, waiting) = call(&app, &STATUS, "GET", &format!("/bulk_imports/{id}")).await;
     assert_eq!(waiting["status"], "started");

@@ -13,6 +13,17 @@ use serde_json::Value;
 
 pub const ROOT_TOKEN: &str = "root-token-for-tests";
 
+/// Logs of the code under test, kept with the test's output (shown when it
+/// fails), when `E2E_LOG` names a filter such as `info`.
+pub fn log_when_asked() {
+    if let Ok(filter) = std::env::var("E2E_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 /// The repository's root.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -160,6 +160,7 @@ impl FakeSource {
         let app = Router::new()
             .route("/api/v4/user", get(fake_user))
             .route("/api/v4/projects/{path}", get(fake_project))
+            .route("/api/v4/projects/{id}/members/all", get(fake_members))
             .route("/api/v4/projects/{id}/export_relations", post(fake_start))
             .route(
                 "/api/v4/projects/{id}/export_relations/status",
@@ -309,6 +310,29 @@ async fn fake_project(
         )
             .into_response()
     }
+}
+
+/// GitLab's members API: the fixture's members, one page.
+async fn fake_members() -> Response {
+    let records =
+        std::fs::read_to_string(fixtures_dir().join("complex/tree/project/project_members.ndjson"))
+            .unwrap();
+    let members: Vec<Value> = records
+        .lines()
+        .map(|line| {
+            let record: Value = serde_json::from_str(line).unwrap();
+            let user = &record["user"];
+            json!({
+                "id": user["id"], "username": user["username"], "name": user["username"],
+                "state": "active", "locked": false, "avatar_url": null,
+                "web_url": format!("https://gitlab.example.com/{}", user["username"].as_str().unwrap()),
+                "created_at": record["created_at"], "expires_at": null,
+                "access_level": record["access_level"], "group_saml_identity": null,
+                "membership_state": "active",
+            })
+        })
+        .collect();
+    ([("x-next-page", "")], Json(Value::Array(members))).into_response()
 }
 
 async fn fake_start() -> StatusCode {

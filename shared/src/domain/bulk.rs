@@ -55,6 +55,13 @@ pub struct BulkSource {
     pub source_project_id: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parts: Option<u32>,
+    /// The source's members come too, matched to this instance's users.
+    #[serde(default = "migrates_members")]
+    pub migrate_memberships: bool,
+}
+
+fn migrates_members() -> bool {
+    true
 }
 
 /// A credential: serialized for the store, never shown in logs.
@@ -196,6 +203,7 @@ mod tests {
             token: Some(Secret("glpat-secret".into())),
             source_project_id: None,
             parts: None,
+            migrate_memberships: true,
         };
         assert!(!format!("{source:?}").contains("glpat-secret"));
         let text = serde_json::to_string(&source).unwrap();

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 mod bulk;
 mod jobs;
+pub mod members;
 
 pub use bulk::*;
 pub use jobs::*;

@@ -140,6 +140,18 @@ fn table() -> Vec<(Route, MethodRouter<App>)> {
             "/projects/{id}/export_schedule",
             get(handlers::get_export_schedule),
         ),
+        route(
+            Status,
+            Get,
+            "/projects/{id}/members",
+            get(handlers::list_members),
+        ),
+        route(
+            Status,
+            Get,
+            "/projects/{id}/members/all",
+            get(handlers::list_members),
+        ),
         route(Status, Get, "/user", get(handlers::current_user)),
         route(Status, Get, "/projects", get(handlers::list_projects)),
         route(Status, Get, "/projects/{id}", get(handlers::get_project)),

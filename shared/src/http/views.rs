@@ -27,6 +27,25 @@ fn project_fields(project: &Project) -> Map<String, Value> {
     }
 }
 
+/// GitLab's `Member` entity (a user with its access to the project).
+pub fn member(member: &crate::domain::members::Member, base_url: &str) -> Value {
+    json!({
+        "id": member.user_id,
+        "username": member.username,
+        "name": member.name.as_deref().unwrap_or(&member.username),
+        "state": "active",
+        "locked": false,
+        "avatar_url": null,
+        "web_url": format!("{base_url}/{}", member.username),
+        "created_at": member.created_at,
+        "expires_at": member.expires_at,
+        "access_level": member.access_level,
+        "group_saml_identity": null,
+        "membership_state": "active",
+        "public_email": member.public_email,
+    })
+}
+
 /// GitLab's `Project` entity, the fields clients rely on.
 pub fn project(project: &Project, base_url: &str) -> Value {
     let mut fields = project_fields(project);

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use serde::Deserialize;
+use serde_json::Value;
 
 use super::bounded::{self, RemoteLimits};
 use super::guard::{blocked_cause, client};
@@ -200,6 +201,28 @@ impl SourceInstance {
                 other => other,
             })?;
         Ok(found.id)
+    }
+
+    /// One page (from 1, 100 members) of the source project's members,
+    /// inherited ones included, as its members API answers: GitLab's
+    /// `Member` entities, and whether a page follows (`X-Next-Page`).
+    pub async fn members(&self, project_id: u64, page: u32) -> Result<(Vec<Value>, bool)> {
+        let path = format!("projects/{project_id}/members/all");
+        let response = self
+            .send(&path, |c, url| {
+                c.get(url)
+                    .query(&[("per_page", "100"), ("page", &page.to_string())])
+                    .timeout(self.limits.metadata_deadline)
+            })
+            .await
+            .map_err(|failure| Self::error(&path, failure, |_| None))?;
+        let next = response
+            .headers()
+            .get("x-next-page")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| !v.trim().is_empty());
+        let members: Vec<Value> = bounded::json(response, "the source's members").await?;
+        Ok((members, next))
     }
 
     /// Asks the source for a new relations export, batched.

@@ -281,6 +281,7 @@ pub async fn create(app: &App, user: &User, request: NewBulkImport) -> Result<Bu
             token: Some(Secret(request.access_token.clone())),
             source_project_id: None,
             parts: None,
+            migrate_memberships: entity.migrate_memberships,
         });
         history::create_job(app, &job).await?;
         entities.push(BulkEntity {

@@ -4,6 +4,7 @@
 pub mod bulk_imports;
 pub mod history;
 mod imports;
+pub mod members;
 pub mod overrides;
 pub mod relation_export;
 pub mod schedule;

@@ -135,6 +135,12 @@ impl Lease {
         Ok(owned)
     }
 
+    /// Writes `update` to the owned job, durably at once (not as progress,
+    /// which a store may keep back); `false` if this run no longer owns it.
+    pub async fn update(&self, update: JobUpdate) -> Result<bool> {
+        Ok(self.transition(JobStatus::Started, update).await?.is_some())
+    }
+
     /// Progress of the owned job.
     pub async fn progress(&self, update: JobUpdate) -> Result<()> {
         let when = When::OwnedBy(self.attempt);

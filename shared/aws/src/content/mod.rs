@@ -330,6 +330,17 @@ impl ContentStore for S3ContentStore {
                 )));
             }
         }
+        for chunk in &cut {
+            tracing::info!(
+                generation = at.name,
+                writer,
+                relation = chunk.relation,
+                first = chunk.first,
+                records = chunk.records,
+                by = chunk.writer,
+                "chunk past the checkpoint cut"
+            );
+        }
         let objects: Vec<String> = cut.iter().map(|chunk| chunk.key(at)).collect();
         let items = cut
             .iter()

@@ -67,3 +67,32 @@ pub async fn list_projects(
     );
     Ok(with_headers(body, headers))
 }
+
+/// `GET /projects/:id/members` and `/members/all` (a project here has no
+/// group to inherit members from: both list the same), with GitLab's
+/// offset pagination headers.
+pub async fn list_members(
+    State(app): State<App>,
+    CallerProject { project, .. }: CallerProject,
+    BaseUrl(base): BaseUrl,
+    uri: axum::http::Uri,
+    params: Params,
+) -> Result<Response> {
+    let page = params.number("page", 1)?;
+    let per_page = params.number("per_page", 20)?.clamp(1, 100);
+    let (members, total) = service::members::page(&app, &project, page, per_page).await?;
+    let body = Value::Array(members.iter().map(|m| views::member(m, &base)).collect());
+    let all = if uri.path().ends_with("/all") {
+        "/all"
+    } else {
+        ""
+    };
+    let headers = views::pagination_headers(
+        &format!("{base}/api/v4/projects/{}/members{all}", project.id),
+        params.texts(),
+        page,
+        per_page,
+        total,
+    );
+    Ok(with_headers(body, headers))
+}

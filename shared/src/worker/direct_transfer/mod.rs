@@ -25,6 +25,7 @@
 //! way.
 
 mod archive;
+mod members;
 
 use std::time::Duration;
 
@@ -179,7 +180,7 @@ pub(super) async fn prepare(
                 Err(Error::NotFound(_)) => {
                     let status = remote.relations_export_status(project_id).await?;
                     let parts = plan(job, &status, &app.settings.limits)?.0;
-                    Plan::of(&parts).first_missing(job, &staged, window)
+                    Plan::of(&with_members(source, parts)).first_missing(job, &staged, window)
                 }
                 Err(err) => return Err(err),
             }
@@ -196,6 +197,26 @@ pub(super) async fn prepare(
         let rank = |p: &Part| (relations::relation_export_rank(&p.relation), p.batch);
         rank(&a.part).cmp(&rank(&b.part))
     });
+    let unmatched = members::load_failures(app, &staging).await?;
+    if !unmatched.is_empty() {
+        let mut failures: Vec<ImportFailure> = job
+            .failures
+            .iter()
+            .filter(|f| f.relation_name != members::RELATION)
+            .cloned()
+            .chain(unmatched)
+            .collect();
+        for (n, failure) in failures.iter_mut().enumerate() {
+            failure.id = n as u64 + 1;
+        }
+        let update = JobUpdate {
+            failures: Some(failures),
+            ..JobUpdate::default()
+        };
+        if !lease.update(update).await? {
+            return Ok(Prepared::Lost);
+        }
+    }
     if !lease.confirm().await? {
         return Ok(Prepared::Lost);
     }
@@ -262,6 +283,7 @@ async fn request_export(
         None => return Ok(Prepared::Lost),
     };
     let (parts, failures) = plan(job, &status, &app.settings.limits)?;
+    let parts = with_members(source, parts);
     if parts.is_empty() {
         return Err(Error::BadRequest(
             "Import failed: the source exported no relation".into(),
@@ -330,6 +352,19 @@ fn plan(
     Ok((parts, failures))
 }
 
+/// The files to download, with the members part when members come too
+/// (in place of any the source listed: GitLab's exports leave them out).
+fn with_members(source: &BulkSource, parts: Vec<Part>) -> Vec<Part> {
+    let mut parts: Vec<Part> = parts
+        .into_iter()
+        .filter(|part| part.relation != members::RELATION)
+        .collect();
+    if source.migrate_memberships && !parts.is_empty() {
+        parts.push(members::part());
+    }
+    parts
+}
+
 /// Step 2: one file of the source's export, downloaded; the last one queues
 /// the job again.
 pub(super) async fn download_part(app: &App, message: &Message) -> Result<()> {
@@ -358,10 +393,16 @@ pub(super) async fn download_part(app: &App, message: &Message) -> Result<()> {
             return Ok(());
         }
         let remote = connect(app, source)?;
-        let limit = app.settings.max_upload_bytes;
-        let body = remote
-            .download(project_id, &part.relation, part.batch, limit)
-            .await?;
+        let body: crate::stream::ByteStream = if part == members::part() {
+            let (gzip, failures) = members::fetch(app, &job, &remote, project_id).await?;
+            members::save_failures(app, &staging, &failures).await?;
+            Box::pin(futures::stream::once(async move { Ok(gzip) }))
+        } else {
+            let limit = app.settings.max_upload_bytes;
+            remote
+                .download(project_id, &part.relation, part.batch, limit)
+                .await?
+        };
         stage(app, &part, &staging, body, mtime(&job)).await
     }
     .await;
