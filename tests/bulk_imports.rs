@@ -513,3 +513,115 @@ fn requests_are_checked_as_gitlab_checks_them() {
     let listed: Vec<Value> = listed.json().unwrap();
     assert_eq!(listed[0]["id"], id);
 }
+
+/// Every file of a project travels between two instances of this server,
+/// byte for byte: the repository, wiki, design and snippet bundles, the
+/// uploads and the LFS objects (the wiki and the snippets' repositories as
+/// relations of this server's own, exported only when a project has them).
+#[test]
+fn every_file_of_a_project_migrates_byte_for_byte() {
+    let source = Server::start();
+    let (_, alice) = source.create_user("alice");
+    let bundle =
+        |seed: u8, len: usize| -> Vec<u8> { (0..len).map(|i| seed ^ (i % 251) as u8).collect() };
+    let (repository, wiki, design) = (bundle(1, 70_000), bundle(2, 5_000), bundle(3, 3_000));
+    let (snippet, upload, lfs) = (bundle(4, 2_000), bundle(5, 900), bundle(6, 40_000));
+    let archive = tar_gz(&[
+        ("VERSION", b"0.2.4"),
+        ("tree/project.json", br#"{"description":"every file"}"#),
+        (
+            "tree/project/issues.ndjson",
+            b"{\"iid\":1,\"title\":\"one\"}\n",
+        ),
+        ("project.bundle", &repository),
+        ("project.wiki.bundle", &wiki),
+        ("project.design.bundle", &design),
+        ("snippets/6f1ed002ab5595859014ebf0951522d9.bundle", &snippet),
+        ("uploads/0123abcd/picture.png", &upload),
+        (
+            "lfs-objects/9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+            &lfs,
+        ),
+    ]);
+    let imported = source.import_and_wait(&alice, archive, &[("path", "files")]);
+    assert_eq!(imported["import_status"], "finished", "{imported}");
+    let source_id = imported["id"].as_u64().unwrap();
+
+    // The relations export lists the extension relations of this project.
+    let statuses: Value = {
+        source.post(
+            Some(&alice),
+            &format!("/projects/{source_id}/export_relations"),
+        );
+        loop {
+            let statuses: Value = source
+                .get(
+                    Some(&alice),
+                    &format!("/projects/{source_id}/export_relations/status"),
+                )
+                .json()
+                .unwrap();
+            let done = statuses
+                .as_array()
+                .is_some_and(|all| !all.is_empty() && all.iter().all(|s| s["status"] != 0));
+            if done {
+                break statuses;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let names: Vec<&str> = statuses
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["relation"].as_str().unwrap())
+        .collect();
+    for relation in [
+        "repository",
+        "design",
+        "uploads",
+        "lfs_objects",
+        "wiki",
+        "snippet_repositories",
+    ] {
+        assert!(names.contains(&relation), "{relation} in {names:?}");
+    }
+    // In GitLab's layout: `repository.bundle`, paths inside the folder,
+    // and the LFS objects' repository types.
+    let (status, _, file) = source.download_relation(&alice, source_id, "relation=repository");
+    assert_eq!(status, 200);
+    assert_eq!(
+        read_archive(&file).files.keys().collect::<Vec<_>>(),
+        vec!["repository.bundle"]
+    );
+    let (_, _, file) = source.download_relation(&alice, source_id, "relation=uploads");
+    assert_eq!(
+        read_archive(&file).files.keys().collect::<Vec<_>>(),
+        vec!["0123abcd/picture.png"]
+    );
+    let (_, _, file) = source.download_relation(&alice, source_id, "relation=lfs_objects");
+    let lfs_files = read_archive(&file).files;
+    let types: Value = serde_json::from_slice(&lfs_files["lfs_objects.json"]).unwrap();
+    assert_eq!(
+        types,
+        json!({"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08": [null]})
+    );
+
+    let destination = destination();
+    let body = migration_of(&source.base, &alice, "alice/files", "files");
+    let (migration, entity) = migrate(&destination, &body);
+    assert_eq!(migration["status"], "finished", "{entity}");
+    assert_eq!(entity["failures"], json!([]));
+    let project_id = entity["project_id"].as_u64().unwrap();
+    let (_, from) = source.export_and_download(&alice, source_id);
+    let (_, to) = destination.export_and_download(ROOT_TOKEN, project_id);
+    let (from, to) = (read_archive(&from), read_archive(&to));
+    let project_files = from
+        .files
+        .keys()
+        .filter(|path| !path.contains("VERSION") && !path.starts_with("GITLAB_"));
+    assert_eq!(project_files.count(), 6, "{:?}", from.files.keys());
+    assert_eq!(to.files, from.files);
+    assert_eq!(to.relations, from.relations);
+    assert_eq!(to.attributes, from.attributes);
+}

@@ -28,6 +28,7 @@ fn routes_in_code() -> BTreeSet<(String, String)> {
     for method in ["GET", "PUT"] {
         routes.insert((method.to_owned(), "/-/blobs/{key}".to_owned()));
     }
+    routes.insert(("POST".to_owned(), shared::http::GRAPHQL_PATH.to_owned()));
     routes
 }
 
@@ -79,6 +80,8 @@ fn each_function_deploys_exactly_its_routes() {
             for path in shared::http::CONSOLE_PATHS {
                 served.insert(("GET".to_owned(), path.to_owned()));
             }
+            // GitLab's GraphQL, beside the API.
+            served.insert(("POST".to_owned(), shared::http::GRAPHQL_PATH.to_owned()));
         }
         let deployed = routes_in_template(function.resource());
         assert_eq!(

@@ -80,6 +80,7 @@ pub const FILE_RELATIONS: &[(&str, &str)] = &[
     ("design", "project.design.bundle"),
     ("uploads", "uploads/"),
     ("lfs_objects", "lfs-objects/"),
+    ("snippet_repositories", "snippets/"),
 ];
 
 /// Relations GitLab's relations export skips (`ProjectConfig`'s
@@ -88,7 +89,10 @@ pub const SKIPPED_RELATIONS: &[&str] = &["project_members", "group_members"];
 
 /// The file relations GitLab's relations export has (`ProjectConfig`'s
 /// `file_relations`), exported for every project, empty when it has none.
-/// The wiki is not among them: the full export carries it.
+/// The others (the wiki, the snippets' repositories: GitLab's destinations
+/// clone those over git) are this server's extension, exported only for a
+/// project that has them, so that a migration between two instances of
+/// this server loses nothing.
 pub const PORTABLE_FILE_RELATIONS: &[&str] = &["uploads", "lfs_objects", "repository", "design"];
 
 /// The file relation an archive file belongs to, if any.
@@ -101,6 +105,25 @@ pub fn file_relation_of(path: &str) -> Option<&'static str> {
         })
         .map(|(name, _)| *name)
 }
+
+/// The path of an archive file in its relation's `.tar.gz`, as GitLab's
+/// relations export lays it out: a folder's files relative to it
+/// (`uploads/<secret>/<name>` → `<secret>/<name>`), a relation's one file
+/// as `<relation>.bundle` (`repository.bundle`, `design.bundle`).
+pub fn path_in_relation_file(relation: &str, archive_path: &str) -> String {
+    match FILE_RELATIONS.iter().find(|(name, _)| *name == relation) {
+        Some((_, folder)) if folder.ends_with('/') => archive_path
+            .strip_prefix(folder)
+            .unwrap_or(archive_path)
+            .to_owned(),
+        Some(_) => format!("{relation}.bundle"),
+        None => archive_path.to_owned(),
+    }
+}
+
+/// The file GitLab's `lfs_objects.tar.gz` has besides the objects: each
+/// object's repository types.
+pub const LFS_OBJECTS_JSON: &str = "lfs_objects.json";
 
 pub fn is_file_relation(name: &str) -> bool {
     FILE_RELATIONS.iter().any(|(n, _)| *n == name)
@@ -174,6 +197,38 @@ mod tests {
         assert_eq!(export_file_name("self"), "self.json.gz");
         assert_eq!(export_file_name("uploads"), "uploads.tar.gz");
         assert_eq!(export_file_name("labels"), "labels.ndjson.gz");
+    }
+
+    #[test]
+    fn a_relation_file_lays_out_its_files_as_gitlabs() {
+        assert_eq!(
+            path_in_relation_file("uploads", "uploads/ab/c.png"),
+            "ab/c.png"
+        );
+        assert_eq!(
+            path_in_relation_file("lfs_objects", "lfs-objects/0a1b"),
+            "0a1b"
+        );
+        assert_eq!(
+            path_in_relation_file("repository", "project.bundle"),
+            "repository.bundle"
+        );
+        assert_eq!(
+            path_in_relation_file("design", "project.design.bundle"),
+            "design.bundle"
+        );
+        assert_eq!(
+            path_in_relation_file("wiki", "project.wiki.bundle"),
+            "wiki.bundle"
+        );
+        assert_eq!(
+            path_in_relation_file("snippet_repositories", "snippets/0f1e.bundle"),
+            "0f1e.bundle"
+        );
+        assert_eq!(
+            file_relation_of("snippets/0f1e.bundle"),
+            Some("snippet_repositories")
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod body_rate;
 mod console;
 mod error;
 mod extract;
+mod graphql;
 mod handlers;
 mod views;
 
@@ -15,6 +16,7 @@ use axum::Router;
 pub use body_rate::with_min_body_rate;
 pub use console::{console_routes, CONSOLE_PATHS, CONTENT_SECURITY_POLICY_VALUE};
 pub use error::error_response;
+pub use graphql::GRAPHQL_PATH;
 
 use crate::App;
 
@@ -164,10 +166,18 @@ fn table() -> Vec<(Route, MethodRouter<App>)> {
         ),
         route(
             Status,
+            Get,
+            "/personal_access_tokens/self",
+            get(handlers::own_token),
+        ),
+        route(
+            Status,
             Delete,
             "/personal_access_tokens/self",
             delete(handlers::revoke_own_token),
         ),
+        route(Status, Get, "/version", get(handlers::version)),
+        route(Status, Get, "/metadata", get(handlers::version)),
         route(
             Status,
             Delete,
@@ -316,7 +326,9 @@ impl Function {
             Function::Import => router.layer(DefaultBodyLimit::disable()),
             // The console's few static files: the function that answers
             // the statuses it shows.
-            Function::Status => router.merge(console::console_routes()),
+            Function::Status => router
+                .merge(console::console_routes())
+                .route(GRAPHQL_PATH, post(graphql::graphql)),
             _ => router,
         }
     }

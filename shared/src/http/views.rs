@@ -259,18 +259,45 @@ pub fn user(user: &User, base_url: &str) -> Value {
     })
 }
 
-pub fn token(token: &Token, secret: &str) -> Value {
+/// The GitLab version this server answers as a source: one whose
+/// destinations ask for batched relation exports (16.2 and later), read
+/// commit notes (15.10) and members (14), and check the token's `api`
+/// scope (15.5). Not an enterprise edition: EE destinations then ask for
+/// no EE relation.
+pub const GITLAB_VERSION: &str = "17.8.0";
+
+/// `GET /version` and `/metadata`, as GitLab answers them.
+pub fn version() -> Value {
+    json!({
+        "version": GITLAB_VERSION,
+        "revision": env!("CARGO_PKG_VERSION"),
+        "kas": {"enabled": false, "externalUrl": null, "externalK8sProxyUrl": null, "version": null},
+        "enterprise": false,
+    })
+}
+
+/// A personal access token as GitLab shows it (`GET
+/// /personal_access_tokens/self`): without its secret.
+pub fn token_info(token: &Token) -> Value {
     json!({
         "id": token.id,
         "name": token.name,
         "revoked": token.revoked,
         "created_at": gitlab_time(&token.created_at),
+        "description": null,
         "scopes": ["api"],
         "user_id": token.user_id,
+        "last_used_at": null,
         "active": token.is_usable(crate::domain::now()),
         "expires_at": token.expires_at.map(|at| at.format("%Y-%m-%d").to_string()),
-        "token": secret,
     })
+}
+
+/// A token just created, with its secret (shown this once).
+pub fn token(token: &Token, secret: &str) -> Value {
+    let mut view = token_info(token);
+    view["token"] = json!(secret);
+    view
 }
 
 /// One relation of a relations export, as GitLab's `ExportStatus` entity

@@ -16,6 +16,18 @@ pub async fn page(
     page: usize,
     per_page: usize,
 ) -> Result<(Vec<Member>, u64)> {
+    let first = (page.saturating_sub(1) as u64).saturating_mul(per_page as u64);
+    range(app, project, first, per_page).await
+}
+
+/// The members of records `first..first + count`, and how many records
+/// there are.
+pub async fn range(
+    app: &App,
+    project: &Project,
+    first: u64,
+    count: usize,
+) -> Result<(Vec<Member>, u64)> {
     let Some(generation) = project.relation_generation(RELATION) else {
         return Ok((Vec::new(), 0));
     };
@@ -27,11 +39,10 @@ pub async fn page(
         .into_iter()
         .find(|stats| stats.relation == RELATION)
         .map_or(0, |stats| stats.records);
-    let first = (page.saturating_sub(1) as u64).saturating_mul(per_page as u64);
-    let mut members = Vec::with_capacity(per_page);
-    if first < total {
-        let mut pages = RecordPages::new(app.content.as_ref(), at, RELATION, per_page)
-            .within(first, per_page as u64);
+    let mut members = Vec::with_capacity(count.min(100));
+    if first < total && count > 0 {
+        let mut pages =
+            RecordPages::new(app.content.as_ref(), at, RELATION, count).within(first, count as u64);
         while let Some(records) = pages.next().await? {
             members.extend(records.iter().filter_map(|r| Member::of_record(&r.json)));
         }

@@ -50,8 +50,9 @@ async fn portable_relations(app: &App, project: &Project) -> Result<Vec<(String,
     out.extend(records);
     // In GitLab's order of file relations.
     for (name, _) in FILE_RELATIONS {
-        if relations::PORTABLE_FILE_RELATIONS.contains(name) {
-            out.push(((*name).to_owned(), files.get(name).copied().unwrap_or(0)));
+        let count = files.get(name).copied().unwrap_or(0);
+        if relations::PORTABLE_FILE_RELATIONS.contains(name) || count > 0 {
+            out.push(((*name).to_owned(), count));
         }
     }
     Ok(out)
@@ -389,7 +390,7 @@ pub async fn states(app: &App, project: &Project) -> Result<Vec<RelationState>> 
 async fn check_portable(app: &App, project: &Project, relation: &str) -> Result<()> {
     let known = relation == SELF_RELATION
         || relations::find(relation).is_some()
-        || relations::PORTABLE_FILE_RELATIONS.contains(&relation);
+        || relations::is_file_relation(relation);
     if relations::SKIPPED_RELATIONS.contains(&relation) {
         return Err(not_portable());
     }

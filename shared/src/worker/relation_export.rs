@@ -184,10 +184,20 @@ async fn export_files(app: &App, part: &RelationExportPart, key: &str) -> Result
         )));
     }
     let mtime = part.updated_at.timestamp() as u64;
+    let relation = part.relation.as_str();
     pipeline::tar_gz(app, key, mtime, |entries| async move {
+        // GitLab's layout, which its destinations read: paths relative to
+        // the relation's folder, and for LFS each object's repository types.
+        let mut lfs_types = serde_json::Map::new();
         for file in &files {
+            let path = relations::path_in_relation_file(relation, &file.key[prefix.len()..]);
+            entries.blob(app, &file.key, &path, file.size).await?;
+            lfs_types.insert(path, serde_json::json!([null]));
+        }
+        if relation == "lfs_objects" {
+            let json = serde_json::Value::Object(lfs_types).to_string();
             entries
-                .blob(app, &file.key, &file.key[prefix.len()..], file.size)
+                .file(relations::LFS_OBJECTS_JSON, Bytes::from(json))
                 .await?;
         }
         entries.finish().await?;

@@ -24,6 +24,17 @@ pub async fn revoke_own_token(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `GET /personal_access_tokens/self`: the token the request carries.
+pub async fn own_token(CallerToken(_, token): CallerToken) -> JsonResponse {
+    Ok((StatusCode::OK, Json(views::token_info(&token))))
+}
+
+/// `GET /version` (and `/metadata`): the GitLab version a destination
+/// reads before it migrates a project from here.
+pub async fn version(Caller(_): Caller) -> JsonResponse {
+    Ok((StatusCode::OK, Json(views::version())))
+}
+
 pub async fn current_user(Caller(user): Caller, BaseUrl(base): BaseUrl) -> JsonResponse {
     Ok((StatusCode::OK, Json(views::user(&user, &base))))
 }
