@@ -32,8 +32,10 @@ type GitLabSchema = Schema<Query, EmptyMutation, EmptySubscription>;
 
 fn schema() -> GitLabSchema {
     Schema::build(Query, EmptyMutation, EmptySubscription)
-        .limit_depth(12)
-        .limit_complexity(500)
+        // Deep enough for the standard introspection query, which GitLab
+        // 17's client sends first; every field here is cheap.
+        .limit_depth(20)
+        .limit_complexity(2_000)
         .finish()
 }
 

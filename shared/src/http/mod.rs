@@ -154,6 +154,12 @@ fn table() -> Vec<(Route, MethodRouter<App>)> {
             "/projects/{id}/members/all",
             get(handlers::list_members),
         ),
+        route(
+            Status,
+            Get,
+            "/projects/{id}/badges",
+            get(handlers::list_badges),
+        ),
         route(Status, Get, "/user", get(handlers::current_user)),
         route(Status, Get, "/projects", get(handlers::list_projects)),
         route(Status, Get, "/projects/{id}", get(handlers::get_project)),

@@ -46,6 +46,20 @@ pub fn member(member: &crate::domain::members::Member, base_url: &str) -> Value 
     })
 }
 
+/// GitLab's `Badge` entity, from a `project_badges` record.
+pub fn badge(record: &Value) -> Value {
+    let field = |name: &str| record.get(name).cloned().unwrap_or(Value::Null);
+    json!({
+        "id": field("id"),
+        "name": field("name"),
+        "link_url": field("link_url"),
+        "image_url": field("image_url"),
+        "rendered_link_url": field("link_url"),
+        "rendered_image_url": field("image_url"),
+        "kind": "project",
+    })
+}
+
 /// GitLab's `Project` entity, the fields clients rely on.
 pub fn project(project: &Project, base_url: &str) -> Value {
     let mut fields = project_fields(project);

@@ -3,7 +3,6 @@
 
 use crate::domain::members::Member;
 use crate::domain::Project;
-use crate::ports::{GenerationRef, RecordPages};
 use crate::{App, Result};
 
 const RELATION: &str = "project_members";
@@ -28,24 +27,28 @@ pub async fn range(
     first: u64,
     count: usize,
 ) -> Result<(Vec<Member>, u64)> {
-    let Some(generation) = project.relation_generation(RELATION) else {
-        return Ok((Vec::new(), 0));
-    };
-    let at = GenerationRef::new(project.id, generation);
-    let total = app
-        .content
-        .relations(at)
-        .await?
-        .into_iter()
-        .find(|stats| stats.relation == RELATION)
-        .map_or(0, |stats| stats.records);
-    let mut members = Vec::with_capacity(count.min(100));
-    if first < total && count > 0 {
-        let mut pages =
-            RecordPages::new(app.content.as_ref(), at, RELATION, count).within(first, count as u64);
-        while let Some(records) = pages.next().await? {
-            members.extend(records.iter().filter_map(|r| Member::of_record(&r.json)));
-        }
-    }
+    let (records, total) = super::relation_records(app, project, RELATION, first, count).await?;
+    let members = records
+        .iter()
+        .filter_map(|r| Member::of_record(r))
+        .collect();
     Ok((members, total))
+}
+
+/// One page of the project's badges (`project_badges`), as GitLab's badges
+/// API lists them, and how many there are.
+pub async fn badges(
+    app: &App,
+    project: &Project,
+    page: usize,
+    per_page: usize,
+) -> Result<(Vec<serde_json::Value>, u64)> {
+    let first = (page.saturating_sub(1) as u64).saturating_mul(per_page as u64);
+    let (records, total) =
+        super::relation_records(app, project, "project_badges", first, per_page).await?;
+    let badges = records
+        .iter()
+        .filter_map(|r| serde_json::from_slice(r).ok())
+        .collect();
+    Ok((badges, total))
 }

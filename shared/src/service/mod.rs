@@ -236,6 +236,37 @@ pub async fn export_download(app: &App, project: &Project) -> Result<Download> {
 
 /// Every stored relation of the project, with the generation holding it:
 /// the main generation's, except those a relation import replaced.
+/// The records `first..first + count` of one of the project's relations,
+/// and how many it has.
+pub async fn relation_records(
+    app: &App,
+    project: &Project,
+    relation: &str,
+    first: u64,
+    count: usize,
+) -> Result<(Vec<bytes::Bytes>, u64)> {
+    let Some(generation) = project.relation_generation(relation) else {
+        return Ok((Vec::new(), 0));
+    };
+    let at = GenerationRef::new(project.id, generation);
+    let total = app
+        .content
+        .relations(at)
+        .await?
+        .into_iter()
+        .find(|stats| stats.relation == relation)
+        .map_or(0, |stats| stats.records);
+    let mut records = Vec::with_capacity(count.min(100));
+    if first < total && count > 0 {
+        let mut pages = crate::ports::RecordPages::new(app.content.as_ref(), at, relation, count)
+            .within(first, count as u64);
+        while let Some(page) = pages.next().await? {
+            records.extend(page.into_iter().map(|record| record.json));
+        }
+    }
+    Ok((records, total))
+}
+
 pub async fn content_relations(
     app: &App,
     project: &Project,

@@ -96,3 +96,26 @@ pub async fn list_members(
     );
     Ok(with_headers(body, headers))
 }
+
+/// `GET /projects/:id/badges`: the badges its archive brought, in
+/// GitLab's `Badge` shape, with GitLab's pagination headers (what a
+/// destination's badges pipeline reads).
+pub async fn list_badges(
+    State(app): State<App>,
+    CallerProject { project, .. }: CallerProject,
+    BaseUrl(base): BaseUrl,
+    params: Params,
+) -> Result<Response> {
+    let page = params.number("page", 1)?;
+    let per_page = params.number("per_page", 20)?.clamp(1, 100);
+    let (badges, total) = service::members::badges(&app, &project, page, per_page).await?;
+    let body = Value::Array(badges.iter().map(views::badge).collect());
+    let headers = views::pagination_headers(
+        &format!("{base}/api/v4/projects/{}/badges", project.id),
+        params.texts(),
+        page,
+        per_page,
+        total,
+    );
+    Ok(with_headers(body, headers))
+}
