@@ -20,7 +20,7 @@ use flate2::write::GzEncoder;
 
 use super::Part;
 use crate::domain::members::{Member, ACCESS_LEVELS};
-use crate::domain::{now, ImportFailure, Job};
+use crate::domain::{ImportFailure, Job};
 use crate::remote::source::SourceInstance;
 use crate::{App, Error, Result};
 
@@ -72,7 +72,10 @@ pub(super) async fn fetch(
                         .map_err(Error::internal)?;
                     ndjson.write_all(b"\n").map_err(Error::internal)?;
                 }
-                Err(reason) => failures.push(failure(job, failures.len(), reason)),
+                Err(reason) => {
+                    let at = (failures.len(), RELATION);
+                    failures.push(super::failure(job, at, UNMATCHED, reason));
+                }
             }
         }
         if !next || members.is_empty() {
@@ -121,17 +124,8 @@ async fn matched(
     }))
 }
 
-fn failure(job: &Job, index: usize, reason: String) -> ImportFailure {
-    ImportFailure {
-        id: index as u64 + 1,
-        created_at: now(),
-        exception_class: "BulkImports::UnmatchedMember".into(),
-        exception_message: reason,
-        source: format!("direct_transfer:{}", job.id),
-        relation_name: RELATION.to_owned(),
-        line_number: 0,
-    }
-}
+/// A member no user here matches.
+const UNMATCHED: &str = "BulkImports::UnmatchedMember";
 
 pub(super) async fn save_failures(
     app: &App,

@@ -346,7 +346,10 @@ fn plan(
     for relation in status {
         match files_of(relation) {
             Ok(files) => parts.extend(files),
-            Err(reason) => failures.push(failure(job, failures.len(), &relation.relation, reason)),
+            Err(reason) => {
+                let at = (failures.len(), relation.relation.as_str());
+                failures.push(failure(job, at, PIPELINE_ERROR, reason));
+            }
         }
     }
     Ok((parts, failures))
@@ -520,12 +523,17 @@ fn files_of(relation: &SourceRelation) -> std::result::Result<Vec<Part>, String>
         .collect())
 }
 
-/// A failed relation as GitLab lists it in the entity's failures.
-fn failure(job: &Job, index: usize, relation: &str, reason: String) -> ImportFailure {
+/// A relation the source failed to export.
+const PIPELINE_ERROR: &str = "BulkImports::PipelineError";
+
+/// The `index`th failure of a relation, as GitLab lists it in the entity's
+/// failures.
+fn failure(job: &Job, at: (usize, &str), class: &str, reason: String) -> ImportFailure {
+    let (index, relation) = at;
     ImportFailure {
         id: index as u64 + 1,
         created_at: now(),
-        exception_class: "BulkImports::PipelineError".into(),
+        exception_class: class.into(),
         exception_message: reason,
         source: format!("direct_transfer:{}", job.id),
         relation_name: relation.to_owned(),
