@@ -244,6 +244,12 @@ fn a_gitlab_source_with_file_relations_and_a_failing_relation() {
         &migration_of(&url, SOURCE_TOKEN, "group/project", "copy"),
     );
     assert_eq!(entity["stats"]["project_members"]["imported"], 4);
+    // GitLab serves the wiki and the snippets' repositories over git only:
+    // the entity says they stayed behind.
+    assert_eq!(
+        entity["not_migrated"],
+        json!(["wiki", "snippet_repositories"])
+    );
     // GitLab ends the entity finished when some relations failed, and
     // lists them.
     assert_eq!(migration["status"], "finished", "{entity}");
@@ -612,6 +618,7 @@ fn every_file_of_a_project_migrates_byte_for_byte() {
     let (migration, entity) = migrate(&destination, &body);
     assert_eq!(migration["status"], "finished", "{entity}");
     assert_eq!(entity["failures"], json!([]));
+    assert_eq!(entity["not_migrated"], json!([]), "nothing stays behind");
     let project_id = entity["project_id"].as_u64().unwrap();
     let (_, from) = source.export_and_download(&alice, source_id);
     let (_, to) = destination.export_and_download(ROOT_TOKEN, project_id);

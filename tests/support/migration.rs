@@ -161,6 +161,8 @@ impl FakeSource {
             .route("/api/v4/user", get(fake_user))
             .route("/api/v4/projects/{path}", get(fake_project))
             .route("/api/v4/projects/{id}/members/all", get(fake_members))
+            .route("/api/v4/projects/{id}/wikis", get(fake_wikis))
+            .route("/api/v4/projects/{id}/snippets", get(fake_snippets))
             .route("/api/v4/projects/{id}/export_relations", post(fake_start))
             .route(
                 "/api/v4/projects/{id}/export_relations/status",
@@ -310,6 +312,17 @@ async fn fake_project(
         )
             .into_response()
     }
+}
+
+/// GitLab's wikis API: a wiki of one page (which GitLab serves over git).
+async fn fake_wikis() -> Response {
+    Json(json!([{"format": "markdown", "slug": "home", "title": "home", "encoding": "UTF-8"}]))
+        .into_response()
+}
+
+/// GitLab's snippets API: one snippet (its repository is git only).
+async fn fake_snippets() -> Response {
+    Json(json!([{"id": 1, "title": "a snippet", "file_name": "a.rb"}])).into_response()
 }
 
 /// GitLab's members API: the fixture's members, one page.

@@ -58,6 +58,11 @@ pub struct BulkSource {
     /// The source's members come too, matched to this instance's users.
     #[serde(default = "migrates_members")]
     pub migrate_memberships: bool,
+    /// What the source project has that the migration cannot bring: from
+    /// GitLab, its wiki and its snippets' repositories, which GitLab
+    /// serves over git only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_migrated: Vec<String>,
 }
 
 fn migrates_members() -> bool {
@@ -204,6 +209,7 @@ mod tests {
             source_project_id: None,
             parts: None,
             migrate_memberships: true,
+            not_migrated: Vec::new(),
         };
         assert!(!format!("{source:?}").contains("glpat-secret"));
         let text = serde_json::to_string(&source).unwrap();

@@ -206,8 +206,18 @@ pub struct JobUpdate {
     /// Import: the run stops here and a later run continues.
     pub resume: Option<ImportResume>,
     pub archive_progress: Option<ArchiveProgress>,
-    /// Migration: the source's project id and how many files it has.
-    pub bulk_plan: Option<(u64, u32)>,
+    /// Migration: the source's export planned.
+    pub bulk_plan: Option<BulkPlan>,
+}
+
+/// A migration's source export, planned.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BulkPlan {
+    pub source_project_id: u64,
+    /// Files (relations and batches) to download, one message each.
+    pub parts: u32,
+    /// What the source holds that no file brings (see `BulkSource`).
+    pub not_migrated: Vec<String>,
 }
 
 /// How far an import got in the invocations before: everything before it is
@@ -398,9 +408,10 @@ impl Job {
                 bulk.token = None;
             }
         }
-        if let (Some((project_id, parts)), Some(bulk)) = (update.bulk_plan, &mut self.bulk) {
-            bulk.source_project_id = Some(project_id);
-            bulk.parts = Some(parts);
+        if let (Some(plan), Some(bulk)) = (update.bulk_plan, &mut self.bulk) {
+            bulk.source_project_id = Some(plan.source_project_id);
+            bulk.parts = Some(plan.parts);
+            bulk.not_migrated = plan.not_migrated;
         }
         if update.upload_landed {
             self.awaiting_upload = false;

@@ -486,6 +486,9 @@ pub fn bulk_entity(import_id: u64, state: &EntityState) -> Value {
         "migrate_memberships": entity.migrate_memberships,
         "has_failures": state.has_failures(),
         "stats": stats,
+        // Our extension: what the source has that no migration from it
+        // brings (see docs/api.md, "What a migration moves").
+        "not_migrated": job.and_then(|j| j.bulk.as_ref()).map_or(&[][..], |b| &b.not_migrated[..]),
     })
 }
 

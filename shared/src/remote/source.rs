@@ -225,6 +225,27 @@ impl SourceInstance {
         Ok((members, next))
     }
 
+    /// Whether the source project has anything at `path` (a list such as
+    /// `wikis`), as GitLab's destination asks before it clones a wiki:
+    /// a `403` or `404` (this server has no such list) is nothing.
+    pub async fn lists_any(&self, project_id: u64, list: &str) -> Result<bool> {
+        let path = format!("projects/{project_id}/{list}");
+        let response = match self
+            .send(&path, |c, url| {
+                c.get(url)
+                    .query(&[("per_page", "1")])
+                    .timeout(self.limits.metadata_deadline)
+            })
+            .await
+        {
+            Ok(response) => response,
+            Err(Failure::Status(status, _)) if status.is_client_error() => return Ok(false),
+            Err(failure) => return Err(Self::error(&path, failure, |_| None)),
+        };
+        let listed: Value = bounded::json(response, "the source's list").await?;
+        Ok(listed.as_array().is_some_and(|items| !items.is_empty()))
+    }
+
     /// Asks the source for a new relations export, batched.
     pub async fn start_relations_export(&self, project_id: u64, full_path: &str) -> Result<()> {
         let path = format!("projects/{project_id}/export_relations");

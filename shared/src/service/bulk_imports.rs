@@ -282,6 +282,7 @@ pub async fn create(app: &App, user: &User, request: NewBulkImport) -> Result<Bu
             source_project_id: None,
             parts: None,
             migrate_memberships: entity.migrate_memberships,
+            not_migrated: Vec::new(),
         });
         history::create_job(app, &job).await?;
         entities.push(BulkEntity {

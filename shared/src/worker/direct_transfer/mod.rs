@@ -30,7 +30,9 @@ mod members;
 use std::time::Duration;
 
 use super::lease::Lease;
-use crate::domain::{now, BulkSource, ImportFailure, Job, JobKind, JobUpdate, Message, When};
+use crate::domain::{
+    now, BulkPlan, BulkSource, ImportFailure, Job, JobKind, JobUpdate, Message, When,
+};
 use crate::relations;
 use crate::remote::source::{SourceInstance, SourceRelation};
 use crate::{keys, App, Error, Result};
@@ -295,7 +297,11 @@ async fn request_export(
     }
     let update = JobUpdate {
         failures: Some(failures),
-        bulk_plan: Some((project_id, parts.len() as u32)),
+        bulk_plan: Some(BulkPlan {
+            source_project_id: project_id,
+            parts: parts.len() as u32,
+            not_migrated: not_migrated(remote, project_id, &parts).await?,
+        }),
         ..JobUpdate::default()
     };
     // Let go first: the last file's message queues the job again, and must
@@ -353,6 +359,24 @@ fn plan(
         }
     }
     Ok((parts, failures))
+}
+
+/// What the source project has that no file of its export brings: a
+/// wiki or snippets' repositories that GitLab serves over git only (this
+/// server exports them as relations of its own, and lists neither).
+async fn not_migrated(
+    remote: &SourceInstance,
+    project_id: u64,
+    parts: &[Part],
+) -> Result<Vec<String>> {
+    let mut missing = Vec::new();
+    for (relation, list) in [("wiki", "wikis"), ("snippet_repositories", "snippets")] {
+        let exported = parts.iter().any(|part| part.relation == relation);
+        if !exported && remote.lists_any(project_id, list).await? {
+            missing.push(relation.to_owned());
+        }
+    }
+    Ok(missing)
 }
 
 /// The files to download, with the members part when members come too
