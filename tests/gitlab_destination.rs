@@ -512,3 +512,105 @@ async fn a_gitlab_destination_migrates_a_project_from_aws() {
     let migrated = replay(&destination, "root/origin").await;
     assert_whole(&migrated);
 }
+
+/// The routes a destination calls refuse what GitLab's refuse: no token,
+/// someone else's project, queries outside the schema or too deep, bodies
+/// that are not GraphQL requests.
+#[test]
+fn the_source_routes_refuse_what_gitlab_refuses() {
+    let server = Server::start();
+    let (_, alice) = server.create_user("alice");
+    let imported = server.import_and_wait(&alice, fixture_archive("complex"), &[("path", "kept")]);
+    let id = imported["id"].as_u64().unwrap();
+    let (_, bob) = server.create_user("bob");
+    for path in [
+        "/version".to_owned(),
+        "/metadata".to_owned(),
+        "/personal_access_tokens/self".to_owned(),
+        format!("/projects/{id}/badges"),
+    ] {
+        assert_eq!(server.get(None, &path).status(), 401, "{path}");
+        assert_eq!(
+            server.get(Some("glpat-not-a-token-at-all"), &path).status(),
+            401,
+            "{path}"
+        );
+    }
+    let token: Value = server
+        .get(Some(&bob), "/personal_access_tokens/self")
+        .json()
+        .unwrap();
+    assert_eq!(token["scopes"], json!(["api"]));
+    assert_eq!(token["active"], true);
+    assert!(
+        token.get("token").is_none(),
+        "the secret is never shown again"
+    );
+    let hidden = server.get(Some(&bob), &format!("/projects/{id}/badges"));
+    assert_eq!(hidden.status(), 404);
+    assert_eq!(
+        hidden.json::<Value>().unwrap(),
+        json!({"message": "404 Project Not Found"})
+    );
+    let badges = server.get(Some(&alice), &format!("/projects/{id}/badges?per_page=1"));
+    assert_eq!(badges.status(), 200);
+    assert_eq!(badges.headers()["x-per-page"], "1");
+    assert_eq!(
+        server
+            .get(Some(&alice), &format!("/projects/{id}/badges?page=x"))
+            .status(),
+        400
+    );
+
+    let client = reqwest::blocking::Client::new();
+    let graphql = |token: Option<&str>, body: Value| {
+        let mut request = client
+            .post(format!("{}/api/graphql", server.base))
+            .json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().unwrap();
+        let status = response.status().as_u16();
+        (status, response.json::<Value>().unwrap_or(Value::Null))
+    };
+    let project = json!({"query": GET_PROJECT, "variables": {"full_path": "alice/kept"}});
+    let (status, refused) = graphql(None, project.clone());
+    assert_eq!(
+        (status, refused),
+        (401, json!({"errors": [{"message": "Invalid token"}]}))
+    );
+    let (status, mine) = graphql(Some(&alice), project.clone());
+    assert_eq!(status, 200);
+    assert_eq!(
+        mine["data"]["project"]["id"],
+        format!("gid://gitlab/Project/{id}")
+    );
+    // Someone else's project is null, as GitLab answers for one it hides.
+    let (status, theirs) = graphql(Some(&bob), project);
+    assert_eq!(
+        (status, &theirs["data"]["project"]),
+        (200, &Value::Null),
+        "{theirs}"
+    );
+    // Outside the schema, a wrong variable, too deep: GraphQL's errors.
+    for query in [
+        json!({"query": "{ project(fullPath: \"alice/kept\") { password } }"}),
+        json!({"query": "{ projects { nodes { id } } }"}),
+        json!({"query": "query($p: ID!) { project(fullPath: $p) { id } }", "variables": {}}),
+        json!({"query": "{ project(fullPath: \"a\") { "}),
+        json!({"query": format!("{{ {}__typename{} }}", "__schema { types { fields { type { ofType { ".repeat(4), " } } } } }".repeat(4))}),
+    ] {
+        let (status, answer) = graphql(Some(&alice), query.clone());
+        assert_eq!(status, 200, "{query}");
+        assert!(
+            answer["errors"].as_array().is_some_and(|e| !e.is_empty()),
+            "{query}: {answer}"
+        );
+    }
+    // Not a GraphQL request at all.
+    let (status, _) = graphql(Some(&alice), json!({"variables": {}}));
+    assert!((400..500).contains(&status), "{status}");
+    let (status, _) = graphql(Some(&alice), json!([1, 2]));
+    assert!((400..500).contains(&status), "{status}");
+}

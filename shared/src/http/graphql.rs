@@ -51,10 +51,15 @@ pub struct GraphqlRequest {
 
 pub async fn graphql(
     State(app): State<App>,
-    Caller(user): Caller,
+    caller: Result<Caller, Error>,
     BaseUrl(base): BaseUrl,
     Json(request): Json<GraphqlRequest>,
 ) -> Response {
+    // GitLab's answer to a token it does not take, in GraphQL's shape.
+    let Ok(Caller(user)) = caller else {
+        let refused = serde_json::json!({"errors": [{"message": "Invalid token"}]});
+        return (StatusCode::UNAUTHORIZED, Json(refused)).into_response();
+    };
     let mut query = async_graphql::Request::new(request.query)
         .data(app)
         .data(user)
