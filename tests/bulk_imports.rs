@@ -371,6 +371,29 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
+/// A source that takes its time to export: no run holds its invocation
+/// waiting (a budget of zero lets each poll once); the job is queued again
+/// for a later poll until the export is done.
+#[test]
+fn a_slow_source_export_is_polled_by_later_runs() {
+    let mut fake = FakeSource::of_fixture(SOURCE_TOKEN);
+    fake.exporting_for_polls = 4;
+    let (url, source) = fake.serve();
+    let destination = Server::start_with(&["--allow-local-requests", "--invocation-budget", "0"]);
+    for username in ["bernard_willms", "saul_will", "emmet.schamberger", "user4"] {
+        destination.create_user(username);
+    }
+    let (migration, entity) = migrate(
+        &destination,
+        &migration_of(&url, SOURCE_TOKEN, "group/project", "slow"),
+    );
+    assert_eq!(migration["status"], "finished", "{entity}");
+    assert_eq!(entity["failures"], json!([]));
+    assert_eq!(entity["stats"]["issues"]["imported"], 12);
+    // One poll a run, each run after the one before let go: five at least.
+    assert!(source.status_polls.load(Ordering::SeqCst) >= 5);
+}
+
 #[test]
 fn a_canceled_migration_ends_canceled_and_publishes_nothing() {
     let mut fake = FakeSource::of_fixture(SOURCE_TOKEN);

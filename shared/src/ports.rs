@@ -448,6 +448,9 @@ pub struct Delivery {
 #[async_trait]
 pub trait Queue: Send + Sync {
     async fn send(&self, messages: &[Message]) -> Result<()>;
+    /// Sends messages delivered only after `delay` (at most 15 minutes,
+    /// SQS's longest).
+    async fn send_later(&self, messages: &[Message], delay: Duration) -> Result<()>;
     /// Up to `max` messages, hidden from other consumers for `visibility`.
     async fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<Delivery>>;
     async fn ack(&self, receipt: &str) -> Result<()>;

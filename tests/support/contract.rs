@@ -1164,6 +1164,26 @@ pub async fn queue(app: &App, _backend: Backend) {
         (messages[0].clone(), 2)
     );
     queue.ack(&again.receipt).await.unwrap();
+
+    // Sent for later: hidden until its delay has passed, then delivered.
+    let delay = std::time::Duration::from_secs(1);
+    let sent = std::time::Instant::now();
+    queue.send_later(&messages[1..2], delay).await.unwrap();
+    assert!(
+        queue.receive(1, visibility).await.unwrap().is_empty(),
+        "hidden before its delay"
+    );
+    let later = loop {
+        let mut delivered = queue.receive(1, visibility).await.unwrap();
+        if let Some(delivery) = delivered.pop() {
+            break delivery;
+        }
+        assert!(sent.elapsed() < delay * 10, "never delivered");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(sent.elapsed() >= delay, "delivered before its delay");
+    assert_eq!(later.message, messages[1]);
+    queue.ack(&later.receipt).await.unwrap();
 }
 
 fn progress(

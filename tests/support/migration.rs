@@ -90,6 +90,9 @@ pub struct FakeSource {
     pub failing_relation: Option<String>,
     /// The export never finishes.
     pub never_finishes: bool,
+    /// The export is in progress (`0`) for this many status requests.
+    pub exporting_for_polls: usize,
+    pub status_polls: AtomicUsize,
     /// The source goes away at its first download.
     pub vanishes: bool,
     /// `GET /user` is refused (`401`) with a body of this many bytes.
@@ -200,6 +203,7 @@ impl FakeSource {
     }
 
     fn status(&self) -> Vec<Value> {
+        let exporting = self.status_polls.fetch_add(1, Ordering::SeqCst) < self.exporting_for_polls;
         self.files
             .keys()
             .map(|relation| {
@@ -217,7 +221,7 @@ impl FakeSource {
                     }
                 }
                 let failed = self.failing_relation.as_deref() == Some(relation);
-                let status = match (self.never_finishes, failed) {
+                let status = match (self.never_finishes || exporting, failed) {
                     (true, _) => 0,
                     (_, true) => -1,
                     _ => 1,

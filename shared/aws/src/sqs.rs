@@ -37,6 +37,12 @@ pub fn parse_message(body: &str) -> Option<Message> {
 #[async_trait]
 impl Queue for SqsQueue {
     async fn send(&self, messages: &[Message]) -> Result<()> {
+        self.send_later(messages, Duration::ZERO).await
+    }
+
+    async fn send_later(&self, messages: &[Message], delay: Duration) -> Result<()> {
+        // SQS's longest delay.
+        let delay_seconds = delay.as_secs().min(900) as i32;
         // SendMessageBatch takes at most 10 entries.
         for chunk in messages.chunks(10) {
             let entries = chunk
@@ -46,6 +52,7 @@ impl Queue for SqsQueue {
                     SendMessageBatchRequestEntry::builder()
                         .id(i.to_string())
                         .message_body(serde_json::to_string(message).map_err(Error::internal)?)
+                        .set_delay_seconds((delay_seconds > 0).then_some(delay_seconds))
                         .build()
                         .map_err(Error::internal)
                 })

@@ -90,10 +90,22 @@ fn parse_receipt(receipt: &str) -> Result<u64> {
         .map_err(|_| Error::Internal(format!("invalid receipt {receipt:?}")))
 }
 
+/// SQS's longest delay, kept here too.
+const MAX_DELAY: Duration = Duration::from_secs(900);
+
 #[async_trait]
 impl Queue for EmbeddedQueue {
     async fn send(&self, messages: &[Message]) -> Result<()> {
+        self.send_later(messages, Duration::ZERO).await
+    }
+
+    async fn send_later(&self, messages: &[Message], delay: Duration) -> Result<()> {
         let messages = messages.to_vec();
+        let visible_at_ms = if delay.is_zero() {
+            0
+        } else {
+            now_ms() + delay.min(MAX_DELAY).as_millis() as i64
+        };
         self.db
             .write(move |txn| {
                 let mut seqs = txn.open_table(QUEUE_SEQ)?;
@@ -103,7 +115,7 @@ impl Queue for EmbeddedQueue {
                     next += 1;
                     let entry = Entry {
                         message,
-                        visible_at_ms: 0,
+                        visible_at_ms,
                         receive_count: 0,
                     };
                     let bytes = serde_json::to_vec(&entry).map_err(Error::internal)?;

@@ -69,7 +69,7 @@ async fn import(app: &App, lease: &Lease, job: Job, deadline: Deadline) -> Resul
         return Ok(());
     }
     if let Some(source) = job.bulk.as_ref().filter(|_| resume.invocations == 0) {
-        match direct_transfer::prepare(app, lease, &job, source, &upload).await {
+        match direct_transfer::prepare(app, lease, &job, source, &upload, deadline).await {
             Ok(direct_transfer::Prepared::Ready) => {}
             Ok(_) => return Ok(()),
             Err(err) if err.is_permanent() => {

@@ -30,6 +30,7 @@ mod members;
 use std::time::Duration;
 
 use super::lease::Lease;
+use super::Deadline;
 use crate::domain::{
     now, BulkPlan, BulkSource, ImportFailure, Job, JobKind, JobUpdate, Message, When,
 };
@@ -38,11 +39,17 @@ use crate::remote::source::{SourceInstance, SourceRelation};
 use crate::{keys, App, Error, Result};
 use archive::{stage, staged_files, Composition, Staged};
 
-/// How long the source may take to export the project before the run
-/// gives up and a retry asks again.
-const EXPORT_WAIT: Duration = Duration::from_secs(600);
+/// How long one run polls the source's export before it lets go of the job
+/// and a later message polls again: an invocation is not held waiting.
+const WAIT_IN_A_RUN: Duration = Duration::from_secs(60);
 const FIRST_POLL: Duration = Duration::from_millis(200);
 const MAX_POLL: Duration = Duration::from_secs(5);
+/// How long the source may take to export the project, from the job's
+/// start: a big project's export takes hours.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(8 * 3600);
+/// A later poll comes after a quarter of the time waited so far, within
+/// these bounds: soon for a small project, seldom for a big one.
+const LATER_POLL: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
 
 /// The most files (relations and batches) one entity's export may have:
 /// a hundred million records at GitLab's 1,000 per batch. A source claiming
@@ -162,10 +169,11 @@ pub(super) async fn prepare(
     job: &Job,
     source: &BulkSource,
     archive_key: &str,
+    deadline: Deadline,
 ) -> Result<Prepared> {
     let remote = connect(app, source)?;
     let (Some(project_id), Some(expected)) = (source.source_project_id, source.parts) else {
-        return request_export(app, lease, job, source, &remote).await;
+        return request_export(app, lease, job, source, &remote, deadline).await;
     };
     let staging = staging(archive_key);
     let mut staged = staged_files(app, &staging).await?;
@@ -266,6 +274,7 @@ async fn request_export(
     job: &Job,
     source: &BulkSource,
     remote: &SourceInstance,
+    deadline: Deadline,
 ) -> Result<Prepared> {
     remote.check_token().await?;
     let project_id = remote.project_id(&source.source_full_path).await?;
@@ -280,9 +289,10 @@ async fn request_export(
             .start_relations_export(project_id, &source.source_full_path)
             .await?;
     }
-    status = match wait_for_export(remote, project_id, lease).await? {
-        Some(status) => status,
-        None => return Ok(Prepared::Lost),
+    status = match wait_for_export(remote, project_id, lease, deadline).await? {
+        Waited::Done(status) => status,
+        Waited::Lost => return Ok(Prepared::Lost),
+        Waited::Busy => return poll_later(app, lease, job).await,
     };
     let (parts, failures) = plan(job, &status, &app.settings.limits)?;
     let parts = with_members(source, parts);
@@ -486,13 +496,23 @@ pub(super) async fn download_part(app: &App, message: &Message) -> Result<()> {
     Ok(())
 }
 
-/// Polls the source's relations export until no relation is in progress;
-/// `None` once the run no longer owns its job.
+/// Where the source's export stands after a run's polls.
+enum Waited {
+    Done(Vec<SourceRelation>),
+    /// Still exporting: a later message polls again.
+    Busy,
+    /// The run no longer owns its job.
+    Lost,
+}
+
+/// Polls the source's relations export until no relation is in progress,
+/// for at most `WAIT_IN_A_RUN` (and not past the run's deadline).
 async fn wait_for_export(
     remote: &SourceInstance,
     project_id: u64,
     lease: &Lease,
-) -> Result<Option<Vec<SourceRelation>>> {
+    deadline: Deadline,
+) -> Result<Waited> {
     let started = tokio::time::Instant::now();
     let mut pause = FIRST_POLL;
     loop {
@@ -502,19 +522,43 @@ async fn wait_for_export(
                 .iter()
                 .any(|r| r.status == 0 || r.batches.iter().any(|b| b.status == 0));
         if !busy {
-            return Ok(Some(status));
+            return Ok(Waited::Done(status));
         }
         if !lease.confirm().await? {
-            return Ok(None);
+            return Ok(Waited::Lost);
         }
-        if started.elapsed() > EXPORT_WAIT {
-            return Err(Error::Storage(
-                "the source instance has not finished exporting the project".into(),
-            ));
+        if started.elapsed() + pause > WAIT_IN_A_RUN || deadline.passed() {
+            return Ok(Waited::Busy);
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(MAX_POLL);
     }
+}
+
+/// Lets go of the job while the source exports, and queues it again for
+/// later; past `EXPORT_TIMEOUT` the entity fails.
+async fn poll_later(app: &App, lease: &Lease, job: &Job) -> Result<Prepared> {
+    let waited = (now() - job.created_at).to_std().unwrap_or_default();
+    if waited > EXPORT_TIMEOUT {
+        return Err(Error::BadRequest(format!(
+            "the source instance did not finish exporting the project within {} hours",
+            EXPORT_TIMEOUT.as_secs() / 3600
+        )));
+    }
+    if !lease.pause(JobUpdate::default()).await? {
+        return Ok(Prepared::Lost);
+    }
+    let (soonest, latest) = LATER_POLL;
+    let delay = (waited / 4).clamp(soonest, latest);
+    app.queue
+        .send_later(&[Message::for_job(job)], delay)
+        .await?;
+    tracing::info!(
+        waited = waited.as_secs(),
+        next_in = delay.as_secs(),
+        "the source is still exporting"
+    );
+    Ok(Prepared::Waiting)
 }
 
 /// The files a finished relation has, or why it has none.
