@@ -408,6 +408,12 @@ pub trait BlobStore: Send + Sync {
     async fn complete_parts(&self, key: &str, upload: &str, parts: &[StoredPart]) -> Result<u64>;
     /// Drops the upload and its parts.
     async fn abort_parts(&self, key: &str, upload: &str) -> Result<()>;
+    /// Drops every upload in parts nothing has added to since `before` (its
+    /// run died mid-upload); how many. S3's are the bucket's lifecycle
+    /// rule's to abort, a day after they began.
+    async fn drop_stale_parts(&self, _before: chrono::DateTime<chrono::Utc>) -> Result<usize> {
+        Ok(0)
+    }
     /// The least size of every part but the last (S3's 5 MiB).
     fn min_part_bytes(&self) -> u64;
 }

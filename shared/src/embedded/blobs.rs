@@ -464,6 +464,29 @@ impl BlobStore for DirBlobStore {
         }
     }
 
+    async fn drop_stale_parts(&self, before: chrono::DateTime<chrono::Utc>) -> Result<usize> {
+        let before = std::time::SystemTime::from(before);
+        let mut dropped = 0;
+        let mut uploads = match tokio::fs::read_dir(&self.parts).await {
+            Ok(uploads) => uploads,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(err) => return Err(err.into()),
+        };
+        while let Some(upload) = uploads.next_entry().await? {
+            // A part written touches its folder: its time is the last write.
+            let touched = upload.metadata().await?.modified()?;
+            if touched < before {
+                match tokio::fs::remove_dir_all(upload.path()).await {
+                    Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(err.into())
+                    }
+                    _ => dropped += 1,
+                }
+            }
+        }
+        Ok(dropped)
+    }
+
     /// Files are joined whatever their sizes.
     fn min_part_bytes(&self) -> u64 {
         0

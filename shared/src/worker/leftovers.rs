@@ -27,7 +27,14 @@ pub struct LeftoverSummary {
     /// Blob folders (a project's, an export's, a relations export run's,
     /// an upload's) nothing owns.
     pub folders: usize,
+    /// Uploads in parts no run has added to for `PARTS_GRACE` (the
+    /// embedded store's; S3's lifecycle rule aborts its own).
+    pub parts: usize,
 }
+
+/// How long an upload in parts may go untouched: a day, as the bucket's
+/// rule gives S3's. A run writes its next part within minutes.
+const PARTS_GRACE: chrono::TimeDelta = chrono::TimeDelta::days(1);
 
 /// How old a leftover must be: older than any run could still be writing
 /// it, and than any download URL handed out for it.
@@ -48,10 +55,12 @@ pub async fn sweep_leftovers(
     summary.folders += sweep.projects_and_generations(&mut summary).await?;
     summary.folders += sweep.exports().await?;
     summary.folders += sweep.uploads(now).await?;
+    summary.parts = app.blobs.drop_stale_parts(now - PARTS_GRACE).await?;
     if summary != LeftoverSummary::default() {
         tracing::warn!(
             generations = summary.generations,
             folders = summary.folders,
+            parts = summary.parts,
             "leftovers deleted"
         );
     }
