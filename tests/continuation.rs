@@ -267,6 +267,42 @@ async fn a_big_blob_crosses_invocations_on_aws() {
     a_big_blob_crosses_invocations(&on_moto(cut_short).await).await;
 }
 
+/// Only the first run asks the store for the archive's size (a LIST on
+/// S3): the runs after it know it from the run before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_continued_run_does_not_list_the_archive_again() {
+    let (app, _dir) = embedded(cut_short);
+    let listings = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = listings.clone();
+    let before = move |call: &Call| -> BoxFuture<'static, shared::Result<()>> {
+        if let Call::List { prefix } = call {
+            seen.lock().unwrap().push(prefix.clone());
+        }
+        Box::pin(async { Ok(()) })
+    };
+    let counted = App {
+        blobs: Arc::new(Intercepted::new(app.blobs.clone(), before)),
+        ..app.clone()
+    };
+    let (_, _, import) = start_synthetic_import(&counted, "listed").await;
+    let job = work_until_done(&counted, &import.id).await;
+    assert_eq!(job.status, JobStatus::Finished);
+    assert_continued(&job, 5);
+    let upload = job.archive_key.clone().unwrap();
+    let of_the_archive = listings
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|prefix| **prefix == upload)
+        .count();
+    assert_eq!(
+        of_the_archive,
+        1,
+        "the archive listed once in {} runs",
+        job.resume.unwrap().invocations
+    );
+}
+
 /// A continued run that fails for a reason a retry can fix (the store
 /// refuses to store the archive's last file, as a network would) keeps what
 /// the runs before it stored: the retry goes on from the last checkpoint

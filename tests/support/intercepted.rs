@@ -14,6 +14,7 @@ use shared::stream::{BlockingReader, BorrowedStream, ByteStream};
 pub enum Call {
     Put { key: String },
     ReaderFrom { key: String, offset: u64 },
+    List { prefix: String },
 }
 
 type Before = dyn Fn(&Call) -> BoxFuture<'static, shared::Result<()>> + Send + Sync;
@@ -56,6 +57,10 @@ impl BlobStore for Intercepted {
         self.inner.reader_from(key, offset).await
     }
     async fn list(&self, prefix: &str) -> shared::Result<Vec<BlobInfo>> {
+        (self.before)(&Call::List {
+            prefix: prefix.into(),
+        })
+        .await?;
         self.inner.list(prefix).await
     }
     async fn folders(&self, prefix: &str) -> shared::Result<Vec<String>> {

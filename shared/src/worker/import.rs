@@ -320,7 +320,17 @@ async fn open_archive(
         return Ok((archive, Some(size)));
     }
     let archive = app.blobs.reader_from(upload, offset).await?;
-    Ok((archive, blob_size(app, upload).await?))
+    // A continued run knows the size from the run before: no listing.
+    let known = job
+        .resume
+        .as_ref()
+        .and(job.archive_progress.as_ref())
+        .and_then(|progress| progress.archive_bytes);
+    let size = match known {
+        Some(size) => Some(size),
+        None => blob_size(app, upload).await?,
+    };
+    Ok((archive, size))
 }
 
 /// The size of the blob at `key`, if it is there.
