@@ -371,6 +371,34 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
+/// Members no user matches are failures, listed one by one up to 100 and
+/// then counted in one more (the failures live in the job's item, which
+/// DynamoDB holds to 400 KB); every page of the source's members is read.
+#[test]
+fn many_unmatched_members_are_listed_up_to_a_bound() {
+    let mut fake = FakeSource::of_fixture(SOURCE_TOKEN);
+    fake.member_count = Some(250);
+    let (url, _) = fake.serve();
+    let destination = destination();
+    destination.create_user("member-249");
+    let (migration, entity) = migrate(
+        &destination,
+        &migration_of(&url, SOURCE_TOKEN, "group/project", "crowded"),
+    );
+    assert_eq!(migration["status"], "finished", "{entity}");
+    assert_eq!(entity["stats"]["project_members"]["imported"], 1);
+    let failures = entity["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 101);
+    assert_eq!(
+        failures[0]["exception_message"],
+        "member-0: no user of this instance has this username"
+    );
+    assert_eq!(
+        failures[100]["exception_message"],
+        "149 more members are not kept, for the same reasons"
+    );
+}
+
 /// A source that takes its time to export: no run holds its invocation
 /// waiting (a budget of zero lets each poll once); the job is queued again
 /// for a later poll until the export is done.

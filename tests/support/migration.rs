@@ -92,6 +92,9 @@ pub struct FakeSource {
     pub never_finishes: bool,
     /// The export is in progress (`0`) for this many status requests.
     pub exporting_for_polls: usize,
+    /// The members API lists this many made-up members (`member-<n>`,
+    /// Developers), in pages, instead of the fixture's.
+    pub member_count: Option<usize>,
     pub status_polls: AtomicUsize,
     /// The source goes away at its first download.
     pub vanishes: bool,
@@ -329,8 +332,34 @@ async fn fake_snippets() -> Response {
     Json(json!([{"id": 1, "title": "a snippet", "file_name": "a.rb"}])).into_response()
 }
 
-/// GitLab's members API: the fixture's members, one page.
-async fn fake_members() -> Response {
+/// GitLab's members API: the fixture's members, one page, or
+/// `member_count` made-up ones in pages.
+async fn fake_members(
+    State(source): State<Arc<FakeSource>>,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Response {
+    if let Some(count) = source.member_count {
+        let number = |name: &str, default: usize| {
+            query
+                .get(name)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        let (page, per_page) = (
+            number("page", 1).max(1),
+            number("per_page", 20).clamp(1, 100),
+        );
+        let first = (page - 1) * per_page;
+        let members: Vec<Value> = (first..count.min(first + per_page))
+            .map(|n| json!({"id": 1000 + n, "username": format!("member-{n}"), "access_level": 30}))
+            .collect();
+        let next = if first + per_page < count {
+            (page + 1).to_string()
+        } else {
+            String::new()
+        };
+        return ([("x-next-page", next)], Json(Value::Array(members))).into_response();
+    }
     let records =
         std::fs::read_to_string(fixtures_dir().join("complex/tree/project/project_members.ndjson"))
             .unwrap();

@@ -30,6 +30,11 @@ pub(super) const RELATION: &str = "project_members";
 /// Pages of 100 members read at most: a source claiming more is refused.
 const MAX_PAGES: u32 = 1_000;
 
+/// Unmatched members listed one by one; the rest are counted in one more
+/// failure. The failures live in the job's item, which DynamoDB holds to
+/// 400 KB.
+const MAX_LISTED: usize = 100;
+
 /// The part of the plan that brings the members.
 pub(super) fn part() -> Part {
     Part {
@@ -53,6 +58,7 @@ pub(super) async fn fetch(
 ) -> Result<(Bytes, Vec<ImportFailure>)> {
     let mut ndjson = GzEncoder::new(Vec::new(), flate2::Compression::default());
     let mut failures = Vec::new();
+    let mut unlisted = 0u64;
     let mut kept = 0u64;
     for page in 1..=MAX_PAGES + 1 {
         if page > MAX_PAGES {
@@ -72,6 +78,7 @@ pub(super) async fn fetch(
                         .map_err(Error::internal)?;
                     ndjson.write_all(b"\n").map_err(Error::internal)?;
                 }
+                Err(_) if failures.len() == MAX_LISTED => unlisted += 1,
                 Err(reason) => {
                     let at = (failures.len(), RELATION);
                     failures.push(super::failure(job, at, UNMATCHED, reason));
@@ -82,9 +89,14 @@ pub(super) async fn fetch(
             break;
         }
     }
+    if unlisted > 0 {
+        let reason = format!("{unlisted} more members are not kept, for the same reasons");
+        let at = (failures.len(), RELATION);
+        failures.push(super::failure(job, at, UNMATCHED, reason));
+    }
     tracing::info!(
         kept,
-        unmatched = failures.len(),
+        unmatched = failures.len() as u64 - u64::from(unlisted > 0) + unlisted,
         "the source's members matched"
     );
     let gzip = ndjson.finish().map_err(Error::internal)?;
