@@ -12,7 +12,10 @@ pub async fn create_bulk_import(
 ) -> JsonResponse {
     let request = bulk_imports::parse_request(&body)?;
     let import = bulk_imports::create(&app, &user, request).await?;
-    let state = bulk_imports::find(&app, &user, import.id).await?;
+    let mut state = bulk_imports::find(&app, &user, import.id).await?;
+    // As created, as GitLab answers: a worker may have started (or even
+    // failed) its entities before this answer is written.
+    state.status = crate::domain::BulkStatus::Created;
     Ok((StatusCode::CREATED, Json(views::bulk_import(&state))))
 }
 
