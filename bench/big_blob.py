@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""One huge file in an archive, imported and exported in short invocations.
+"""One huge file in an archive, imported, exported and migrated in short
+invocations.
 
     python3 bench/big_blob.py [--gib 4] [--budget 2] [--slice-mib 64]
                               [--bin target/release/local] [--out bench/BIG_BLOB.md]
@@ -10,21 +11,29 @@ one member; imports it on a `local serve --invocation-budget` server (the
 blob goes in numbered parts across invocations), exports it with
 `--export-slice-bytes` (the blob is cut between slices, one worker run
 each), downloads the export, and checks the bundle comes back byte for byte
-(SHA-256 of both). Reports each phase's time against `gzip -dc` and
-`gzip -1` of the same bytes, the import's invocations and bytes inflated,
-and the server's peak RSS. Standard library only (it borrows `run.py`'s
-server driver).
+(SHA-256 of both). Then a second server, with the same budget, migrates
+the project from the first (`POST /bulk_imports`) through a proxy that
+counts the bytes the source sends: the bundle's file comes over several
+runs, each asking for the rest of the file only, so the source sends it
+about once. Reports each phase's time against `gzip -dc` and `gzip -1` of
+the same bytes, the import's invocations and bytes inflated, the bytes the
+source sent against its file's size, and the servers' peak RSS. Standard
+library only (it borrows `run.py`'s server driver).
 """
 
 import argparse
 import hashlib
 import os
+import json
 import shutil
+import socket
 import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
+import urllib.request
 from datetime import datetime, timezone
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -84,6 +93,71 @@ def make_archive(path, size):
     return noise.digest.hexdigest(), gzip1
 
 
+class CountingProxy:
+    """A TCP proxy on 127.0.0.1 to `target` (host, port) that counts the
+    bytes the target sends back, and the requests with a `Range`."""
+
+    def __init__(self, target):
+        self.target, self.received, self.ranged = target, 0, 0
+        self.lock = threading.Lock()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            client, _ = self.listener.accept()
+            upstream = socket.create_connection(self.target)
+            threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
+
+    def _pipe(self, source, sink, counted):
+        try:
+            while True:
+                data = source.recv(1 << 20)
+                if not data:
+                    break
+                with self.lock:
+                    if counted:
+                        self.received += len(data)
+                    else:
+                        self.ranged += data.lower().count(b"\r\nrange: bytes=")
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+def migrate(destination, source_url, path):
+    """Migrates `path` from `source_url` into `destination`: (seconds, the
+    entity's project import status)."""
+    body = json.dumps({
+        "configuration": {"url": source_url, "access_token": run.TOKEN},
+        "entities": [{"source_type": "project_entity", "source_full_path": path,
+                      "destination_slug": "big-migrated", "destination_namespace": "root",
+                      "migrate_memberships": False}],
+    }).encode()
+    start = time.perf_counter()
+    created = destination.request("POST", "/bulk_imports", body, {"Content-Type": "application/json"})
+    destination.poll("/bulk_imports/%d" % created["id"], "status", "finished")
+    seconds = time.perf_counter() - start
+    entity = destination.request("GET", "/bulk_imports/%d/entities" % created["id"])[0]
+    return seconds, entity["project_id"], destination.request("GET", "/projects/%d/import" % entity["project_id"])
+
+
+def file_size(server, path):
+    """The size of the file a download route serves, from the `Content-Range`
+    of a one-byte range."""
+    req = urllib.request.Request(server.base + path, headers={"PRIVATE-TOKEN": run.TOKEN, "Range": "bytes=0-0"})
+    with urllib.request.urlopen(req) as resp:
+        return int(resp.headers["Content-Range"].rsplit("/", 1)[1])
+
+
 def gzip_dc_seconds(path):
     start = time.perf_counter()
     subprocess.run("gzip -dc %s > /dev/null" % path, shell=True, check=True)
@@ -134,8 +208,28 @@ def main():
             exported = os.path.join(work, "export.tar.gz")
             download_seconds = server.download_export(project, exported)
             rss = server.peak_rss_mb()
-        run.progress("checking the bundle")
-        same = bundle_digest(exported) == digest
+            run.progress("checking the bundle")
+            same = bundle_digest(exported) == digest
+            os.remove(exported)
+            host, port = server.base.split("//")[1].split("/")[0].rsplit(":", 1)
+            proxy = CountingProxy((host, int(port)))
+            dest_dir = os.path.join(work, "destination")
+            dest_args = ["--data-dir", dest_dir, "--invocation-budget", str(budget), "--allow-local-requests",
+                         "--export-slice-bytes", str(args.slice_mib << 20)]
+            with run.Server(args.bin, dest_dir, log, args=dest_args) as destination:
+                run.progress("migrating through a counting proxy")
+                source_url = "http://127.0.0.1:%d" % proxy.port
+                migration_seconds, migrated, migrated_status = migrate(destination, source_url, "root/big-bundle")
+                sent, ranges = proxy.received, proxy.ranged
+                repository = file_size(server, "/projects/%d/export_relations/download?relation=repository" % project)
+                migrated_progress = migrated_status.get("import_progress") or {}
+                run.progress("exporting the migrated project")
+                destination.export(migrated)
+                destination.download_export(migrated, exported)
+                dest_rss = destination.peak_rss_mb()
+            source_rss = server.peak_rss_mb()
+        run.progress("checking the migrated bundle")
+        migrated_same = bundle_digest(exported) == digest
     finally:
         shutil.rmtree(work, ignore_errors=True)
     lines = [
@@ -157,16 +251,25 @@ def main():
         "| export (slices of %d MiB) | %.1f | `gzip -1` %.1f s | %.2f× |" % (
             args.slice_mib, export_seconds, gzip1, export_seconds / gzip1),
         "| download | %.1f | | |" % download_seconds,
+        "| migration by a second server (%s invocations of its import) | %.1f | import %.1f s | %.2f× |" % (
+            migrated_progress.get("invocations"), migration_seconds, import_seconds,
+            migration_seconds / import_seconds),
         "",
         "- bundle equal byte for byte after import and export (SHA-256): **%s**" % ("yes" if same else "NO"),
         "- server peak RSS: %.1f MB" % rss,
+        "- migration: the source sent %.3f GB (its relations export's files and the API's answers) "
+        "against its %.3f GB `repository` file: **%.3f×**, the file asked for in %s ranged requests; "
+        "bundle equal byte for byte after the migration and an export: **%s**; peak RSS source %.1f MB, "
+        "destination %.1f MB" % (
+            sent / 1e9, repository / 1e9, sent / repository, ranges,
+            "yes" if migrated_same else "NO", source_rss, dest_rss),
         "",
     ]
     text = "\n".join(lines)
     with open(args.out, "w") as f:
         f.write(text)
     print(text)
-    sys.exit(0 if same else 1)
+    sys.exit(0 if same and migrated_same else 1)
 
 
 if __name__ == "__main__":

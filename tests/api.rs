@@ -249,6 +249,75 @@ fn signed_download_urls_cannot_be_tampered_with() {
     assert_eq!(client().get(&location).send().unwrap().status(), 200);
 }
 
+/// Downloads honour one byte range as S3 and GitLab's Workhorse do (`curl
+/// -C -` goes on where a download broke off, a migration's destination
+/// asks for the rest of a file): straight from the server and behind a
+/// signed URL.
+#[test]
+fn downloads_honour_a_byte_range() {
+    for redirect in [false, true] {
+        let server = if redirect {
+            Server::start_with(&["--download-redirect"])
+        } else {
+            Server::start()
+        };
+        let status =
+            server.import_and_wait(ROOT_TOKEN, small_archive(&[ISSUE_1]), &[("path", "p")]);
+        let id = status["id"].as_u64().unwrap();
+        let (_, whole) = server.export_and_download(ROOT_TOKEN, id);
+        let size = whole.len();
+        let path = format!("/projects/{id}/export/download");
+        let url = if redirect {
+            let answer = server.get(Some(ROOT_TOKEN), &path);
+            answer.headers()["location"].to_str().unwrap().to_owned()
+        } else {
+            server.url(&path)
+        };
+        let ranged = |range: &str| {
+            client()
+                .get(&url)
+                .header("PRIVATE-TOKEN", ROOT_TOKEN)
+                .header("Range", range)
+                .send()
+                .unwrap()
+        };
+        for (range, from, to) in [
+            ("bytes=10-", 10, size - 1),
+            ("bytes=0-9", 0, 9),
+            (&*format!("bytes=-{}", size - 3), 3, size - 1),
+            (&*format!("bytes=5-{}", size * 2), 5, size - 1),
+        ] {
+            let answer = ranged(range);
+            assert_eq!(answer.status(), 206, "{range}");
+            let headers = answer.headers().clone();
+            assert_eq!(
+                headers["content-range"],
+                format!("bytes {from}-{to}/{size}").as_str(),
+                "{range}"
+            );
+            assert_eq!(
+                headers["content-length"],
+                (to - from + 1).to_string().as_str()
+            );
+            assert_eq!(headers["accept-ranges"], "bytes");
+            assert_eq!(&answer.bytes().unwrap()[..], &whole[from..=to], "{range}");
+        }
+        // Past the end: nothing to send.
+        let answer = ranged(&format!("bytes={size}-"));
+        assert_eq!(answer.status(), 416);
+        assert_eq!(
+            answer.headers()["content-range"],
+            format!("bytes */{size}").as_str()
+        );
+        // What the server may ignore (RFC 9110): the whole file.
+        for range in ["bytes=0-1,4-5", "items=0-3", "bytes=x-"] {
+            let answer = ranged(range);
+            assert_eq!(answer.status(), 200, "{range}");
+            assert_eq!(&answer.bytes().unwrap()[..], &whole[..], "{range}");
+        }
+    }
+}
+
 #[test]
 fn expired_download_urls_are_refused() {
     let temp = tempfile::tempdir().unwrap();

@@ -227,6 +227,69 @@ fn a_migration_bigger_than_an_invocation_continues_and_ends_equal() {
 
 const SOURCE_TOKEN: &str = "glpat-source-token-0123456789";
 
+/// A repository bundle bigger than what a run stages: the destination stops
+/// every run as soon as it may (after 4 MiB, where the read allows), so the
+/// source's file comes over several runs. Each later run asks for the rest
+/// of the file only, from the gzip access point the last one kept; a source
+/// that ignores ranges has the bytes before it read and dropped. Either way
+/// the bundle lands whole.
+#[test]
+fn a_file_bigger_than_a_run_is_downloaded_in_ranges_and_lands_whole() {
+    let bundle = noise(20 * 1024 * 1024, 11);
+    let mut repository = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(bundle.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    repository
+        .append_data(&mut header, "project.bundle", &bundle[..])
+        .unwrap();
+    let repository = gzip(&repository.into_inner().unwrap());
+    for honours_ranges in [true, false] {
+        let mut fake = FakeSource::of_fixture(SOURCE_TOKEN);
+        fake.files.insert("repository".into(), repository.clone());
+        fake.honours_ranges = honours_ranges;
+        let (url, fake) = fake.serve();
+        let destination =
+            Server::start_with(&["--allow-local-requests", "--invocation-budget", "0"]);
+        let mut body = migration_of(&url, SOURCE_TOKEN, "group/project", "copy");
+        body["entities"][0]["migrate_memberships"] = json!(false);
+        let (migration, entity) = migrate(&destination, &body);
+        assert_eq!(migration["status"], "finished", "{entity}");
+        assert_eq!(entity["failures"], json!([]));
+
+        let starts: Vec<Option<u64>> = fake
+            .downloaded
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(relation, _)| relation == "repository")
+            .map(|(_, start)| *start)
+            .collect();
+        eprintln!(
+            "{} compressed bytes, ranges honoured: {honours_ranges}, downloads from {starts:?}",
+            repository.len()
+        );
+        assert!(starts.len() >= 3, "{starts:?}");
+        assert_eq!(starts[0], None, "{starts:?}");
+        let offsets: Vec<u64> = starts[1..].iter().map(|s| s.unwrap()).collect();
+        assert!(
+            offsets.windows(2).all(|w| w[0] < w[1]),
+            "each run goes on further: {starts:?}"
+        );
+        assert!(*offsets.last().unwrap() < repository.len() as u64);
+
+        let project_id = entity["project_id"].as_u64().unwrap();
+        let (_, exported) = destination.export_and_download(ROOT_TOKEN, project_id);
+        let exported = read_archive(&exported);
+        let landed = exported.files.get("project.bundle").map(Vec::as_slice);
+        assert!(
+            landed == Some(&bundle[..]),
+            "the bundle changed (ranges honoured: {honours_ranges})"
+        );
+    }
+}
+
 #[test]
 fn a_gitlab_source_with_file_relations_and_a_failing_relation() {
     let mut fake = FakeSource::of_fixture(SOURCE_TOKEN);

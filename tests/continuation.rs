@@ -341,15 +341,17 @@ async fn a_continued_run_failing_for_a_while_keeps_what_earlier_runs_stored() {
 }
 
 /// A migration too big for one invocation: the source is a local server
-/// (its project past one run), the destination an application whose every
-/// run stops as soon as it stored a record, each message (the job's, each
-/// file's) delivered twice at the same moment. The staged files are read
-/// where they are across the runs and the project ends equal to the
-/// source's, records and files.
+/// (its project past one run, its repository bundle past what a run
+/// stages), the destination an application whose every run stops as soon
+/// as it may, each message (the job's, each file's) delivered twice at the
+/// same moment. The bundle comes in ranges over several runs, the staged
+/// files are read where they are across the runs, and the project ends
+/// equal to the source's, records and files.
 async fn a_migration_crosses_invocations(app: &App) {
     let (source, from) = tokio::task::spawn_blocking(|| {
         let source = e2e::Server::start();
-        let archive = synthetic_archive(ISSUES);
+        let bundle = e2e::noise(20 * 1024 * 1024, 3);
+        let archive = e2e::synthetic_archive_with_bundle(ISSUES, &bundle);
         let imported = source.import_and_wait(e2e::ROOT_TOKEN, archive, &[("path", "big")]);
         assert_eq!(imported["import_status"], "finished", "{imported}");
         let id = imported["id"].as_u64().unwrap();
@@ -358,6 +360,25 @@ async fn a_migration_crosses_invocations(app: &App) {
     })
     .await
     .unwrap();
+    // The pieces the bundle is staged in, by their number in the file.
+    let pieces = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let seen = pieces.clone();
+    let before = move |call: &Call| -> BoxFuture<'static, shared::Result<()>> {
+        if let Call::Put { key } = call {
+            let name = key.rsplit('/').next().unwrap_or_default();
+            if let Some(piece) = name.strip_prefix("repository.0.") {
+                if let Some(number) = piece.strip_suffix(".piece") {
+                    let number = number.rsplit('.').next().unwrap().parse::<u32>().unwrap();
+                    seen.lock().unwrap().insert(number);
+                }
+            }
+        }
+        Box::pin(async { Ok(()) })
+    };
+    let app = &App {
+        blobs: Arc::new(Intercepted::new(app.blobs.clone(), before)),
+        ..app.clone()
+    };
     let user: User = app.users.create_user("root", "Root", true).await.unwrap();
     let request = shared::service::bulk_imports::NewBulkImport {
         url: source.base.clone(),
@@ -377,6 +398,11 @@ async fn a_migration_crosses_invocations(app: &App) {
     let job = work_until_done(app, &entity.job_id).await;
     assert_eq!(job.status, JobStatus::Finished, "{job:?}");
     assert_continued(&job, 3);
+    let pieces = pieces.lock().unwrap().clone();
+    assert!(
+        pieces.len() >= 3,
+        "the bundle was staged in pieces {pieces:?}"
+    );
     let project = app
         .projects
         .project(entity.project_id)

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 
 pub type BorrowedStream<'a> = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + 'a>>;
@@ -184,6 +184,16 @@ pub fn from_receiver(rx: mpsc::Receiver<io::Result<Bytes>>) -> ByteStream {
         })
         .fuse(),
     )
+}
+
+/// `stream` without its first `bytes` bytes.
+pub fn skip(stream: ByteStream, bytes: u64) -> ByteStream {
+    let mut left = bytes;
+    Box::pin(stream.try_filter_map(move |chunk| {
+        let dropped = left.min(chunk.len() as u64) as usize;
+        left -= dropped as u64;
+        futures::future::ready(Ok((dropped < chunk.len()).then(|| chunk.slice(dropped..))))
+    }))
 }
 
 /// Reads a whole stream; for small blobs and tests only.

@@ -638,6 +638,11 @@ pub const ISSUES_PAST_ONE_RUN: usize = 12_000;
 /// A deterministic GitLab-shaped project archive with `issues` issues (a
 /// few notes and label links each), some labels and merge requests.
 pub fn synthetic_archive(issues: usize) -> Vec<u8> {
+    synthetic_archive_with_bundle(issues, b"not really a git bundle")
+}
+
+/// `synthetic_archive` with `bundle` as its repository.
+pub fn synthetic_archive_with_bundle(issues: usize, bundle: &[u8]) -> Vec<u8> {
     let mut issue_lines = String::new();
     for i in 1..=issues {
         let notes: Vec<String> = (0..i % 4)
@@ -666,7 +671,7 @@ pub fn synthetic_archive(issues: usize) -> Vec<u8> {
             "tree/project/merge_requests.ndjson",
             merge_requests.as_bytes(),
         ),
-        ("project.bundle", b"not really a git bundle"),
+        ("project.bundle", bundle),
         ("uploads/abc123/screenshot.png", b"\x89PNG fake"),
     ])
 }

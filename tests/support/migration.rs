@@ -115,6 +115,12 @@ pub struct FakeSource {
     /// `uploads.tar.gz` starts with a GNU long name claiming this many
     /// bytes (and holding 64 KiB).
     pub uploads_long_name: Option<u64>,
+    /// A `Range: bytes=N-` on a download is answered `206` with the file
+    /// from byte N (GitLab's Workhorse and S3 do); else the whole file.
+    pub honours_ranges: bool,
+    /// Each download asked for: the relation, and the byte its range
+    /// started at, if it had one.
+    pub downloaded: std::sync::Mutex<Vec<(String, Option<u64>)>>,
     pub requests: AtomicUsize,
     pub downloads: AtomicUsize,
     pub gone: AtomicBool,
@@ -396,8 +402,22 @@ async fn fake_status(State(source): State<Arc<FakeSource>>) -> Response {
 async fn fake_download(
     State(source): State<Arc<FakeSource>>,
     Query(query): Query<BTreeMap<String, String>>,
+    request_headers: HeaderMap,
 ) -> Response {
     source.downloads.fetch_add(1, Ordering::SeqCst);
+    let range_start = request_headers
+        .get("range")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("bytes=")?
+                .strip_suffix('-')?
+                .parse::<u64>()
+                .ok()
+        });
+    source.downloaded.lock().unwrap().push((
+        query.get("relation").cloned().unwrap_or_default(),
+        range_start,
+    ));
     if source.vanishes {
         source.gone.store(true, Ordering::SeqCst);
         return (StatusCode::BAD_GATEWAY, "gone").into_response();
@@ -410,7 +430,15 @@ async fn fake_download(
         Some(file) => {
             let mut headers = HeaderMap::new();
             headers.insert("content-type", "application/gzip".parse().unwrap());
-            (headers, file.clone()).into_response()
+            match range_start {
+                Some(start) if source.honours_ranges && (start as usize) < file.len() => {
+                    let range = format!("bytes {start}-{}/{}", file.len() - 1, file.len());
+                    headers.insert("content-range", range.parse().unwrap());
+                    let rest = file[start as usize..].to_vec();
+                    (StatusCode::PARTIAL_CONTENT, headers, rest).into_response()
+                }
+                _ => (headers, file.clone()).into_response(),
+            }
         }
         None => (StatusCode::NOT_FOUND, "no such relation").into_response(),
     }

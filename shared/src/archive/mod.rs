@@ -17,9 +17,7 @@ pub use events::{ImportEvent, SinkClosed};
 pub use inflate::{AccessPoint, Inflater};
 pub use json::check_record;
 pub use parallel_gzip::{one_encoder_takes_every_core, ParallelGzEncoder};
-pub use reader::{
-    read_archive, read_relation, read_tar_files, ReadControl, ReadEnd, ReaderCheckpoint,
-};
+pub use reader::{read_archive, read_files, read_relation, ReadControl, ReadEnd, ReaderCheckpoint};
 pub use slices::{trailer, Slice, SliceSum};
 pub use writer::{header_bytes, padding, write_archive, ExportItem, END_OF_ARCHIVE};
 

@@ -142,7 +142,33 @@ pub fn read_archive(
     control: &ReadControl,
     sink: &mut Sink<'_>,
 ) -> Result<ReadEnd, ArchiveError> {
-    read_selected(input, limits, None, from, Some(control), sink)
+    read_selected(input, limits, Select::All, from, Some(control), sink)
+}
+
+/// Reads the files of a `.tar.gz` from a stranger (a migration source's
+/// file relation) with every check an archive's entries get, each file as
+/// a blob's events whatever its name: from its start, or from where an
+/// earlier read stopped, and stopping as `read_archive` does. It ends
+/// `Complete` with an empty version: such a tar has none.
+pub fn read_files(
+    input: impl Read + Send,
+    limits: &Limits,
+    from: Option<&ReaderCheckpoint>,
+    control: &ReadControl,
+    sink: &mut Sink<'_>,
+) -> Result<ReadEnd, ArchiveError> {
+    read_selected(input, limits, Select::Files, from, Some(control), sink)
+}
+
+/// Which entries a read emits.
+#[derive(Clone, Copy)]
+enum Select<'a> {
+    /// An export archive: every entry.
+    All,
+    /// An export archive: only this relation's records.
+    Relation(&'a str),
+    /// A tar of files: every file a blob, no archive layout.
+    Files,
 }
 
 /// Reads a `.tar.gz` for one relation: only that relation's records are
@@ -154,7 +180,7 @@ pub fn read_relation(
     relation: &str,
     sink: &mut Sink<'_>,
 ) -> Result<String, ArchiveError> {
-    match read_selected(input, limits, Some(relation), None, None, sink)? {
+    match read_selected(input, limits, Select::Relation(relation), None, None, sink)? {
         ReadEnd::Complete { version } => Ok(version),
         ReadEnd::Stopped(_) => unreachable!("a read without a stop signal never stops"),
     }
@@ -163,7 +189,7 @@ pub fn read_relation(
 fn read_selected(
     input: impl Read + Send,
     limits: &Limits,
-    only: Option<&str>,
+    select: Select<'_>,
     from: Option<&ReaderCheckpoint>,
     control: Option<&ReadControl>,
     sink: &mut Sink<'_>,
@@ -197,7 +223,7 @@ fn read_selected(
         };
         let mut entries = Entries {
             limits,
-            only,
+            select,
             check: EntryCheck::new(limits),
             seen: Seen::default(),
             position,
@@ -278,7 +304,7 @@ struct Layout {
 /// The reading of an archive's entries, with what it checks across them.
 struct Entries<'a> {
     limits: &'a Limits,
-    only: Option<&'a str>,
+    select: Select<'a>,
     check: EntryCheck<'a>,
     seen: Seen,
     /// The uncompressed offset of the next byte read.
@@ -332,10 +358,12 @@ impl Entries<'_> {
         inside: Option<Inside>,
         sink: &mut Sink<'_>,
     ) -> Result<ReadEnd, ArchiveError> {
-        let only = self.only;
-        let mut selected = |event: ImportEvent| match (&event, only) {
-            (_, None) => sink(event),
-            (ImportEvent::Record { relation, .. }, Some(only)) if **relation == *only => {
+        let select = self.select;
+        let mut selected = |event: ImportEvent| match (&event, select) {
+            (_, Select::All | Select::Files) => sink(event),
+            (ImportEvent::Record { relation, .. }, Select::Relation(only))
+                if **relation == *only =>
+            {
                 sink(event)
             }
             _ => Ok(()),
@@ -383,6 +411,11 @@ impl Entries<'_> {
                 return Ok(ReadEnd::Stopped(stop));
             }
         }
+        if let Select::Files = self.select {
+            return Ok(ReadEnd::Complete {
+                version: String::new(),
+            });
+        }
         let version = self
             .seen
             .version
@@ -403,6 +436,10 @@ impl Entries<'_> {
         sink: &mut Sink<'_>,
     ) -> Result<Option<Box<ReaderCheckpoint>>, ArchiveError> {
         let limits = self.limits;
+        if let Select::Files = self.select {
+            let size = layout.data_end - layout.data_start;
+            return self.read_blob(entry, path, (size, 0), layout, sink);
+        }
         match path.as_str() {
             "VERSION" => {
                 let text = read_small(entry, 64, "VERSION")?;
@@ -437,14 +474,14 @@ impl Entries<'_> {
                         });
                     }
                 }
-                match (relation, self.only) {
-                    (Some(relation), None) => {
+                match (relation, self.select) {
+                    (Some(relation), Select::All) => {
                         return self.read_ndjson(entry, &relation, 1, layout, sink);
                     }
-                    (Some(relation), Some(only)) if relation == only => {
+                    (Some(relation), Select::Relation(only)) if relation == only => {
                         return self.read_ndjson(entry, &relation, 1, layout, sink);
                     }
-                    (None, None) => {
+                    (None, Select::All) => {
                         let size = layout.data_end - layout.data_start;
                         return self.read_blob(entry, path, (size, 0), layout, sink);
                     }
@@ -525,44 +562,6 @@ impl<'a> EntryCheck<'a> {
         self.tree.add_file(&path)?;
         Ok(Some(path))
     }
-}
-
-/// Reads the files of a `.tar.gz` from a stranger (a migration source's
-/// file relation) with every check an import's archive gets: each file's
-/// path, its reader and its size go to `file`, which must read it whole or
-/// fail. Every gzip member's trailer is checked, and what follows the tar
-/// stream must be padding.
-pub fn read_tar_files<E: From<ArchiveError>>(
-    input: impl Read + Send,
-    limits: &Limits,
-    mut file: impl FnMut(String, &mut dyn Read, u64) -> Result<(), E>,
-) -> Result<(), E> {
-    let inflater = Inflater::new(gzip_input(input)?).map_err(corrupt)?;
-    let over_limit = Rc::new(Cell::new(false));
-    let mut expanded = LimitedReader {
-        inner: inflater,
-        remaining: limits.max_uncompressed_bytes,
-        over_limit: over_limit.clone(),
-    };
-    let too_large = || ArchiveError::TooLarge {
-        limit: limits.max_uncompressed_bytes,
-    };
-    let read = (|| {
-        let mut archive = tar::Archive::new(&mut expanded);
-        let mut check = EntryCheck::new(limits);
-        for entry in archive.entries().map_err(corrupt)?.raw(true) {
-            let mut entry = entry.map_err(corrupt)?;
-            if let Some(path) = check.file_path(&mut entry)? {
-                let size = entry.header().entry_size().map_err(corrupt)?;
-                file(path, &mut entry, size)?;
-            }
-        }
-        read_to_the_end(&mut expanded).map_err(E::from)
-    })();
-    if over_limit.get() {
-        return Err(too_large().into());
-    }
-    read
 }
 
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
@@ -961,9 +960,30 @@ mod tests {
         joined
     }
 
+    /// How a test reads: `read_archive` or `read_files` with the default
+    /// limits.
+    type Read<'r> = &'r dyn Fn(
+        &[u8],
+        Option<&ReaderCheckpoint>,
+        &ReadControl,
+        &mut Sink<'_>,
+    ) -> Result<ReadEnd, ArchiveError>;
+
     /// Reads from `from` (or the start), asking to stop after `stop_after`
     /// events; the events and how the read ended.
     fn read_some(
+        archive: &[u8],
+        from: Option<&ReaderCheckpoint>,
+        stop_after: usize,
+    ) -> (Vec<ImportEvent>, ReadEnd) {
+        let read: Read<'_> = &|input, from, control, sink| {
+            read_archive(input, &Limits::default(), from, control, sink)
+        };
+        read_some_with(read, archive, from, stop_after)
+    }
+
+    fn read_some_with(
+        read: Read<'_>,
         archive: &[u8],
         from: Option<&ReaderCheckpoint>,
         stop_after: usize,
@@ -978,14 +998,7 @@ mod tests {
             }
             Ok(())
         };
-        let end = read_archive(
-            &archive[offset..],
-            &Limits::default(),
-            from,
-            &control,
-            &mut sink,
-        )
-        .unwrap();
+        let end = read(&archive[offset..], from, &control, &mut sink).unwrap();
         (events, end)
     }
 
@@ -1027,6 +1040,75 @@ mod tests {
                 }
             }
             assert!(stops >= 1, "never stopped after {stop_after} events");
+            assert!(
+                joined_chunks(&events) == joined_chunks(&whole),
+                "stopping after {stop_after} events lost or repeated some"
+            );
+        }
+    }
+
+    #[test]
+    fn a_tar_of_files_is_read_as_blobs_and_goes_on_from_any_stop() {
+        // Not compressible, so the tar's 20 MB take many deflate blocks.
+        let big: Vec<u8> = (0..20_000_000u32)
+            .map(|n| (n.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let archive = tar_gz(
+            &[
+                ("VERSION", b"not a version"),
+                ("tree/project/issues.ndjson", b"not json"),
+                ("ab/big.bundle", &big),
+                ("cd/small.png", b"png"),
+            ],
+            6,
+        );
+        let files: Read<'_> = &|input, from, control, sink| {
+            read_files(input, &Limits::default(), from, control, sink)
+        };
+        let read = |from: Option<&ReaderCheckpoint>, stop_after: usize| {
+            read_some_with(files, &archive, from, stop_after)
+        };
+        let (whole, end) = read(None, usize::MAX);
+        assert!(matches!(&end, ReadEnd::Complete { version } if version.is_empty()));
+        let started: Vec<&str> = whole
+            .iter()
+            .filter_map(|event| match event {
+                ImportEvent::BlobStart { path, .. } => Some(path.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            started,
+            [
+                "VERSION",
+                "tree/project/issues.ndjson",
+                "ab/big.bundle",
+                "cd/small.png"
+            ]
+        );
+        for stop_after in [1, 2, 4, 5, 40] {
+            let mut events = Vec::new();
+            let mut from: Option<Box<ReaderCheckpoint>> = None;
+            let mut stops = 0;
+            loop {
+                let after = if from.is_none() { stop_after } else { 3 };
+                let (got, end) = read(from.as_deref(), after);
+                events.extend(got);
+                match end {
+                    ReadEnd::Complete { .. } => break,
+                    ReadEnd::Stopped(checkpoint) => {
+                        stops += 1;
+                        let json = serde_json::to_string(&checkpoint).unwrap();
+                        from = Some(serde_json::from_str(&json).unwrap());
+                    }
+                }
+            }
+            assert!(stops >= 2, "{stops} stops after {stop_after} events");
+            // A read going on inside a file starts it again from there.
+            let resumed = |event: &ImportEvent| matches!(event, ImportEvent::BlobStart { from, .. } if *from > 0);
+            let inside = events.iter().filter(|e| resumed(e)).count();
+            assert!(inside >= 1, "never stopped inside the big file");
+            events.retain(|event| !resumed(event));
             assert!(
                 joined_chunks(&events) == joined_chunks(&whole),
                 "stopping after {stop_after} events lost or repeated some"

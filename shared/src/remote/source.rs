@@ -291,14 +291,16 @@ impl SourceInstance {
     }
 
     /// One relation's file, or one batch of it, as the source serves it
-    /// (following its redirect to a presigned URL): at most `limit` bytes,
-    /// at the pace of a file.
+    /// (following its redirect to a presigned URL), from byte `from` on: at
+    /// most `limit` bytes in all, at the pace of a file. A source that
+    /// ignores the range has the bytes before `from` read and dropped.
     pub async fn download(
         &self,
         project_id: u64,
         relation: &str,
         batch: Option<u32>,
         limit: u64,
+        from: u64,
     ) -> Result<ByteStream> {
         let path = format!("projects/{project_id}/export_relations/download");
         let mut query = vec![("relation", relation.to_owned())];
@@ -307,20 +309,53 @@ impl SourceInstance {
             query.push(("batch_number", batch.to_string()));
         }
         let response = self
-            .send(&path, |c, url| c.get(url).query(&query))
+            .send(&path, |c, url| {
+                let request = c.get(url).query(&query);
+                if from > 0 {
+                    request.header(reqwest::header::RANGE, format!("bytes={from}-"))
+                } else {
+                    request
+                }
+            })
             .await
             .map_err(|failure| {
                 Self::error(&path, failure, |code| {
                     (code != 429 && code < 500).then(|| format!("File download error {code}"))
                 })
             })?;
+        let ranged = from > 0 && response.status() == reqwest::StatusCode::PARTIAL_CONTENT;
+        if ranged {
+            let starts = response
+                .headers()
+                .get(reqwest::header::CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with(&format!("bytes {from}-")));
+            if !starts {
+                return Err(Error::Storage(format!(
+                    "the source answered a range of {relation}'s file not starting at byte {from}"
+                )));
+            }
+        }
         let too_large = format!("a file of the source is larger than {limit} bytes");
-        Ok(bounded::paced(
+        let body = bounded::paced(
             response.bytes_stream(),
-            limit,
+            if ranged {
+                limit.saturating_sub(from)
+            } else {
+                limit
+            },
             self.limits.file_pace,
             too_large,
-        ))
+        );
+        if from > 0 && !ranged {
+            tracing::warn!(
+                relation,
+                from,
+                "the source ignores ranges: the file is read again up to where the last run stopped"
+            );
+            return Ok(crate::stream::skip(body, from));
+        }
+        Ok(body)
     }
 }
 

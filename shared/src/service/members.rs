@@ -15,8 +15,8 @@ pub async fn page(
     page: usize,
     per_page: usize,
 ) -> Result<(Vec<Member>, u64)> {
-    let first = (page.saturating_sub(1) as u64).saturating_mul(per_page as u64);
-    range(app, project, first, per_page).await
+    let (records, total) = super::relation_page(app, project, RELATION, page, per_page).await?;
+    Ok((members_of(&records), total))
 }
 
 /// The members of records `first..first + count`, and how many records
@@ -28,11 +28,14 @@ pub async fn range(
     count: usize,
 ) -> Result<(Vec<Member>, u64)> {
     let (records, total) = super::relation_records(app, project, RELATION, first, count).await?;
-    let members = records
+    Ok((members_of(&records), total))
+}
+
+fn members_of(records: &[bytes::Bytes]) -> Vec<Member> {
+    records
         .iter()
         .filter_map(|r| Member::of_record(r))
-        .collect();
-    Ok((members, total))
+        .collect()
 }
 
 /// One page of the project's badges (`project_badges`), as GitLab's badges
@@ -43,9 +46,8 @@ pub async fn badges(
     page: usize,
     per_page: usize,
 ) -> Result<(Vec<serde_json::Value>, u64)> {
-    let first = (page.saturating_sub(1) as u64).saturating_mul(per_page as u64);
     let (records, total) =
-        super::relation_records(app, project, "project_badges", first, per_page).await?;
+        super::relation_page(app, project, "project_badges", page, per_page).await?;
     let badges = records
         .iter()
         .filter_map(|r| serde_json::from_slice(r).ok())

@@ -234,8 +234,19 @@ pub async fn export_download(app: &App, project: &Project) -> Result<Download> {
     }
 }
 
-/// Every stored relation of the project, with the generation holding it:
-/// the main generation's, except those a relation import replaced.
+/// Page `page` (from 1) of `per_page` records of one of the project's
+/// relations, as GitLab's list APIs page, and how many it has.
+pub async fn relation_page(
+    app: &App,
+    project: &Project,
+    relation: &str,
+    page: usize,
+    per_page: usize,
+) -> Result<(Vec<bytes::Bytes>, u64)> {
+    let first = (page.saturating_sub(1) as u64).saturating_mul(per_page as u64);
+    relation_records(app, project, relation, first, per_page).await
+}
+
 /// The records `first..first + count` of one of the project's relations,
 /// and how many it has.
 pub async fn relation_records(
@@ -267,6 +278,8 @@ pub async fn relation_records(
     Ok((records, total))
 }
 
+/// Every stored relation of the project, with the generation holding it:
+/// the main generation's, except those a relation import replaced.
 pub async fn content_relations(
     app: &App,
     project: &Project,

@@ -100,7 +100,9 @@ pub async fn handle(app: &App, message: &Message, deadline: Deadline) -> Result<
             JobKind::RelationExport => relation_export::run(app, message).await,
             JobKind::RelationImport => relation_import::run(app, &message.job_id).await,
             JobKind::ProjectDeletion => project_deletion::run(app, message.project_id).await,
-            JobKind::DirectTransferPart => direct_transfer::download_part(app, message).await,
+            JobKind::DirectTransferPart => {
+                direct_transfer::download_part(app, message, deadline).await
+            }
             JobKind::ExportSlice => export::slices::run(app, message).await,
         }
     }

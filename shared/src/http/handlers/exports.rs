@@ -106,6 +106,7 @@ pub async fn scheduled_archive_download(
     State(app): State<App>,
     CallerProject { project, .. }: CallerProject,
     Path(path): Path<HashMap<String, String>>,
+    range: Range,
 ) -> Result<Response> {
     deliver(
         &app,
@@ -115,6 +116,7 @@ pub async fn scheduled_archive_download(
             path.get("job_id").map_or("", String::as_str),
         )
         .await?,
+        range,
     )
     .await
 }
@@ -122,7 +124,8 @@ pub async fn scheduled_archive_download(
 pub async fn export_download(
     State(app): State<App>,
     CallerProject { user, project }: CallerProject,
+    range: Range,
 ) -> Result<Response> {
     service::check_download_rate(&app, &user, &project).await?;
-    deliver(&app, service::export_download(&app, &project).await?).await
+    deliver(&app, service::export_download(&app, &project).await?, range).await
 }

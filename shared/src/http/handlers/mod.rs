@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
-use axum::http::header::{CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use axum::http::header::{
+    ACCEPT_RANGES, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION,
+};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -85,8 +87,9 @@ fn required<'a>(params: &'a Params, name: &str) -> Result<&'a str> {
         .ok_or_else(|| Error::InvalidParameter(format!("{name} is missing")))
 }
 
-/// A download: `302` to a signed URL, or the file itself, as configured.
-async fn deliver(app: &App, download: service::Download) -> Result<Response> {
+/// A download: `302` to a signed URL, or the file itself (the part of it
+/// `range` asks for), as configured.
+async fn deliver(app: &App, download: service::Download, range: Range) -> Result<Response> {
     if app.settings.download_redirect {
         let url = app
             .blobs
@@ -98,12 +101,85 @@ async fn deliver(app: &App, download: service::Download) -> Result<Response> {
             .await?;
         return Ok((StatusCode::FOUND, [(LOCATION, url)]).into_response());
     }
-    attachment(app, &download.key, &download.file_name).await
+    attachment(app, &download.key, &download.file_name, range).await
 }
 
-/// A stored blob streamed as a file named `file_name`.
-async fn attachment(app: &App, key: &str, file_name: &str) -> Result<Response> {
-    let body = app.blobs.get(key).await?;
+/// A request's `Range` header, as S3 and GitLab's Workhorse honour it: one
+/// byte range is served `206`; several, or one that does not parse, the
+/// whole file (RFC 9110 lets a server ignore them).
+pub struct Range(Option<String>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Range {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> std::result::Result<Self, Self::Rejection> {
+        let value = parts.headers.get(axum::http::header::RANGE);
+        Ok(Range(
+            value.and_then(|v| v.to_str().ok()).map(str::to_owned),
+        ))
+    }
+}
+
+/// What a `Range` asks of a file of `size` bytes.
+#[derive(Debug, PartialEq, Eq)]
+enum Wanted {
+    Whole,
+    Part(std::ops::RangeInclusive<u64>),
+    Unsatisfiable,
+}
+
+impl Range {
+    fn of(&self, size: u64) -> Wanted {
+        let Some(parsed) = self
+            .0
+            .as_deref()
+            .and_then(|value| http_range_header::parse_range_header(value).ok())
+        else {
+            return Wanted::Whole;
+        };
+        match parsed.validate(size) {
+            Ok(ranges) if ranges.len() == 1 => Wanted::Part(ranges[0].clone()),
+            Ok(_) => Wanted::Whole,
+            Err(_) => Wanted::Unsatisfiable,
+        }
+    }
+}
+
+/// A stored blob streamed as a file named `file_name`, or the one range of
+/// it asked for.
+async fn attachment(app: &App, key: &str, file_name: &str, range: Range) -> Result<Response> {
+    // Its size, as GitLab's downloads (and S3's) give it: clients show
+    // progress, a remote import's `HEAD` checks it, and ranges need it.
+    let listed = app.blobs.list(key).await?;
+    let size = listed
+        .iter()
+        .find(|blob| blob.key == key)
+        .map(|blob| blob.size)
+        .ok_or_else(|| Error::not_found("File"))?;
+    let (status, body, length, content_range) = match range.of(size) {
+        Wanted::Whole => (StatusCode::OK, app.blobs.get(key).await?, size, None),
+        Wanted::Part(range) => {
+            let length = range.end() - range.start() + 1;
+            let body = app.blobs.get_range(key, *range.start(), length).await?;
+            let content_range = format!("bytes {}-{}/{size}", range.start(), range.end());
+            (
+                StatusCode::PARTIAL_CONTENT,
+                body,
+                length,
+                Some(content_range),
+            )
+        }
+        Wanted::Unsatisfiable => {
+            return Ok((
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                [(CONTENT_RANGE, format!("bytes */{size}"))],
+            )
+                .into_response());
+        }
+    };
     let content_type = if file_name.ends_with(".gz") {
         "application/gzip"
     } else {
@@ -124,21 +200,22 @@ async fn attachment(app: &App, key: &str, file_name: &str) -> Result<Response> {
         utf8_percent_encode(file_name, NON_ALPHANUMERIC)
     );
     let mut response = (
-        StatusCode::OK,
+        status,
         [
             (CONTENT_TYPE, content_type.to_owned()),
             (CONTENT_DISPOSITION, disposition),
+            (ACCEPT_RANGES, "bytes".to_owned()),
         ],
         Body::from_stream(body),
     )
         .into_response();
-    // Its size, as GitLab's downloads (and S3's) give it: clients show
-    // progress, and a remote import's `HEAD` checks it.
-    let listed = app.blobs.list(key).await?;
-    if let Some(blob) = listed.iter().find(|blob| blob.key == key) {
-        response
-            .headers_mut()
-            .insert(CONTENT_LENGTH, blob.size.into());
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_LENGTH, length.into());
+    if let Some(content_range) = content_range {
+        headers.insert(
+            CONTENT_RANGE,
+            content_range.parse().map_err(Error::internal)?,
+        );
     }
     Ok(response)
 }

@@ -35,6 +35,7 @@ pub async fn relations_export_status(
 pub async fn relations_export_download(
     State(app): State<App>,
     CallerProject { project, .. }: CallerProject,
+    range: Range,
     params: Params,
 ) -> Result<Response> {
     let relation = params
@@ -57,6 +58,7 @@ pub async fn relations_export_download(
     deliver(
         &app,
         relation_export::download(&app, &project, relation, batch).await?,
+        range,
     )
     .await
 }

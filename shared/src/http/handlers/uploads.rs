@@ -134,11 +134,12 @@ pub async fn blob_download(
     State(app): State<App>,
     Path(key): Path<String>,
     Query(query): Query<HashMap<String, String>>,
+    range: Range,
 ) -> Result<Response> {
     verify_signed(&app, Action::Download, &key, &query)?;
     let file_name = query
         .get("filename")
         .map(String::as_str)
         .unwrap_or_default();
-    attachment(&app, &key, file_name).await
+    attachment(&app, &key, file_name, range).await
 }

@@ -7,7 +7,14 @@
 //! a multi-member gzip stream like any uploaded archive, and stops in and
 //! continues from it across invocations the same way: no file of the source
 //! is copied or read twice, whatever the project's size.
+//!
+//! A file relation's file (a repository bundle, every upload) may take
+//! longer than a run to download: it is staged in pieces, each a member of
+//! its own, a run stopping at its deadline where the read allows and the
+//! next asking the source for the rest of the file only (a ranged request
+//! from the gzip access point the stop kept).
 
+use std::future::Future;
 use std::io::{self, Read, Write};
 
 use bytes::Bytes;
@@ -16,23 +23,46 @@ use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use super::Part;
-use crate::archive::{self, Limits};
+use crate::archive::{
+    self, ImportEvent, Limits, ReadControl, ReadEnd, ReaderCheckpoint, SinkClosed,
+};
 use crate::relations::{self, SELF_RELATION};
 use crate::stream::{BlockingReader, ByteStream};
 use crate::worker::pipeline;
+use crate::worker::Deadline;
 use crate::{runtime, stream, App, Error, Result};
 
 /// Bytes of a decompressed file sent on at a time.
 const PIECE: usize = 64 * 1024;
 
 /// A staged file of the source: the archive bytes it holds (uncompressed)
-/// and its stored size.
+/// and the blobs it is stored in, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Staged {
     pub part: Part,
     pub bytes: u64,
-    pub stored: u64,
+    pub pieces: Vec<Piece>,
 }
+
+/// One blob of a staged file: a whole gzip member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Piece {
+    key: String,
+    stored: u64,
+}
+
+/// How a run left the file it staged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Staging {
+    /// Staged whole, its marker written.
+    Whole,
+    /// Stopped at the run's deadline: a later run goes on.
+    Stopped,
+}
+
+/// The least a run stages of a file before it may stop: a short deadline
+/// never leaves a file in thousands of tiny pieces.
+const MIN_PIECE_BYTES: u64 = 4 * 1024 * 1024;
 
 impl Part {
     /// The empty blob that says the part's file is staged whole, and how
@@ -45,11 +75,31 @@ impl Part {
         )
     }
 
-    fn of_marker(key: &str, staging: &str) -> Option<(Part, u64)> {
-        let name = key.strip_prefix(staging)?.strip_suffix(".staged")?;
+    /// The marker of a file staged in pieces: it lists them.
+    fn pieces_marker(&self, staging: &str, bytes: u64) -> String {
+        format!(
+            "{staging}{}.{}.{bytes}.pieces",
+            self.relation,
+            self.batch.unwrap_or(0)
+        )
+    }
+
+    /// The part a marker names, the archive bytes it holds, and whether it
+    /// lists pieces.
+    fn of_marker(key: &str, staging: &str) -> Option<(Part, u64, bool)> {
+        let name = key.strip_prefix(staging)?;
+        let (name, pieced) = match name.strip_suffix(".staged") {
+            Some(name) => (name, false),
+            None => (name.strip_suffix(".pieces")?, true),
+        };
         let (name, bytes) = name.rsplit_once('.')?;
         let part = Part::of_key(&format!("{staging}{name}.gz"), staging)?;
-        Some((part, bytes.parse().ok()?))
+        Some((part, bytes.parse().ok()?, pieced))
+    }
+
+    /// Where a file staged in pieces says how far it got.
+    fn progress_key(&self, staging: &str) -> String {
+        format!("{}progress.json", self.prefix(staging))
     }
 
     /// Where the names of this part's staged blobs start.
@@ -66,18 +116,27 @@ pub(super) async fn staged_files(app: &App, staging: &str) -> Result<Vec<Staged>
         .iter()
         .map(|blob| (blob.key.as_str(), blob.size))
         .collect();
-    Ok(listed
-        .iter()
-        .filter_map(|blob| {
-            let (part, bytes) = Part::of_marker(&blob.key, staging)?;
-            let stored = *stored.get(part.key(staging).as_str())?;
-            Some(Staged {
-                part,
-                bytes,
-                stored,
-            })
-        })
-        .collect())
+    let mut files = Vec::new();
+    for blob in &listed {
+        let Some((part, bytes, pieced)) = Part::of_marker(&blob.key, staging) else {
+            continue;
+        };
+        let pieces = if pieced {
+            crate::ports::get_json(&*app.blobs, &blob.key).await?
+        } else {
+            let key = part.key(staging);
+            let Some(&stored) = stored.get(key.as_str()) else {
+                continue;
+            };
+            vec![Piece { key, stored }]
+        };
+        files.push(Staged {
+            part,
+            bytes,
+            pieces,
+        });
+    }
+    Ok(files)
 }
 
 /// Whether `part` is staged whole already.
@@ -85,22 +144,15 @@ pub(super) async fn is_staged(app: &App, part: &Part, staging: &str) -> Result<b
     let listed = app.blobs.list(&part.prefix(staging)).await?;
     Ok(listed
         .iter()
-        .any(|blob| Part::of_marker(&blob.key, staging).is_some_and(|(p, _)| p == *part)))
+        .any(|blob| Part::of_marker(&blob.key, staging).is_some_and(|(p, _, _)| p == *part)))
 }
 
-/// Step 2: the source's file `body` staged as the archive's member for
-/// `part`. The file is checked as an import checks an archive (a file
-/// relation's tar with every limit, the others decompressed within the
-/// size limit) and written again in our own gzip, so the import reads
+/// Step 2 for a relation's NDJSON (or `self`'s JSON): the source's file
+/// `body` staged as the archive's member for `part`, decompressed within
+/// the size limit and written again in our own gzip, so the import reads
 /// nothing the source wrote; a file is staged the same, byte for byte,
-/// however often it is downloaded.
-pub(super) async fn stage(
-    app: &App,
-    part: &Part,
-    staging: &str,
-    body: ByteStream,
-    mtime: u64,
-) -> Result<()> {
+/// however often it is downloaded. (File relations: `stage_files`.)
+pub(super) async fn stage(app: &App, part: &Part, staging: &str, body: ByteStream) -> Result<()> {
     let key = part.key(staging);
     let relation = part.relation.clone();
     let limits = app.settings.limits.clone();
@@ -110,7 +162,7 @@ pub(super) async fn stage(
         let sender = chunks.sender();
         let bytes = runtime::spawn_thread("stage", move || {
             let mut emit = |chunk: Bytes| handle.block_on(sender.send(chunk));
-            archive_bytes(reader, &relation, &limits, mtime, &mut emit)
+            archive_bytes(reader, &relation, &limits, &mut emit)
         })
         .join()
         .await??;
@@ -123,18 +175,14 @@ pub(super) async fn stage(
     Ok(())
 }
 
-/// What `relation`'s file from the source adds to the archive's tar stream,
-/// sent on through `emit`; returns how many bytes.
+/// What `relation`'s NDJSON file from the source adds to the archive's tar
+/// stream, sent on through `emit`; returns how many bytes.
 fn archive_bytes(
     reader: impl Read + Send,
     relation: &str,
     limits: &Limits,
-    mtime: u64,
     emit: &mut dyn FnMut(Bytes) -> Result<()>,
 ) -> Result<u64> {
-    if relations::is_file_relation(relation) {
-        return tar_entries(reader, relation, limits, mtime, emit);
-    }
     let limit = limits.max_uncompressed_bytes;
     let (mut size, last) = send_all(&mut MultiGzDecoder::new(reader), limit, emit)?;
     // A batch not ending its last line gets the newline NDJSON needs.
@@ -145,45 +193,159 @@ fn archive_bytes(
     Ok(size)
 }
 
-/// The files of a file relation's `.tar.gz`, each as a tar entry of the
-/// archive, read with every check an import's archive gets (extension
-/// headers, paths, entry counts, expanded size).
-fn tar_entries(
+/// Step 2 for a file relation's file, which may take longer than a run:
+/// its files staged as the archive's tar entries in pieces, a whole gzip
+/// member each. A run stops at `deadline` (once it staged
+/// `MIN_PIECE_BYTES`, where the read may stop), keeping where it got beside
+/// the pieces; the next run `download`s the source's file from that gzip
+/// access point's offset on and goes on there. Runs of one file at the same
+/// moment write pieces of their own, and the progress they leave (or the
+/// marker listing them) names only pieces written whole.
+pub(super) async fn stage_files<F, Fut>(
+    app: &App,
+    part: &Part,
+    staging: &str,
+    mtime: u64,
+    deadline: Deadline,
+    download: F,
+) -> Result<Staging>
+where
+    F: FnOnce(u64) -> Fut,
+    Fut: Future<Output = Result<ByteStream>>,
+{
+    let progress_key = part.progress_key(staging);
+    let mut progress: FilesProgress = match crate::ports::get_json(&*app.blobs, &progress_key).await
+    {
+        Ok(progress) => progress,
+        Err(Error::NotFound(_)) => FilesProgress::default(),
+        Err(err) => return Err(err),
+    };
+    let checkpoint = progress.reader.take();
+    let body = download(checkpoint.as_ref().map_or(0, |c| c.access.compressed)).await?;
+    let key = format!(
+        "{}{}.{}.piece",
+        part.prefix(staging),
+        uuid::Uuid::new_v4().simple(),
+        progress.pieces.len()
+    );
+    let relation = part.relation.clone();
+    let limits = app.settings.limits.clone();
+    let ((end, bytes), stored) = pipeline::gzip(app, &key, |chunks| async move {
+        let reader = stream::blocking_reader(body);
+        let handle = tokio::runtime::Handle::current();
+        let sender = chunks.sender();
+        let read = runtime::spawn_thread("stage", move || {
+            let control = ReadControl::default();
+            let mut sent = 0u64;
+            let mut emit = |chunk: Bytes| {
+                sent += chunk.len() as u64;
+                if sent >= MIN_PIECE_BYTES && deadline.passed() {
+                    control.request_stop();
+                }
+                handle.block_on(sender.send(chunk))
+            };
+            let from = checkpoint.as_ref();
+            files_bytes(
+                reader,
+                &relation,
+                &limits,
+                mtime,
+                (from, &control),
+                &mut emit,
+            )
+        })
+        .join()
+        .await??;
+        chunks.finish().await?;
+        Ok(read)
+    })
+    .await?;
+    progress.bytes += bytes;
+    progress.pieces.push(Piece { key, stored });
+    match end {
+        ReadEnd::Complete { .. } => {
+            let marker = part.pieces_marker(staging, progress.bytes);
+            crate::ports::put_json(&*app.blobs, &marker, &progress.pieces).await?;
+            Ok(Staging::Whole)
+        }
+        ReadEnd::Stopped(checkpoint) => {
+            tracing::info!(
+                relation = %part.relation,
+                read = checkpoint.access.compressed,
+                staged = progress.bytes,
+                pieces = progress.pieces.len(),
+                "a file of the source continues in a later run"
+            );
+            progress.reader = Some(*checkpoint);
+            crate::ports::put_json(&*app.blobs, &progress_key, &progress).await?;
+            Ok(Staging::Stopped)
+        }
+    }
+}
+
+/// Where a file relation's file staged in pieces stands between runs.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct FilesProgress {
+    /// Where the read of the source's file goes on.
+    reader: Option<ReaderCheckpoint>,
+    /// Archive bytes staged so far.
+    bytes: u64,
+    pieces: Vec<Piece>,
+}
+
+/// What a file relation's `.tar.gz` from the source adds to the archive's
+/// tar stream, sent on through `emit`: each file a tar entry where the
+/// archive keeps it, read with every check an import's archive gets
+/// (extension headers, paths, entry counts, expanded size), from `from` on
+/// (the header of a file a run stopped in went with that run). Returns how
+/// the read ended and the bytes sent.
+fn files_bytes(
     reader: impl Read + Send,
     relation: &str,
     limits: &Limits,
     mtime: u64,
+    (from, control): (Option<&ReaderCheckpoint>, &ReadControl),
     emit: &mut dyn FnMut(Bytes) -> Result<()>,
-) -> Result<u64> {
+) -> Result<(ReadEnd, u64)> {
     let mut total = 0u64;
-    archive::read_tar_files(reader, limits, |path, entry, size| -> Result<()> {
-        if relation == "lfs_objects" && path.trim_start_matches("./") == relations::LFS_OBJECTS_JSON
-        {
-            // Repository types, which an archive does not keep.
-            io::copy(&mut entry.take(size), &mut io::sink()).map_err(corrupt)?;
-            return Ok(());
-        }
-        let path = archive_path(relation, &path);
-        let header = archive::header_bytes(&path, size, mtime)
-            .map_err(|err| Error::Internal(format!("a tar header for {path}: {err}")))?;
-        total += header.len() as u64;
-        emit(Bytes::from(header))?;
-        let (copied, _) = send_all(entry, size, emit)?;
-        if copied != size {
-            return Err(corrupt(io::Error::other(format!(
-                "{path} holds {copied} of its {size} bytes"
-            ))));
-        }
-        let padding = archive::padding(size);
-        emit(Bytes::from(vec![0; padding]))?;
-        total += size + padding as u64;
-        Ok(())
-    })
-    .map_err(|err| match err {
-        Error::Archive(err) => Error::BadRequest(format!("a file of the source is refused: {err}")),
-        other => other,
-    })?;
-    Ok(total)
+    let mut failed = None;
+    let mut skipping = false;
+    let mut padding = 0;
+    let mut sink = |event: ImportEvent| -> std::result::Result<(), SinkClosed> {
+        let bytes = match event {
+            ImportEvent::BlobStart { path, size, from } => {
+                // Repository types, which an archive does not keep.
+                skipping = relation == "lfs_objects" && path == relations::LFS_OBJECTS_JSON;
+                padding = archive::padding(size);
+                if skipping || from > 0 {
+                    return Ok(());
+                }
+                let path = archive_path(relation, &path);
+                match archive::header_bytes(&path, size, mtime) {
+                    Ok(header) => Bytes::from(header),
+                    Err(err) => {
+                        failed = Some(Error::Internal(format!("a tar header for {path}: {err}")));
+                        return Err(SinkClosed);
+                    }
+                }
+            }
+            ImportEvent::BlobChunk(chunk) if !skipping => chunk,
+            ImportEvent::BlobEnd if !skipping => Bytes::from(vec![0; padding]),
+            _ => return Ok(()),
+        };
+        total += bytes.len() as u64;
+        emit(bytes).map_err(|err| {
+            failed = Some(err);
+            SinkClosed
+        })
+    };
+    let read = archive::read_files(reader, limits, from, control, &mut sink);
+    if let Some(err) = failed {
+        return Err(err);
+    }
+    let end =
+        read.map_err(|err| Error::BadRequest(format!("a file of the source is refused: {err}")))?;
+    Ok((end, total))
 }
 
 /// Sends what `reader` holds on through `emit`, a piece at a time: how many
@@ -246,7 +408,10 @@ pub(super) struct Composition {
 enum Member {
     /// A few bytes of the tar stream (headers, padding, the end), deflated.
     Between { gzip: Vec<u8> },
-    /// A staged file, as stored.
+    /// A piece of a staged file, as stored.
+    Piece(Piece),
+    /// A staged file, as stored at its part's key (compositions written
+    /// before files were staged in pieces).
     Staged {
         relation: String,
         batch: Option<u32>,
@@ -258,6 +423,7 @@ impl Member {
     fn stored(&self) -> u64 {
         match self {
             Member::Between { gzip } => gzip.len() as u64,
+            Member::Piece(piece) => piece.stored,
             Member::Staged { stored, .. } => *stored,
         }
     }
@@ -303,11 +469,8 @@ impl Composition {
             }
             for file in files.iter().filter(|file| file.bytes > 0) {
                 composition.close(&mut between)?;
-                composition.members.push(Member::Staged {
-                    relation: file.part.relation.clone(),
-                    batch: file.part.batch,
-                    stored: file.stored,
-                });
+                let pieces = file.pieces.iter().cloned().map(Member::Piece);
+                composition.members.extend(pieces);
             }
             if entry.is_some() {
                 between.resize(between.len() + archive::padding(size), 0);
@@ -370,22 +533,23 @@ impl Composition {
         let members = futures::stream::iter(from).then(move |(member, skip)| {
             let (app, staging) = (app.clone(), staging.clone());
             async move {
-                let bytes: ByteStream = match member {
-                    Member::Between { gzip } => Box::pin(futures::stream::once(async move {
-                        Ok(Bytes::from(gzip).slice(skip as usize..))
-                    })),
+                let (key, stored) = match member {
+                    Member::Between { gzip } => {
+                        let bytes = Bytes::from(gzip).slice(skip as usize..);
+                        return Ok(stream::from_bytes(bytes));
+                    }
+                    Member::Piece(Piece { key, stored }) => (key, stored),
                     Member::Staged {
                         relation,
                         batch,
                         stored,
-                    } => {
-                        let key = Part { relation, batch }.key(&staging);
-                        app.blobs
-                            .get_range(&key, skip, stored - skip)
-                            .await
-                            .map_err(io::Error::other)?
-                    }
+                    } => (Part { relation, batch }.key(&staging), stored),
                 };
+                let bytes: ByteStream = app
+                    .blobs
+                    .get_range(&key, skip, stored - skip)
+                    .await
+                    .map_err(io::Error::other)?;
                 Ok::<_, io::Error>(bytes)
             }
         });
@@ -423,8 +587,15 @@ mod tests {
         assert_eq!(marker, "imports/u/source/merge_requests.12.4096.staged");
         assert_eq!(
             Part::of_marker(&marker, staging),
-            Some((part.clone(), 4096))
+            Some((part.clone(), 4096, false))
         );
+        let pieces = part.pieces_marker(staging, 4096);
+        assert_eq!(
+            Part::of_marker(&pieces, staging),
+            Some((part.clone(), 4096, true))
+        );
+        assert!(pieces.starts_with(&part.prefix(staging)));
+        assert_eq!(Part::of_marker(&part.progress_key(staging), staging), None);
         assert!(marker.starts_with(&part.prefix(staging)));
         assert_eq!(Part::of_marker(&part.key(staging), staging), None);
         assert_eq!(
@@ -439,15 +610,26 @@ mod tests {
         gzip.finish().unwrap()
     }
 
-    /// What `archive_bytes` stages for a file of the source.
+    const MTIME: u64 = 1_700_000_000;
+
+    /// What `archive_bytes` (or `files_bytes`) stages for a file of the
+    /// source.
     fn staged(relation: &str, file: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         let mut emit = |chunk: Bytes| {
             out.extend_from_slice(&chunk);
             Ok(())
         };
-        let size =
-            archive_bytes(file, relation, &Limits::default(), 1_700_000_000, &mut emit).unwrap();
+        let limits = Limits::default();
+        let size = if relations::is_file_relation(relation) {
+            let control = ReadControl::default();
+            let read = files_bytes(file, relation, &limits, MTIME, (None, &control), &mut emit);
+            let (end, size) = read.unwrap();
+            assert!(matches!(end, ReadEnd::Complete { .. }));
+            size
+        } else {
+            archive_bytes(file, relation, &limits, &mut emit).unwrap()
+        };
         assert_eq!(size, out.len() as u64);
         out
     }
@@ -480,26 +662,24 @@ mod tests {
             };
             let data = staged(relation, file);
             let stored = gzip(&data);
+            let key = part.key("s/");
             files.push(Staged {
-                part: part.clone(),
+                part,
                 bytes: data.len() as u64,
-                stored: stored.len() as u64,
+                pieces: vec![Piece {
+                    key: key.clone(),
+                    stored: stored.len() as u64,
+                }],
             });
-            blobs.insert(part, stored);
+            blobs.insert(key, stored);
         }
-        let composition = Composition::of(&files, 1_700_000_000).unwrap();
+        let composition = Composition::of(&files, MTIME).unwrap();
         let mut archive = Vec::new();
         for member in &composition.members {
             match member {
                 Member::Between { gzip } => archive.extend_from_slice(gzip),
-                Member::Staged {
-                    relation, batch, ..
-                } => archive.extend_from_slice(
-                    &blobs[&Part {
-                        relation: relation.clone(),
-                        batch: *batch,
-                    }],
-                ),
+                Member::Piece(piece) => archive.extend_from_slice(&blobs[&piece.key]),
+                Member::Staged { .. } => unreachable!("compositions list pieces"),
             }
         }
         assert_eq!(composition.size(), archive.len() as u64);

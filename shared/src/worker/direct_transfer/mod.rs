@@ -37,7 +37,7 @@ use crate::domain::{
 use crate::relations;
 use crate::remote::source::{SourceInstance, SourceRelation};
 use crate::{keys, App, Error, Result};
-use archive::{stage, staged_files, Composition, Staged};
+use archive::{stage, stage_files, staged_files, Composition, Staged, Staging};
 
 /// How long one run polls the source's export before it lets go of the job
 /// and a later message polls again: an invocation is not held waiting.
@@ -402,9 +402,9 @@ fn with_members(source: &BulkSource, parts: Vec<Part>) -> Vec<Part> {
     parts
 }
 
-/// Step 2: one file of the source's export, downloaded; the last one queues
-/// the job again.
-pub(super) async fn download_part(app: &App, message: &Message) -> Result<()> {
+/// Step 2: one file of the source's export, downloaded (a file relation's
+/// over as many runs as it takes); the last one queues the job again.
+pub(super) async fn download_part(app: &App, message: &Message, deadline: Deadline) -> Result<()> {
     let Some(job) = app.jobs.job(&message.job_id).await? else {
         return Ok(());
     };
@@ -427,24 +427,38 @@ pub(super) async fn download_part(app: &App, message: &Message) -> Result<()> {
     let downloaded = async {
         if archive::is_staged(app, &part, &staging).await? {
             // Delivered again: staged already.
-            return Ok(());
+            return Ok(Staging::Whole);
         }
         let remote = connect(app, source)?;
+        let limit = app.settings.max_upload_bytes;
+        if relations::is_file_relation(&part.relation) {
+            let download =
+                |from| remote.download(project_id, &part.relation, part.batch, limit, from);
+            return stage_files(app, &part, &staging, mtime(&job), deadline, download).await;
+        }
         let body: crate::stream::ByteStream = if part == members::part() {
             let (gzip, failures) = members::fetch(app, &job, &remote, project_id).await?;
             members::save_failures(app, &staging, &failures).await?;
             Box::pin(futures::stream::once(async move { Ok(gzip) }))
         } else {
-            let limit = app.settings.max_upload_bytes;
             remote
-                .download(project_id, &part.relation, part.batch, limit)
+                .download(project_id, &part.relation, part.batch, limit, 0)
                 .await?
         };
-        stage(app, &part, &staging, body, mtime(&job)).await
+        stage(app, &part, &staging, body).await?;
+        Ok(Staging::Whole)
     }
     .await;
     match downloaded {
-        Ok(_) => {}
+        Ok(Staging::Whole) => {}
+        Ok(Staging::Stopped) => {
+            // Moving, for the stale-job sweep; the same message goes on.
+            app.jobs
+                .record_progress(&job.id, When::started(), JobUpdate::default())
+                .await?;
+            app.queue.send(&[part.message(&job)]).await?;
+            return Ok(());
+        }
         Err(err) if err.is_permanent() => {
             // The entity cannot be imported whole: it fails now.
             let reason = crate::redact::text(&err.to_string()).into_owned();
