@@ -360,8 +360,8 @@ async fn a_migration_crosses_invocations(app: &App) {
     })
     .await
     .unwrap();
-    // The pieces the bundle is staged in, by their number in the file.
-    let pieces = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    // The pieces the bundle is staged in: how often each number was put.
+    let pieces = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
     let seen = pieces.clone();
     let before = move |call: &Call| -> BoxFuture<'static, shared::Result<()>> {
         if let Call::Put { key } = call {
@@ -369,7 +369,7 @@ async fn a_migration_crosses_invocations(app: &App) {
             if let Some(piece) = name.strip_prefix("repository.0.") {
                 if let Some(number) = piece.strip_suffix(".piece") {
                     let number = number.rsplit('.').next().unwrap().parse::<u32>().unwrap();
-                    seen.lock().unwrap().insert(number);
+                    *seen.lock().unwrap().entry(number).or_insert(0) += 1;
                 }
             }
         }
@@ -402,6 +402,12 @@ async fn a_migration_crosses_invocations(app: &App) {
     assert!(
         pieces.len() >= 3,
         "the bundle was staged in pieces {pieces:?}"
+    );
+    // Each message twice at once: each piece twice, never more (the two
+    // runs of a delivery queue one message between them).
+    assert!(
+        pieces.values().all(|puts| *puts <= 2),
+        "pieces put more often than their deliveries: {pieces:?}"
     );
     let project = app
         .projects

@@ -121,6 +121,9 @@ pub struct FakeSource {
     /// Each download asked for: the relation, and the byte its range
     /// started at, if it had one.
     pub downloaded: std::sync::Mutex<Vec<(String, Option<u64>)>>,
+    /// From the second download of `repository` on, the source serves this
+    /// file in its place (it exported the project again meanwhile).
+    pub repository_exported_again: Option<Vec<u8>>,
     pub requests: AtomicUsize,
     pub downloads: AtomicUsize,
     pub gone: AtomicBool,
@@ -426,7 +429,18 @@ async fn fake_download(
     if let (Some(claimed), "uploads") = (source.uploads_long_name, relation.as_str()) {
         return crate::hostile::long_name_tar_gz(claimed).into_response();
     }
-    match source.files.get(&relation) {
+    let repository_downloads = source
+        .downloaded
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(relation, _)| relation == "repository")
+        .count();
+    let file = match &source.repository_exported_again {
+        Some(again) if relation == "repository" && repository_downloads > 1 => Some(again),
+        _ => source.files.get(&relation),
+    };
+    match file {
         Some(file) => {
             let mut headers = HeaderMap::new();
             headers.insert("content-type", "application/gzip".parse().unwrap());

@@ -301,7 +301,7 @@ impl SourceInstance {
         batch: Option<u32>,
         limit: u64,
         from: u64,
-    ) -> Result<ByteStream> {
+    ) -> Result<SourceFile> {
         let path = format!("projects/{project_id}/export_relations/download");
         let mut query = vec![("relation", relation.to_owned())];
         if let Some(batch) = batch {
@@ -324,18 +324,23 @@ impl SourceInstance {
                 })
             })?;
         let ranged = from > 0 && response.status() == reqwest::StatusCode::PARTIAL_CONTENT;
-        if ranged {
-            let starts = response
+        let size = if ranged {
+            let content_range = response
                 .headers()
                 .get(reqwest::header::CONTENT_RANGE)
                 .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.starts_with(&format!("bytes {from}-")));
-            if !starts {
-                return Err(Error::Storage(format!(
+                .unwrap_or_default();
+            match content_range_of(content_range) {
+                Some((start, size)) if start == from => size,
+                _ => {
+                    return Err(Error::Storage(format!(
                     "the source answered a range of {relation}'s file not starting at byte {from}"
-                )));
+                )))
+                }
             }
-        }
+        } else {
+            response.content_length()
+        };
         let too_large = format!("a file of the source is larger than {limit} bytes");
         let body = bounded::paced(
             response.bytes_stream(),
@@ -353,15 +358,46 @@ impl SourceInstance {
                 from,
                 "the source ignores ranges: the file is read again up to where the last run stopped"
             );
-            return Ok(crate::stream::skip(body, from));
+            let body = crate::stream::skip(body, from);
+            return Ok(SourceFile { body, size, ranged });
         }
-        Ok(body)
+        Ok(SourceFile { body, size, ranged })
     }
+}
+
+/// A file of the source, as it comes.
+pub struct SourceFile {
+    /// From the byte asked for on.
+    pub body: ByteStream,
+    /// The whole file's size, where the source said it.
+    pub size: Option<u64>,
+    /// Whether the source sent only the range asked for (else it sent the
+    /// whole file, and the bytes before the range were dropped).
+    pub ranged: bool,
+}
+
+/// The first byte and the whole size a `Content-Range: bytes a-b/size`
+/// names (the size `None` when it is `*`).
+fn content_range_of(value: &str) -> Option<(u64, Option<u64>)> {
+    let (range, size) = value.strip_prefix("bytes ")?.split_once('/')?;
+    let (start, _) = range.split_once('-')?;
+    Some((start.parse().ok()?, size.parse().ok()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_content_range_names_its_start_and_size() {
+        assert_eq!(
+            content_range_of("bytes 100-199/1000"),
+            Some((100, Some(1000)))
+        );
+        assert_eq!(content_range_of("bytes 5-9/*"), Some((5, None)));
+        assert_eq!(content_range_of("bytes */1000"), None);
+        assert_eq!(content_range_of("items 1-2/3"), None);
+    }
 
     #[test]
     fn the_api_is_under_the_base_url() {

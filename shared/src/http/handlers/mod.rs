@@ -133,13 +133,23 @@ enum Wanted {
 
 impl Range {
     fn of(&self, size: u64) -> Wanted {
-        let Some(parsed) = self
-            .0
-            .as_deref()
-            .and_then(|value| http_range_header::parse_range_header(value).ok())
-        else {
+        let Some((value, parsed)) = self.0.as_deref().and_then(|value| {
+            let parsed = http_range_header::parse_range_header(value).ok()?;
+            Some((value, parsed))
+        }) else {
             return Wanted::Whole;
         };
+        if size == 0 {
+            // No byte to send: every range is past the end.
+            return Wanted::Unsatisfiable;
+        }
+        let suffix = value
+            .strip_prefix("bytes=-")
+            .and_then(|n| n.parse::<u64>().ok());
+        if suffix.is_some_and(|n| n >= size) {
+            // The last N bytes of a shorter file: all of it (RFC 9110, 14.1.2).
+            return Wanted::Part(0..=size - 1);
+        }
         match parsed.validate(size) {
             Ok(ranges) if ranges.len() == 1 => Wanted::Part(ranges[0].clone()),
             Ok(_) => Wanted::Whole,
@@ -218,4 +228,28 @@ async fn attachment(app: &App, key: &str, file_name: &str, range: Range) -> Resu
         );
     }
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_range_asks_what_rfc_9110_says() {
+        let of = |value: Option<&str>, size| Range(value.map(str::to_owned)).of(size);
+        assert_eq!(of(None, 10), Wanted::Whole);
+        assert_eq!(of(Some("bytes=2-"), 10), Wanted::Part(2..=9));
+        assert_eq!(of(Some("bytes=2-4"), 10), Wanted::Part(2..=4));
+        assert_eq!(of(Some("bytes=-3"), 10), Wanted::Part(7..=9));
+        assert_eq!(of(Some("bytes=-30"), 10), Wanted::Part(0..=9));
+        assert_eq!(of(Some("bytes=10-"), 10), Wanted::Unsatisfiable);
+        // An empty file has no byte to send.
+        assert_eq!(of(Some("bytes=0-"), 0), Wanted::Unsatisfiable);
+        assert_eq!(of(Some("bytes=-5"), 0), Wanted::Unsatisfiable);
+        // What a server may ignore: the whole file.
+        assert_eq!(of(Some("bytes=0-1,4-5"), 10), Wanted::Whole);
+        assert_eq!(of(Some("items=0-3"), 10), Wanted::Whole);
+        assert_eq!(of(Some("bytes=x-"), 10), Wanted::Whole);
+        assert_eq!(of(Some(""), 0), Wanted::Whole);
+    }
 }

@@ -27,6 +27,7 @@ use crate::archive::{
     self, ImportEvent, Limits, ReadControl, ReadEnd, ReaderCheckpoint, SinkClosed,
 };
 use crate::relations::{self, SELF_RELATION};
+use crate::remote::source::SourceFile;
 use crate::stream::{BlockingReader, ByteStream};
 use crate::worker::pipeline;
 use crate::worker::Deadline;
@@ -52,12 +53,14 @@ pub(super) struct Piece {
 }
 
 /// How a run left the file it staged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Staging {
     /// Staged whole, its marker written.
     Whole,
-    /// Stopped at the run's deadline: a later run goes on.
-    Stopped,
+    /// Stopped at the run's deadline: a later run goes on. It had gone on
+    /// from the progress whose last piece this is (`start-<file size>` if
+    /// none).
+    Stopped { resumed_from: String },
 }
 
 /// The least a run stages of a file before it may stop: a short deadline
@@ -211,7 +214,7 @@ pub(super) async fn stage_files<F, Fut>(
 ) -> Result<Staging>
 where
     F: FnOnce(u64) -> Fut,
-    Fut: Future<Output = Result<ByteStream>>,
+    Fut: Future<Output = Result<SourceFile>>,
 {
     let progress_key = part.progress_key(staging);
     let mut progress: FilesProgress = match crate::ports::get_json(&*app.blobs, &progress_key).await
@@ -221,7 +224,33 @@ where
         Err(err) => return Err(err),
     };
     let checkpoint = progress.reader.take();
-    let body = download(checkpoint.as_ref().map_or(0, |c| c.access.compressed)).await?;
+    let from = checkpoint.as_ref().map_or(0, |c| c.access.compressed);
+
+    let file = download(from).await?;
+    if from > 0 && file.size.is_some() && file.size != progress.source_size {
+        // Exported again since the last run: what was staged is of another
+        // file. The retry starts this one from its beginning.
+        app.blobs.delete_prefix(&progress_key).await?;
+        return Err(Error::Storage(format!(
+            "the source's {} file changed between runs ({:?} bytes, then {:?}): staged again from its start",
+            part.relation, progress.source_size, file.size
+        )));
+    }
+    progress.source_size = file.size.or(progress.source_size);
+    // A file staged again from its start (exported again) starts a chain
+    // of runs of its own.
+    let resumed_from = match progress.pieces.last() {
+        Some(piece) => piece
+            .key
+            .rsplit('/')
+            .next()
+            .unwrap_or(&piece.key)
+            .to_owned(),
+        None => format!("start-{}", file.size.unwrap_or(0)),
+    };
+    // A source ignoring ranges sends the file again up to the stop each
+    // run: the rest is read in this run, as it was before runs could stop.
+    let may_stop = from == 0 || file.ranged;
     let key = format!(
         "{}{}.{}.piece",
         part.prefix(staging),
@@ -230,6 +259,7 @@ where
     );
     let relation = part.relation.clone();
     let limits = app.settings.limits.clone();
+    let body = file.body;
     let ((end, bytes), stored) = pipeline::gzip(app, &key, |chunks| async move {
         let reader = stream::blocking_reader(body);
         let handle = tokio::runtime::Handle::current();
@@ -239,7 +269,7 @@ where
             let mut sent = 0u64;
             let mut emit = |chunk: Bytes| {
                 sent += chunk.len() as u64;
-                if sent >= MIN_PIECE_BYTES && deadline.passed() {
+                if may_stop && sent >= MIN_PIECE_BYTES && deadline.passed() {
                     control.request_stop();
                 }
                 handle.block_on(sender.send(chunk))
@@ -278,7 +308,7 @@ where
             );
             progress.reader = Some(*checkpoint);
             crate::ports::put_json(&*app.blobs, &progress_key, &progress).await?;
-            Ok(Staging::Stopped)
+            Ok(Staging::Stopped { resumed_from })
         }
     }
 }
@@ -291,6 +321,10 @@ struct FilesProgress {
     /// Archive bytes staged so far.
     bytes: u64,
     pieces: Vec<Piece>,
+    /// The source file's size, where the source said it: a later run
+    /// finding another size finds another file.
+    #[serde(default)]
+    source_size: Option<u64>,
 }
 
 /// What a file relation's `.tar.gz` from the source adds to the archive's

@@ -444,21 +444,15 @@ pub(super) async fn download_part(app: &App, message: &Message, deadline: Deadli
             remote
                 .download(project_id, &part.relation, part.batch, limit, 0)
                 .await?
+                .body
         };
         stage(app, &part, &staging, body).await?;
         Ok(Staging::Whole)
     }
     .await;
-    match downloaded {
-        Ok(Staging::Whole) => {}
-        Ok(Staging::Stopped) => {
-            // Moving, for the stale-job sweep; the same message goes on.
-            app.jobs
-                .record_progress(&job.id, When::started(), JobUpdate::default())
-                .await?;
-            app.queue.send(&[part.message(&job)]).await?;
-            return Ok(());
-        }
+    let stopped = match downloaded {
+        Ok(Staging::Whole) => None,
+        Ok(Staging::Stopped { resumed_from }) => Some(resumed_from),
         Err(err) if err.is_permanent() => {
             // The entity cannot be imported whole: it fails now.
             let reason = crate::redact::text(&err.to_string()).into_owned();
@@ -466,7 +460,7 @@ pub(super) async fn download_part(app: &App, message: &Message, deadline: Deadli
             return Ok(());
         }
         Err(err) => return Err(err),
-    }
+    };
     if app
         .jobs
         .job(&job.id)
@@ -478,6 +472,24 @@ pub(super) async fn download_part(app: &App, message: &Message, deadline: Deadli
         app.blobs
             .delete_prefix(&keys::upload_folder(archive_key))
             .await?;
+        return Ok(());
+    }
+    if let Some(resumed_from) = stopped {
+        // Moving, for the stale-job sweep; the same message goes on. Runs
+        // that went on from the same progress (a delivery twice) queue one
+        // message between them, by a ticket; a run going on from another
+        // run's progress queues its own.
+        app.jobs
+            .record_progress(&job.id, When::started(), JobUpdate::default())
+            .await?;
+        let batch = part.batch.unwrap_or(0);
+        let sequence = format!(
+            "direct_transfer:{}:{relation}.{batch}:{resumed_from}",
+            job.id
+        );
+        if app.jobs.next_number(&sequence).await? == 1 {
+            app.queue.send(&[part.message(&job)]).await?;
+        }
         return Ok(());
     }
     let staged = parts_of(&staged_files(app, &staging).await?);
