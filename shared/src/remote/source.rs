@@ -352,15 +352,16 @@ impl SourceInstance {
             self.limits.file_pace,
             too_large,
         );
-        if from > 0 && !ranged {
+        let body = if from > 0 && !ranged {
             tracing::warn!(
                 relation,
                 from,
                 "the source ignores ranges: the file is read again up to where the last run stopped"
             );
-            let body = crate::stream::skip(body, from);
-            return Ok(SourceFile { body, size, ranged });
-        }
+            crate::stream::skip(body, from)
+        } else {
+            body
+        };
         Ok(SourceFile { body, size, ranged })
     }
 }

@@ -159,23 +159,37 @@ pub(super) async fn stage(app: &App, part: &Part, staging: &str, body: ByteStrea
     let key = part.key(staging);
     let relation = part.relation.clone();
     let limits = app.settings.limits.clone();
-    let (bytes, _) = pipeline::gzip(app, &key, |chunks| async move {
-        let reader = stream::blocking_reader(body);
-        let handle = tokio::runtime::Handle::current();
-        let sender = chunks.sender();
-        let bytes = runtime::spawn_thread("stage", move || {
-            let mut emit = |chunk: Bytes| handle.block_on(sender.send(chunk));
-            archive_bytes(reader, &relation, &limits, &mut emit)
-        })
-        .join()
-        .await??;
-        chunks.finish().await?;
-        Ok(bytes)
+    let reader = stream::blocking_reader(body);
+    let (bytes, _) = gzip_from_thread(app, &key, move |emit| {
+        archive_bytes(reader, &relation, &limits, emit)
     })
     .await?;
     let empty: ByteStream = Box::pin(futures::stream::empty());
     app.blobs.put(&part.marker(staging, bytes), empty).await?;
     Ok(())
+}
+
+/// Writes the gzip blob at `key` that `produce` fills on a blocking thread
+/// (where the source's file is read) through the `emit` it is given;
+/// returns what `produce` returns and the blob's size.
+async fn gzip_from_thread<T: Send + 'static>(
+    app: &App,
+    key: &str,
+    produce: impl FnOnce(&mut dyn FnMut(Bytes) -> Result<()>) -> Result<T> + Send + 'static,
+) -> Result<(T, u64)> {
+    pipeline::gzip(app, key, |chunks| async move {
+        let handle = tokio::runtime::Handle::current();
+        let sender = chunks.sender();
+        let value = runtime::spawn_thread("stage", move || {
+            let mut emit = |chunk: Bytes| handle.block_on(sender.send(chunk));
+            produce(&mut emit)
+        })
+        .join()
+        .await??;
+        chunks.finish().await?;
+        Ok(value)
+    })
+    .await
 }
 
 /// What `relation`'s NDJSON file from the source adds to the archive's tar
@@ -259,35 +273,19 @@ where
     );
     let relation = part.relation.clone();
     let limits = app.settings.limits.clone();
-    let body = file.body;
-    let ((end, bytes), stored) = pipeline::gzip(app, &key, |chunks| async move {
-        let reader = stream::blocking_reader(body);
-        let handle = tokio::runtime::Handle::current();
-        let sender = chunks.sender();
-        let read = runtime::spawn_thread("stage", move || {
-            let control = ReadControl::default();
-            let mut sent = 0u64;
-            let mut emit = |chunk: Bytes| {
-                sent += chunk.len() as u64;
-                if may_stop && sent >= MIN_PIECE_BYTES && deadline.passed() {
-                    control.request_stop();
-                }
-                handle.block_on(sender.send(chunk))
-            };
-            let from = checkpoint.as_ref();
-            files_bytes(
-                reader,
-                &relation,
-                &limits,
-                mtime,
-                (from, &control),
-                &mut emit,
-            )
-        })
-        .join()
-        .await??;
-        chunks.finish().await?;
-        Ok(read)
+    let reader = stream::blocking_reader(file.body);
+    let ((end, bytes), stored) = gzip_from_thread(app, &key, move |send| {
+        let control = ReadControl::default();
+        let mut sent = 0u64;
+        let mut emit = |chunk: Bytes| {
+            sent += chunk.len() as u64;
+            if may_stop && sent >= MIN_PIECE_BYTES && deadline.passed() {
+                control.request_stop();
+            }
+            send(chunk)
+        };
+        let from = (checkpoint.as_ref(), &control);
+        files_bytes(reader, &relation, &limits, mtime, from, &mut emit)
     })
     .await?;
     progress.bytes += bytes;
